@@ -1,0 +1,132 @@
+"""`spamjob` command line: thin click commands that parse, call the library, and print."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import click
+
+from spamjob import __version__
+from spamjob.config import SIZE_CHOICES
+from spamjob.errors import SpamjobError
+
+SIZE = click.Choice(SIZE_CHOICES, case_sensitive=False)
+
+
+class _Group(click.Group):
+    """Turns SpamjobError (and plain OS errors) into `Error: <one line>` and exit status 1."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except SpamjobError as e:
+            raise click.ClickException(str(e)) from None
+        except OSError as e:
+            where = f": {e.filename}" if getattr(e, "filename", None) else ""
+            raise click.ClickException(f"{e.strerror or e}{where}") from None
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="spamjob")
+def cli() -> None:
+    """Fine-tune GPT-2 as a spam classifier and score message files with it."""
+
+
+@cli.command()
+@click.option("--source", default=None, metavar="URL|ZIP|FILE",
+              help="UCI zip URL [default], a local zip, or an extracted labeled file (TSV label<TAB>text, "
+                   "or CSV/TSV with `label` and `text` header).")
+@click.option("--out", "out", type=click.Path(file_okay=False), default="data", show_default=True,
+              help="Folder for train/validation/test files and prepare.json.")
+@click.option("--format", "fmt", type=click.Choice(["csv", "parquet"]), default="csv", show_default=True,
+              help="parquet writes .parquet files beside the CSVs.")
+@click.option("--seed", type=int, default=123, show_default=True, help="Seed of balancing and shuffling.")
+@click.option("--train-frac", type=float, default=0.7, show_default=True)
+@click.option("--val-frac", type=float, default=0.1, show_default=True)
+@click.option("--no-balance", is_flag=True, help="Keep every row instead of undersampling ham to the spam count.")
+@click.option("--sha256", default=None, metavar="HEX|none",
+              help="Expected sha256 of the extracted file. Default: the UCI file's for zip sources, none for plain files.")
+@click.option("--delimiter", default=None, help="Field separator [tab; comma for .csv].")
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
+              help="Where downloads and extracted files are kept [$SPAMJOB_CACHE/data].")
+def prepare(source, out, fmt, seed, train_frac, val_frac, no_balance, sha256, delimiter, cache_dir) -> None:
+    """Download (or read) the SMS Spam Collection, balance it and split it as the reference does."""
+    from spamjob.data import UCI_URL, prepare as run_prepare
+
+    result = run_prepare(
+        source or UCI_URL, out, seed=seed, train_frac=train_frac, val_frac=val_frac, balanced=not no_balance,
+        formats=("csv", "parquet") if fmt == "parquet" else ("csv",), sha256=sha256, delimiter=delimiter,
+        cache=cache_dir,
+    )
+    click.echo(result.summary())
+    click.echo(f"wrote {len(result.files)} files + prepare.json to {out}")
+
+
+@cli.command()
+@click.option("--model", "size", type=SIZE, default="gpt2-small", show_default=True, help="GPT-2 size.")
+@click.option("--source", type=click.Choice(["hf", "openai"]), default="hf", show_default=True,
+              help="hf: Hugging Face Hub safetensors; openai: OpenAI's TensorFlow checkpoint files.")
+@click.option("--dir", "dest", type=click.Path(file_okay=False), default=None,
+              help="Write a self-contained folder usable as --weights DIR (default: the cache only).")
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
+              help="Cache folder [hf: $HF_HUB_CACHE; openai: $SPAMJOB_CACHE/openai].")
+@click.option("--tokenizer", "tokenizer_only", is_flag=True,
+              help="Fetch only the GPT-2 tokenizer files (encoder.json, vocab.bpe).")
+def download(size, source, dest, cache_dir, tokenizer_only) -> None:
+    """Prefetch GPT-2 weights (or the tokenizer) for offline and air-gapped runs."""
+    from spamjob.config import OPENAI_NAMES, canonical_size
+    from spamjob.text import fetch_tokenizer
+    from spamjob.weights import fetch_hf, fetch_openai
+
+    if tokenizer_only:
+        folder = fetch_tokenizer(dest)
+    elif source == "hf":
+        folder = fetch_hf(size, cache=cache_dir, local_dir=dest)
+    else:
+        target = dest or (os.path.join(cache_dir, OPENAI_NAMES[canonical_size(size)]) if cache_dir else None)
+        folder = fetch_openai(size, target)
+    click.echo(f"ready: {folder}")
+
+
+@cli.command()
+@click.argument("prompt")
+@click.option("--weights", default="hf", show_default=True, metavar="hf|openai|random|DIR",
+              help="Pretrained source or a local folder (HF or OpenAI layout).")
+@click.option("--model", "size", type=SIZE, default=None, help="GPT-2 size [gpt2-small; read from a folder's config].")
+@click.option("--max-new-tokens", type=click.IntRange(min=0), default=50, show_default=True)
+@click.option("--tokenizer", type=click.Path(file_okay=False), default=None,
+              help="Folder with encoder.json + vocab.bpe [the weights folder, $SPAMJOB_TOKENIZER, cache].")
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="Weights cache folder.")
+@click.option("--seed", type=int, default=123, show_default=True, help="Seed of --weights random.")
+@click.option("--json", "as_json", is_flag=True, help="Print prompt, token ids and text as JSON.")
+def generate(prompt, weights, size, max_new_tokens, tokenizer, cache_dir, seed, as_json) -> None:
+    """Greedy continuation of PROMPT (the reference's sanity check after loading weights)."""
+    import torch
+
+    from spamjob.model import generate_greedy
+    from spamjob.text import encode, load_tokenizer
+    from spamjob.weights import load_gpt
+
+    if not prompt:
+        raise SpamjobError("the prompt is empty")
+    model, folder = load_gpt(weights, size, seed=seed, cache=cache_dir)
+    tok = load_tokenizer(tokenizer, search=[folder] if folder else [])
+    ids = encode(tok, [prompt])[0]
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    out = generate_greedy(model.to(device), torch.tensor([ids], device=device), max_new_tokens)[0].tolist()
+    new = out[len(ids):]
+    text = tok.decode(new)
+    if as_json:
+        click.echo(json.dumps({"prompt": prompt, "prompt_ids": ids, "new_ids": new, "text": prompt + text}))
+    else:
+        click.echo(prompt + text)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="spamjob")
+
+
+if __name__ == "__main__":
+    main()

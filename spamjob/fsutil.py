@@ -1,0 +1,70 @@
+"""Files that are either complete or absent: temporary names, renames, checksums, cache folders."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # read once: mkstemp creates 0600 files, finished files get the usual mode
+
+
+def cache_dir() -> Path:
+    """spamjob's cache folder: $SPAMJOB_CACHE, else $XDG_CACHE_HOME/spamjob, else ~/.cache/spamjob."""
+    if os.environ.get("SPAMJOB_CACHE"):
+        return Path(os.environ["SPAMJOB_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "spamjob"
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks (checkpoints can be several GB)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+@contextlib.contextmanager
+def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `dest`; rename it onto `dest` only if the block succeeds.
+
+    A crash or an exception leaves no file that looks complete: the temporary file
+    (hidden, suffixed `.part`) is removed on error, and `dest` is never half-written.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_UMASK)
+        os.replace(tmp_path, dest)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_json(dest: str | os.PathLike, obj: Any) -> None:
+    """Write JSON atomically (indented, trailing newline)."""
+    with atomic_path(dest) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Read a JSON file; a missing or malformed file raises SpamjobError naming it."""
+    from spamjob.errors import SpamjobError
+
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise SpamjobError(f"{path} not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise SpamjobError(f"{path} is not valid JSON: {e}") from None

@@ -1,0 +1,204 @@
+"""GPT-2 as written from scratch (the reference's module names), classifier head, freezing, pooling."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from spamjob.config import GPTConfig
+from spamjob.errors import SpamjobError
+
+FREEZE_POLICIES = ("head", "last-block", "last-two-blocks", "all")
+POOLINGS = ("last", "last-token")
+
+
+class MultiHeadAttention(nn.Module):
+    """Causal multi-head self-attention with separate query/key/value projections."""
+
+    def __init__(self, d_in: int, d_out: int, num_heads: int, dropout: float = 0.0, qkv_bias: bool = True):
+        super().__init__()
+        assert d_out % num_heads == 0, f"d_out {d_out} must be divisible by num_heads {num_heads}"
+        self.num_heads = num_heads
+        self.head_dim = d_out // num_heads
+        self.W_q = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.W_k = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.W_v = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.out_proj = nn.Linear(d_out, d_out)
+        self.dropout = dropout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, _ = x.shape
+        # (B, T, d) -> (B, nh, T, hs)
+        q, k, v = (
+            proj(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
+            for proj in (self.W_q, self.W_k, self.W_v)
+        )
+        # Fused kernel (flash / memory-efficient on GPU); scale 1/sqrt(hs) as in GPT-2.
+        y = F.scaled_dot_product_attention(
+            q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0
+        )
+        return self.out_proj(y.transpose(1, 2).reshape(b, t, -1))
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm with the reference's parameter names `scale` and `shift` (biased variance)."""
+
+    def __init__(self, emb_dim: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.scale = nn.Parameter(torch.ones(emb_dim))
+        self.shift = nn.Parameter(torch.zeros(emb_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(x, self.scale.shape, self.scale, self.shift, self.eps)
+
+
+class FeedForward(nn.Module):
+    """Linear(d, 4d) -> GELU (tanh approximation, as GPT-2) -> Linear(4d, d)."""
+
+    def __init__(self, emb_dim: int):
+        super().__init__()
+        self.layers = nn.Sequential(
+            nn.Linear(emb_dim, 4 * emb_dim), nn.GELU(approximate="tanh"), nn.Linear(4 * emb_dim, emb_dim)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+class TransformerBlock(nn.Module):
+    """Pre-LayerNorm block: x + attn(norm1(x)), then x + ffn(norm2(x))."""
+
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.attention = MultiHeadAttention(cfg.emb_dim, cfg.emb_dim, cfg.n_heads, cfg.drop_rate, cfg.qkv_bias)
+        self.ffn = FeedForward(cfg.emb_dim)
+        self.norm1 = LayerNorm(cfg.emb_dim, cfg.ln_eps)
+        self.norm2 = LayerNorm(cfg.emb_dim, cfg.ln_eps)
+        self.drop_shortcut = nn.Dropout(cfg.drop_rate)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_shortcut(self.attention(self.norm1(x)))
+        return x + self.drop_shortcut(self.ffn(self.norm2(x)))
+
+
+class GPTModel(nn.Module):
+    """GPT-2: token + position embeddings, N blocks, final norm, output head."""
+
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.token_emb = nn.Embedding(cfg.vocab_size, cfg.emb_dim)
+        self.pos_emb = nn.Embedding(cfg.context_length, cfg.emb_dim)
+        self.drop_emb = nn.Dropout(cfg.drop_rate)
+        self.transformer_blocks = nn.Sequential(*[TransformerBlock(cfg) for _ in range(cfg.n_layers)])
+        self.final_norm = LayerNorm(cfg.emb_dim, cfg.ln_eps)
+        self.out_head = nn.Linear(cfg.emb_dim, cfg.vocab_size, bias=False)
+
+    def embed(self, in_idx: torch.Tensor) -> torch.Tensor:
+        """(B, T) token ids -> (B, T, d) input of block 0."""
+        t = in_idx.shape[1]
+        if t > self.cfg.context_length:
+            raise SpamjobError(f"sequence of {t} tokens exceeds the model's context of {self.cfg.context_length}")
+        pos = torch.arange(t, device=in_idx.device)
+        return self.drop_emb(self.token_emb(in_idx) + self.pos_emb(pos))
+
+    def blocks(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """Run blocks `start..N-1` and the final norm: (B, T, d) -> (B, T, d)."""
+        for block in self.transformer_blocks[start:]:
+            x = block(x)
+        return self.final_norm(x)
+
+    def forward(self, in_idx: torch.Tensor) -> torch.Tensor:
+        """(B, T) token ids -> (B, T, out) logits at every position (the reference's forward)."""
+        return self.out_head(self.blocks(self.embed(in_idx)))
+
+
+def pool(hidden: torch.Tensor, lengths: torch.Tensor | None, pooling: str) -> torch.Tensor:
+    """Pick one position per row: (B, T, d) -> (B, d).
+
+    `last` is the last padded position (the reference); `last-token` the last real
+    token of each row, so right-padding never changes the result (causal attention:
+    a position never sees the padding after it).
+    """
+    if pooling == "last":
+        return hidden[:, -1]
+    if pooling == "last-token":
+        if lengths is None:
+            raise ValueError("last-token pooling needs the unpadded lengths")
+        idx = (lengths.to(hidden.device) - 1).clamp(min=0)  # an empty row pools its first (pad) position
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), idx]
+    raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+
+
+def classify(
+    model: GPTModel, in_idx: torch.Tensor, lengths: torch.Tensor | None, pooling: str, start: int = 0,
+    x: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Class logits (B, C) of the pooled position; equal to `model(in_idx)[rows, pos]`.
+
+    The head is applied to one position per row instead of all T (it is position-wise,
+    so the result is the same). With `x`, blocks from `start` run on cached activations.
+    """
+    h = model.blocks(model.embed(in_idx) if x is None else x, start)
+    return model.out_head(pool(h, lengths, pooling))
+
+
+def replace_head(model: GPTModel, num_classes: int = 2, seed: int | None = 123) -> GPTModel:
+    """Swap the LM head for `Linear(emb_dim, num_classes)`, created right after `manual_seed(seed)`."""
+    if seed is not None:
+        torch.manual_seed(seed)
+    device = model.token_emb.weight.device
+    model.out_head = nn.Linear(model.cfg.emb_dim, num_classes).to(device)
+    return model
+
+
+def freeze(model: GPTModel, policy: str) -> GPTModel:
+    """Set requires_grad by policy; the head is always trainable.
+
+    head: head only; last-block: + last block + final norm; last-two-blocks: + last two
+    blocks + final norm; all: everything.
+    """
+    if policy not in FREEZE_POLICIES:
+        raise SpamjobError(f"unknown trainable policy {policy!r}; choose one of {', '.join(FREEZE_POLICIES)}")
+    train_all = policy == "all"
+    for p in model.parameters():
+        p.requires_grad = train_all
+    n_blocks = {"head": 0, "last-block": 1, "last-two-blocks": 2, "all": 0}[policy]
+    trainable: list[nn.Module] = [model.out_head]
+    if n_blocks:
+        trainable += [*model.transformer_blocks[-n_blocks:], model.final_norm]
+    for module in trainable:
+        for p in module.parameters():
+            p.requires_grad = True
+    return model
+
+
+def first_trainable_block(model: GPTModel) -> int:
+    """Index of the first block with a trainable parameter (n_layers if none, -1 if embeddings train)."""
+    if any(p.requires_grad for m in (model.token_emb, model.pos_emb) for p in m.parameters()):
+        return -1
+    for i, block in enumerate(model.transformer_blocks):
+        if any(p.requires_grad for p in block.parameters()):
+            return i
+    return len(model.transformer_blocks)
+
+
+@torch.no_grad()
+def generate_greedy(model: GPTModel, idx: torch.Tensor, max_new_tokens: int, eos_id: int | None = None) -> torch.Tensor:
+    """Append `max_new_tokens` argmax tokens to (B, T) `idx`, cropping to the context window."""
+    model.eval()
+    ctx = model.cfg.context_length
+    for _ in range(max_new_tokens):
+        h = model.blocks(model.embed(idx[:, -ctx:]))
+        nxt = model.out_head(h[:, -1]).argmax(dim=-1, keepdim=True)  # (B, 1)
+        idx = torch.cat([idx, nxt], dim=1)
+        if eos_id is not None and bool((nxt == eos_id).all()):
+            break
+    return idx
+
+
+def count_params(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameters (optionally only those with requires_grad)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

@@ -1,0 +1,179 @@
+"""GPT-2 tokenizer and the one encode -> truncate -> pad path shared by training and scoring."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import tiktoken
+import torch
+from tiktoken_ext.openai_public import r50k_pat_str as GPT2_PAT  # GPT-2's pre-tokenizer regex
+
+from spamjob.errors import SpamjobError
+from spamjob.fetch import download, is_offline
+from spamjob.fsutil import cache_dir, sha256_file
+
+PAD_ID = 50256  # <|endoftext|>, the reference's padding token
+ENDOFTEXT = "<|endoftext|>"
+# OpenAI's GPT-2 BPE files (the hashes tiktoken pins for its `gpt2` encoding).
+TOKENIZER_FILES = {
+    "encoder.json": "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
+    "vocab.bpe": "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",
+}
+TOKENIZER_URL = "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main"
+# Hugging Face model folders carry the same two files under other names.
+_HF_NAMES = {"encoder.json": "vocab.json", "vocab.bpe": "merges.txt"}
+
+
+def tokenizer_cache() -> Path:
+    """Where `spamjob download` puts encoder.json + vocab.bpe."""
+    return cache_dir() / "gpt2-tokenizer"
+
+
+def find_tokenizer_dir(*candidates: str | os.PathLike | None) -> Path | None:
+    """First folder among candidates, $SPAMJOB_TOKENIZER and the spamjob cache that holds the BPE files."""
+    for c in (*candidates, os.environ.get("SPAMJOB_TOKENIZER"), tokenizer_cache()):
+        if c and _bpe_files(Path(c)) is not None:
+            return Path(c)
+    return None
+
+
+def _bpe_files(folder: Path) -> tuple[Path, Path] | None:
+    for enc, bpe in (("encoder.json", "vocab.bpe"), (_HF_NAMES["encoder.json"], _HF_NAMES["vocab.bpe"])):
+        if (folder / enc).is_file() and (folder / bpe).is_file():
+            return folder / enc, folder / bpe
+    return None
+
+
+def load_tokenizer(folder: str | os.PathLike | None = None, *, search: Sequence[str | os.PathLike] = ()) -> tiktoken.Encoding:
+    """The GPT-2 tokenizer, offline where possible.
+
+    Looks in `folder` (an error if it lacks the files), then `search` folders (e.g. a
+    weights folder), $SPAMJOB_TOKENIZER, the spamjob cache; else tiktoken's own `gpt2`
+    (which reads $TIKTOKEN_CACHE_DIR or downloads).
+    """
+    if folder is not None:
+        if _bpe_files(Path(folder)) is None:
+            raise SpamjobError(f"tokenizer folder {folder} lacks encoder.json + vocab.bpe (or vocab.json + merges.txt)")
+        return _from_folder(Path(folder))
+    found = find_tokenizer_dir(*search)
+    if found is not None:
+        return _from_folder(found)
+    if is_offline() and not os.environ.get("TIKTOKEN_CACHE_DIR"):
+        raise SpamjobError(
+            "GPT-2 tokenizer files not found offline: set SPAMJOB_TOKENIZER to a folder with encoder.json + vocab.bpe, "
+            "or fetch them with `spamjob download --tokenizer`"
+        )
+    try:
+        return tiktoken.get_encoding("gpt2")
+    except Exception as e:  # tiktoken raises requests/OS/hash errors when it cannot fetch
+        raise SpamjobError(
+            f"cannot load the GPT-2 tokenizer ({type(e).__name__}): set SPAMJOB_TOKENIZER to a folder with "
+            "encoder.json + vocab.bpe, or TIKTOKEN_CACHE_DIR, or run `spamjob download --tokenizer`"
+        ) from None
+
+
+def _from_folder(folder: Path) -> tiktoken.Encoding:
+    """Build tiktoken's GPT-2 encoding from OpenAI's data-gym files (no network, no cache writes)."""
+    enc_path, bpe_path = _bpe_files(folder)  # type: ignore[misc]
+    for path, (canonical, expected) in zip((enc_path, bpe_path), TOKENIZER_FILES.items()):
+        if path.name == canonical and (actual := sha256_file(path)) != expected:
+            raise SpamjobError(f"{path} is not OpenAI's GPT-2 {canonical}: sha256 {actual}, expected {expected}")
+    ranks = _data_gym_ranks(bpe_path.read_text(encoding="utf-8"), json.loads(enc_path.read_text(encoding="utf-8")))
+    return tiktoken.Encoding(
+        name="gpt2",
+        pat_str=GPT2_PAT,
+        mergeable_ranks=ranks,
+        special_tokens={ENDOFTEXT: PAD_ID},
+        explicit_n_vocab=50257,
+    )
+
+
+def _data_gym_ranks(vocab_bpe: str, encoder: dict[str, int]) -> dict[bytes, int]:
+    """GPT-2's printable-unicode byte encoding -> tiktoken's bytes -> rank table (as tiktoken.load does)."""
+    printable = [b for b in range(256) if chr(b).isprintable() and chr(b) != " "]
+    rank_to_byte = list(printable)
+    char_to_byte = {chr(b): b for b in printable}
+    n = 0
+    for b in range(256):
+        if b not in char_to_byte.values():
+            rank_to_byte.append(b)
+            char_to_byte[chr(256 + n)] = b
+            n += 1
+
+    def decode(s: str) -> bytes:
+        return bytes(char_to_byte[c] for c in s)
+
+    ranks = {bytes([b]): i for i, b in enumerate(rank_to_byte)}
+    lines = [ln for ln in vocab_bpe.split("\n")[1:] if ln.strip()]  # line 0 is "#version: 0.2"
+    for first, second in (ln.split() for ln in lines):
+        ranks[decode(first) + decode(second)] = len(ranks)
+    from_json = {decode(k): v for k, v in encoder.items() if k not in (ENDOFTEXT, "<|startoftext|>")}
+    if ranks != from_json:
+        raise SpamjobError("tokenizer files disagree: encoder.json does not match the merges in vocab.bpe")
+    return ranks
+
+
+def encode(tokenizer: tiktoken.Encoding, texts: Sequence[str], num_threads: int = 8) -> list[list[int]]:
+    """Token ids per text; special-token text such as `<|endoftext|>` is encoded as ordinary text."""
+    return tokenizer.encode_ordinary_batch(list(texts), num_threads=num_threads)
+
+
+@dataclass
+class Batch:
+    """Padded token ids and what padding hid: `input_ids` (B, T), `lengths` (B,), `truncated` (B,)."""
+
+    input_ids: torch.Tensor
+    lengths: torch.Tensor
+    truncated: torch.Tensor
+
+
+def pad_batch(
+    ids: Sequence[Sequence[int]], max_length: int, *, pad_to: str = "max", pad_id: int = PAD_ID
+) -> Batch:
+    """Truncate each sequence to `max_length` and right-pad with `pad_id`.
+
+    `pad_to="max"` pads every row to `max_length` (the reference); `"longest"` pads
+    only to the longest row of this batch (dynamic padding). Empty sequences keep
+    length 0 and are padded like the others.
+    """
+    if pad_to not in ("max", "longest"):
+        raise ValueError(f"pad_to must be 'max' or 'longest', got {pad_to!r}")
+    lengths = [min(len(s), max_length) for s in ids]
+    width = max_length if pad_to == "max" else max(max(lengths, default=1), 1)
+    out = torch.full((len(ids), width), pad_id, dtype=torch.long)
+    for row, (seq, n) in enumerate(zip(ids, lengths)):
+        if n:
+            out[row, :n] = torch.as_tensor(seq[:n], dtype=torch.long)
+    return Batch(
+        input_ids=out,
+        lengths=torch.tensor(lengths, dtype=torch.long),
+        truncated=torch.tensor([len(s) > max_length for s in ids], dtype=torch.bool),
+    )
+
+
+def encode_batch(
+    tokenizer: tiktoken.Encoding, texts: Sequence[str], max_length: int, *, pad_to: str = "max"
+) -> Batch:
+    """Encode, truncate to `max_length` and pad: the single text path of training and scoring."""
+    return pad_batch(encode(tokenizer, texts), max_length, pad_to=pad_to)
+
+
+def longest(tokenizer: tiktoken.Encoding, texts: Sequence[str]) -> int:
+    """Length in tokens of the longest text (the reference's `max_length` over the training split)."""
+    return max((len(s) for s in encode(tokenizer, texts)), default=0)
+
+
+def fetch_tokenizer(dest: str | os.PathLike | None = None, *, progress: bool = True) -> Path:
+    """Download OpenAI's encoder.json + vocab.bpe (sha256-pinned) into `dest` or the spamjob cache."""
+    dest = Path(dest) if dest is not None else tokenizer_cache()
+    base = os.environ.get("SPAMJOB_TOKENIZER_URL", TOKENIZER_URL)
+    for name, sha in TOKENIZER_FILES.items():
+        download(
+            f"{base.rstrip('/')}/{name}", dest / name, sha256=sha, progress=progress,
+            fetch_hint="run `spamjob download --tokenizer` where there is network",
+        )
+    return dest

@@ -1,0 +1,215 @@
+"""Test helpers: a local HTTP server and tiny GPT-2 checkpoints written in the upstream layouts.
+
+Run as a script to write fresh checkpoints for a manual check:
+    python tests/support.py OUT_DIR [--seed N]   # writes OUT_DIR/hf and OUT_DIR/openai
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+# --------------------------------------------------------------------------- HTTP
+
+
+class Server:
+    """Threaded HTTP server on 127.0.0.1 serving in-memory files.
+
+    `routes` maps a URL path to bytes. Supports HEAD and `Range: bytes=N-`.
+    `truncate[path] = k` makes the next k GETs of `path` announce the full length
+    but close the connection halfway. `hits[path]` counts GETs.
+    """
+
+    def __init__(self, routes: dict[str, bytes] | None = None, headers: Callable[[str], dict] | None = None):
+        self.routes: dict[str, bytes] = dict(routes or {})
+        self.truncate: dict[str, int] = {}
+        self.hits: dict[str, int] = {}
+        self.extra_headers = headers or (lambda path: {})
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):  # keep test output clean
+                pass
+
+            def _head(self, send_body: bool) -> None:
+                path = self.path.split("?")[0]
+                body = server.routes.get(path)
+                if body is None:
+                    self.send_response(404)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                start = 0
+                rng = self.headers.get("Range")
+                if send_body:
+                    server.hits[path] = server.hits.get(path, 0) + 1
+                if rng and rng.startswith("bytes="):
+                    start = int(rng[6:].split("-")[0])
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+                else:
+                    self.send_response(200)
+                part = body[start:]
+                self.send_header("Content-Length", str(len(part)))
+                for k, v in server.extra_headers(path).items():
+                    self.send_header(k, v)
+                self.end_headers()
+                if not send_body:
+                    return
+                if server.truncate.get(path, 0) > 0:
+                    server.truncate[path] -= 1
+                    self.wfile.write(part[: len(part) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
+                self.wfile.write(part)
+
+            def do_GET(self):
+                self._head(send_body=True)
+
+            def do_HEAD(self):
+                self._head(send_body=False)
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> "Server":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def hub_headers(path: str, routes: dict[str, bytes]) -> dict:
+    """Headers the Hugging Face Hub sends on a resolve URL (commit and etag)."""
+    body = routes.get(path, b"")
+    return {"X-Repo-Commit": "a" * 40, "ETag": '"' + hashlib.sha256(body).hexdigest() + '"'}
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def tiny_hf_model(seed: int = 0, n_layer: int = 2, n_embd: int = 32, n_head: int = 4, n_positions: int = 64):
+    """A random transformers GPT2LMHeadModel with GPT-2's vocabulary and a small context."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    cfg = GPT2Config(
+        vocab_size=50257, n_positions=n_positions, n_embd=n_embd, n_layer=n_layer, n_head=n_head,
+        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+    )
+    model = GPT2LMHeadModel(cfg).eval()
+    # Larger weights than GPT-2's 0.02 init (whose greedy output is one token repeated) and
+    # non-trivial LayerNorm and bias values, so a mapping mistake cannot hide behind 1s and 0s.
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 2:
+                p.normal_(0.0, 0.3)
+            elif name.endswith(("ln_1.weight", "ln_2.weight", "ln_f.weight")):
+                p.uniform_(0.5, 1.5)
+            elif name.endswith(".bias"):
+                p.normal_(0.0, 0.1)
+    return model
+
+
+def write_hf_dir(model, folder: Path) -> Path:
+    """`save_pretrained` layout: transformer.-prefixed keys, tied lm_head left out."""
+    model.save_pretrained(folder)
+    return folder
+
+
+def write_hub_dir(model, folder: Path) -> Path:
+    """The Hub's openai-community/gpt2 layout: unprefixed keys plus h.N.attn.bias mask buffers."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    n_ctx = model.config.n_positions
+    state = {k.removeprefix("transformer."): v.contiguous() for k, v in model.transformer.state_dict().items()}
+    mask = torch.tril(torch.ones(n_ctx, n_ctx, dtype=torch.uint8)).view(1, 1, n_ctx, n_ctx)
+    for i in range(model.config.n_layer):
+        state[f"h.{i}.attn.bias"] = mask.clone()
+    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    (folder / "config.json").write_text(json.dumps(model.config.to_dict()))
+    return folder
+
+
+def write_openai_dir(model, folder: Path) -> Path:
+    """OpenAI's TF checkpoint layout (model/h0/attn/c_attn/w shaped [1, d, 3d], hparams.json)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import tensorflow as tf
+
+    folder.mkdir(parents=True, exist_ok=True)
+    sd = {k.removeprefix("transformer."): v.detach().numpy() for k, v in model.transformer.state_dict().items()}
+    tensors = {"model/wte": sd["wte.weight"], "model/wpe": sd["wpe.weight"],
+               "model/ln_f/g": sd["ln_f.weight"], "model/ln_f/b": sd["ln_f.bias"]}
+    for i in range(model.config.n_layer):
+        for part in ("ln_1", "ln_2"):
+            tensors[f"model/h{i}/{part}/g"] = sd[f"h.{i}.{part}.weight"]
+            tensors[f"model/h{i}/{part}/b"] = sd[f"h.{i}.{part}.bias"]
+        for part in ("attn/c_attn", "attn/c_proj", "mlp/c_fc", "mlp/c_proj"):
+            key = f"h.{i}.{part.replace('/', '.')}"
+            tensors[f"model/h{i}/{part}/w"] = sd[key + ".weight"][None]  # [1, in, out] as conv1d
+            tensors[f"model/h{i}/{part}/b"] = sd[key + ".bias"]
+    graph = tf.Graph()
+    with graph.as_default():
+        variables = [tf.compat.v1.Variable(v, name=k) for k, v in tensors.items()]
+        saver = tf.compat.v1.train.Saver(variables)
+        with tf.compat.v1.Session(graph=graph) as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            saver.save(sess, str(folder / "model.ckpt"))
+    c = model.config
+    (folder / "hparams.json").write_text(json.dumps(
+        {"n_vocab": c.vocab_size, "n_ctx": c.n_positions, "n_embd": c.n_embd, "n_head": c.n_head, "n_layer": c.n_layer}
+    ))
+    # Relative path, as in OpenAI's files, so the folder can be moved.
+    (folder / "checkpoint").write_text('model_checkpoint_path: "model.ckpt"\nall_model_checkpoint_paths: "model.ckpt"\n')
+    return folder
+
+
+def hf_greedy(model, ids: list[int], max_new_tokens: int) -> list[int]:
+    """transformers' own greedy generate (no early stop at <|endoftext|>)."""
+    model.generation_config.eos_token_id = None
+    out = model.generate(
+        torch.tensor([ids]), max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=50256,
+        attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+    )
+    return out[0, len(ids):].tolist()
+
+
+if __name__ == "__main__":
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--layers", type=int, default=3)
+    ap.add_argument("--dim", type=int, default=48)
+    ap.add_argument("--heads", type=int, default=3)
+    ap.add_argument("--context", type=int, default=96)
+    ap.add_argument("--prompt", default="Every effort moves you")
+    ap.add_argument("--max-new-tokens", type=int, default=15)
+    a = ap.parse_args()
+    m = tiny_hf_model(a.seed, a.layers, a.dim, a.heads, a.context)
+    write_hf_dir(m, a.out / "hf")
+    write_openai_dir(m, a.out / "openai")
+    import tiktoken
+
+    ids = tiktoken.get_encoding("gpt2").encode(a.prompt)
+    new = hf_greedy(m, ids, a.max_new_tokens)
+    print(json.dumps({"transformers_new_ids": new, "text": a.prompt + tiktoken.get_encoding("gpt2").decode(new)}))

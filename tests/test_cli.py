@@ -1,0 +1,91 @@
+"""The `spamjob` console script as a user runs it: help, version, generate, download, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+from support import hf_greedy, tiny_hf_model, write_hf_dir, write_openai_dir
+
+from spamjob import __version__
+from spamjob.cli import cli
+
+COMMANDS = [name for name in cli.commands]
+
+
+def spamjob(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the installed console script in a subprocess, as a user would."""
+    return subprocess.run(
+        [sys.executable, "-m", "spamjob.cli", *args], capture_output=True, text=True,
+        env={**os.environ, **(env or {})}, timeout=300,
+    )
+
+
+def test_version_and_help_of_every_command():
+    r = CliRunner().invoke(cli, ["--version"])
+    assert r.exit_code == 0 and __version__ in r.output
+    r = CliRunner().invoke(cli, ["--help"])
+    assert r.exit_code == 0
+    assert {"prepare", "download", "generate"} <= set(COMMANDS)
+    for name in COMMANDS:
+        r = CliRunner().invoke(cli, [name, "--help"])
+        assert r.exit_code == 0, name
+        assert "Usage: " in r.output and f" {name} " in r.output and "--help" in r.output
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    model = tiny_hf_model(seed=11, n_layer=3, n_embd=48, n_head=3, n_positions=96)
+    root = tmp_path_factory.mktemp("gen")
+    return model, write_hf_dir(model, root / "hf"), write_openai_dir(model, root / "openai")
+
+
+@pytest.mark.parametrize("layout", [1, 2], ids=["hf", "openai"])
+def test_generate_prints_transformers_tokens(checkpoints, tokenizer, layout):
+    model, folder = checkpoints[0], checkpoints[layout]
+    prompt = "Every effort moves you"
+    expected = hf_greedy(model, tokenizer.encode_ordinary(prompt), 15)
+    r = spamjob("generate", "--weights", str(folder), prompt, "--max-new-tokens", "15", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["new_ids"] == expected
+    assert out["text"] == prompt + tokenizer.decode(expected)
+    r = spamjob("generate", "--weights", str(folder), prompt, "--max-new-tokens", "15")
+    assert r.stdout == prompt + tokenizer.decode(expected) + "\n"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["generate", "--weights", "/no/such/dir", "hi"], "neither hf, openai, random nor an existing folder"),
+        (["generate", "--weights", "random", "--model", "gpt5", "hi"], "Invalid value for '--model'"),
+        (["generate", "--weights", "random", ""], "the prompt is empty"),
+        (["generate", "--weights", "hf", "hi"], "spamjob download --model gpt2-small --source hf"),
+        (["download", "--model", "gpt2-medium", "--source", "openai"], "spamjob download --model gpt2-medium"),
+        (["prepare", "--source", "/no/such/file", "--out", "x"], "does not exist"),
+    ],
+    ids=["missing-weights", "bad-size", "empty-prompt", "hf-offline", "openai-offline", "prepare-missing"],
+)
+def test_errors_are_one_line_with_nonzero_exit(args, message, tmp_path):
+    r = spamjob(*args, env={"HF_HUB_OFFLINE": "1", "SPAMJOB_OFFLINE": "1", "SPAMJOB_CACHE": str(tmp_path)})
+    assert r.returncode != 0
+    assert message in r.stderr
+    assert "Traceback" not in r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert [ln for ln in lines if ln.startswith("Error: ")] == [lines[-1]]
+    assert len(lines) <= 3  # click's usage errors add a usage line and a hint
+
+
+def test_generate_conflicting_model_size(checkpoints):
+    r = spamjob("generate", "--weights", str(checkpoints[1]), "--model", "gpt2-medium", "hi")
+    assert r.returncode == 1 and "conflicts with the checkpoint" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_prepare_via_console_script(sms_path, tmp_path):
+    r = spamjob("prepare", "--source", str(sms_path), "--out", str(tmp_path / "d"))
+    assert r.returncode == 0, r.stderr
+    assert "splits: train 1,045 / validation 149 / test 300" in r.stdout

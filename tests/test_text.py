@@ -1,0 +1,101 @@
+"""spamjob.text: offline tokenizer loading, special-token text, truncation and padding."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import tiktoken
+import torch
+from support import SHARED, Server
+
+from spamjob.errors import SpamjobError
+from spamjob.text import PAD_ID, TOKENIZER_FILES, encode, encode_batch, fetch_tokenizer, load_tokenizer, longest, pad_batch
+
+SAMPLES = [
+    "Every effort moves you",
+    "WINNER!! As a valued network customer you have been selected to receivea £900 prize reward!",
+    "Ok lar... Joking wif u oni...",
+    "emoji 😀 and ünïcödé   spaces\t\ttabs\nnewlines",
+    "",
+]
+
+
+def test_folder_tokenizer_equals_tiktoken_gpt2(tokenizer):
+    ref = tiktoken.get_encoding("gpt2")  # from TIKTOKEN_CACHE_DIR, set by conftest
+    assert tokenizer.n_vocab == ref.n_vocab == 50257
+    for text in SAMPLES:
+        assert tokenizer.encode_ordinary(text) == ref.encode_ordinary(text)
+    assert tokenizer.decode(tokenizer.encode_ordinary(SAMPLES[3])) == SAMPLES[3]
+
+
+def test_hf_file_names_work_too(tmp_path):
+    shutil.copy(SHARED / "gpt2-tokenizer" / "encoder.json", tmp_path / "vocab.json")
+    shutil.copy(SHARED / "gpt2-tokenizer" / "vocab.bpe", tmp_path / "merges.txt")
+    tok = load_tokenizer(tmp_path)
+    assert tok.encode_ordinary(SAMPLES[1]) == tiktoken.get_encoding("gpt2").encode_ordinary(SAMPLES[1])
+
+
+def test_special_token_text_is_ordinary_text(tokenizer):
+    ids = encode(tokenizer, ["hi <|endoftext|> there"])[0]
+    assert PAD_ID not in ids
+    assert tokenizer.decode(ids) == "hi <|endoftext|> there"
+    with pytest.raises(ValueError):  # what plain tiktoken.encode would have done
+        tokenizer.encode("hi <|endoftext|>")
+
+
+def test_pad_batch_fixed_and_dynamic():
+    ids = [[1, 2, 3], [4], [], [5, 6, 7, 8, 9, 10]]
+    fixed = pad_batch(ids, max_length=5)
+    assert fixed.input_ids.tolist() == [
+        [1, 2, 3, PAD_ID, PAD_ID], [4] + [PAD_ID] * 4, [PAD_ID] * 5, [5, 6, 7, 8, 9],
+    ]
+    assert fixed.lengths.tolist() == [3, 1, 0, 5]
+    assert fixed.truncated.tolist() == [False, False, False, True]
+    dyn = pad_batch(ids[:2], max_length=5, pad_to="longest")
+    assert dyn.input_ids.tolist() == [[1, 2, 3], [4, PAD_ID, PAD_ID]]
+    assert dyn.input_ids.dtype == torch.long
+
+
+def test_encode_batch_is_encode_then_pad(tokenizer):
+    b = encode_batch(tokenizer, SAMPLES[:3], max_length=8)
+    ids = encode(tokenizer, SAMPLES[:3])
+    assert b.input_ids.shape == (3, 8)
+    for row, seq in zip(b.input_ids.tolist(), ids):
+        assert row[: min(len(seq), 8)] == seq[:8]
+    assert b.truncated.tolist() == [len(s) > 8 for s in ids]
+    assert longest(tokenizer, SAMPLES) == max(len(s) for s in ids + encode(tokenizer, SAMPLES[3:]))
+
+
+def test_reference_max_length_is_120(data_dir, tokenizer):
+    import pandas as pd
+
+    texts = pd.read_csv(data_dir / "train.csv")["Text"].tolist()
+    assert longest(tokenizer, texts) == 120  # the reference's max_length
+
+
+def test_bad_tokenizer_folders(tmp_path):
+    with pytest.raises(SpamjobError, match="lacks encoder.json"):
+        load_tokenizer(tmp_path)
+    (tmp_path / "encoder.json").write_text("{}")
+    shutil.copy(SHARED / "gpt2-tokenizer" / "vocab.bpe", tmp_path / "vocab.bpe")
+    with pytest.raises(SpamjobError, match="is not OpenAI's GPT-2 encoder.json"):
+        load_tokenizer(tmp_path)
+
+
+def test_offline_without_files_is_one_line(monkeypatch, tmp_path):
+    monkeypatch.setenv("SPAMJOB_OFFLINE", "1")
+    monkeypatch.delenv("SPAMJOB_TOKENIZER")
+    monkeypatch.delenv("TIKTOKEN_CACHE_DIR")
+    monkeypatch.setenv("SPAMJOB_CACHE", str(tmp_path))
+    with pytest.raises(SpamjobError, match="tokenizer files not found offline"):
+        load_tokenizer()
+
+
+def test_fetch_tokenizer_from_local_server(tmp_path, monkeypatch):
+    routes = {f"/enc/{n}": (SHARED / "gpt2-tokenizer" / n).read_bytes() for n in TOKENIZER_FILES}
+    with Server(routes) as srv:
+        monkeypatch.setenv("SPAMJOB_TOKENIZER_URL", srv.url + "/enc")
+        folder = fetch_tokenizer(tmp_path / "tok", progress=False)
+    assert sorted(p.name for p in folder.iterdir()) == ["encoder.json", "vocab.bpe"]
+    assert load_tokenizer(folder).encode_ordinary("hello world") == [31373, 995]

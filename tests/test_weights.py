@@ -1,0 +1,152 @@
+"""spamjob.weights: the same function as transformers' GPT-2 for checkpoints in every upstream layout."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from support import SHARED, Server, hf_greedy, hub_headers, tiny_hf_model, write_hf_dir, write_hub_dir, write_openai_dir
+
+from spamjob.errors import SpamjobError
+from spamjob.model import generate_greedy
+from spamjob.weights import detect_layout, fetch_hf, fetch_openai, load_folder, load_gpt, read_config
+
+
+@pytest.fixture(scope="module")
+def hf_model():
+    return tiny_hf_model(seed=3, n_layer=2, n_embd=32, n_head=4, n_positions=64)
+
+
+@pytest.fixture(scope="module")
+def layouts(hf_model, tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("ckpt")
+    return {
+        "save_pretrained": write_hf_dir(hf_model, root / "hf"),
+        "hub": write_hub_dir(hf_model, root / "hub"),
+        "openai": write_openai_dir(hf_model, root / "openai"),
+    }
+
+
+def test_layouts_are_what_upstream_writes(layouts):
+    from safetensors import safe_open
+
+    with safe_open(layouts["save_pretrained"] / "model.safetensors", "pt") as f:
+        keys = set(f.keys())
+    assert "transformer.h.0.attn.c_attn.weight" in keys and "lm_head.weight" not in keys
+    with safe_open(layouts["hub"] / "model.safetensors", "pt") as f:
+        keys = set(f.keys())
+    assert "h.0.attn.c_attn.weight" in keys and "h.1.attn.bias" in keys and "wte.weight" in keys
+    assert detect_layout(layouts["save_pretrained"]) == detect_layout(layouts["hub"]) == "hf"
+    assert detect_layout(layouts["openai"]) == "openai"
+
+
+@pytest.mark.parametrize("layout", ["save_pretrained", "hub", "openai"])
+def test_logits_equal_transformers(hf_model, layouts, layout):
+    model = load_folder(layouts[layout]).eval()
+    cfg = model.cfg
+    assert (cfg.emb_dim, cfg.n_layers, cfg.n_heads, cfg.context_length, cfg.vocab_size) == (32, 2, 4, 64, 50257)
+    torch.manual_seed(0)
+    for shape in ((1, 1), (2, 17), (3, 64)):
+        ids = torch.randint(0, 50257, shape)
+        with torch.no_grad():
+            ours, theirs = model(ids), hf_model(ids).logits
+        assert ours.abs().max() > 1  # not a degenerate comparison
+        torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("layout", ["save_pretrained", "openai"])
+def test_greedy_continuation_equals_transformers_generate(hf_model, layouts, layout, tokenizer):
+    ids = tokenizer.encode_ordinary("Every effort moves you")
+    expected = hf_greedy(hf_model, ids, 15)
+    assert len(set(expected)) > 3  # a varied continuation, not one token repeated
+    model = load_folder(layouts[layout])
+    out = generate_greedy(model, torch.tensor([ids]), 15)[0, len(ids):].tolist()
+    assert out == expected
+
+
+def test_config_is_read_from_the_checkpoint(layouts):
+    for folder in layouts.values():
+        assert read_config(folder).shape() == "32 dims, 2 layers, 4 heads"
+
+
+def test_size_conflict_and_custom_dims_are_errors(layouts):
+    with pytest.raises(SpamjobError, match=r"--model gpt2-small \(768 dims, 12 layers, 12 heads\) conflicts"):
+        load_gpt(str(layouts["hub"]), "gpt2-small")
+    with pytest.raises(SpamjobError, match="--n-layers only apply to --weights random"):
+        load_gpt(str(layouts["hub"]), n_layers=2)
+    with pytest.raises(SpamjobError, match="neither hf, openai, random nor an existing folder"):
+        load_gpt("/no/such/folder")
+
+
+def test_random_weights_are_seeded_and_custom():
+    a, folder = load_gpt("random", n_layers=2, emb_dim=64, n_heads=2, context_length=128, seed=5)
+    b, _ = load_gpt("random", n_layers=2, emb_dim=64, n_heads=2, context_length=128, seed=5)
+    assert folder is None and a.cfg.shape() == "64 dims, 2 layers, 2 heads" and a.cfg.context_length == 128
+    torch.testing.assert_close(a.state_dict(), b.state_dict(), rtol=0, atol=0)
+
+
+def test_broken_checkpoints(layouts, tmp_path):
+    with pytest.raises(SpamjobError, match="neither a Hugging Face folder"):
+        detect_layout(tmp_path)
+    bad = shutil.copytree(layouts["save_pretrained"], tmp_path / "bad")
+    cfg = json.loads((bad / "config.json").read_text())
+    (bad / "config.json").write_text(json.dumps({**cfg, "n_layer": 3}))
+    with pytest.raises(SpamjobError, match="checkpoint lacks tensor 'h.2.attn.c_attn.weight'"):
+        load_folder(bad)
+    (bad / "config.json").write_text(json.dumps({**cfg, "n_embd": 64}))
+    with pytest.raises(SpamjobError, match="do not fit|lacks|split"):
+        load_folder(bad)
+    (bad / "model.safetensors").write_bytes(b"garbage")
+    (bad / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(SpamjobError, match="cannot read"):
+        load_folder(bad)
+
+
+def test_openai_checkpoint_without_tensorflow_is_a_clear_error(layouts, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorflow", None)  # `import tensorflow` now raises ImportError
+    with pytest.raises(SpamjobError, match=r"needs TensorFlow: pip install 'spamjob\[tf\]'"):
+        load_folder(layouts["openai"])
+
+
+def _hub_routes(folder: Path, repo: str) -> dict[str, bytes]:
+    files = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    files["vocab.json"] = (SHARED / "gpt2-tokenizer" / "encoder.json").read_bytes()
+    files["merges.txt"] = (SHARED / "gpt2-tokenizer" / "vocab.bpe").read_bytes()
+    return {f"/{repo}/resolve/main/{name}": data for name, data in files.items()}
+
+
+def test_hf_download_cache_and_offline(layouts, hf_model, tmp_path, monkeypatch):
+    routes = _hub_routes(layouts["hub"], "openai-community/gpt2")
+    cache = tmp_path / "hub-cache"
+    with Server(routes, headers=lambda p: hub_headers(p, routes)) as srv:
+        folder = fetch_hf("gpt2-small", cache=cache, endpoint=srv.url)
+        local = fetch_hf("124M", local_dir=tmp_path / "plain", endpoint=srv.url)
+    assert (cache / "models--openai-community--gpt2").is_dir()  # HF cache layout
+    assert sorted(p.name for p in local.iterdir() if p.is_file()) == [
+        "config.json", "merges.txt", "model.safetensors", "vocab.json"]
+    torch.testing.assert_close(load_folder(folder).state_dict(), load_folder(local).state_dict())
+    # Offline: the cache answers; an empty cache is a one-line error naming the fix.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert fetch_hf("gpt2-small", cache=cache) == folder
+    with pytest.raises(SpamjobError) as e:
+        fetch_hf("gpt2-medium", cache=cache)
+    assert "spamjob download --model gpt2-medium --source hf" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_openai_download_from_local_server(layouts, tmp_path, monkeypatch):
+    files = {p.name: p.read_bytes() for p in layouts["openai"].iterdir()}
+    files.update({n: (SHARED / "gpt2-tokenizer" / n).read_bytes() for n in ("encoder.json", "vocab.bpe")})
+    routes = {f"/models/124M/{n}": b for n, b in files.items()}
+    with Server(routes) as srv:
+        monkeypatch.setenv("SPAMJOB_OPENAI_URL", srv.url + "/models")
+        folder = fetch_openai("gpt2-small", tmp_path / "124M", progress=False)
+        fetch_openai("gpt2-small", tmp_path / "124M", progress=False)  # present: nothing fetched again
+        assert all(n == 1 for n in srv.hits.values()) and len(srv.hits) == 7
+    assert load_folder(folder).cfg.shape() == "32 dims, 2 layers, 4 heads"
+    monkeypatch.setenv("SPAMJOB_OFFLINE", "1")
+    with pytest.raises(SpamjobError, match="spamjob download --model gpt2-medium --source openai"):
+        fetch_openai("gpt2-medium", tmp_path / "355M")
