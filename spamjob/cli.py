@@ -14,8 +14,18 @@ from spamjob.errors import SpamjobError
 SIZE = click.Choice(SIZE_CHOICES, case_sensitive=False)
 
 
-class _Group(click.Group):
-    """Turns SpamjobError (and plain OS errors) into `Error: <one line>` and exit status 1."""
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class _Command(click.Command):
+    """Turns SpamjobError (and plain OS errors) into `Error: <one line>` and exit status 1.
+
+    On the command itself, so a command run standalone (jobs/*.py) behaves the same.
+    """
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("context_settings", CONTEXT)
+        super().__init__(*args, **kwargs)
 
     def invoke(self, ctx: click.Context):
         try:
@@ -27,7 +37,11 @@ class _Group(click.Group):
             raise click.ClickException(f"{e.strerror or e}{where}") from None
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _Group(click.Group):
+    command_class = _Command
+
+
+@click.group(cls=_Group, context_settings=CONTEXT)
 @click.version_option(__version__, prog_name="spamjob")
 def cli() -> None:
     """Fine-tune GPT-2 as a spam classifier and score message files with it."""
@@ -121,6 +135,88 @@ def generate(prompt, weights, size, max_new_tokens, tokenizer, cache_dir, seed, 
         click.echo(json.dumps({"prompt": prompt, "prompt_ids": ids, "new_ids": new, "text": prompt + text}))
     else:
         click.echo(prompt + text)
+
+
+@cli.command()
+@click.option("--data", type=click.Path(file_okay=False), default=None,
+              help="Folder written by `spamjob prepare` (train/validation/test).")
+@click.option("--source", default=None, metavar="URL|ZIP|FILE",
+              help="Without --data: prepare from this source into OUT/data [the UCI zip].")
+@click.option("--out", default="runs/spamjob", show_default=True, type=click.Path(file_okay=False),
+              help="Run folder: classifier, metrics, history, plots, checkpoints/.")
+@click.option("--model", "model", type=SIZE, default=None, help="GPT-2 size [gpt2-small; a folder's own config].")
+@click.option("--weights", default="hf", show_default=True, metavar="hf|openai|random|DIR")
+@click.option("--n-layers", type=click.IntRange(min=1), default=None, help="Custom depth (random weights).")
+@click.option("--emb-dim", type=click.IntRange(min=1), default=None, help="Custom width (random weights).")
+@click.option("--n-heads", type=click.IntRange(min=1), default=None, help="Custom heads (random weights).")
+@click.option("--context-length", type=click.IntRange(min=1), default=None, help="Custom context (random weights).")
+@click.option("--preset", type=click.Choice(["default", "reference"]), default="default", show_default=True,
+              help="reference: the book's recipe exactly (last padded position, fixed padding, fp32, no cache).")
+@click.option("--trainable", type=click.Choice(["head", "last-block", "last-two-blocks", "all", "lora"]),
+              default=None, help="What trains [last-block].")
+@click.option("--lora-rank", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--lora-alpha", type=float, default=16.0, show_default=True)
+@click.option("--pooling", type=click.Choice(["last", "last-token"]), default=None,
+              help="Position read: last padded one, or last real token [default preset: last-token].")
+@click.option("--padding", type=click.Choice(["fixed", "dynamic"]), default=None,
+              help="Pad every row to max_length, or each batch to its longest row [default preset: dynamic].")
+@click.option("--max-length", type=click.IntRange(min=1), default=None,
+              help="Tokens kept per message [the longest training message].")
+@click.option("--epochs", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Per process.")
+@click.option("--lr", type=float, default=5e-5, show_default=True)
+@click.option("--weight-decay", type=float, default=0.1, show_default=True)
+@click.option("--grad-accum", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--seed", type=int, default=123, show_default=True)
+@click.option("--eval-freq", type=click.IntRange(min=1), default=50, show_default=True,
+              help="Evaluate every N steps...")
+@click.option("--eval-iter", type=click.IntRange(min=1), default=5, show_default=True,
+              help="...on N train and N validation batches.")
+@click.option("--mixed-precision", type=click.Choice(["auto", "no", "bf16", "fp16"]), default=None,
+              help="[auto: bf16 on GPU, no on CPU; reference preset: no].")
+@click.option("--prefix-cache", type=click.Choice(["auto", "off"]), default=None,
+              help="Run frozen blocks once per example and reuse them [default preset: auto].")
+@click.option("--compute", type=click.Choice(["fast", "reference"]), default=None,
+              help="fast: last block and head on the pooled row only, fused AdamW; reference: the book's "
+                   "computation [default preset: fast].")
+@click.option("--cache-budget-mb", type=click.IntRange(min=0), default=4096, show_default=True,
+              help="Largest prefix cache per process; over it the frozen blocks run every step.")
+@click.option("--tokenizer", type=click.Path(file_okay=False), default=None,
+              help="Folder with encoder.json + vocab.bpe.")
+@click.option("--weights-cache", type=click.Path(file_okay=False), default=None, help="Weights cache folder.")
+@click.option("--resume", is_flag=True, help="Continue from the last completed epoch in OUT/checkpoints.")
+def train(**options) -> None:
+    """Fine-tune GPT-2 as a spam classifier (on all processes `accelerate launch` starts)."""
+    from spamjob.config import TrainConfig
+    from spamjob.train import main as run_train, summary
+
+    metrics = run_train(TrainConfig(**options))
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        click.echo(summary(metrics, options["out"]))
+
+
+@cli.command()
+@click.argument("texts", nargs=-1)
+@click.option("--model", "run_dir", required=True, type=click.Path(file_okay=False),
+              help="Run folder of `spamjob train`.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per text.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+def classify(texts, run_dir, as_json, batch_size) -> None:
+    """Label TEXTS (or lines of stdin) as ham or spam with a trained classifier."""
+    from spamjob.artifact import load_classifier
+
+    if not texts:
+        texts = tuple(line.rstrip("\r\n") for line in click.get_text_stream("stdin"))
+    clf = load_classifier(run_dir)
+    probs, truncated = clf.spam_probability(list(texts), batch_size=batch_size)
+    for text, p, cut in zip(texts, probs, truncated):
+        label = clf.labels[int(p >= 0.5)]
+        if as_json:
+            click.echo(json.dumps({"text": text, "label": label, "spam_probability": p, "truncated": cut}))
+        else:
+            click.echo(f"{label}\t{p:.4f}\t{text}")
 
 
 def main() -> None:

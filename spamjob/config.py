@@ -98,3 +98,124 @@ def config_for(size: str = "gpt2-small", **overrides) -> GPTConfig:
 def matches_size(cfg: GPTConfig, size: str) -> bool:
     """True if cfg has the width, depth and heads of the named size."""
     return (cfg.emb_dim, cfg.n_layers, cfg.n_heads) == MODEL_SIZES[canonical_size(size)]
+
+
+TRAINABLE = ("head", "last-block", "last-two-blocks", "all", "lora")
+PRESETS = {
+    # The book's recipe: last padded position, padding to the longest training message,
+    # last block + final norm, fp32, and its compute (no frozen-prefix cache).
+    "reference": {"pooling": "last", "padding": "fixed", "trainable": "last-block", "prefix_cache": "off",
+                  "compute": "reference", "mixed_precision": "no"},
+    # Better and cheaper: the last real token, batches padded to their own longest row,
+    # frozen blocks run once per example, the last block on the pooled row only; bf16 on GPU.
+    "default": {"pooling": "last-token", "padding": "dynamic", "trainable": "last-block", "prefix_cache": "auto",
+                "compute": "fast", "mixed_precision": "auto"},
+}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every option of a fine-tuning run (recorded in the classifier's config.json).
+
+    Fields left None take their value from `preset` (see PRESETS) in `resolved()`.
+    """
+
+    out: str = "runs/spamjob"
+    """Run folder: the classifier artifact, metrics, plots, checkpoints/."""
+    data: str | None = None
+    """Folder written by `spamjob prepare` (train/validation/test)."""
+    source: str | None = None
+    """Prepare on the fly from this source (URL, zip or file) into OUT/data, if --data is not given."""
+    model: str | None = None
+    """GPT-2 size [gpt2-small]; with a weights folder, a check against the checkpoint's own config."""
+    weights: str = "hf"
+    """hf | openai | random | a local folder in HF or OpenAI layout."""
+    n_layers: int | None = None
+    """Custom depth (random weights only)."""
+    emb_dim: int | None = None
+    """Custom width (random weights only)."""
+    n_heads: int | None = None
+    """Custom heads (random weights only)."""
+    context_length: int | None = None
+    """Custom context (random weights only)."""
+    preset: str = "default"
+    """default | reference; fills the fields below that are left None."""
+    trainable: str | None = None
+    """head | last-block | last-two-blocks | all | lora."""
+    lora_rank: int = 16
+    """LoRA rank (with trainable=lora)."""
+    lora_alpha: float = 16.0
+    """LoRA alpha (with trainable=lora)."""
+    pooling: str | None = None
+    """last (last padded position) | last-token (last real token)."""
+    padding: str | None = None
+    """fixed (every row to max_length) | dynamic (each batch to its longest row)."""
+    max_length: int | None = None
+    """Tokens kept per message; default: the longest training message."""
+    epochs: int = 5
+    batch_size: int = 8
+    """Per process; the global batch is batch_size x processes x grad_accum."""
+    lr: float = 5e-5
+    weight_decay: float = 0.1
+    grad_accum: int = 1
+    seed: int = 123
+    eval_freq: int = 50
+    """Evaluate every this many steps..."""
+    eval_iter: int = 5
+    """...on this many train and validation batches."""
+    mixed_precision: str | None = None
+    """auto (bf16 on GPU, no on CPU) | no | bf16 | fp16."""
+    prefix_cache: str | None = None
+    """auto: run frozen blocks once per example and reuse them; off: run them every step."""
+    compute: str | None = None
+    """fast: last block and head on the pooled row only, fused AdamW; reference: every
+    position through every block each step and torch's default AdamW, as the book runs."""
+    cache_budget_mb: int = 4096
+    """Largest prefix cache per process; over it the plain path runs."""
+    tokenizer: str | None = None
+    """Folder with encoder.json + vocab.bpe (default: weights folder, $SPAMJOB_TOKENIZER, caches)."""
+    weights_cache: str | None = None
+    """Cache folder for downloaded weights."""
+    resume: bool = False
+    """Continue from the last completed epoch in OUT/checkpoints."""
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.preset not in PRESETS:
+            problems.append(f"preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
+        choices = {
+            "trainable": TRAINABLE, "pooling": ("last", "last-token"), "padding": ("fixed", "dynamic"),
+            "mixed_precision": ("auto", "no", "bf16", "fp16"), "prefix_cache": ("auto", "off"),
+            "compute": ("fast", "reference"),
+        }
+        for name, allowed in choices.items():
+            v = getattr(self, name)
+            if v is not None and v not in allowed:
+                problems.append(f"{name.replace('_', '-')} must be one of {', '.join(allowed)}, got {v!r}")
+        for name in ("epochs", "batch_size", "grad_accum", "eval_freq", "eval_iter", "lora_rank"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.max_length is not None and self.max_length < 1:
+            problems.append(f"max-length must be >= 1, got {self.max_length}")
+        if self.lr <= 0 or self.weight_decay < 0 or self.cache_budget_mb < 0:
+            problems.append("lr must be > 0, weight-decay and cache-budget-mb >= 0")
+        custom = [n for n in ("n_layers", "emb_dim", "n_heads", "context_length") if getattr(self, n) is not None]
+        if custom and self.weights != "random":
+            problems.append(
+                f"{', '.join('--' + n.replace('_', '-') for n in custom)} only apply to --weights random"
+            )
+        if self.data is not None and self.source is not None:
+            problems.append("give --data or --source, not both")
+        if problems:
+            raise SpamjobError("; ".join(problems))
+
+    def resolved(self) -> "TrainConfig":
+        """A copy with every preset-controlled field filled in."""
+        from dataclasses import replace
+
+        preset = PRESETS[self.preset]
+        return replace(self, **{k: v for k, v in preset.items() if getattr(self, k) is None})
+
+    def to_dict(self) -> dict:
+        """Plain JSON-able dict."""
+        return asdict(self)

@@ -40,6 +40,20 @@ class MultiHeadAttention(nn.Module):
         )
         return self.out_proj(y.transpose(1, 2).reshape(b, t, -1))
 
+    def attend_at(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """Attention output at one position per row: x (B, T, d), pos (B,) -> (B, d).
+
+        Equal to `self(x)[rows, pos]`: keys and values at every position, a single
+        query per row, keys after `pos` masked (what causality hides from it).
+        """
+        b, t, _ = x.shape
+        rows = torch.arange(b, device=x.device)
+        q = self.W_q(x[rows, pos]).view(b, 1, self.num_heads, self.head_dim).transpose(1, 2)  # (B, nh, 1, hs)
+        k, v = (proj(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2) for proj in (self.W_k, self.W_v))
+        mask = (torch.arange(t, device=x.device)[None, :] <= pos[:, None]).view(b, 1, 1, t)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
+        return self.out_proj(y.reshape(b, -1))
+
 
 class LayerNorm(nn.Module):
     """LayerNorm with the reference's parameter names `scale` and `shift` (biased variance)."""
@@ -82,6 +96,16 @@ class TransformerBlock(nn.Module):
         x = x + self.drop_shortcut(self.attention(self.norm1(x)))
         return x + self.drop_shortcut(self.ffn(self.norm2(x)))
 
+    def forward_at(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """Block output at one position per row, (B, T, d) -> (B, d); equal to `self(x)[rows, pos]`.
+
+        For a classifier that reads one position, the last block's query, output
+        projection and feed-forward run on that row only (about 1/T of their cost).
+        """
+        rows = torch.arange(x.shape[0], device=x.device)
+        x_pos = x[rows, pos] + self.drop_shortcut(self.attention.attend_at(self.norm1(x), pos))
+        return x_pos + self.drop_shortcut(self.ffn(self.norm2(x_pos)))
+
 
 class GPTModel(nn.Module):
     """GPT-2: token + position embeddings, N blocks, final norm, output head."""
@@ -115,34 +139,81 @@ class GPTModel(nn.Module):
         return self.out_head(self.blocks(self.embed(in_idx)))
 
 
-def pool(hidden: torch.Tensor, lengths: torch.Tensor | None, pooling: str) -> torch.Tensor:
-    """Pick one position per row: (B, T, d) -> (B, d).
-
-    `last` is the last padded position (the reference); `last-token` the last real
-    token of each row, so right-padding never changes the result (causal attention:
-    a position never sees the padding after it).
-    """
+def pooled_positions(lengths: torch.Tensor, width: int, pooling: str) -> torch.Tensor:
+    """Position read per row, (B,): the last padded one (`last`, the reference) or the
+    last real token (`last-token`, so right-padding never changes the result: under
+    causal attention a position never sees the padding after it)."""
     if pooling == "last":
-        return hidden[:, -1]
+        return torch.full_like(lengths, width - 1)
     if pooling == "last-token":
-        if lengths is None:
-            raise ValueError("last-token pooling needs the unpadded lengths")
-        idx = (lengths.to(hidden.device) - 1).clamp(min=0)  # an empty row pools its first (pad) position
-        return hidden[torch.arange(hidden.shape[0], device=hidden.device), idx]
+        return (lengths - 1).clamp(min=0, max=width - 1)  # an empty row reads its first (pad) position
     raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
 
 
-def classify(
-    model: GPTModel, in_idx: torch.Tensor, lengths: torch.Tensor | None, pooling: str, start: int = 0,
-    x: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Class logits (B, C) of the pooled position; equal to `model(in_idx)[rows, pos]`.
+def pool(hidden: torch.Tensor, lengths: torch.Tensor | None, pooling: str) -> torch.Tensor:
+    """Pick one position per row: (B, T, d) -> (B, d)."""
+    b, t, _ = hidden.shape
+    if lengths is None:
+        if pooling != "last":
+            raise ValueError("last-token pooling needs the unpadded lengths")
+        lengths = torch.full((b,), t, dtype=torch.long)
+    pos = pooled_positions(lengths.to(hidden.device), t, pooling)
+    return hidden[torch.arange(b, device=hidden.device), pos]
 
-    The head is applied to one position per row instead of all T (it is position-wise,
-    so the result is the same). With `x`, blocks from `start` run on cached activations.
+
+def classify(
+    model: GPTModel,
+    in_idx: torch.Tensor | None,
+    lengths: torch.Tensor | None,
+    pooling: str,
+    start: int = 0,
+    x: torch.Tensor | None = None,
+    pooled_only: bool = True,
+) -> torch.Tensor:
+    """Class logits (B, C) at the pooled position; equal to `model(in_idx)[rows, pos]`.
+
+    With `x` (B, T, d), blocks from `start` run on those cached activations instead of
+    embedding `in_idx`. With `pooled_only` the last block and the head run on the pooled
+    row only; without, every position goes through them, as the reference computes it.
     """
-    h = model.blocks(model.embed(in_idx) if x is None else x, start)
-    return model.out_head(pool(h, lengths, pooling))
+    if x is None:
+        x = model.embed(in_idx)
+        start = 0
+    if lengths is None:
+        if pooling != "last":
+            raise ValueError("last-token pooling needs the unpadded lengths")
+        lengths = torch.full((x.shape[0],), x.shape[1], dtype=torch.long)
+    pos = pooled_positions(lengths.to(x.device), x.shape[1], pooling)
+    rows = torch.arange(x.shape[0], device=x.device)
+    blocks = model.transformer_blocks[start:]
+    if not pooled_only:
+        for block in blocks:
+            x = block(x)
+        return model.out_head(model.final_norm(x))[rows, pos]
+    for block in blocks[:-1]:
+        x = block(x)
+    h = blocks[-1].forward_at(x, pos) if len(blocks) else x[rows, pos]
+    return model.out_head(model.final_norm(h))
+
+
+class SpamClassifier(nn.Module):
+    """GPT-2 with a class head read at one pooled position; the module DDP wraps in training.
+
+    forward(input_ids, lengths) runs the whole model; forward(lengths=..., hidden=x,
+    start=k) runs blocks k.. on cached activations of the frozen blocks below k.
+    """
+
+    def __init__(self, gpt: GPTModel, pooling: str, pooled_only: bool = True):
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise SpamjobError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
+        self.gpt = gpt
+        self.pooling = pooling
+        self.pooled_only = pooled_only
+
+    def forward(self, input_ids=None, lengths=None, hidden=None, start: int = 0) -> torch.Tensor:
+        return classify(self.gpt, input_ids, lengths, self.pooling, start=start, x=hidden,
+                        pooled_only=self.pooled_only)
 
 
 def replace_head(model: GPTModel, num_classes: int = 2, seed: int | None = 123) -> GPTModel:

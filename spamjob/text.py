@@ -41,6 +41,27 @@ def find_tokenizer_dir(*candidates: str | os.PathLike | None) -> Path | None:
     return None
 
 
+def tokenizer_files(*search: str | os.PathLike | None) -> tuple[Path, Path] | None:
+    """(encoder.json, vocab.bpe) behind the tokenizer `load_tokenizer(search=...)` would build, if on disk.
+
+    Also finds them in tiktoken's cache, where they are named by the sha1 of their URL.
+    """
+    found = find_tokenizer_dir(*search)
+    if found is not None:
+        return _bpe_files(found)
+    import hashlib
+    import tempfile
+
+    for cache in (os.environ.get("TIKTOKEN_CACHE_DIR"), os.environ.get("DATA_GYM_CACHE_DIR"),
+                  os.path.join(tempfile.gettempdir(), "data-gym-cache")):
+        if not cache:
+            continue
+        paths = [Path(cache) / hashlib.sha1(f"{TOKENIZER_URL}/{n}".encode()).hexdigest() for n in TOKENIZER_FILES]
+        if all(p.is_file() for p in paths):
+            return paths[0], paths[1]
+    return None
+
+
 def _bpe_files(folder: Path) -> tuple[Path, Path] | None:
     for enc, bpe in (("encoder.json", "vocab.bpe"), (_HF_NAMES["encoder.json"], _HF_NAMES["vocab.bpe"])):
         if (folder / enc).is_file() and (folder / bpe).is_file():
@@ -104,8 +125,10 @@ def _data_gym_ranks(vocab_bpe: str, encoder: dict[str, int]) -> dict[bytes, int]
             char_to_byte[chr(256 + n)] = b
             n += 1
 
+    table = str.maketrans({c: chr(b) for c, b in char_to_byte.items()})
+
     def decode(s: str) -> bytes:
-        return bytes(char_to_byte[c] for c in s)
+        return s.translate(table).encode("latin-1")  # chars 0-255 are exactly their byte values
 
     ranks = {bytes([b]): i for i, b in enumerate(rank_to_byte)}
     lines = [ln for ln in vocab_bpe.split("\n")[1:] if ln.strip()]  # line 0 is "#version: 0.2"

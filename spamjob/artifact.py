@@ -1,0 +1,109 @@
+"""The fine-tuned classifier on disk: model.safetensors + config.json + tokenizer files, no pickle."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from spamjob import __version__
+from spamjob.config import GPTConfig
+from spamjob.errors import SpamjobError
+from spamjob.fsutil import atomic_path, read_json, sha256_file, write_json
+from spamjob.model import GPTModel, SpamClassifier
+from spamjob.text import PAD_ID, TOKENIZER_FILES, encode, load_tokenizer, pad_batch, tokenizer_files
+
+FORMAT = "spamjob-classifier/1"
+LABELS = ["ham", "spam"]
+
+
+def save_classifier(run_dir: str | os.PathLike, gpt: GPTModel, meta: dict, tokenizer_search: Sequence = ()) -> Path:
+    """Write model.safetensors, config.json and tokenizer/ into `run_dir` (each file atomically).
+
+    `meta` holds max_length, pooling, padding, training options, data hashes...; the
+    architecture, labels, pad id and version are added here.
+    """
+    from safetensors.torch import save_file
+
+    run_dir = Path(run_dir)
+    state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in gpt.state_dict().items()}
+    with atomic_path(run_dir / "model.safetensors") as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt", "spamjob": FORMAT})
+    files = tokenizer_files(*tokenizer_search)
+    if files is not None:
+        for src, name in zip(files, TOKENIZER_FILES):
+            with atomic_path(run_dir / "tokenizer" / name) as tmp:
+                shutil.copyfile(src, tmp)
+    config = {
+        "format": FORMAT,
+        "spamjob_version": __version__,
+        "architecture": gpt.cfg.to_dict(),
+        "num_classes": gpt.out_head.out_features,
+        "labels": LABELS,
+        "tokenizer": {"encoding": "gpt2", "pad_id": PAD_ID, "folder": "tokenizer" if files else None,
+                      "sha256": dict(TOKENIZER_FILES)},
+        **meta,
+        "model_sha256": sha256_file(run_dir / "model.safetensors"),
+    }
+    write_json(run_dir / "config.json", config)
+    return run_dir
+
+
+@dataclass
+class Classifier:
+    """A loaded classifier: model, tokenizer and the settings it was trained with."""
+
+    model: SpamClassifier
+    tokenizer: object
+    max_length: int
+    pooling: str
+    labels: list[str]
+    config: dict
+
+    @property
+    def pad_to(self) -> str:
+        """`last` pooling reads the last padded position, so rows must be padded exactly as in training."""
+        return "max" if self.pooling == "last" else "longest"
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @torch.inference_mode()
+    def spam_probability(self, texts: Sequence[str], batch_size: int = 64) -> tuple[list[float], list[bool]]:
+        """P(spam) per text and whether it was truncated to max_length; independent of batching."""
+        ids = encode(self.tokenizer, texts)
+        probs: list[float] = []
+        for i in range(0, len(ids), batch_size):
+            b = pad_batch(ids[i : i + batch_size], self.max_length, pad_to=self.pad_to)
+            logits = self.model(b.input_ids.to(self.device), b.lengths.to(self.device))
+            probs += torch.softmax(logits.float(), dim=-1)[:, 1].tolist()
+        return probs, [len(s) > self.max_length for s in ids]
+
+
+def load_classifier(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> Classifier:
+    """Load a classifier written by `save_classifier`; needs no base weights."""
+    from safetensors.torch import load_file
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").is_file() or not (run_dir / "model.safetensors").is_file():
+        raise SpamjobError(f"{run_dir} is not a trained classifier (needs config.json and model.safetensors)")
+    cfg = read_json(run_dir / "config.json")
+    if cfg.get("format") != FORMAT:
+        raise SpamjobError(f"{run_dir}/config.json is not a {FORMAT} config (format {cfg.get('format')!r})")
+    arch = GPTConfig.from_dict(cfg["architecture"])
+    with torch.device("meta"):
+        gpt = GPTModel(arch)
+        gpt.out_head = torch.nn.Linear(arch.emb_dim, cfg["num_classes"])
+    try:
+        gpt.load_state_dict(load_file(run_dir / "model.safetensors", device=str(device)), strict=True, assign=True)
+    except Exception as e:  # safetensors or shape errors: a damaged or foreign file
+        raise SpamjobError(f"cannot load {run_dir}/model.safetensors: {str(e).splitlines()[0]}") from None
+    tok_dir = run_dir / "tokenizer"
+    tokenizer = load_tokenizer(tok_dir if tok_dir.is_dir() else None)
+    model = SpamClassifier(gpt, cfg["pooling"]).eval()
+    return Classifier(model, tokenizer, int(cfg["max_length"]), cfg["pooling"], list(cfg["labels"]), cfg)

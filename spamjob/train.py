@@ -1,0 +1,512 @@
+"""Fine-tuning on an Accelerator: setup() -> fit() -> final evaluation -> classifier artifact.
+
+One code path for the CPU, one GPU and many processes. Each process owns a fixed shard
+of every split (rank r takes rows r, r+W, ...), so the frozen-prefix cache of a process
+covers exactly its shard, and every reported accuracy is an integer count summed over
+processes: each example is counted once whatever the number of processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from spamjob import __version__
+from spamjob.config import TrainConfig
+from spamjob.errors import SpamjobError
+from spamjob.fsutil import read_json, sha256_file, write_json
+from spamjob.model import GPTModel, SpamClassifier, first_trainable_block, freeze, replace_head
+from spamjob.text import PAD_ID, encode, load_tokenizer, pad_batch
+
+SPLITS = ("train", "validation", "test")
+CHECKPOINTS = "checkpoints"
+
+
+# --------------------------------------------------------------------------- data
+
+
+class PrefixCache:
+    """Activations entering block `start`, per example of one shard, packed as (sum of widths, d).
+
+    Frozen blocks below the first trainable one compute the same thing in every epoch
+    and evaluation; they run once here. Example i owns rows offsets[i] : offsets[i] + widths[i].
+    """
+
+    def __init__(self, rows: torch.Tensor, widths: torch.Tensor, start: int):
+        self.rows = rows
+        self.widths = widths
+        self.offsets = torch.cumsum(widths, 0) - widths
+        self.start = start
+
+    @classmethod
+    @torch.no_grad()
+    def build(cls, gpt: GPTModel, ids: list[list[int]], widths: list[int], start: int, device: torch.device,
+              autocast, batch_rows: int = 64) -> "PrefixCache":
+        """Run embeddings + blocks[:start] once over `ids` (rows padded to `widths`), in width order."""
+        w = torch.tensor(widths, dtype=torch.long)
+        rows = torch.empty(int(w.sum()), gpt.cfg.emb_dim, device=device)
+        offsets = torch.cumsum(w, 0) - w
+        order = sorted(range(len(ids)), key=lambda i: widths[i])  # similar widths share a batch
+        was_training = gpt.training
+        gpt.eval()
+        for k in range(0, len(order), batch_rows):
+            chunk = order[k : k + batch_rows]
+            width = max(widths[i] for i in chunk)
+            batch = pad_batch([ids[i] for i in chunk], width, pad_to="max").input_ids.to(device)
+            with autocast():
+                x = gpt.embed(batch)
+                for block in gpt.transformer_blocks[:start]:
+                    x = block(x)
+            for j, i in enumerate(chunk):
+                rows[offsets[i] : offsets[i] + widths[i]] = x[j, : widths[i]].float()
+        gpt.train(was_training)
+        return cls(rows, w.to(device), start)
+
+    def gather(self, idx: torch.Tensor) -> torch.Tensor:
+        """(B,) example indices -> (B, W, d), each row right-padded by repeating its last row."""
+        idx = idx.to(self.rows.device)
+        w = self.widths[idx]
+        j = torch.arange(int(w.max()), device=self.rows.device)
+        index = self.offsets[idx][:, None] + torch.minimum(j[None, :], (w - 1)[:, None])
+        return self.rows[index]
+
+    @property
+    def megabytes(self) -> float:
+        return self.rows.numel() * self.rows.element_size() / 2**20
+
+
+@dataclass
+class Shard:
+    """This process's rows of one split: token ids (truncated), labels, optional prefix cache."""
+
+    name: str
+    ids: list[list[int]]
+    labels: torch.Tensor
+    n_total: int
+    truncated_total: int
+    cache: PrefixCache | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+class _Collate:
+    """Indices -> model inputs: token ids padded (plain path) or cached activations (cached path)."""
+
+    def __init__(self, shard: Shard, max_length: int, padding: str):
+        self.shard, self.max_length, self.pad_to = shard, max_length, "max" if padding == "fixed" else "longest"
+
+    def __call__(self, idx: list[int]) -> dict:
+        lengths = torch.tensor([max(len(self.shard.ids[i]), 0) for i in idx], dtype=torch.long)
+        labels = self.shard.labels[idx]
+        cache = self.shard.cache
+        if cache is not None:
+            return {"hidden": cache.gather(torch.tensor(idx)), "lengths": lengths, "start": cache.start,
+                    "labels": labels}
+        b = pad_batch([self.shard.ids[i] for i in idx], self.max_length, pad_to=self.pad_to)
+        return {"input_ids": b.input_ids, "lengths": b.lengths, "labels": labels}
+
+
+def _loader(shard: Shard, cfg: TrainConfig, max_length: int, *, train: bool, n_rows: int | None = None) -> DataLoader:
+    """A plain torch DataLoader over row indices, exactly as the reference builds its loaders."""
+    rows = list(range(len(shard) if n_rows is None else n_rows))
+    return DataLoader(rows, batch_size=cfg.batch_size, shuffle=train, drop_last=train, num_workers=0,
+                      collate_fn=_Collate(shard, max_length, cfg.padding))
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+@torch.no_grad()
+def _evaluate(model: torch.nn.Module, loader: DataLoader, device, autocast, num_batches: int | None = None) -> torch.Tensor:
+    """Sums over (at most num_batches) batches: [batch-mean loss, batches, example loss, correct, examples]."""
+    was_training = model.training
+    model.eval()
+    out = torch.zeros(5, dtype=torch.float64)
+    for i, batch in enumerate(loader):
+        if num_batches is not None and i >= num_batches:
+            break
+        labels = batch.pop("labels").to(device)
+        with autocast():
+            logits = model(**_to(batch, device)).float()
+        losses = F.cross_entropy(logits, labels, reduction="none")
+        out += torch.tensor([losses.mean().item(), 1, losses.sum().item(),
+                             (logits.argmax(-1) == labels).sum().item(), len(labels)], dtype=torch.float64)
+    model.train(was_training)
+    return out
+
+
+def _to(batch: dict, device) -> dict:
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+# --------------------------------------------------------------------------- run
+
+
+@dataclass
+class TrainState:
+    """What a checkpoint needs besides model, optimizer and RNG states."""
+
+    epoch: int = 0
+    global_step: int = -1
+    examples_seen: int = 0
+    train_time_s: float = 0.0
+    history: list[dict] = field(default_factory=list)
+
+
+def _accelerator(cfg: TrainConfig):
+    from accelerate import Accelerator
+
+    gpu = torch.cuda.is_available()
+    mp = cfg.mixed_precision
+    if mp == "auto":
+        mp = "bf16" if gpu and torch.cuda.is_bf16_supported() else "no"
+    return Accelerator(cpu=not gpu, mixed_precision=mp, gradient_accumulation_steps=cfg.grad_accum)
+
+
+def _checkpoint_dirs(out: Path) -> list[Path]:
+    """Completed epoch checkpoints, oldest first (names `epoch-N`; temporaries start with a dot)."""
+    root = out / CHECKPOINTS
+    found = [p for p in root.glob("epoch-*") if p.is_dir() and (p / "trainer_state.json").is_file()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+
+
+_RESUME_FREE = {"resume", "epochs", "out", "cache_budget_mb", "prefix_cache", "compute", "weights_cache", "tokenizer",
+                "data", "source"}
+
+
+def main(cfg: TrainConfig) -> dict:
+    """Fine-tune, evaluate on the full splits, write the classifier artifact; returns metrics."""
+    wall0 = time.perf_counter()
+    cfg = cfg.resolved()
+    accelerator = _accelerator(cfg)
+    main_proc = accelerator.is_main_process
+    say = (lambda msg: tqdm.write(msg)) if main_proc else (lambda msg: None)
+    out = Path(cfg.out)
+    world, rank = accelerator.num_processes, accelerator.process_index
+
+    # Resume or a fresh run; never train over an existing run silently.
+    ckpts = _checkpoint_dirs(out)
+    if cfg.resume and not ckpts:
+        raise SpamjobError(f"--resume: no completed epoch checkpoint in {out / CHECKPOINTS}")
+    if not cfg.resume and ckpts:
+        raise SpamjobError(f"{out} already holds a run with checkpoints; pass --resume to continue it or choose another --out")
+    if cfg.resume:
+        saved = read_json(out / CHECKPOINTS / "options.json")
+        diff = [k for k, v in cfg.to_dict().items() if k not in _RESUME_FREE and saved.get(k) != v]
+        if diff:
+            raise SpamjobError(f"--resume with options that differ from the checkpointed run: {', '.join(sorted(diff))}")
+
+    data_dir = _data_dir(cfg, accelerator)
+    frames = {}
+    from spamjob.data import load_split
+
+    for name in SPLITS:
+        frames[name] = load_split(data_dir, name)
+        if frames[name].empty:
+            raise SpamjobError(f"split {name} in {data_dir} is empty")
+        bad = ~frames[name]["Label"].isin([0, 1])
+        if bad.any():
+            raise SpamjobError(f"{data_dir}/{name}: labels must be 0/1, found {frames[name]['Label'][bad].iloc[0]!r}")
+
+    from spamjob.weights import load_gpt
+
+    gpt, weights_dir = load_gpt(cfg.weights, cfg.model, n_layers=cfg.n_layers, emb_dim=cfg.emb_dim,
+                                n_heads=cfg.n_heads, context_length=cfg.context_length, seed=cfg.seed,
+                                cache=cfg.weights_cache)
+    tok_search = [weights_dir] if weights_dir else []
+    tokenizer = load_tokenizer(cfg.tokenizer, search=tok_search)
+    ids = {name: encode(tokenizer, frames[name]["Text"].astype(str).tolist()) for name in SPLITS}
+    longest = max(len(s) for s in ids["train"])
+    max_length = cfg.max_length or longest
+    if max_length > gpt.cfg.context_length:
+        raise SpamjobError(
+            f"max_length {max_length} (longest training message: {longest} tokens) exceeds the model's context of "
+            f"{gpt.cfg.context_length}; pass --max-length <= {gpt.cfg.context_length}"
+        )
+
+    # The reference's fine-tuning setup: new head right after manual_seed(seed), then freezing.
+    replace_head(gpt, 2, seed=cfg.seed)
+    lora = None
+    if cfg.trainable == "lora":
+        lora = _add_lora(gpt, cfg)
+    else:
+        freeze(gpt, cfg.trainable)
+    gpt.to(accelerator.device)
+
+    shards = {}
+    for name in SPLITS:
+        rows = list(range(rank, len(ids[name]), world))
+        shards[name] = Shard(
+            name, [ids[name][i][:max_length] for i in rows],
+            torch.tensor(frames[name]["Label"].to_numpy()[rows], dtype=torch.long),
+            n_total=len(ids[name]), truncated_total=sum(len(s) > max_length for s in ids[name]),
+        )
+    cache_info = _maybe_cache(gpt, shards, cfg, max_length, accelerator, say)
+
+    classifier = SpamClassifier(gpt, cfg.pooling, pooled_only=cfg.compute == "fast")
+    torch.manual_seed(cfg.seed)  # the reference seeds again right before training
+    trainable = [p for p in classifier.parameters() if p.requires_grad]
+    # Reference compute keeps torch's default AdamW kernel (the book's run, bit for bit);
+    # fast compute the fused kernel: one call per step instead of ~5 ops per parameter tensor.
+    fused = cfg.compute == "fast" and device_supports_fused(accelerator.device)
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)
+    classifier, optimizer = accelerator.prepare(classifier, optimizer)
+    _checkpoint_trainable_only(accelerator)
+
+    # Equal step counts on every process (DDP needs them): each trains on n_train // world rows.
+    n_rows = shards["train"].n_total // world
+    train_loader = _loader(shards["train"], cfg, max_length, train=True, n_rows=n_rows)
+    val_loader = _loader(shards["validation"], cfg, max_length, train=False)
+    if len(train_loader) == 0:
+        raise SpamjobError(
+            f"{n_rows} training rows per process is less than one batch of {cfg.batch_size}; lower --batch-size"
+        )
+
+    state = TrainState()
+    if cfg.resume:
+        last = ckpts[-1]
+        accelerator.load_state(str(last), strict=False)  # checkpoints hold the trainable tensors only
+        state = TrainState(**read_json(last / "trainer_state.json"))
+        say(f"resuming from {last} (epoch {state.epoch} of {cfg.epochs} done)")
+    elif main_proc:
+        write_json(out / CHECKPOINTS / "options.json", cfg.to_dict())
+
+    device, autocast = accelerator.device, accelerator.autocast
+    model = accelerator.unwrap_model(classifier)
+
+    def eval_pair(num_batches):
+        sums = torch.stack([_evaluate(model, ld, device, autocast, num_batches) for ld in (train_loader, val_loader)])
+        return accelerator.reduce(sums.to(device), "sum").cpu()
+
+    for epoch in range(state.epoch, cfg.epochs):
+        t0 = time.perf_counter()
+        classifier.train()
+        # tqdm counts steps but never iterates the loader: every extra iterator of a shuffled
+        # DataLoader draws from the global RNG and would change the reference's batch order.
+        bar = tqdm(total=len(train_loader), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not main_proc,
+                   leave=False)
+        running = None
+        for batch in train_loader:
+            labels = batch.pop("labels").to(device)
+            with accelerator.accumulate(classifier):
+                logits = classifier(**_to(batch, device))
+                loss = F.cross_entropy(logits.float(), labels)
+                accelerator.backward(loss)
+                optimizer.step()
+                optimizer.zero_grad()
+            state.examples_seen += len(labels) * world
+            state.global_step += 1
+            running = loss.item() if running is None else 0.9 * running + 0.1 * loss.item()
+            bar.set_postfix(loss=f"{running:.3f}", refresh=False)
+            bar.update()
+            if state.global_step % cfg.eval_freq == 0:
+                s = eval_pair(cfg.eval_iter)
+                train_loss, val_loss = (s[:, 0] / s[:, 1]).tolist()
+                state.history.append({"kind": "eval", "epoch": epoch + 1, "step": state.global_step,
+                                      "examples_seen": state.examples_seen, "train_loss": train_loss,
+                                      "val_loss": val_loss})
+                say(f"Ep {epoch + 1} (Step {state.global_step:06d}): Train loss {train_loss:.3f}, Val loss {val_loss:.3f}")
+        bar.close()
+        s = eval_pair(cfg.eval_iter)
+        train_acc, val_acc = (s[:, 3] / s[:, 4]).tolist()
+        state.history.append({"kind": "epoch", "epoch": epoch + 1, "step": state.global_step,
+                              "examples_seen": state.examples_seen, "train_acc": train_acc, "val_acc": val_acc})
+        say(f"Training accuracy: {train_acc * 100:.2f}% | Validation accuracy: {val_acc * 100:.2f}%")
+        state.epoch = epoch + 1
+        state.train_time_s += time.perf_counter() - t0
+        _save_checkpoint(accelerator, out, state)
+        _fault_injection(state.epoch)
+
+    # Final accuracy and loss on the full splits: every row of every shard, counts summed.
+    final = {}
+    for name in SPLITS:
+        s = accelerator.reduce(_evaluate(model, _loader(shards[name], cfg, max_length, train=False), device,
+                                         autocast).to(device), "sum").cpu()
+        final[name] = {"accuracy": s[3].item() / s[4].item(), "loss": s[2].item() / s[4].item(),
+                       "examples": int(s[4].item()), "truncated": shards[name].truncated_total}
+
+    metrics = {
+        "spamjob_version": __version__,
+        "num_processes": world,
+        "device": str(device),
+        "mixed_precision": accelerator.mixed_precision,
+        "preset": cfg.preset,
+        **{name: final[name] for name in SPLITS},
+        "epochs": cfg.epochs,
+        "steps": state.global_step + 1,
+        "examples_seen": state.examples_seen,
+        "train_time_s": round(state.train_time_s, 3),
+        "train_examples_per_s": round(state.examples_seen / state.train_time_s, 2) if state.train_time_s else None,
+        "wall_time_s": None,
+        "max_length": max_length,
+        "prefix_cache": cache_info,
+    }
+    if main_proc:
+        _write_artifact(out, gpt if lora is None else lora.merge_and_unload(), cfg, max_length, data_dir,
+                        weights_dir, tok_search, state, metrics, len(train_loader) * cfg.batch_size * world, wall0)
+    accelerator.wait_for_everyone()
+    metrics["wall_time_s"] = round(time.perf_counter() - wall0, 3)
+    accelerator.end_training()
+    return metrics
+
+
+def _data_dir(cfg: TrainConfig, accelerator) -> Path:
+    """--data as given, or `prepare` into OUT/data on the main process while the others wait."""
+    if cfg.data is not None:
+        d = Path(cfg.data)
+        if not d.is_dir():
+            raise SpamjobError(f"--data {d} is not a folder; run `spamjob prepare --out {d}` first")
+        return d
+    from spamjob.data import UCI_URL, prepare
+
+    d = Path(cfg.out) / "data"
+    if accelerator.is_main_process and not (d / "prepare.json").is_file():
+        result = prepare(cfg.source or UCI_URL, d, seed=cfg.seed)
+        tqdm.write(result.summary())
+    accelerator.wait_for_everyone()
+    return d
+
+
+def _maybe_cache(gpt: GPTModel, shards: dict, cfg: TrainConfig, max_length: int, accelerator, say) -> dict:
+    """Build the frozen-prefix cache of every shard when it is exact and fits the budget."""
+    start = first_trainable_block(gpt)
+    info = {"used": False, "start_block": start, "megabytes": 0.0, "build_s": 0.0, "reason": ""}
+    if cfg.prefix_cache == "off":
+        info["reason"] = "off"
+        return info
+    if start < 1:
+        info["reason"] = "no frozen block below the first trainable one"
+        return info
+    if gpt.cfg.drop_rate > 0:
+        info["reason"] = "dropout in frozen blocks"
+        return info
+    if cfg.padding == "dynamic" and cfg.pooling == "last":
+        info["reason"] = "last-position pooling with dynamic padding depends on the batch"
+        say("prefix cache: off (pooling 'last' with dynamic padding reads a batch-dependent position)")
+        return info
+    widths = {n: [max_length if cfg.padding == "fixed" else max(len(s), 1) for s in sh.ids] for n, sh in shards.items()}
+    need = sum(sum(w) for w in widths.values()) * gpt.cfg.emb_dim * 4 / 2**20
+    if need > cfg.cache_budget_mb:
+        info["reason"] = f"needs {need:.0f} MB > budget {cfg.cache_budget_mb} MB"
+        say(f"prefix cache: off, it would need {need:.0f} MB per process, over --cache-budget-mb "
+            f"{cfg.cache_budget_mb}; running the frozen blocks every step")
+        return info
+    t0 = time.perf_counter()
+    for name, shard in shards.items():
+        shard.cache = PrefixCache.build(gpt, shard.ids, widths[name], start, accelerator.device, accelerator.autocast)
+    info.update(used=True, megabytes=round(sum(s.cache.megabytes for s in shards.values()), 1),
+                build_s=round(time.perf_counter() - t0, 3))
+    say(f"prefix cache: blocks 0-{start - 1} run once per example ({info['megabytes']:.1f} MB, {info['build_s']:.1f} s)")
+    return info
+
+
+def _add_lora(gpt: GPTModel, cfg: TrainConfig):
+    """LoRA adapters (peft) on every attention and feed-forward Linear; the new head trains fully."""
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError:
+        raise SpamjobError("--trainable lora needs peft: pip install 'spamjob[lora]'") from None
+    for p in gpt.parameters():
+        p.requires_grad = False
+    config = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
+                        target_modules=["W_q", "W_k", "W_v", "out_proj", "layers.0", "layers.2"],
+                        modules_to_save=None)
+    peft_model = get_peft_model(gpt, config)  # injects adapters into `gpt` in place
+    for p in gpt.out_head.parameters():
+        p.requires_grad = True
+    return peft_model
+
+
+def device_supports_fused(device: torch.device) -> bool:
+    """Fused AdamW exists for CUDA and (torch >= 2.4) CPU float32 parameters."""
+    return device.type in ("cuda", "cpu")
+
+
+def _checkpoint_trainable_only(accelerator) -> None:
+    """Frozen weights come back from the base weights on resume: save only what trains
+    (a few MB instead of the whole model at every epoch)."""
+
+    def hook(models, weights, output_dir):
+        for model, state in zip(models, weights):
+            keep = {n for n, p in accelerator.unwrap_model(model).named_parameters() if p.requires_grad}
+            for name in [k for k in state if k.removeprefix("module.") not in keep]:
+                del state[name]
+
+    accelerator.register_save_state_pre_hook(hook)
+
+
+def _save_checkpoint(accelerator, out: Path, state: TrainState) -> None:
+    """accelerate's save_state (model, optimizer, RNG of every process) + trainer_state.json,
+    written under a temporary name and renamed: a killed run leaves only complete epochs."""
+    root = out / CHECKPOINTS
+    tmp = root / f".epoch-{state.epoch}.tmp"
+    if accelerator.is_main_process and tmp.exists():
+        shutil.rmtree(tmp)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    if accelerator.is_main_process:
+        write_json(tmp / "trainer_state.json", state.__dict__)
+        final = root / f"epoch-{state.epoch}"
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        for old in _checkpoint_dirs(out)[:-1]:  # keep the newest only: each holds the whole model
+            shutil.rmtree(old)
+    accelerator.wait_for_everyone()
+
+
+def _fault_injection(epoch: int) -> None:
+    """SPAMJOB_KILL_AFTER_EPOCH=N: SIGKILL this process right after epoch N's checkpoint (resume tests)."""
+    if os.environ.get("SPAMJOB_KILL_AFTER_EPOCH") == str(epoch):
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _write_artifact(out: Path, gpt: GPTModel, cfg: TrainConfig, max_length: int, data_dir: Path,
+                    weights_dir: Path | None, tok_search: list, state: TrainState, metrics: dict,
+                    examples_per_epoch: int, wall0: float) -> None:
+    from spamjob.artifact import save_classifier
+    from spamjob.plots import training_plots
+
+    data = {}
+    prep = data_dir / "prepare.json"
+    for name in SPLITS:
+        f = next((data_dir / f"{name}{ext}" for ext in (".csv", ".parquet") if (data_dir / f"{name}{ext}").exists()))
+        data[f.name] = sha256_file(f)
+    meta = {
+        "max_length": max_length,
+        "pooling": cfg.pooling,
+        "padding": cfg.padding,
+        "training": cfg.to_dict(),
+        "base_weights": {"source": cfg.weights, "folder": str(weights_dir) if weights_dir else None},
+        "data": {"folder": str(data_dir), "sha256": data,
+                 "source_sha256": read_json(prep).get("source_sha256") if prep.is_file() else None},
+    }
+    save_classifier(out, gpt, meta, tok_search)
+    with open(out / "history.jsonl.part", "w") as f:
+        f.writelines(json.dumps(h) + "\n" for h in state.history)
+    os.replace(out / "history.jsonl.part", out / "history.jsonl")
+    training_plots(out, state.history, cfg.epochs, examples_per_epoch)
+    metrics["wall_time_s"] = round(time.perf_counter() - wall0, 3)
+    write_json(out / "metrics.json", metrics)
+
+
+def summary(metrics: dict, out: str) -> str:
+    """The final lines a run prints."""
+    acc = " | ".join(f"{n} {metrics[n]['accuracy'] * 100:.2f}% ({metrics[n]['examples']})" for n in SPLITS)
+    return (f"accuracy: {acc}\n"
+            f"trained {metrics['epochs']} epochs, {metrics['examples_seen']:,} examples in {metrics['train_time_s']:.1f} s "
+            f"({metrics['train_examples_per_s']} examples/s) on {metrics['num_processes']} process(es), "
+            f"wall {metrics['wall_time_s']:.1f} s\n"
+            f"classifier, metrics.json, history.jsonl and plots in {out}")
