@@ -58,6 +58,8 @@ def main() -> None:
     ap.add_argument("--emb-dim", type=int)
     ap.add_argument("--n-heads", type=int)
     ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--seeds", default="123",
+                    help="comma-separated seeds (weights, head, shuffling); accuracies are also averaged over them")
     ap.add_argument("--smoke", action="store_true", help="2 layers, 32 dims, 1 epoch: checks the script runs")
     ap.add_argument("--json", type=Path, help="also write the results here")
     a = ap.parse_args()
@@ -77,25 +79,38 @@ def main() -> None:
         for flag, v in (("--n-layers", a.n_layers), ("--emb-dim", a.emb_dim), ("--n-heads", a.n_heads)):
             if v is not None:
                 arch += [flag, str(v)]
-        ref = run("reference", data, tmp / "ref", [*arch, "--preset", "reference"])
-        new = run("default", data, tmp / "default", arch)
+        results = []
+        for seed in [int(x) for x in a.seeds.split(",")]:
+            seeded = [*arch, "--seed", str(seed)]
+            for name, extra in (("reference", ["--preset", "reference"]), ("default", [])):
+                r = run(name, data, tmp / f"{name}-{seed}", [*seeded, *extra])
+                results.append({**r, "seed": seed})
 
     dims = f"{a.model}" if a.n_layers is None else f"{a.n_layers} layers x {a.emb_dim} dims x {a.n_heads} heads"
     lines = [
         f"machine: {machine()}; model: {dims}, random weights; {a.epochs} epochs",
-        f"{'run':<10} {'job wall s':>10} {'process s':>10} {'train s':>8} {'examples/s':>11} {'test acc':>9} "
-        f"{'val acc':>8}  cache",
+        f"{'run':<10} {'seed':>5} {'job wall s':>10} {'process s':>10} {'train s':>8} {'examples/s':>11} "
+        f"{'test acc':>9} {'val acc':>8}  cache",
     ]
-    for r in (ref, new):
-        lines.append(f"{r['name']:<10} {r['job_s']:>10.1f} {r['process_s']:>10.1f} {r['train_s']:>8.1f} "
+    for r in results:
+        lines.append(f"{r['name']:<10} {r['seed']:>5} {r['job_s']:>10.1f} {r['process_s']:>10.1f} {r['train_s']:>8.1f} "
                      f"{r['examples_per_s']:>11.1f} {r['test_acc'] * 100:>8.2f}% {r['val_acc'] * 100:>7.2f}%  "
                      f"{'yes' if r['cache'] else 'no'}")
-    lines.append(f"speed-up (job wall, reference / default): {ref['job_s'] / new['job_s']:.1f}x "
-                 f"(process wall: {ref['process_s'] / new['process_s']:.1f}x); "
-                 f"test accuracy difference (default - reference): {(new['test_acc'] - ref['test_acc']) * 100:+.2f} points")
+
+    def mean(name: str, key: str) -> float:
+        values = [r[key] for r in results if r["name"] == name]
+        return sum(values) / len(values)
+
+    n = len(results) // 2
+    ratio = mean("reference", "job_s") / mean("default", "job_s")
+    lines.append(f"speed-up (job wall, reference / default{', mean of %d seeds' % n if n > 1 else ''}): {ratio:.1f}x "
+                 f"(process wall: {mean('reference', 'process_s') / mean('default', 'process_s'):.1f}x)")
+    lines.append(f"test accuracy, {'mean of %d seeds' % n if n > 1 else 'seed ' + a.seeds}: reference "
+                 f"{mean('reference', 'test_acc') * 100:.2f}%, default {mean('default', 'test_acc') * 100:.2f}% "
+                 f"({(mean('default', 'test_acc') - mean('reference', 'test_acc')) * 100:+.2f} points)")
     print("\n".join(lines))
     if a.json:
-        a.json.write_text(json.dumps({"reference": ref, "default": new, "machine": machine()}, indent=2))
+        a.json.write_text(json.dumps({"runs": results, "machine": machine()}, indent=2))
 
 
 if __name__ == "__main__":

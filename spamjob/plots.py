@@ -13,7 +13,7 @@ def plot_values(path: str | os.PathLike, examples: list[int], series: dict[str, 
     """One PNG: each series against examples seen (bottom axis) and epochs (top axis)."""
     import matplotlib
 
-    matplotlib.use("Agg")
+    matplotlib.use("Agg")  # files only, never a window
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5, 3))
