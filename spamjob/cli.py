@@ -219,6 +219,60 @@ def classify(texts, run_dir, as_json, batch_size) -> None:
             click.echo(f"{label}\t{p:.4f}\t{text}")
 
 
+@cli.command()
+@click.argument("inputs", nargs=-1)
+@click.option("--model", "model", required=True, type=click.Path(file_okay=False),
+              help="Run folder of `spamjob train` (the classifier).")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Output folder: predictions/ (the parts), rejects/, report.json/.md/.png, _manifest.json, _SUCCESS.")
+@click.option("--format", "fmt", type=click.Choice(["parquet", "csv"]), default="parquet", show_default=True)
+@click.option("--text-column", default=None, help="[first of Text, text, message, sms]")
+@click.option("--id-column", default=None, help="Column kept first in the output.")
+@click.option("--label-column", default=None,
+              help="ham/spam or 0/1 (any case): adds accuracy, precision, recall, F1 to the report.")
+@click.option("--keep-columns", default=None, metavar="A,B,...", help="Input columns to keep [all].")
+@click.option("--delimiter", default=None, help="CSV field separator [tab for .tsv, comma otherwise].")
+@click.option("--encoding", default="utf-8", show_default=True, help="Encoding of CSV/TSV inputs.")
+@click.option("--block-mb", type=click.IntRange(min=1), default=16, show_default=True,
+              help="CSV work-unit size (one part per block).")
+@click.option("--window-rows", type=click.IntRange(min=1), default=16384, show_default=True,
+              help="Rows read, tokenized and length-sorted together.")
+@click.option("--batch-tokens", type=click.IntRange(min=1), default=16384, show_default=True,
+              help="Padded tokens per forward pass.")
+@click.option("--mixed-precision", type=click.Choice(["auto", "no", "bf16", "fp16"]), default="auto",
+              show_default=True, help="auto: bf16 on GPU, fp32 on CPU.")
+@click.option("--compile", "compile_", is_flag=True, help="torch.compile the model.")
+@click.option("--quantize", type=click.Choice(["int8"]), default=None,
+              help="CPU only: dynamic int8 Linear layers; agreement with fp32 goes in the report.")
+@click.option("--tokenize-workers", type=click.IntRange(min=0), default=None,
+              help="Tokenizer processes [GPU: up to 8; CPU: 0 = threads].")
+@click.option("--overwrite", is_flag=True, help="Replace an output folder made by another model/inputs/options.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def score(inputs, model, out, fmt, text_column, id_column, label_column, keep_columns, delimiter, encoding,
+          block_mb, window_rows, batch_tokens, mixed_precision, compile_, quantize, tokenize_workers, overwrite,
+          no_progress) -> None:
+    """Score INPUTS (Parquet/CSV/TSV files, folders, globs; .gz too) with a trained classifier.
+
+    Every input row appears once in the output: scored, or flagged in `error` (null,
+    empty or undecodable text); CSV lines that cannot be parsed go to rejects/. Rerun the
+    same command after a crash to finish; exit status 0 when every input was processed,
+    1 on bad input or options (nothing is scored then), 2 on usage errors.
+    """
+    from spamjob.score import ScoreConfig, main as run_score, summary
+
+    cfg = ScoreConfig(
+        inputs=tuple(inputs), model=model, out=out, format=fmt, text_column=text_column, id_column=id_column,
+        label_column=label_column,
+        keep_columns=tuple(c.strip() for c in keep_columns.split(",") if c.strip()) if keep_columns else None,
+        delimiter=delimiter, encoding=encoding, block_mb=block_mb, window_rows=window_rows,
+        batch_tokens=batch_tokens, mixed_precision=mixed_precision, compile=compile_, quantize=quantize,
+        tokenize_workers=tokenize_workers, overwrite=overwrite, progress=not no_progress,
+    )
+    report = run_score(cfg)
+    if report:
+        click.echo(summary(report, out))
+
+
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="spamjob")

@@ -52,3 +52,14 @@ def tokenizer():
     from spamjob.text import load_tokenizer
 
     return load_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def classifier_dir(data_dir, tmp_path_factory) -> Path:
+    """A tiny classifier trained for one epoch on the reference splits (shared by scoring tests)."""
+    from spamjob.config import TrainConfig
+    from spamjob.train import main
+
+    out = tmp_path_factory.mktemp("clf") / "run"
+    main(TrainConfig(data=str(data_dir), out=str(out), weights="random", n_layers=2, emb_dim=32, n_heads=2, epochs=1))
+    return out

@@ -1,0 +1,208 @@
+"""Scoring benchmark: three ways to score the same messages with the same weights, one script.
+
+(a) the reference-style loop: fp32, batches of 8 padded to max_length (120), the whole
+    model, logits at the pooled position;
+(b) Hugging Face `transformers.GPT2ForSequenceClassification`, batch 256, length-sorted,
+    padded per batch (tiktoken ids, the same weights; HF's score head has no bias, so its
+    probabilities differ slightly, its cost does not);
+(c) spamjob end to end: `spamjob score` on a Parquet file, Parquet out (its own process;
+    job time from report.json, process time including start-up also shown).
+
+Messages are resampled with replacement from the SMS Spam Collection. The classifier is
+a gpt2-small-sized model with random weights (or --model RUN_DIR).
+
+    python benchmarks/score_bench.py                     # CPU: 2,000 messages
+    python benchmarks/score_bench.py --n 400000 --n-reference 20000 --spamjob-args "--window-rows 65536"
+    python benchmarks/score_bench.py --smoke             # tiny model, for CI
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SMS = REPO.parent / "shared" / "data" / "SMSSpamCollection"
+
+
+def machine() -> str:
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)} (torch {torch.__version__})"
+    return f"{platform.machine()}, {os.cpu_count()} CPU cores (torch {torch.__version__})"
+
+
+def random_classifier(out: Path, layers: int, dim: int, heads: int) -> Path:
+    """A classifier artifact with random gpt2-small-sized weights (what the scoring cost depends on)."""
+    from spamjob.artifact import save_classifier
+    from spamjob.model import replace_head
+    from spamjob.weights import load_gpt
+
+    gpt, _ = load_gpt("random", n_layers=layers, emb_dim=dim, n_heads=heads, seed=123)
+    replace_head(gpt, 2)
+    save_classifier(out, gpt, {"max_length": 120, "pooling": "last-token", "padding": "dynamic",
+                               "training": None, "benchmark": "random weights"})
+    return out
+
+
+def messages(n: int, seed: int = 0) -> list[str]:
+    import pandas as pd
+
+    texts = pd.read_csv(SMS, sep="\t", header=None, names=["Label", "Text"])["Text"].tolist()
+    rng = np.random.default_rng(seed)
+    return [texts[i] for i in rng.integers(0, len(texts), n)]
+
+
+def reference_loop(clf, texts: list[str], device: torch.device) -> np.ndarray:
+    """(a): batch 8, every row padded to max_length, full forward, logits at the pooled position."""
+    from spamjob.text import encode_batch
+
+    model = clf.model.gpt.to(device).eval()
+    probs = []
+    with torch.no_grad():
+        for i in range(0, len(texts), 8):
+            b = encode_batch(clf.tokenizer, texts[i : i + 8], clf.max_length, pad_to="max")
+            logits = model(b.input_ids.to(device))  # (B, T, 2)
+            pos = (b.lengths - 1).clamp(min=0) if clf.pooling == "last-token" else torch.full_like(b.lengths, -1)
+            rows = logits[torch.arange(len(pos)), pos.to(device)]
+            probs.append(torch.softmax(rows, -1)[:, 1].cpu())
+    return torch.cat(probs).numpy()
+
+
+def hf_model(clf, device: torch.device, dtype: torch.dtype):
+    """transformers' GPT2ForSequenceClassification carrying the classifier's weights."""
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    c = clf.model.gpt.cfg
+    cfg = GPT2Config(vocab_size=c.vocab_size, n_positions=c.context_length, n_embd=c.emb_dim, n_layer=c.n_layers,
+                     n_head=c.n_heads, num_labels=2, pad_token_id=50256)
+    hf = GPT2ForSequenceClassification(cfg)
+    sd = clf.model.gpt.state_dict()
+    new = {"transformer.wte.weight": sd["token_emb.weight"], "transformer.wpe.weight": sd["pos_emb.weight"],
+           "transformer.ln_f.weight": sd["final_norm.scale"], "transformer.ln_f.bias": sd["final_norm.shift"],
+           "score.weight": sd["out_head.weight"]}
+    for i in range(c.n_layers):
+        b, h = f"transformer_blocks.{i}.", f"transformer.h.{i}."
+        new[h + "attn.c_attn.weight"] = torch.cat([sd[b + f"attention.{t}.weight"] for t in ("W_q", "W_k", "W_v")]).T
+        new[h + "attn.c_attn.bias"] = torch.cat([sd[b + f"attention.{t}.bias"] for t in ("W_q", "W_k", "W_v")])
+        for src, dst in (("attention.out_proj", "attn.c_proj"), ("ffn.layers.0", "mlp.c_fc"),
+                         ("ffn.layers.2", "mlp.c_proj")):
+            new[h + dst + ".weight"] = sd[b + src + ".weight"].T
+            new[h + dst + ".bias"] = sd[b + src + ".bias"]
+        for src, dst in (("norm1", "ln_1"), ("norm2", "ln_2")):
+            new[h + dst + ".weight"] = sd[b + src + ".scale"]
+            new[h + dst + ".bias"] = sd[b + src + ".shift"]
+    hf.load_state_dict(new, strict=False)
+    return hf.to(device=device, dtype=dtype).eval()
+
+
+def hf_loop(model, tokenizer, texts: list[str], device: torch.device, batch: int = 256) -> np.ndarray:
+    """(b): tokenize, sort by length, pad each batch to its longest row, GPT2ForSequenceClassification."""
+    ids = tokenizer.encode_ordinary_batch(texts)
+    ids = [s[:120] or [50256] for s in ids]
+    order = np.argsort([len(s) for s in ids], kind="stable")
+    probs = np.empty(len(ids))
+    with torch.inference_mode():
+        for i in range(0, len(ids), batch):
+            rows = order[i : i + batch]
+            width = max(len(ids[r]) for r in rows)
+            x = torch.full((len(rows), width), 50256, dtype=torch.long)
+            mask = torch.zeros((len(rows), width), dtype=torch.long)
+            for j, r in enumerate(rows):
+                x[j, : len(ids[r])] = torch.tensor(ids[r])
+                mask[j, : len(ids[r])] = 1
+            logits = model(input_ids=x.to(device), attention_mask=mask.to(device)).logits
+            probs[rows] = torch.softmax(logits.float(), -1)[:, 1].cpu().numpy()
+    return probs
+
+
+def timed(fn, *args) -> tuple[float, np.ndarray]:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    out = fn(*args)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter() - t, out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=2000, help="messages for (b) and (c)")
+    ap.add_argument("--n-reference", type=int, default=400, help="messages for the slow loop (a)")
+    ap.add_argument("--model", type=Path, help="a trained run folder instead of random gpt2-small weights")
+    ap.add_argument("--spamjob-args", default="", help="extra `spamjob score` options for (c)")
+    ap.add_argument("--variants", default="fp32", help="comma list of (c) variants: fp32, int8 (CPU), compile")
+    ap.add_argument("--smoke", action="store_true", help="2-layer 32-dim model, 200 messages")
+    ap.add_argument("--json", type=Path)
+    a = ap.parse_args()
+    dims = (2, 32, 2) if a.smoke else (12, 768, 12)
+    if a.smoke:
+        a.n, a.n_reference = 200, 40
+
+    from spamjob.artifact import load_classifier
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    results = []
+    with tempfile.TemporaryDirectory(prefix="score-bench-") as tmp:
+        tmp = Path(tmp)
+        run_dir = a.model or random_classifier(tmp / "clf", *dims)
+        clf = load_classifier(run_dir)
+        texts = messages(a.n)
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.table({"text": texts}), tmp / "in.parquet", row_group_size=max(a.n // 8, 1))
+
+        t, _ = timed(reference_loop, clf, texts[: a.n_reference], device)
+        results.append({"name": "(a) reference loop, fp32, batch 8, padded to 120", "n": a.n_reference, "s": t})
+        hf = hf_model(clf, device, torch.bfloat16 if device.type == "cuda" else torch.float32)
+        t, _ = timed(hf_loop, hf, clf.tokenizer, texts, device)
+        results.append({"name": "(b) transformers GPT2ForSequenceClassification, batch 256, length-sorted",
+                        "n": a.n, "s": t})
+        del hf
+        for variant in a.variants.split(","):
+            extra = {"fp32": [], "int8": ["--quantize", "int8"], "compile": ["--compile"]}[variant]
+            out = tmp / f"out-{variant}"
+            cmd = [sys.executable, "-m", "spamjob.cli", "score", str(tmp / "in.parquet"), "--model", str(run_dir),
+                   "--out", str(out), "--no-progress", *extra, *shlex.split(a.spamjob_args)]
+            t0 = time.perf_counter()
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            process_s = time.perf_counter() - t0
+            if proc.returncode:
+                sys.exit(f"(c) {variant} failed:\n{proc.stderr[-3000:]}")
+            rep = json.loads((out / "report.json").read_text())
+            label = "bf16" if rep["mixed_precision"] == "bf16" else ("int8" if variant == "int8" else "fp32")
+            row = {"name": f"(c) spamjob score, Parquet in/out, {label}{' + compile' if variant == 'compile' else ''}",
+                   "n": rep["rows"]["read"], "s": rep["wall_time_s"], "process_s": process_s}
+            if "quantization_agreement" in rep:
+                row["agreement"] = rep["quantization_agreement"]
+            results.append(row)
+
+    for r in results:
+        r["msg_per_s"] = r["n"] / r["s"]
+    base = results[1]["msg_per_s"]
+    print(f"machine: {machine()}; model: {dims[0]} layers x {dims[1]} dims ({'random weights' if not a.model else a.model})")
+    print(f"{'pipeline':<78} {'messages':>9} {'seconds':>9} {'msg/s':>10} {'vs (b)':>7}")
+    for r in results:
+        extra = f"  (process incl. start-up: {r['n'] / r['process_s']:,.1f} msg/s)" if "process_s" in r else ""
+        if "agreement" in r:
+            extra += f"  agreement with fp32: {r['agreement']['same_prediction'] * 100:.2f}%"
+        print(f"{r['name']:<78} {r['n']:>9,} {r['s']:>9.2f} {r['msg_per_s']:>10,.1f} "
+              f"{r['msg_per_s'] / base:>6.2f}x{extra}")
+    if a.json:
+        a.json.write_text(json.dumps({"machine": machine(), "results": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,238 @@
+"""Streaming Parquet/CSV input and output: discovery, work units, record batches, part files.
+
+Nothing here reads a whole file: Parquet is read one row group at a time in record
+batches (`ParquetFile.iter_batches`), CSV through Arrow's streaming reader
+(`pyarrow.csv.open_csv`) block by block, so memory stays flat however large the input.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from spamjob.errors import SpamjobError
+
+PARQUET_SUFFIXES = (".parquet", ".pq")
+CSV_SUFFIXES = (".csv", ".tsv", ".txt")
+COMPRESSED = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd"}
+TEXT_CANDIDATES = ("Text", "text", "message", "sms")
+
+
+@dataclass(frozen=True)
+class Source:
+    """One input file: its format and fingerprint (path, size, mtime)."""
+
+    path: str
+    kind: str  # "parquet" | "csv"
+    compression: str | None
+    size: int
+    mtime_ns: int
+
+    @property
+    def key(self) -> str:
+        """Stable short id used in part names (sha1 of the absolute path)."""
+        return hashlib.sha1(self.path.encode()).hexdigest()[:12]
+
+    def fingerprint(self) -> dict:
+        return {"path": self.path, "size": self.size, "mtime_ns": self.mtime_ns}
+
+
+def _kind(path: Path) -> tuple[str, str | None] | None:
+    suffixes = [s.lower() for s in path.suffixes]
+    compression = COMPRESSED.get(suffixes[-1]) if suffixes else None
+    base = suffixes[-2] if compression and len(suffixes) > 1 else (suffixes[-1] if suffixes else "")
+    if base in PARQUET_SUFFIXES and not compression:
+        return "parquet", None
+    if base in CSV_SUFFIXES:
+        return "csv", compression
+    return None
+
+
+def discover(patterns: list[str] | tuple[str, ...]) -> list[Source]:
+    """Files, folders (searched recursively for known suffixes) and globs -> sources, in a stable order.
+
+    A pattern that matches nothing, or a file of an unknown type, is an error.
+    """
+    seen: dict[str, Source] = {}
+    for pattern in patterns:
+        p = Path(pattern).expanduser()
+        if p.is_file():
+            candidates = [p]
+            if _kind(p) is None:
+                raise SpamjobError(f"{p}: unknown input type; expected .parquet, .csv, .tsv or .txt (optionally .gz)")
+        elif p.is_dir():
+            candidates = sorted(f for f in p.rglob("*") if f.is_file() and _kind(f) is not None)
+            if not candidates:
+                raise SpamjobError(f"folder {p} holds no .parquet/.csv/.tsv/.txt files")
+        else:
+            candidates = sorted(Path(m) for m in glob.glob(str(p), recursive=True) if Path(m).is_file())
+            candidates = [c for c in candidates if _kind(c) is not None]
+            if not candidates:
+                raise SpamjobError(f"no input matches {pattern!r}")
+        for c in candidates:
+            real = str(c.resolve())
+            if real not in seen:
+                st = c.stat()
+                kind, compression = _kind(c)  # type: ignore[misc]
+                seen[real] = Source(real, kind, compression, st.st_size, st.st_mtime_ns)
+    return list(seen.values())
+
+
+@dataclass(frozen=True)
+class CsvOptions:
+    """How CSV/TSV inputs are parsed."""
+
+    delimiter: str | None = None  # None: tab for .tsv, comma otherwise
+    encoding: str = "utf-8"
+    block_bytes: int = 16 << 20  # one work unit per block of the streaming reader
+
+    def delimiter_for(self, source: Source) -> str:
+        if self.delimiter:
+            return self.delimiter
+        name = source.path.lower().removesuffix(".gz").removesuffix(".bz2").removesuffix(".zst")
+        return "\t" if name.endswith(".tsv") else ","
+
+
+def _open_stream(source: Source):
+    return pa.input_stream(source.path, compression=source.compression)
+
+
+def schema_of(source: Source, csv: CsvOptions) -> pa.Schema | None:
+    """Column names and types, reading only metadata / the header. None for an empty file."""
+    if source.size == 0:
+        return None
+    try:
+        if source.kind == "parquet":
+            return pq.ParquetFile(source.path).schema_arrow
+        with _open_stream(source) as f:
+            reader = pacsv.open_csv(f, read_options=_read_options(csv, 1 << 16),
+                                    parse_options=_parse_options(source, csv, lambda row: "skip"),
+                                    convert_options=pacsv.ConvertOptions(auto_dict_encode=False))
+            return reader.schema
+    except (pa.ArrowInvalid, OSError, EOFError, UnicodeDecodeError) as e:
+        message = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if "Empty CSV file" in message:
+            return None
+        raise SpamjobError(f"cannot read {source.path}: {message}") from None
+
+
+def _read_options(csv: CsvOptions, block: int) -> pacsv.ReadOptions:
+    # Single-threaded parsing: rejected rows then carry their row number, and blocks
+    # (work units) are the same on every run.
+    return pacsv.ReadOptions(use_threads=False, block_size=block, encoding=csv.encoding)
+
+
+def _parse_options(source: Source, csv: CsvOptions, handler) -> pacsv.ParseOptions:
+    return pacsv.ParseOptions(delimiter=csv.delimiter_for(source), newlines_in_values=True,
+                              invalid_row_handler=handler)
+
+
+@dataclass
+class Chunk:
+    """Rows of one work unit as they stream in: a record batch and the rows that could not be parsed."""
+
+    batch: pa.RecordBatch
+    first_row: int  # index of batch row 0 among the input's parsed records
+    rejects: list[dict] = field(default_factory=list)
+
+
+def parquet_units(source: Source) -> list[int]:
+    """Row-group indices (a file without row groups is one empty unit, so it is still accounted for)."""
+    if source.size == 0:
+        return [0]
+    n = pq.ParquetFile(source.path).metadata.num_row_groups
+    return list(range(max(n, 1)))
+
+
+def iter_parquet_unit(source: Source, row_group: int, columns: list[str], batch_rows: int) -> Iterator[Chunk]:
+    """Record batches of one row group (only the needed columns)."""
+    if source.size == 0:
+        return
+    pf = pq.ParquetFile(source.path)
+    if pf.metadata.num_row_groups == 0:
+        return
+    first = sum(pf.metadata.row_group(i).num_rows for i in range(row_group))
+    for batch in pf.iter_batches(batch_size=batch_rows, row_groups=[row_group], columns=columns):
+        yield Chunk(batch, first)
+        first += batch.num_rows
+
+
+def iter_csv_blocks(source: Source, csv: CsvOptions, column_types: dict[str, pa.DataType]
+                    ) -> Iterator[tuple[int, Chunk]]:
+    """(block index, chunk) for every block of a CSV/TSV file, rejects attached to the block that met them."""
+    if source.size == 0:
+        return
+    pending: list[dict] = []
+
+    def on_invalid(row) -> str:
+        pending.append({"file": source.path, "line": row.number, "reason":
+                        f"expected {row.expected_columns} fields, found {row.actual_columns}", "text": row.text})
+        return "skip"
+
+    first = 0
+    with _open_stream(source) as f:
+        try:
+            reader = pacsv.open_csv(
+                f, read_options=_read_options(csv, csv.block_bytes), parse_options=_parse_options(source, csv, on_invalid),
+                convert_options=pacsv.ConvertOptions(column_types=column_types, strings_can_be_null=False,
+                                                     quoted_strings_can_be_null=False, auto_dict_encode=False),
+            )
+        except pa.ArrowInvalid as e:
+            if "Empty CSV file" in str(e):
+                return
+            raise SpamjobError(f"cannot read {source.path}: {str(e).splitlines()[0]}") from None
+        block = 0
+        while True:
+            try:
+                batch = reader.read_next_batch()
+            except StopIteration:
+                break
+            except (pa.ArrowInvalid, OSError, EOFError) as e:
+                raise SpamjobError(f"cannot read {source.path} (block {block}): {str(e).splitlines()[0]}") from None
+            chunk = Chunk(batch, first, pending)
+            pending = []
+            yield block, chunk
+            first += batch.num_rows
+            block += 1
+    if pending:  # rows rejected after the last batch
+        yield block, Chunk(pa.RecordBatch.from_pylist([], schema=reader.schema), first, pending)
+
+
+class PartWriter:
+    """Writes one part file (Parquet or CSV) under a temporary name; `commit()` renames it into place."""
+
+    def __init__(self, dest: Path, fmt: str):
+        self.dest, self.fmt = dest, fmt
+        self.tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
+        self._writer = None
+        self.rows = 0
+
+    def write(self, table: pa.Table) -> None:
+        if self._writer is None:
+            self.tmp.parent.mkdir(parents=True, exist_ok=True)
+            if self.fmt == "parquet":
+                self._writer = pq.ParquetWriter(self.tmp, table.schema)
+            else:
+                self._writer = pacsv.CSVWriter(self.tmp, table.schema)
+        self._writer.write_table(table)
+        self.rows += table.num_rows
+
+    def commit(self, schema: pa.Schema) -> None:
+        if self._writer is None:  # no rows: still a valid (empty) part with the output schema
+            self.write(schema.empty_table())
+        self._writer.close()
+        os.replace(self.tmp, self.dest)
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        if self.tmp.exists():
+            self.tmp.unlink()

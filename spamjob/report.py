@@ -1,0 +1,178 @@
+"""Integer counts -> the scoring report (JSON, Markdown, PNG).
+
+Every figure is derived from counts that are summed over work units (and so over
+processes): a report is the same whether 1 or N processes scored the inputs, and the
+same after a resumed run as after an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from spamjob.fsutil import atomic_path, write_json
+
+BINS = 20  # spam-probability histogram bins of width 0.05
+
+
+@dataclass
+class Counts:
+    """Counts of one work unit, one input, or everything; `+=` adds them up."""
+
+    rows_read: int = 0
+    rows_scored: int = 0
+    predicted_spam: int = 0
+    truncated: int = 0
+    flagged: Counter = field(default_factory=Counter)  # reason -> rows written with `error` set
+    rejected: Counter = field(default_factory=Counter)  # reason -> lines that could not be parsed
+    labeled: int = 0  # scored rows with a known label
+    unknown_labels: int = 0  # rows whose label is neither ham/spam nor 0/1
+    confusion: list = field(default_factory=lambda: [[0, 0], [0, 0]])  # [true][predicted], 0 = ham
+    histogram: list = field(default_factory=lambda: [0] * BINS)
+
+    def __iadd__(self, other: "Counts") -> "Counts":
+        for name in ("rows_read", "rows_scored", "predicted_spam", "truncated", "labeled", "unknown_labels"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.flagged.update(other.flagged)
+        self.rejected.update(other.rejected)
+        for t in range(2):
+            for p in range(2):
+                self.confusion[t][p] += other.confusion[t][p]
+        self.histogram = [a + b for a, b in zip(self.histogram, other.histogram)]
+        return self
+
+    def to_dict(self) -> dict:
+        return {
+            "rows_read": self.rows_read, "rows_scored": self.rows_scored, "predicted_spam": self.predicted_spam,
+            "truncated": self.truncated, "flagged": dict(sorted(self.flagged.items())),
+            "rejected": dict(sorted(self.rejected.items())), "labeled": self.labeled,
+            "unknown_labels": self.unknown_labels, "confusion": self.confusion, "histogram": self.histogram,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Counts":
+        c = cls(**{k: v for k, v in d.items() if k not in ("flagged", "rejected")})
+        c.flagged, c.rejected = Counter(d["flagged"]), Counter(d["rejected"])
+        return c
+
+
+def metrics(c: Counts) -> dict:
+    """Accuracy, precision, recall and F1 of the spam class from the confusion counts."""
+    (tn, fp), (fn, tp) = c.confusion
+    n = tn + fp + fn + tp
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    return {
+        "accuracy": (tp + tn) / n if n else None,
+        "precision": precision if n else None,
+        "recall": recall if n else None,
+        "f1": 2 * precision * recall / (precision + recall) if n and precision + recall else (0.0 if n else None),
+        "confusion_matrix": {"labels": ["ham", "spam"], "rows": "true label", "columns": "prediction",
+                             "counts": c.confusion},
+        "examples": n,
+    }
+
+
+def build(total: Counts, per_input: dict[str, Counts], extra: dict) -> dict:
+    """The report dictionary (report.json)."""
+    has_labels = total.labeled > 0
+    m = metrics(total) if has_labels else {}
+    return {
+        **({"accuracy": m["accuracy"]} if has_labels else {"accuracy": None}),
+        "rows": {"read": total.rows_read, "scored": total.rows_scored, "flagged": sum(total.flagged.values()),
+                 "rejected": sum(total.rejected.values()), "truncated": total.truncated},
+        "flagged_by_reason": dict(sorted(total.flagged.items())),
+        "rejected_by_reason": dict(sorted(total.rejected.items())),
+        "spam_rate": total.predicted_spam / total.rows_scored if total.rows_scored else None,
+        "predicted": {"ham": total.rows_scored - total.predicted_spam, "spam": total.predicted_spam},
+        "labels": ({**m, "unknown_labels": total.unknown_labels} if has_labels
+                   else {"labeled_rows": 0, "unknown_labels": total.unknown_labels}),
+        "spam_probability_histogram": {"bin_edges": [i / BINS for i in range(BINS + 1)], "counts": total.histogram},
+        "inputs": {path: c.to_dict() for path, c in per_input.items()},
+        **extra,
+    }
+
+
+def write(out: str | os.PathLike, report: dict) -> list[Path]:
+    """report.json, report.md and report.png in `out`."""
+    out = Path(out)
+    write_json(out / "report.json", report)
+    with atomic_path(out / "report.md") as tmp:
+        tmp.write_text(markdown(report))
+    return [out / "report.json", out / "report.md", plot(out / "report.png", report)]
+
+
+def _pct(x) -> str:
+    return "n/a" if x is None else f"{x * 100:.2f}%"
+
+
+def markdown(r: dict) -> str:
+    rows = r["rows"]
+    lines = [
+        "# spamjob scoring report",
+        "",
+        f"- rows read: {rows['read']:,}; scored: {rows['scored']:,}; flagged: {rows['flagged']:,}; "
+        f"rejected: {rows['rejected']:,}; truncated: {rows['truncated']:,}",
+        f"- spam rate: {_pct(r['spam_rate'])} ({r['predicted']['spam']:,} spam, {r['predicted']['ham']:,} ham)",
+        f"- wall time: {r['wall_time_s']:.1f} s; {r['rows_per_s']:,.1f} rows/s; processes: {r['num_processes']}",
+        f"- model: `{r['model']['path']}` (sha256 {r['model']['sha256'][:16]}...)",
+    ]
+    if r["accuracy"] is not None:
+        m = r["labels"]
+        (tn, fp), (fn, tp) = m["confusion_matrix"]["counts"]
+        lines += [
+            "", "## Against the labels", "",
+            f"accuracy {_pct(m['accuracy'])}, precision {_pct(m['precision'])}, recall {_pct(m['recall'])}, "
+            f"F1 {_pct(m['f1'])} over {m['examples']:,} labeled rows ({m['unknown_labels']:,} with unknown labels)",
+            "", "| true \\ predicted | ham | spam |", "|---|---|---|", f"| ham | {tn:,} | {fp:,} |",
+            f"| spam | {fn:,} | {tp:,} |",
+        ]
+    for title, key in (("Flagged rows", "flagged_by_reason"), ("Rejected lines", "rejected_by_reason")):
+        if r[key]:
+            lines += ["", f"## {title}", "", "| reason | rows |", "|---|---|"]
+            lines += [f"| {reason} | {n:,} |" for reason, n in r[key].items()]
+    lines += ["", "## Inputs", "", "| input | read | scored | flagged | rejected |", "|---|---|---|---|---|"]
+    for path, c in r["inputs"].items():
+        lines.append(f"| `{path}` | {c['rows_read']:,} | {c['rows_scored']:,} | {sum(c['flagged'].values()):,} | "
+                     f"{sum(c['rejected'].values()):,} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(path: Path, r: dict) -> Path:
+    """Confusion matrix (when labels exist) and spam-probability histogram."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with_labels = r["accuracy"] is not None
+    fig, axes = plt.subplots(1, 2 if with_labels else 1, figsize=(9 if with_labels else 5, 3.5))
+    axes = list(axes) if with_labels else [axes]
+    if with_labels:
+        counts = r["labels"]["confusion_matrix"]["counts"]
+        ax = axes.pop(0)
+        ax.imshow(counts, cmap="Blues")
+        top = max(max(row) for row in counts) or 1
+        for t in range(2):
+            for p in range(2):
+                ax.text(p, t, f"{counts[t][p]:,}", ha="center", va="center",
+                        color="white" if counts[t][p] > top / 2 else "black")
+        ax.set_xticks([0, 1], ["ham", "spam"])
+        ax.set_yticks([0, 1], ["ham", "spam"])
+        ax.set_xlabel("prediction")
+        ax.set_ylabel("label")
+        ax.set_title(f"accuracy {_pct(r['accuracy'])}")
+    ax = axes[0]
+    h = r["spam_probability_histogram"]
+    edges = h["bin_edges"]
+    ax.bar(edges[:-1], h["counts"], width=edges[1] - edges[0], align="edge")
+    ax.set_xlabel("spam probability")
+    ax.set_ylabel("rows")
+    ax.set_title("predicted spam probability")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return path

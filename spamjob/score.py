@@ -1,0 +1,670 @@
+"""Bulk scoring: stream inputs through a trained classifier on every process, commit parts, report.
+
+Work units are deterministic (Parquet: file x row group; CSV: file x block of the
+streaming reader) and dealt round-robin to the processes, so each is done exactly once.
+A unit writes its part under a temporary name and renames it when complete, then writes
+its sidecar `_parts/part-*.json` (row counts and report counts): the sidecar is the commit.
+Parts go to OUT/predictions/, one Parquet (or CSV) dataset (`pandas.read_parquet(OUT /
+"predictions")`); unparsable CSV lines to OUT/rejects/; the report beside them.
+A rerun after a kill skips every committed unit; the report is summed from all
+sidecars, so it is the same as an uninterrupted run's. `_SUCCESS` is written last.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import resource
+import shutil
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+from tqdm import tqdm
+
+from spamjob import __version__
+from spamjob.errors import SpamjobError
+from spamjob.fsutil import atomic_path, read_json, write_json
+from spamjob.io import TEXT_CANDIDATES, Chunk, CsvOptions, PartWriter, Source, discover, iter_csv_blocks, \
+    iter_parquet_unit, parquet_units, schema_of
+from spamjob.report import BINS, Counts
+
+OUTPUT_COLUMNS = ("prediction", "spam_probability", "truncated", "error")
+PLAN = "_plan.json"
+PREDICTIONS = "predictions"  # the parts: one Parquet/CSV dataset
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    """Options of a scoring run (those that shape the output are part of the plan)."""
+
+    inputs: tuple[str, ...]
+    model: str
+    out: str
+    format: str = "parquet"
+    text_column: str | None = None
+    id_column: str | None = None
+    label_column: str | None = None
+    keep_columns: tuple[str, ...] | None = None
+    delimiter: str | None = None
+    encoding: str = "utf-8"
+    block_mb: int = 16
+    window_rows: int = 16384
+    """Rows read, tokenized and length-sorted together (the bucketing window)."""
+    batch_tokens: int = 16384
+    """Padded tokens per forward pass."""
+    mixed_precision: str = "auto"
+    compile: bool = False
+    quantize: str | None = None
+    tokenize_workers: int | None = None
+    overwrite: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.format not in ("parquet", "csv"):
+            problems.append(f"format must be parquet or csv, got {self.format!r}")
+        if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
+            problems.append(f"mixed-precision must be auto, no, bf16 or fp16, got {self.mixed_precision!r}")
+        if self.quantize not in (None, "int8"):
+            problems.append(f"quantize must be int8, got {self.quantize!r}")
+        if self.window_rows < 1 or self.batch_tokens < 1 or self.block_mb < 1:
+            problems.append("window-rows, batch-tokens and block-mb must be >= 1")
+        if not self.inputs:
+            problems.append("give at least one input file, folder or glob")
+        if problems:
+            raise SpamjobError("; ".join(problems))
+
+    def plan_options(self) -> dict:
+        """What decides the output files: a rerun with other values is a different job."""
+        keys = ("format", "text_column", "id_column", "label_column", "keep_columns", "delimiter", "encoding",
+                "block_mb")
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items() if k in keys}
+
+
+# --------------------------------------------------------------------------- columns and text
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Resolved columns of one input."""
+
+    text: str
+    label: str | None
+    keep: tuple[str, ...]
+
+
+def resolve_columns(source: Source, schema: pa.Schema | None, cfg: ScoreConfig) -> Columns | None:
+    """Text/label/kept columns of an input, or an error naming what is wrong. None for an empty file."""
+    if schema is None:
+        return None
+    names = schema.names
+    if cfg.text_column:
+        if cfg.text_column not in names:
+            raise SpamjobError(f"{source.path} has no column {cfg.text_column!r} (columns: {', '.join(names)})")
+        text = cfg.text_column
+    else:
+        text = next((c for c in TEXT_CANDIDATES if c in names), None)
+        if text is None:
+            raise SpamjobError(
+                f"{source.path}: no text column found (looked for {', '.join(TEXT_CANDIDATES)}; columns: "
+                f"{', '.join(names)}); pass --text-column"
+            )
+    t = schema.field(text).type
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    if source.kind == "parquet" and not (pa.types.is_string(t) or pa.types.is_large_string(t)
+                                         or pa.types.is_binary(t) or pa.types.is_large_binary(t)
+                                         or pa.types.is_null(t)):
+        raise SpamjobError(f"{source.path}: text column {text!r} holds {t}, not text")
+    for opt, col in (("--label-column", cfg.label_column), ("--id-column", cfg.id_column)):
+        if col and col not in names:
+            raise SpamjobError(f"{source.path} has no {opt} {col!r} (columns: {', '.join(names)})")
+    keep = tuple(cfg.keep_columns) if cfg.keep_columns is not None else tuple(names)
+    missing = [c for c in keep if c not in names]
+    if missing:
+        raise SpamjobError(f"{source.path} has no column(s) {', '.join(missing)} for --keep-columns")
+    if cfg.id_column and cfg.id_column not in keep:
+        keep = (cfg.id_column, *keep)
+    clash = [c for c in keep if c in OUTPUT_COLUMNS]
+    if clash:
+        raise SpamjobError(f"{source.path}: input column(s) {', '.join(clash)} would collide with the output; "
+                           "drop them with --keep-columns")
+    return Columns(text, cfg.label_column, keep)
+
+
+def _as_strings(arr: pa.Array) -> tuple[list, list[bool]]:
+    """Python strings (None for null) and, per value, whether its bytes were not valid UTF-8."""
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary_decode()
+    if pa.types.is_binary(arr.type) or pa.types.is_large_binary(arr.type):
+        try:
+            return arr.cast(pa.large_string()).to_pylist(), [False] * len(arr)
+        except pa.ArrowInvalid:  # some value is not UTF-8: decode one by one
+            values, bad = [], []
+            for b in arr.to_pylist():
+                if b is None:
+                    values.append(None)
+                    bad.append(False)
+                    continue
+                try:
+                    values.append(b.decode("utf-8"))
+                    bad.append(False)
+                except UnicodeDecodeError:
+                    values.append(b.decode("utf-8", errors="replace"))
+                    bad.append(True)
+            return values, bad
+    if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+        arr = arr.cast(pa.large_string())
+    return arr.to_pylist(), [False] * len(arr)
+
+
+def _utf8_column(arr: pa.Array) -> pa.Array:
+    """A CSV column read as bytes -> text (invalid bytes replaced by U+FFFD)."""
+    if pa.types.is_binary(arr.type):
+        values, bad = _as_strings(arr)
+        return pa.array(values, type=pa.large_string()) if any(bad) else arr.cast(pa.large_string())
+    return arr
+
+
+LABEL_VALUES = {"ham": 0, "0": 0, "spam": 1, "1": 1}
+
+
+def _labels(arr: pa.Array) -> list[int | None]:
+    values, _ = _as_strings(arr.cast(pa.large_string()) if not pa.types.is_binary(arr.type) else arr)
+    return [LABEL_VALUES.get(str(v).strip().lower()) if v is not None else None for v in values]
+
+
+# --------------------------------------------------------------------------- model side
+
+
+class Predictor:
+    """Token ids -> spam probabilities, in length-sorted, token-budgeted batches; order restored."""
+
+    def __init__(self, clf, device: torch.device, mixed_precision: str, batch_tokens: int):
+        self.clf, self.device = clf, device
+        self.model = clf.model.to(device).eval()
+        self.batch_tokens = batch_tokens
+        self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mixed_precision)
+
+    def __call__(self, ids: list[list[int]]) -> np.ndarray:
+        from spamjob.text import pad_batch
+
+        n = len(ids)
+        probs = np.empty(n, dtype=np.float64)
+        if not n:
+            return probs
+        max_len = self.clf.max_length
+        lengths = np.minimum(np.fromiter((len(s) for s in ids), dtype=np.int64, count=n), max_len)
+        order = np.argsort(lengths, kind="stable")
+        fixed = self.clf.pad_to == "max"
+        start = 0
+        while start < n:
+            # Longest row of a sorted run is its last: grow the batch while it fits the budget.
+            width = max_len if fixed else max(int(lengths[order[start]]), 1)
+            end = start + 1
+            while end < n:
+                w = max_len if fixed else max(int(lengths[order[end]]), 1)
+                if (end - start + 1) * w > self.batch_tokens:
+                    break
+                width = w
+                end += 1
+            rows = order[start:end]
+            b = pad_batch([ids[i] for i in rows], max_len, pad_to=self.clf.pad_to)
+            with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.dtype,
+                                                        enabled=self.dtype is not None):
+                logits = self.model(b.input_ids.to(self.device, non_blocking=True),
+                                    b.lengths.to(self.device, non_blocking=True))
+            probs[rows] = torch.softmax(logits.float(), dim=-1)[:, 1].cpu().numpy()
+            start = end
+        return probs
+
+
+def _prefetch(items: Iterator, depth: int = 2) -> Iterator:
+    """Run an iterator in a background thread, `depth` items ahead (reading and tokenizing
+    overlap the model's work; Arrow and tiktoken release the GIL)."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def work() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(done)
+        except BaseException as e:  # re-raised in the consumer
+            q.put(e)
+
+    t = threading.Thread(target=work, name="spamjob-prefetch", daemon=True)
+    t.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+
+
+class Tokenizer:
+    """encode_ordinary over a window of texts: threads, or a process pool for GIL-free speed on GPUs."""
+
+    def __init__(self, tokenizer, tok_dir: Path, workers: int):
+        self.tok = tokenizer
+        self.workers = workers
+        self.pool = None
+        if workers > 0:
+            import concurrent.futures as cf
+            import multiprocessing as mp
+
+            self.pool = cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"),
+                                               initializer=_worker_init, initargs=(str(tok_dir),))
+
+    def __call__(self, texts: list[str]) -> list[list[int]]:
+        if self.pool is None or len(texts) < 4096:
+            return self.tok.encode_ordinary_batch(texts, num_threads=4)
+        step = -(-len(texts) // (self.workers * 2))
+        parts = self.pool.map(_worker_encode, [texts[i : i + step] for i in range(0, len(texts), step)])
+        return [ids for part in parts for ids in part]
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
+
+
+_WORKER_TOK = None
+
+
+def _worker_init(tok_dir: str) -> None:
+    global _WORKER_TOK
+    from spamjob.text import load_tokenizer
+
+    _WORKER_TOK = load_tokenizer(tok_dir if Path(tok_dir).is_dir() else None)
+
+
+def _worker_encode(texts: list[str]) -> list[list[int]]:
+    return _WORKER_TOK.encode_ordinary_batch(texts, num_threads=1)
+
+
+# --------------------------------------------------------------------------- units
+
+
+@dataclass(frozen=True)
+class Unit:
+    source: Source
+    index: int
+
+    @property
+    def name(self) -> str:
+        return f"part-{self.source.key}-{self.index:06d}"
+
+
+def _prepare_window(chunk: Chunk, cols: Columns, tokenize: Tokenizer) -> dict:
+    """Text, flags, labels and token ids of one record batch (runs in the prefetch thread)."""
+    batch = chunk.batch
+    texts, bad = _as_strings(batch.column(cols.text)) if batch.num_rows else ([], [])
+    errors: list[str | None] = []
+    for t, b in zip(texts, bad):
+        if t is None:
+            errors.append("null text")
+        elif b:
+            errors.append("invalid UTF-8 in text")
+        elif not t.strip():
+            errors.append("empty text")
+        else:
+            errors.append(None)
+    ok = [i for i, e in enumerate(errors) if e is None]
+    ids = tokenize([texts[i] for i in ok]) if ok else []
+    labels = _labels(batch.column(cols.label)) if cols.label and batch.num_rows else None
+    return {"chunk": chunk, "errors": errors, "ok": ok, "ids": ids, "labels": labels}
+
+
+def _score_window(w: dict, cols: Columns, predict: Predictor, max_length: int, counts: Counts,
+                  agreement: dict | None) -> pa.Table:
+    """Predict one window and build its output table (input columns + the four new ones)."""
+    chunk, errors, ok, ids = w["chunk"], w["errors"], w["ok"], w["ids"]
+    n = chunk.batch.num_rows
+    probs = predict(ids)
+    if agreement is not None and agreement.get("reference") is not None and ids:
+        ref = agreement["reference"](ids[:2000])
+        agreement["rows"] += len(ref)
+        agreement["same"] += int(((ref > 0.5) == (probs[: len(ref)] > 0.5)).sum())
+        agreement["max_abs_diff"] = max(agreement["max_abs_diff"], float(np.abs(ref - probs[: len(ref)]).max()))
+        agreement["reference"] = None  # one window is enough
+    spam_prob = np.full(n, np.nan)
+    spam_prob[ok] = probs
+    truncated = np.zeros(n, dtype=bool)
+    truncated[ok] = [len(s) > max_length for s in ids]
+    predicted = spam_prob > 0.5  # argmax of the two logits (ties go to ham, as in training)
+    scored = np.zeros(n, dtype=bool)
+    scored[ok] = True
+
+    counts.rows_read += n
+    counts.rows_scored += len(ok)
+    counts.predicted_spam += int(predicted[scored].sum())
+    counts.truncated += int(truncated.sum())
+    for e in errors:
+        if e is not None:
+            counts.flagged[e] += 1
+    if len(ok):
+        hist = np.minimum((probs * BINS).astype(np.int64), BINS - 1)
+        counts.histogram = [a + int(b) for a, b in zip(counts.histogram, np.bincount(hist, minlength=BINS))]
+    if w["labels"] is not None:
+        for i in ok:
+            y = w["labels"][i]
+            if y is None:
+                counts.unknown_labels += 1
+            else:
+                counts.labeled += 1
+                counts.confusion[y][int(predicted[i])] += 1
+        counts.unknown_labels += sum(1 for i, e in enumerate(errors) if e is not None and w["labels"][i] is None)
+
+    table = pa.table({c: _utf8_column(chunk.batch.column(c)) for c in cols.keep}) if cols.keep else pa.table({})
+    labels = np.where(predicted, "spam", "ham").astype(object)
+    labels[~scored] = None
+    table = table.append_column("prediction", pa.array(labels, type=pa.string()))
+    table = table.append_column("spam_probability", pa.array(spam_prob, type=pa.float64(), mask=~scored))
+    table = table.append_column("truncated", pa.array(truncated))
+    return table.append_column("error", pa.array(errors, type=pa.string()))
+
+
+def _output_schema(source: Source, schema: pa.Schema | None, cols: Columns | None) -> pa.Schema:
+    fields = []
+    for c in cols.keep if cols is not None else ():
+        f = schema.field(c)
+        fields.append(pa.field(c, pa.large_string()) if source.kind == "csv" else f)
+    return pa.schema(fields + [pa.field("prediction", pa.string()), pa.field("spam_probability", pa.float64()),
+                               pa.field("truncated", pa.bool_()), pa.field("error", pa.string())])
+
+
+def _commit(out: Path, unit: Unit, writer: PartWriter, schema: pa.Schema, counts: Counts, rejects: list[dict],
+            fmt: str) -> None:
+    """Part, then rejects, then the sidecar: a unit without its sidecar is redone on rerun."""
+    writer.commit(schema)
+    rejects_name = None
+    if rejects:
+        rejects_name = f"rejects/{unit.name}.jsonl"
+        with atomic_path(out / rejects_name) as tmp:
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in rejects))
+    write_json(out / "_parts" / f"{unit.name}.json", {
+        "source": unit.source.path, "unit": unit.index, "part": f"{PREDICTIONS}/{unit.name}.{fmt}", "rows": writer.rows,
+        "rejects": rejects_name, "counts": counts.to_dict(),
+    })
+
+
+# --------------------------------------------------------------------------- run
+
+
+def _check_plan(out: Path, plan: dict, overwrite: bool) -> None:
+    """Same plan: resume. Other plan or a foreign non-empty folder: error unless --overwrite (which clears it)."""
+    plan_path = out / PLAN
+    if out.exists() and any(out.iterdir()):
+        old = read_json(plan_path) if plan_path.is_file() else None
+        if old != plan:
+            if not overwrite:
+                what = ("was written with another model, other inputs or other options" if old is not None
+                        else "is not empty and holds no spamjob scoring plan")
+                raise SpamjobError(f"output folder {out} {what}; pass --overwrite to replace it, or choose another --out")
+            ours = [p for p in out.iterdir() if _written_by_us(p)]
+            foreign = [p for p in out.iterdir() if not _written_by_us(p)]
+            if foreign:
+                raise SpamjobError(f"--overwrite would delete {foreign[0]}, which spamjob did not write; "
+                                   f"clear {out} by hand")
+            for p in ours:
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+    (out / "_SUCCESS").unlink(missing_ok=True)
+    for p in [*out.glob(".*.part"), *out.glob(f"{PREDICTIONS}/.*.part")]:  # temporaries of a killed run
+        p.unlink()
+    write_json(plan_path, plan)
+
+
+def _written_by_us(p: Path) -> bool:
+    return p.name.startswith(("_", "report.", ".")) or p.name in (PREDICTIONS, "rejects")
+
+
+def main(cfg: ScoreConfig) -> dict:
+    """Score every input; returns the report."""
+    from accelerate import Accelerator
+
+    from spamjob.artifact import load_classifier
+
+    wall0 = time.perf_counter()
+    gpu = torch.cuda.is_available()
+    accelerator = Accelerator(cpu=not gpu)
+    rank, world, main_proc = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
+    device = accelerator.device
+    out = Path(cfg.out)
+
+    clf = load_classifier(cfg.model)
+    sources = discover(cfg.inputs)
+    csv = CsvOptions(cfg.delimiter, cfg.encoding, cfg.block_mb << 20)
+    schemas = {s.path: schema_of(s, csv) for s in sources}
+    columns = {s.path: resolve_columns(s, schemas[s.path], cfg) for s in sources}
+    model_fp = {"path": str(Path(cfg.model).resolve()), "sha256": clf.config.get("model_sha256")}
+    plan = {"spamjob_version": __version__, "model": model_fp, "inputs": [s.fingerprint() for s in sources],
+            "options": cfg.plan_options()}
+    if main_proc:
+        out.mkdir(parents=True, exist_ok=True)
+        _check_plan(out, plan, cfg.overwrite)
+    accelerator.wait_for_everyone()
+
+    mp = cfg.mixed_precision
+    if mp == "auto":
+        mp = "bf16" if gpu and torch.cuda.is_bf16_supported() else "no"
+    agreement = None
+    if cfg.quantize == "int8":
+        if gpu:
+            raise SpamjobError("--quantize int8 is for CPU scoring (dynamic int8 kernels); on GPU use bf16")
+        reference = Predictor(clf, device, "no", cfg.batch_tokens)
+        import copy
+
+        quantized = copy.copy(clf)
+        quantized.model = torch.ao.quantization.quantize_dynamic(clf.model, {torch.nn.Linear}, dtype=torch.qint8)
+        predict = Predictor(quantized, device, "no", cfg.batch_tokens)
+        agreement = {"reference": reference, "rows": 0, "same": 0, "max_abs_diff": 0.0}
+    else:
+        predict = Predictor(clf, device, mp, cfg.batch_tokens)
+    if cfg.compile:
+        predict.model = torch.compile(predict.model, dynamic=True)
+    workers = cfg.tokenize_workers if cfg.tokenize_workers is not None else (
+        min(8, max((os.cpu_count() or 1) // world - 1, 0)) if gpu else 0)
+    tokenize = Tokenizer(clf.tokenizer, Path(cfg.model) / "tokenizer", workers)
+
+    # Units: Parquet row groups dealt round-robin over all inputs; CSV blocks dealt
+    # round-robin within each file (their number is known only once the file is read).
+    # An empty file (no header, no schema) is one empty unit, so it is still accounted for.
+    total_rows = 0
+    parquet_jobs: list[Unit] = []
+    for s in sources:
+        if s.kind == "parquet" or columns[s.path] is None:
+            units = parquet_units(s) if columns[s.path] is not None else [0]
+            parquet_jobs += [Unit(s, i) for i in units]
+            total_rows += parquet_rows(s) if columns[s.path] is not None else 0
+    mine = [u for k, u in enumerate(parquet_jobs) if k % world == rank]
+    bar = tqdm(total=(total_rows // world) or None, unit="rows", desc=f"scoring (rank {rank})",
+               disable=not (cfg.progress and main_proc), leave=False)
+    stats = {"units_done": 0, "units_skipped": 0}
+
+    def done(unit: Unit) -> bool:
+        return (out / "_parts" / f"{unit.name}.json").is_file() and (out / PREDICTIONS / f"{unit.name}.{cfg.format}").is_file()
+
+    def run_unit(unit: Unit, chunks: Iterator[Chunk]) -> None:
+        cols = columns[unit.source.path]
+        schema = _output_schema(unit.source, schemas[unit.source.path], cols)
+        if cols is None:
+            chunks = iter(())
+        writer = PartWriter(out / PREDICTIONS / f"{unit.name}.{cfg.format}", cfg.format)
+        counts, rejects = Counts(), []
+        try:
+            for w in _prefetch(_prepare_window(c, cols, tokenize) for c in chunks):
+                rejects += w["chunk"].rejects
+                for r in w["chunk"].rejects:
+                    counts.rejected[r["reason"]] += 1
+                table = _score_window(w, cols, predict, clf.max_length, counts, agreement)
+                if table.num_rows:
+                    writer.write(table.cast(schema))
+                bar.update(table.num_rows)
+                _fault_injection()
+            _commit(out, unit, writer, schema, counts, rejects, cfg.format)
+        except BaseException:
+            writer.abort()
+            raise
+        stats["units_done"] += 1
+
+    try:
+        for unit in mine:
+            if done(unit):
+                stats["units_skipped"] += 1
+                continue
+            cols = columns[unit.source.path]
+            if cols is None:
+                run_unit(unit, iter(()))
+                continue
+            needed = list(dict.fromkeys([*cols.keep, cols.text, *([cols.label] if cols.label else [])]))
+            run_unit(unit, iter_parquet_unit(unit.source, unit.index, needed, cfg.window_rows))
+        for si, s in enumerate(sources):
+            if s.kind != "csv" or columns[s.path] is None:
+                continue
+            types = {name: pa.binary() for name in schemas[s.path].names}  # decoded per value: bad bytes never crash
+            n_blocks = 0
+            for block, chunk in iter_csv_blocks(s, csv, types):
+                n_blocks = block + 1
+                unit = Unit(s, block)
+                if (si + block) % world != rank:
+                    continue
+                if done(unit):
+                    stats["units_skipped"] += 1
+                    continue
+                run_unit(unit, _window(chunk, cfg.window_rows))
+            if n_blocks == 0:
+                unit = Unit(s, 0)
+                if rank == si % world and not done(unit):
+                    run_unit(unit, iter(()))
+            if main_proc:
+                write_json(out / "_sources" / f"{s.key}.json", {"path": s.path, "units": max(n_blocks, 1)})
+    finally:
+        bar.close()
+        tokenize.close()
+
+    peak = torch.tensor([resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0], device=device)
+    peak = accelerator.reduce(peak, "max").item()
+    accelerator.wait_for_everyone()
+    report = None
+    if main_proc:
+        report = _finish(out, cfg, sources, plan, world, wall0, peak, agreement, mp)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return report if report is not None else {}
+
+
+_WINDOWS_WRITTEN = 0
+
+
+def _fault_injection() -> None:
+    """SPAMJOB_KILL_AFTER_WINDOWS=N: SIGKILL this process once N windows are written (crash tests)."""
+    global _WINDOWS_WRITTEN
+    _WINDOWS_WRITTEN += 1
+    if os.environ.get("SPAMJOB_KILL_AFTER_WINDOWS") == str(_WINDOWS_WRITTEN):
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def parquet_rows(source: Source) -> int:
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(source.path).metadata.num_rows if source.size else 0
+
+
+def _window(chunk: Chunk, rows: int) -> Iterator[Chunk]:
+    """Split a CSV block into windows of `rows` rows (rejects ride with the first)."""
+    b = chunk.batch
+    if b.num_rows <= rows:
+        yield chunk
+        return
+    for k, off in enumerate(range(0, b.num_rows, rows)):
+        yield Chunk(b.slice(off, rows), chunk.first_row + off, chunk.rejects if k == 0 else [])
+
+
+def _finish(out: Path, cfg: ScoreConfig, sources: list[Source], plan: dict, world: int, wall0: float,
+            peak_mb: float, agreement: dict | None, mp: str) -> dict:
+    """Check every unit committed, sum the sidecars, write the report, the manifest and `_SUCCESS`."""
+    from spamjob import report as rep
+    from spamjob.io import parquet_units
+
+    total = Counts()
+    per_input: dict[str, Counts] = {}
+    parts = []
+    missing = []
+    for s in sources:
+        if s.kind == "parquet" or s.size == 0:
+            n_units = len(parquet_units(s))
+        else:
+            meta = out / "_sources" / f"{s.key}.json"
+            n_units = read_json(meta)["units"] if meta.is_file() else 1
+        c_in = Counts()
+        for i in range(n_units):
+            unit = Unit(s, i)
+            side = out / "_parts" / f"{unit.name}.json"
+            if not side.is_file():
+                missing.append(unit.name)
+                continue
+            info = read_json(side)
+            c = Counts.from_dict(info["counts"])
+            c_in += c
+            parts.append({"part": info["part"], "source": s.path, "unit": i, "rows": info["rows"],
+                          "rejects": info["rejects"]})
+        per_input[s.path] = c_in
+        total += c_in
+    if missing:
+        raise SpamjobError(f"{len(missing)} work unit(s) have no committed part (e.g. {missing[0]}); rerun the same command")
+    wall = time.perf_counter() - wall0
+    extra = {
+        "wall_time_s": round(wall, 3),
+        "rows_per_s": round(total.rows_read / wall, 2) if wall else None,
+        "num_processes": world,
+        "model": plan["model"],
+        "mixed_precision": mp,
+        "quantize": cfg.quantize,
+        "peak_rss_mb": round(peak_mb, 1),
+        "output": {"folder": str(out.resolve()), "format": cfg.format, "parts": len(parts)},
+        "spamjob_version": __version__,
+    }
+    if agreement is not None:
+        extra["quantization_agreement"] = {
+            "rows_compared": agreement["rows"],
+            "same_prediction": agreement["same"] / agreement["rows"] if agreement["rows"] else None,
+            "max_abs_probability_diff": agreement["max_abs_diff"],
+        }
+    report = rep.build(total, per_input, extra)
+    rep.write(out, report)
+    write_json(out / "_manifest.json", {"plan": plan, "parts": parts, "rows": total.rows_read,
+                                        "rejected": sum(total.rejected.values())})
+    with atomic_path(out / "_SUCCESS") as tmp:
+        tmp.write_text("")
+    return report
+
+
+def summary(report: dict, out: str) -> str:
+    r = report["rows"]
+    acc = f"; accuracy {report['accuracy'] * 100:.2f}%" if report.get("accuracy") is not None else ""
+    return (f"scored {r['scored']:,} of {r['read']:,} rows ({r['flagged']:,} flagged, {r['rejected']:,} rejected lines)"
+            f"{acc} in {report['wall_time_s']:.1f} s ({report['rows_per_s']:,.1f} rows/s) on "
+            f"{report['num_processes']} process(es); report: {Path(out) / 'report.md'}")

@@ -1,0 +1,81 @@
+"""spamjob.io: input discovery, schemas, streaming units and part files."""
+
+from __future__ import annotations
+
+import gzip
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from spamjob.errors import SpamjobError
+from spamjob.io import CsvOptions, PartWriter, discover, iter_csv_blocks, iter_parquet_unit, parquet_units, schema_of
+
+
+def test_discover_files_folders_globs(tmp_path):
+    (tmp_path / "d" / "sub").mkdir(parents=True)
+    for name in ("d/a.csv", "d/sub/b.parquet", "d/c.tsv.gz", "d/notes.md", "e.txt"):
+        (tmp_path / name).write_bytes(b"")
+    found = discover([str(tmp_path / "d"), str(tmp_path / "*.txt"), str(tmp_path / "d" / "a.csv")])
+    assert [s.path.removeprefix(str(tmp_path.resolve()) + "/") for s in found] == [
+        "d/a.csv", "d/c.tsv.gz", "d/sub/b.parquet", "e.txt"]  # sorted per pattern, each file once
+    kinds = {s.path.rsplit("/", 1)[1]: (s.kind, s.compression) for s in found}
+    assert kinds["c.tsv.gz"] == ("csv", "gzip") and kinds["b.parquet"] == ("parquet", None)
+    with pytest.raises(SpamjobError, match="no input matches"):
+        discover([str(tmp_path / "*.xlsx")])
+    with pytest.raises(SpamjobError, match="unknown input type"):
+        discover([str(tmp_path / "d" / "notes.md")])
+    assert len({s.key for s in found}) == 4
+
+
+def test_parquet_units_are_row_groups(tmp_path):
+    path = tmp_path / "x.parquet"
+    pq.write_table(pa.table({"text": [f"m{i}" for i in range(10)], "n": list(range(10))}), path, row_group_size=4)
+    src = discover([str(path)])[0]
+    assert parquet_units(src) == [0, 1, 2]
+    chunks = list(iter_parquet_unit(src, 1, ["text"], batch_rows=3))
+    assert [c.first_row for c in chunks] == [4, 7]
+    assert [t for c in chunks for t in c.batch.column("text").to_pylist()] == ["m4", "m5", "m6", "m7"]
+    assert chunks[0].batch.schema.names == ["text"]
+
+
+def test_csv_blocks_stream_with_rejects(tmp_path):
+    rows = ["text,label"] + [f"message {i},ham" for i in range(3000)]
+    rows.insert(1000, "broken,line,with,extra")
+    path = tmp_path / "x.csv.gz"
+    path.write_bytes(gzip.compress(("\n".join(rows) + "\n").encode()))
+    src = discover([str(path)])[0]
+    schema = schema_of(src, CsvOptions())
+    assert schema.names == ["text", "label"]
+    blocks = list(iter_csv_blocks(src, CsvOptions(block_bytes=8 << 10), {n: pa.binary() for n in schema.names}))
+    assert len(blocks) > 3 and [b for b, _ in blocks] == list(range(len(blocks)))
+    texts = [t.decode() for _, c in blocks for t in c.batch.column("text").to_pylist()]
+    assert texts == [f"message {i}" for i in range(3000)]
+    rejects = [r for _, c in blocks for r in c.rejects]
+    assert rejects == [{"file": src.path, "line": 1001, "reason": "expected 2 fields, found 4",
+                        "text": "broken,line,with,extra"}]
+
+
+def test_empty_inputs(tmp_path):
+    (tmp_path / "e.csv").write_bytes(b"")
+    (tmp_path / "h.csv").write_text("text\n")
+    e, h = discover([str(tmp_path / "e.csv"), str(tmp_path / "h.csv")])
+    assert schema_of(e, CsvOptions()) is None
+    assert schema_of(h, CsvOptions()).names == ["text"]
+    assert list(iter_csv_blocks(h, CsvOptions(), {"text": pa.binary()})) == [] or all(
+        c.batch.num_rows == 0 for _, c in iter_csv_blocks(h, CsvOptions(), {"text": pa.binary()}))
+
+
+def test_part_writer_is_atomic(tmp_path):
+    w = PartWriter(tmp_path / "p.parquet", "parquet")
+    w.write(pa.table({"a": [1, 2]}))
+    assert not (tmp_path / "p.parquet").exists() and w.tmp.exists()  # invisible until committed
+    w.commit(pa.schema([("a", pa.int64())]))
+    assert pq.read_table(tmp_path / "p.parquet").column("a").to_pylist() == [1, 2] and not w.tmp.exists()
+    w = PartWriter(tmp_path / "q.csv", "csv")
+    w.write(pa.table({"a": ["x"]}))
+    w.abort()
+    assert list(tmp_path.iterdir()) == [tmp_path / "p.parquet"]
+    empty = PartWriter(tmp_path / "e.parquet", "parquet")
+    empty.commit(pa.schema([("a", pa.string())]))
+    assert pq.read_table(tmp_path / "e.parquet").num_rows == 0

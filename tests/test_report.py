@@ -1,0 +1,44 @@
+"""spamjob.report: counts add up, metrics from the confusion matrix, files written."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from spamjob.report import Counts, build, metrics, write
+
+
+def test_counts_add_and_round_trip():
+    a = Counts(rows_read=3, rows_scored=2, predicted_spam=1, flagged=Counter({"empty text": 1}), labeled=2,
+               confusion=[[1, 0], [0, 1]], histogram=[1] + [0] * 18 + [1])
+    b = Counts(rows_read=5, rows_scored=5, predicted_spam=4, rejected=Counter({"bad": 2}), labeled=5,
+               confusion=[[0, 1], [0, 4]], histogram=[0] * 19 + [5])
+    total = Counts()
+    total += a
+    total += b
+    assert (total.rows_read, total.rows_scored, total.predicted_spam, total.labeled) == (8, 7, 5, 7)
+    assert total.flagged == {"empty text": 1} and total.rejected == {"bad": 2}
+    assert total.confusion == [[1, 1], [0, 5]] and total.histogram[-1] == 6
+    assert Counts.from_dict(total.to_dict()).to_dict() == total.to_dict()
+
+
+def test_metrics_from_confusion():
+    m = metrics(Counts(confusion=[[50, 10], [5, 35]]))  # tn fp / fn tp
+    assert m["accuracy"] == 0.85 and m["precision"] == 35 / 45 and m["recall"] == 35 / 40
+    assert abs(m["f1"] - 2 * (35 / 45) * (35 / 40) / ((35 / 45) + (35 / 40))) < 1e-12
+    assert metrics(Counts())["accuracy"] is None
+
+
+def test_report_files(tmp_path):
+    c = Counts(rows_read=10, rows_scored=9, predicted_spam=3, flagged=Counter({"null text": 1}), labeled=9,
+               confusion=[[5, 1], [1, 2]], histogram=[2] * 4 + [0] * 15 + [1])
+    extra = {"wall_time_s": 1.5, "rows_per_s": 6.7, "num_processes": 2, "model": {"path": "m", "sha256": "ab" * 32}}
+    r = build(c, {"/in.csv": c}, extra)
+    assert r["accuracy"] == 7 / 9 and r["rows"]["flagged"] == 1 and r["spam_rate"] == 3 / 9
+    files = write(tmp_path, r)
+    assert [f.name for f in files] == ["report.json", "report.md", "report.png"]
+    md = (tmp_path / "report.md").read_text()
+    assert "accuracy 77.78%" in md and "| null text | 1 |" in md and "| `/in.csv` | 10 | 9 | 1 | 0 |" in md
+    assert (tmp_path / "report.png").read_bytes()[:4] == b"\x89PNG"
+    unlabeled = build(Counts(rows_read=1, rows_scored=1), {}, extra)
+    assert unlabeled["accuracy"] is None
+    write(tmp_path / "u", unlabeled)

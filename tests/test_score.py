@@ -1,0 +1,294 @@
+"""spamjob.score: every row accounted for, bad inputs, crash + rerun, ranks, memory, report."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from spamjob.cli import cli
+
+REPO = Path(__file__).resolve().parents[1]
+TIMING = ("wall_time_s", "rows_per_s", "num_processes", "peak_rss_mb")
+
+
+def score(*args: str) -> "click.testing.Result":  # noqa: F821
+    return CliRunner().invoke(cli, ["score", *args, "--no-progress"])
+
+
+def predictions(out: Path) -> pd.DataFrame:
+    return pd.read_parquet(out / "predictions")
+
+
+def report(out: Path) -> dict:
+    return json.loads((out / "report.json").read_text())
+
+
+def without_timing(r: dict) -> dict:
+    r = {k: v for k, v in r.items() if k not in TIMING}
+    r["output"] = {k: v for k, v in r["output"].items() if k != "folder"}
+    return r
+
+
+def test_scoring_the_test_split_reproduces_training_accuracy(classifier_dir, data_dir, tmp_path):
+    out = tmp_path / "o"
+    r = score(str(data_dir / "test.csv"), "--model", str(classifier_dir), "--out", str(out), "--label-column", "Label")
+    assert r.exit_code == 0, r.output
+    trained = json.loads((classifier_dir / "metrics.json").read_text())["test"]["accuracy"]
+    rep = report(out)
+    assert rep["accuracy"] == trained and rep["labels"]["examples"] == 300
+    assert rep["rows"] == {"read": 300, "scored": 300, "flagged": 0, "rejected": 0, "truncated": 0}
+    assert "accuracy" in r.output and str(out / "report.md") in r.output
+    df = predictions(out)
+    src = pd.read_csv(data_dir / "test.csv")
+    assert df["Text"].tolist() == src["Text"].tolist()  # every row, in input order
+    assert set(df["prediction"]) <= {"ham", "spam"} and df["error"].isna().all()
+    assert ((df["spam_probability"] > 0.5) == (df["prediction"] == "spam")).all()
+    assert (out / "_SUCCESS").exists() and (out / "report.md").exists()
+    assert (out / "report.png").read_bytes()[:4] == b"\x89PNG"
+    manifest = json.loads((out / "_manifest.json").read_text())
+    assert manifest["rows"] == 300 and manifest["plan"]["model"]["sha256"]
+    assert manifest["plan"]["inputs"][0]["size"] == (data_dir / "test.csv").stat().st_size
+
+
+def test_messy_csv_every_record_accounted_for(classifier_dir, tmp_path):
+    long_text = "win " * 2500  # 10,000 characters
+    raw = (
+        "\ufeffid,text,label\r\n"
+        '1,"hello, ""quoted"" world\nsecond line",ham\r\n'
+        "2,extra,fields,here,x\r\n"
+        "3,\ttabbed\ttext,SPAM\r\n"
+        "4,,ham\r\n"
+        "5,   ,spam\r\n"
+        "6,hi <|endoftext|> there,maybe\r\n"
+        f"7,{long_text},1\r\n"
+        "8,plain text,0\r\n"
+    ).encode("utf-8")
+    raw += b"9,bad \xff\xfe bytes,ham\r\n"
+    src = tmp_path / "messy.csv"
+    src.write_bytes(raw)
+    out = tmp_path / "o"
+    r = score(str(src), "--model", str(classifier_dir), "--out", str(out), "--label-column", "label",
+              "--id-column", "id")
+    assert r.exit_code == 0, r.output
+    df = predictions(out)
+    assert df["id"].tolist() == ["1", "3", "4", "5", "6", "7", "8", "9"]
+    assert df.loc[0, "text"] == 'hello, "quoted" world\nsecond line'
+    assert df.loc[1, "text"] == "\ttabbed\ttext"
+    errors = dict(zip(df["id"], [None if pd.isna(e) else e for e in df["error"]]))
+    assert errors == {"1": None, "3": None, "4": "empty text", "5": "empty text", "6": None, "7": None, "8": None,
+                      "9": "invalid UTF-8 in text"}
+    assert df.set_index("id").loc["7", "truncated"] and not df.set_index("id").loc["8", "truncated"]
+    assert df["prediction"].isna().tolist() == [e is not None for e in errors.values()]
+    rep = report(out)
+    assert rep["rows"] == {"read": 8, "scored": 5, "flagged": 3, "rejected": 1, "truncated": 1}
+    assert rep["flagged_by_reason"] == {"empty text": 2, "invalid UTF-8 in text": 1}
+    assert rep["labels"]["unknown_labels"] == 1 and rep["labels"]["examples"] == 4  # 'maybe' is unknown
+    rejects = [json.loads(line) for p in (out / "rejects").iterdir() for line in p.read_text().splitlines()]
+    assert rejects == [{"file": str(src.resolve()), "line": 3, "reason": "expected 3 fields, found 5",
+                        "text": "2,extra,fields,here,x"}]
+    # Special-token text is scored as text: same probability as through `classify`.
+    from spamjob.artifact import load_classifier
+
+    p, _ = load_classifier(classifier_dir).spam_probability(["hi <|endoftext|> there"])
+    assert df.set_index("id").loc["6", "spam_probability"] == pytest.approx(p[0], abs=1e-5)
+
+
+def test_latin1_input_with_encoding_option(classifier_dir, tmp_path):
+    src = tmp_path / "latin.tsv"
+    src.write_bytes("message\tlabel\ncaf\xe9 au lait\tham\n".encode("latin-1"))
+    r = score(str(src), "--model", str(classifier_dir), "--out", str(tmp_path / "o"), "--encoding", "latin-1")
+    assert r.exit_code == 0, r.output
+    df = predictions(tmp_path / "o")
+    assert df["message"].tolist() == ["café au lait"] and df["error"].isna().all()
+
+
+def _parquet(path: Path, texts: list, row_group_size: int = 1000, **extra) -> Path:
+    pq.write_table(pa.table({"text": texts, **extra}), path, row_group_size=row_group_size)
+    return path
+
+
+@pytest.mark.parametrize(
+    "setup, message",
+    [
+        ("missing-text-column", "no text column found (looked for Text, text, message, sms; columns: a, b)"),
+        ("non-string-text", "text column 'text' holds int64, not text"),
+        ("corrupt-parquet", "cannot read"),
+        ("glob-nothing", "no input matches"),
+        ("unknown-type", "unknown input type"),
+        ("bad-model", "is not a trained classifier"),
+    ],
+)
+def test_bad_inputs_fail_before_scoring(classifier_dir, tmp_path, setup, message):
+    model = str(classifier_dir)
+    if setup == "missing-text-column":
+        inp = tmp_path / "x.csv"
+        inp.write_text("a,b\n1,2\n")
+    elif setup == "non-string-text":
+        inp = _parquet(tmp_path / "x.parquet", [1, 2, 3])
+    elif setup == "corrupt-parquet":
+        inp = tmp_path / "x.parquet"
+        inp.write_bytes(b"PAR1 this is not parquet")
+    elif setup == "glob-nothing":
+        inp = tmp_path / "*.parquet"
+    elif setup == "unknown-type":
+        inp = tmp_path / "x.json"
+        inp.write_text("{}")
+    else:
+        inp = tmp_path / "x.csv"
+        inp.write_text("text\nhi\n")
+        model = str(tmp_path)
+    r = score(str(inp), "--model", model, "--out", str(tmp_path / "o"))
+    assert r.exit_code == 1, r.output
+    assert message in r.output and r.output.startswith("Error: ") and r.output.count("\n") == 1
+    assert not (tmp_path / "o" / "_SUCCESS").exists()
+    assert not (tmp_path / "o" / "predictions").exists()
+
+
+def test_empty_and_header_only_files_are_accounted_for(classifier_dir, tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "empty.csv").write_bytes(b"")
+    (tmp_path / "in" / "header.csv").write_text("text,label\n")
+    _parquet(tmp_path / "in" / "zero.parquet", pa.array([], type=pa.string()))
+    (tmp_path / "in" / "ok.csv.gz").write_bytes(gzip.compress(b"text\nhello\nworld\n"))
+    r = score(str(tmp_path / "in"), "--model", str(classifier_dir), "--out", str(tmp_path / "o"))
+    assert r.exit_code == 0, r.output
+    rep = report(tmp_path / "o")
+    assert rep["rows"]["read"] == 2 and len(rep["inputs"]) == 4
+    assert {Path(p).name: c["rows_read"] for p, c in rep["inputs"].items()} == {
+        "empty.csv": 0, "header.csv": 0, "zero.parquet": 0, "ok.csv.gz": 2}
+    assert len(predictions(tmp_path / "o")) == 2
+
+
+def test_null_texts_in_parquet(classifier_dir, tmp_path):
+    inp = _parquet(tmp_path / "n.parquet", ["a message", None, "", "another"])
+    r = score(str(inp), "--model", str(classifier_dir), "--out", str(tmp_path / "o"), "--format", "csv")
+    assert r.exit_code == 0, r.output
+    df = pd.read_csv(next((tmp_path / "o" / "predictions").glob("*.csv")))
+    assert df["error"].fillna("").tolist() == ["", "null text", "empty text", ""]
+    assert report(tmp_path / "o")["flagged_by_reason"] == {"empty text": 1, "null text": 1}
+
+
+def test_rerun_same_plan_resumes_other_plan_needs_overwrite(classifier_dir, data_dir, tmp_path):
+    out = tmp_path / "o"
+    args = [str(data_dir / "validation.csv"), "--model", str(classifier_dir), "--out", str(out)]
+    assert score(*args).exit_code == 0
+    first = predictions(out)
+    assert score(*args).exit_code == 0  # nothing left to do, same output
+    pd.testing.assert_frame_equal(predictions(out), first)
+    r = score(*args, "--label-column", "Label")
+    assert r.exit_code == 1 and "another model, other inputs or other options" in r.output
+    assert score(*args, "--label-column", "Label", "--overwrite").exit_code == 0
+    assert report(out)["accuracy"] is not None
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "notes.txt").write_text("mine")
+    r = score(*args[:-1], str(tmp_path / "foreign"), "--overwrite")
+    assert r.exit_code == 1 and "which spamjob did not write" in r.output
+
+
+def _messages(n: int, seed: int = 0) -> list[str]:
+    texts = pd.read_csv(Path(__file__).resolve().parents[2] / "shared" / "data" / "SMSSpamCollection", sep="\t",
+                        header=None, names=["Label", "Text"])["Text"].tolist()
+    rng = np.random.default_rng(seed)
+    return [texts[i] for i in rng.integers(0, len(texts), n)]
+
+
+def _run(args: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(args, capture_output=True, text=True, cwd=REPO, timeout=600,
+                          env={**os.environ, **(env or {})})
+
+
+def test_sigkill_then_rerun_equals_uninterrupted(classifier_dir, tmp_path):
+    inp = _parquet(tmp_path / "in.parquet", _messages(600), row_group_size=150, label=["ham", "spam"] * 300)
+    base = [sys.executable, "-m", "spamjob.cli", "score", str(inp), "--model", str(classifier_dir),
+            "--window-rows", "50", "--label-column", "label", "--no-progress"]
+    full = _run([*base, "--out", str(tmp_path / "full")])
+    assert full.returncode == 0, full.stderr
+    killed = _run([*base, "--out", str(tmp_path / "k")], env={"SPAMJOB_KILL_AFTER_WINDOWS": "7"})
+    assert killed.returncode == -signal.SIGKILL
+    parts = sorted((tmp_path / "k" / "_parts").iterdir())
+    assert len(parts) == 2 and not (tmp_path / "k" / "_SUCCESS").exists()  # killed inside the third unit
+    assert list((tmp_path / "k" / "predictions").glob(".*.part"))  # its half-written part was never renamed
+    again = _run([*base, "--out", str(tmp_path / "k")])
+    assert again.returncode == 0, again.stderr
+    assert not list((tmp_path / "k" / "predictions").glob(".*"))
+    pd.testing.assert_frame_equal(predictions(tmp_path / "k"), predictions(tmp_path / "full"))
+    assert len(predictions(tmp_path / "k")) == 600
+    assert without_timing(report(tmp_path / "k")) == without_timing(report(tmp_path / "full"))
+
+
+def test_one_and_two_ranks_give_identical_output(classifier_dir, tmp_path):
+    inp = [_parquet(tmp_path / "a.parquet", _messages(300, 1), row_group_size=100, label=["spam"] * 300)]
+    csv = tmp_path / "b.csv"
+    pd.DataFrame({"text": _messages(200, 2), "label": ["ham"] * 200}).to_csv(csv, index=False)
+    common = [*map(str, inp), str(csv), "--model", str(classifier_dir), "--label-column", "label", "--no-progress",
+              "--block-mb", "1"]
+    one = _run([sys.executable, "jobs/score.py", *common, "--out", str(tmp_path / "one")])
+    assert one.returncode == 0, one.stderr
+    two = _run(["accelerate", "launch", "--config_file", "accelerate_config.yaml", "--multi_gpu", "--num_processes",
+                "2", "jobs/score.py", *common, "--out", str(tmp_path / "two")], env={"ACCELERATE_USE_CPU": "1"})
+    assert two.returncode == 0, two.stderr[-3000:]
+    r1, r2 = report(tmp_path / "one"), report(tmp_path / "two")
+    assert r1["num_processes"] == 1 and r2["num_processes"] == 2
+    assert without_timing(r1) == without_timing(r2)
+    a, b = predictions(tmp_path / "one"), predictions(tmp_path / "two")
+    pd.testing.assert_frame_equal(a, b, check_exact=False, atol=1e-5)
+    assert two.stdout.count("scored ") == 1  # the summary comes from the main process only
+
+
+def test_predictions_do_not_depend_on_batching(classifier_dir):
+    from spamjob.artifact import load_classifier
+    from spamjob.score import Predictor
+    import torch
+
+    clf = load_classifier(classifier_dir)
+    ids = clf.tokenizer.encode_ordinary_batch(_messages(64, 3))
+    alone = np.array([Predictor(clf, torch.device("cpu"), "no", 10_000)([s])[0] for s in ids])
+    for budget in (64, 700, 100_000):
+        together = Predictor(clf, torch.device("cpu"), "no", budget)(ids)
+        np.testing.assert_allclose(together, alone, atol=1e-5, rtol=0)
+
+
+def test_memory_stays_flat_with_ten_times_the_rows(classifier_dir, tmp_path):
+    msgs = _messages(2000, 4)
+    small = _parquet(tmp_path / "small.parquet", msgs, row_group_size=1000)
+    big = _parquet(tmp_path / "big.parquet", msgs * 10, row_group_size=1000)
+    peaks = []
+    for inp in (small, big):
+        r = _run([sys.executable, "-m", "spamjob.cli", "score", str(inp), "--model", str(classifier_dir), "--out",
+                  str(tmp_path / inp.stem), "--window-rows", "500", "--no-progress"])
+        assert r.returncode == 0, r.stderr
+        peaks.append(report(tmp_path / inp.stem)["peak_rss_mb"])
+    assert report(tmp_path / "big")["rows"]["read"] == 20000
+    assert peaks[1] <= peaks[0] * 1.10, peaks
+
+
+def test_int8_quantization_reports_agreement(classifier_dir, data_dir, tmp_path):
+    r = score(str(data_dir / "validation.csv"), "--model", str(classifier_dir), "--out", str(tmp_path / "q"),
+              "--quantize", "int8")
+    assert r.exit_code == 0, r.output
+    agreement = report(tmp_path / "q")["quantization_agreement"]
+    assert agreement["rows_compared"] == 149 and 0.9 <= agreement["same_prediction"] <= 1.0
+
+
+def test_jobs_script_has_the_same_options():
+    import re
+
+    r = subprocess.run([sys.executable, "jobs/score.py", "--help"], capture_output=True, text=True, cwd=REPO)
+    ours = CliRunner().invoke(cli, ["score", "--help"]).output
+
+    def options(text: str) -> list[str]:
+        return re.findall(r"^\s+(--[a-z-]+)", text.split("Options:")[1], flags=re.M)
+
+    assert r.returncode == 0 and options(r.stdout) == options(ours) and "--label-column" in options(ours)
