@@ -23,7 +23,7 @@ from tqdm import tqdm
 from spamjob import __version__
 from spamjob.config import TrainConfig
 from spamjob.errors import SpamjobError
-from spamjob.fsutil import read_json, sha256_file, write_json
+from spamjob.fsutil import atomic_path, read_json, sha256_file, write_json
 from spamjob.model import GPTModel, SpamClassifier, first_trainable_block, freeze, replace_head
 from spamjob.text import PAD_ID, encode, load_tokenizer, pad_batch
 
@@ -203,33 +203,50 @@ def _warm_imports() -> None:
     threading.Thread(target=work, name="spamjob-warm-imports", daemon=True).start()
 
 
-def main(cfg: TrainConfig) -> dict:
-    """Fine-tune, evaluate on the full splits, write the classifier artifact; returns metrics."""
+@dataclass
+class Run:
+    """Everything `setup` builds and `fit` / `evaluate` / the artifact writer use."""
+
+    cfg: TrainConfig
+    accelerator: object
+    out: Path
+    data_dir: Path
+    gpt: GPTModel
+    lora: object | None
+    weights_dir: Path | None
+    tok_search: list
+    max_length: int
+    shards: dict
+    cache_info: dict
+    classifier: torch.nn.Module  # prepared (DDP-wrapped with several processes)
+    optimizer: torch.optim.Optimizer
+    train_loader: DataLoader
+    val_loader: DataLoader
+    state: TrainState
+    phases: dict
+    wall0: float
+
+    def say(self, msg: str) -> None:
+        """Print from the main process only (through tqdm, so progress bars stay intact)."""
+        if self.accelerator.is_main_process:
+            tqdm.write(msg)
+
+
+def setup(cfg: TrainConfig) -> Run:
+    """Data, tokens, model, freezing, shards, prefix cache, optimizer, loaders, resume state."""
     wall0 = time.perf_counter()
     _warm_imports()
     cfg = cfg.resolved()
     accelerator = _accelerator(cfg)
-    main_proc = accelerator.is_main_process
-    say = (lambda msg: tqdm.write(msg)) if main_proc else (lambda msg: None)
     out = Path(cfg.out)
     world, rank = accelerator.num_processes, accelerator.process_index
-
-    # Resume or a fresh run; never train over an existing run silently.
-    ckpts = _checkpoint_dirs(out)
-    if cfg.resume and not ckpts:
-        raise SpamjobError(f"--resume: no completed epoch checkpoint in {out / CHECKPOINTS}")
-    if not cfg.resume and ckpts:
-        raise SpamjobError(f"{out} already holds a run with checkpoints; pass --resume to continue it or choose another --out")
-    if cfg.resume:
-        saved = read_json(out / CHECKPOINTS / "options.json")
-        diff = [k for k, v in cfg.to_dict().items() if k not in _RESUME_FREE and saved.get(k) != v]
-        if diff:
-            raise SpamjobError(f"--resume with options that differ from the checkpointed run: {', '.join(sorted(diff))}")
+    _check_resume(cfg, out)
 
     data_dir = _data_dir(cfg, accelerator)
-    frames = {}
     from spamjob.data import load_split
+    from spamjob.weights import load_gpt
 
+    frames = {}
     for name in SPLITS:
         frames[name] = load_split(data_dir, name)
         if frames[name].empty:
@@ -237,8 +254,6 @@ def main(cfg: TrainConfig) -> dict:
         bad = ~frames[name]["Label"].isin([0, 1])
         if bad.any():
             raise SpamjobError(f"{data_dir}/{name}: labels must be 0/1, found {frames[name]['Label'][bad].iloc[0]!r}")
-
-    from spamjob.weights import load_gpt
 
     gpt, weights_dir = load_gpt(cfg.weights, cfg.model, n_layers=cfg.n_layers, emb_dim=cfg.emb_dim,
                                 n_heads=cfg.n_heads, context_length=cfg.context_length, seed=cfg.seed,
@@ -256,10 +271,8 @@ def main(cfg: TrainConfig) -> dict:
 
     # The reference's fine-tuning setup: new head right after manual_seed(seed), then freezing.
     replace_head(gpt, 2, seed=cfg.seed)
-    lora = None
-    if cfg.trainable == "lora":
-        lora = _add_lora(gpt, cfg)
-    else:
+    lora = _add_lora(gpt, cfg) if cfg.trainable == "lora" else None
+    if lora is None:
         freeze(gpt, cfg.trainable)
     gpt.to(accelerator.device)
 
@@ -272,7 +285,9 @@ def main(cfg: TrainConfig) -> dict:
             n_total=len(ids[name]), truncated_total=sum(len(s) > max_length for s in ids[name]),
         )
     phases = {"setup_s": time.perf_counter() - wall0}
+    say = (lambda msg: tqdm.write(msg)) if accelerator.is_main_process else (lambda msg: None)
     cache_info = _maybe_cache(gpt, shards, cfg, max_length, accelerator, say)
+    phases["cache_s"] = cache_info["build_s"]
 
     classifier = SpamClassifier(gpt, cfg.pooling, pooled_only=cfg.compute == "fast")
     torch.manual_seed(cfg.seed)  # the reference seeds again right before training
@@ -295,27 +310,49 @@ def main(cfg: TrainConfig) -> dict:
 
     state = TrainState()
     if cfg.resume:
-        last = ckpts[-1]
+        last = _checkpoint_dirs(out)[-1]
         accelerator.load_state(str(last), strict=False)  # checkpoints hold the trainable tensors only
         state = TrainState(**read_json(last / "trainer_state.json"))
         say(f"resuming from {last} (epoch {state.epoch} of {cfg.epochs} done)")
-    elif main_proc:
+    elif accelerator.is_main_process:
         write_json(out / CHECKPOINTS / "options.json", cfg.to_dict())
+    return Run(cfg, accelerator, out, data_dir, gpt, lora, weights_dir, tok_search, max_length, shards, cache_info,
+               classifier, optimizer, train_loader, val_loader, state, phases, wall0)
 
-    device, autocast = accelerator.device, accelerator.autocast
+
+def _check_resume(cfg: TrainConfig, out: Path) -> None:
+    """Resume or a fresh run; never train over an existing run silently."""
+    ckpts = _checkpoint_dirs(out)
+    if cfg.resume and not ckpts:
+        raise SpamjobError(f"--resume: no completed epoch checkpoint in {out / CHECKPOINTS}")
+    if not cfg.resume and ckpts:
+        raise SpamjobError(f"{out} already holds a run with checkpoints; pass --resume to continue it or choose another --out")
+    if cfg.resume:
+        saved = read_json(out / CHECKPOINTS / "options.json")
+        diff = [k for k, v in cfg.to_dict().items() if k not in _RESUME_FREE and saved.get(k) != v]
+        if diff:
+            raise SpamjobError(f"--resume with options that differ from the checkpointed run: {', '.join(sorted(diff))}")
+
+
+def fit(run: Run) -> None:
+    """The epoch loop: the reference's evaluation schedule, a checkpoint after every epoch."""
+    cfg, accelerator, state = run.cfg, run.accelerator, run.state
+    classifier, optimizer, train_loader = run.classifier, run.optimizer, run.train_loader
+    device, world = accelerator.device, accelerator.num_processes
     model = accelerator.unwrap_model(classifier)
 
-    def eval_pair(num_batches):
-        sums = torch.stack([_evaluate(model, ld, device, autocast, num_batches) for ld in (train_loader, val_loader)])
-        return accelerator.reduce(sums.to(device), "sum").cpu()
+    def eval_pair(num_batches: int) -> torch.Tensor:
+        sums = torch.stack([_evaluate(model, ld, device, accelerator.autocast, num_batches)
+                            for ld in (train_loader, run.val_loader)])
+        return accelerator.reduce(sums.to(device), "sum").cpu()  # sync point: counts from every process
 
     for epoch in range(state.epoch, cfg.epochs):
         t0 = time.perf_counter()
         classifier.train()
         # tqdm counts steps but never iterates the loader: every extra iterator of a shuffled
         # DataLoader draws from the global RNG and would change the reference's batch order.
-        bar = tqdm(total=len(train_loader), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not main_proc,
-                   leave=False)
+        bar = tqdm(total=len(train_loader), desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                   disable=not accelerator.is_main_process, leave=False)
         running = None
         for batch in train_loader:
             labels = batch.pop("labels").to(device)
@@ -336,52 +373,65 @@ def main(cfg: TrainConfig) -> dict:
                 state.history.append({"kind": "eval", "epoch": epoch + 1, "step": state.global_step,
                                       "examples_seen": state.examples_seen, "train_loss": train_loss,
                                       "val_loss": val_loss})
-                say(f"Ep {epoch + 1} (Step {state.global_step:06d}): Train loss {train_loss:.3f}, Val loss {val_loss:.3f}")
+                run.say(f"Ep {epoch + 1} (Step {state.global_step:06d}): Train loss {train_loss:.3f}, "
+                        f"Val loss {val_loss:.3f}")
         bar.close()
         s = eval_pair(cfg.eval_iter)
         train_acc, val_acc = (s[:, 3] / s[:, 4]).tolist()
         state.history.append({"kind": "epoch", "epoch": epoch + 1, "step": state.global_step,
                               "examples_seen": state.examples_seen, "train_acc": train_acc, "val_acc": val_acc})
-        say(f"Training accuracy: {train_acc * 100:.2f}% | Validation accuracy: {val_acc * 100:.2f}%")
+        run.say(f"Training accuracy: {train_acc * 100:.2f}% | Validation accuracy: {val_acc * 100:.2f}%")
         state.epoch = epoch + 1
         state.train_time_s += time.perf_counter() - t0
-        _save_checkpoint(accelerator, out, state)
+        _save_checkpoint(accelerator, run.out, state)
         _fault_injection(state.epoch)
+    run.phases["train_s"] = state.train_time_s
 
-    phases["train_s"] = state.train_time_s
+
+def evaluate(run: Run) -> dict:
+    """Accuracy and loss on the full splits: every row of every shard once, sums over processes."""
     t0 = time.perf_counter()
-    # Final accuracy and loss on the full splits: every row of every shard, counts summed.
+    accelerator = run.accelerator
+    model = accelerator.unwrap_model(run.classifier)
     final = {}
     for name in SPLITS:
-        s = accelerator.reduce(_evaluate(model, _loader(shards[name], cfg, max_length, train=False), device,
-                                         autocast).to(device), "sum").cpu()
+        loader = _loader(run.shards[name], run.cfg, run.max_length, train=False)
+        s = accelerator.reduce(_evaluate(model, loader, accelerator.device, accelerator.autocast)
+                               .to(accelerator.device), "sum").cpu()
         final[name] = {"accuracy": s[3].item() / s[4].item(), "loss": s[2].item() / s[4].item(),
-                       "examples": int(s[4].item()), "truncated": shards[name].truncated_total}
+                       "examples": int(s[4].item()), "truncated": run.shards[name].truncated_total}
+    run.phases["final_eval_s"] = time.perf_counter() - t0
+    return final
 
+
+def main(cfg: TrainConfig) -> dict:
+    """Fine-tune, evaluate on the full splits, write the classifier artifact; returns metrics."""
+    run = setup(cfg)
+    fit(run)
+    final = evaluate(run)
+    accelerator, state, cfg = run.accelerator, run.state, run.cfg
+    world = accelerator.num_processes
     metrics = {
         "spamjob_version": __version__,
         "num_processes": world,
-        "device": str(device),
+        "device": str(accelerator.device),
         "mixed_precision": accelerator.mixed_precision,
         "preset": cfg.preset,
-        **{name: final[name] for name in SPLITS},
+        **final,
         "epochs": cfg.epochs,
         "steps": state.global_step + 1,
         "examples_seen": state.examples_seen,
         "train_time_s": round(state.train_time_s, 3),
         "train_examples_per_s": round(state.examples_seen / state.train_time_s, 2) if state.train_time_s else None,
         "wall_time_s": None,
-        "max_length": max_length,
-        "prefix_cache": cache_info,
-        "phases_s": phases,
+        "max_length": run.max_length,
+        "prefix_cache": run.cache_info,
+        "phases_s": run.phases,
     }
-    phases["cache_s"] = cache_info["build_s"]
-    phases["final_eval_s"] = time.perf_counter() - t0
-    if main_proc:
-        _write_artifact(out, gpt if lora is None else lora.merge_and_unload(), cfg, max_length, data_dir,
-                        weights_dir, tok_search, state, metrics, len(train_loader) * cfg.batch_size * world, wall0)
+    if accelerator.is_main_process:
+        _write_artifact(run, metrics, len(run.train_loader) * cfg.batch_size * world)
     accelerator.wait_for_everyone()
-    metrics["wall_time_s"] = round(time.perf_counter() - wall0, 3)
+    metrics["wall_time_s"] = round(time.perf_counter() - run.wall0, 3)
     accelerator.end_training()
     return metrics
 
@@ -499,35 +549,35 @@ def _fault_injection(epoch: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _write_artifact(out: Path, gpt: GPTModel, cfg: TrainConfig, max_length: int, data_dir: Path,
-                    weights_dir: Path | None, tok_search: list, state: TrainState, metrics: dict,
-                    examples_per_epoch: int, wall0: float) -> None:
+def _write_artifact(run: Run, metrics: dict, examples_per_epoch: int) -> None:
+    """model.safetensors + config.json + tokenizer/, history.jsonl, plots, metrics.json (main process)."""
     t0 = time.perf_counter()
     from spamjob.artifact import save_classifier
     from spamjob.plots import training_plots
 
+    cfg, out, data_dir = run.cfg, run.out, run.data_dir
     data = {}
-    prep = data_dir / "prepare.json"
     for name in SPLITS:
-        f = next((data_dir / f"{name}{ext}" for ext in (".csv", ".parquet") if (data_dir / f"{name}{ext}").exists()))
+        f = next(data_dir / f"{name}{ext}" for ext in (".csv", ".parquet") if (data_dir / f"{name}{ext}").exists())
         data[f.name] = sha256_file(f)
+    prep = data_dir / "prepare.json"
     meta = {
-        "max_length": max_length,
+        "max_length": run.max_length,
         "pooling": cfg.pooling,
         "padding": cfg.padding,
         "training": cfg.to_dict(),
-        "base_weights": {"source": cfg.weights, "folder": str(weights_dir) if weights_dir else None},
+        "base_weights": {"source": cfg.weights, "folder": str(run.weights_dir) if run.weights_dir else None},
         "data": {"folder": str(data_dir), "sha256": data,
                  "source_sha256": read_json(prep).get("source_sha256") if prep.is_file() else None},
     }
-    save_classifier(out, gpt, meta, tok_search)
-    with open(out / "history.jsonl.part", "w") as f:
-        f.writelines(json.dumps(h) + "\n" for h in state.history)
-    os.replace(out / "history.jsonl.part", out / "history.jsonl")
-    training_plots(out, state.history, cfg.epochs, examples_per_epoch)
+    gpt = run.gpt if run.lora is None else run.lora.merge_and_unload()
+    save_classifier(out, gpt, meta, run.tok_search)
+    with atomic_path(out / "history.jsonl") as tmp:
+        tmp.write_text("".join(json.dumps(h) + "\n" for h in run.state.history))
+    training_plots(out, run.state.history, cfg.epochs, examples_per_epoch)
     metrics["phases_s"]["write_s"] = time.perf_counter() - t0
     metrics["phases_s"] = {k: round(v, 3) for k, v in metrics["phases_s"].items()}
-    metrics["wall_time_s"] = round(time.perf_counter() - wall0, 3)
+    metrics["wall_time_s"] = round(time.perf_counter() - run.wall0, 3)
     write_json(out / "metrics.json", metrics)
 
 
