@@ -292,3 +292,24 @@ def test_jobs_script_has_the_same_options():
         return re.findall(r"^\s+(--[a-z-]+)", text.split("Options:")[1], flags=re.M)
 
     assert r.returncode == 0 and options(r.stdout) == options(ours) and "--label-column" in options(ours)
+
+
+def test_tokenizer_processes_give_the_same_output(classifier_dir, tmp_path):
+    inp = _parquet(tmp_path / "in.parquet", _messages(5000, 5), row_group_size=5000)
+    outs = []
+    for workers in ("0", "2"):
+        out = tmp_path / f"w{workers}"
+        r = score(str(inp), "--model", str(classifier_dir), "--out", str(out), "--tokenize-workers", workers,
+                  "--window-rows", "5000")
+        assert r.exit_code == 0, r.output
+        outs.append(predictions(out))
+    pd.testing.assert_frame_equal(outs[0], outs[1])
+
+
+def test_compiled_model_gives_the_same_predictions(classifier_dir, data_dir, tmp_path):
+    args = [str(data_dir / "validation.csv"), "--model", str(classifier_dir)]
+    assert score(*args, "--out", str(tmp_path / "plain")).exit_code == 0
+    r = score(*args, "--out", str(tmp_path / "compiled"), "--compile")
+    assert r.exit_code == 0, r.output
+    a, b = predictions(tmp_path / "plain"), predictions(tmp_path / "compiled")
+    np.testing.assert_allclose(a["spam_probability"], b["spam_probability"], atol=1e-5, rtol=0)
