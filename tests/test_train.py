@@ -104,7 +104,7 @@ def test_prefix_cache_gives_the_plain_logits(policy, pooling, padding):
     ids = [torch.randint(0, 50000, (n,)).tolist() for n in (5, 17, 1, 30, 9, 12)]
     max_length = 30
     widths = [max_length if padding == "fixed" else len(s) for s in ids]
-    cache = PrefixCache.build(gpt, ids, widths, start, torch.device("cpu"), contextlib.nullcontext, batch_rows=4)
+    cache = PrefixCache.build(gpt, ids, widths, start, torch.device("cpu"), contextlib.nullcontext, batch_tokens=64)
     pad_to = "max" if padding == "fixed" else "longest"
     for rows in ([0, 1, 2], [3, 4, 5], [2, 5]):
         b = pad_batch([ids[i] for i in rows], max_length, pad_to=pad_to)
