@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+from pathlib import Path
 
 import click
 
@@ -43,8 +45,19 @@ class _Group(click.Group):
 
 @click.group(cls=_Group, context_settings=CONTEXT)
 @click.version_option(__version__, prog_name="spamjob")
-def cli() -> None:
+@click.option("--offline", is_flag=True, envvar="SPAMJOB_OFFLINE",
+              help="Never use the network: read weights, tokenizer and data from the caches only "
+                   "(also SPAMJOB_OFFLINE=1).")
+@click.option("--cache", type=click.Path(file_okay=False), default=None, envvar="SPAMJOB_CACHE",
+              help="spamjob's cache folder, e.g. a bundle made by `spamjob download --all` "
+                   "[$SPAMJOB_CACHE, ~/.cache/spamjob].")
+def cli(offline: bool, cache: str | None) -> None:
     """Fine-tune GPT-2 as a spam classifier and score message files with it."""
+    if offline:
+        os.environ["SPAMJOB_OFFLINE"] = "1"
+        os.environ["HF_HUB_OFFLINE"] = "1"
+    if cache:
+        os.environ["SPAMJOB_CACHE"] = str(Path(cache).resolve())
 
 
 @cli.command()
@@ -66,10 +79,10 @@ def cli() -> None:
               help="Where downloads and extracted files are kept [$SPAMJOB_CACHE/data].")
 def prepare(source, out, fmt, seed, train_frac, val_frac, no_balance, sha256, delimiter, cache_dir) -> None:
     """Download (or read) the SMS Spam Collection, balance it and split it as the reference does."""
-    from spamjob.data import UCI_URL, prepare as run_prepare
+    from spamjob.data import prepare as run_prepare
 
     result = run_prepare(
-        source or UCI_URL, out, seed=seed, train_frac=train_frac, val_frac=val_frac, balanced=not no_balance,
+        source, out, seed=seed, train_frac=train_frac, val_frac=val_frac, balanced=not no_balance,
         formats=("csv", "parquet") if fmt == "parquet" else ("csv",), sha256=sha256, delimiter=delimiter,
         cache=cache_dir,
     )
@@ -87,12 +100,23 @@ def prepare(source, out, fmt, seed, train_frac, val_frac, no_balance, sha256, de
               help="Cache folder [hf: $HF_HUB_CACHE; openai: $SPAMJOB_CACHE/openai].")
 @click.option("--tokenizer", "tokenizer_only", is_flag=True,
               help="Fetch only the GPT-2 tokenizer files (encoder.json, vocab.bpe).")
-def download(size, source, dest, cache_dir, tokenizer_only) -> None:
-    """Prefetch GPT-2 weights (or the tokenizer) for offline and air-gapped runs."""
+@click.option("--all", "everything", is_flag=True,
+              help="Weights, tokenizer and the UCI dataset into one folder (--dir, default the spamjob cache) "
+                   "laid out as a spamjob cache: copy it to an air-gapped cluster and use `spamjob --offline "
+                   "--cache DIR ...`.")
+def download(size, source, dest, cache_dir, tokenizer_only, everything) -> None:
+    """Prefetch GPT-2 weights (or the tokenizer, or everything) for offline and air-gapped runs."""
     from spamjob.config import OPENAI_NAMES, canonical_size
     from spamjob.text import fetch_tokenizer
     from spamjob.weights import fetch_hf, fetch_openai
 
+    if everything:
+        from spamjob.pipeline import bundle
+
+        folder = bundle(dest, size, source)
+        click.echo(f"ready: {folder} (weights, tokenizer, data; see {folder / 'bundle.json'}); "
+                   f"offline: spamjob --offline --cache {folder} run --out runs/job")
+        return
     if tokenizer_only:
         folder = fetch_tokenizer(dest)
     elif source == "hf":
@@ -185,16 +209,27 @@ def generate(prompt, weights, size, max_new_tokens, tokenizer, cache_dir, seed, 
               help="Folder with encoder.json + vocab.bpe.")
 @click.option("--weights-cache", type=click.Path(file_okay=False), default=None, help="Weights cache folder.")
 @click.option("--resume", is_flag=True, help="Continue from the last completed epoch in OUT/checkpoints.")
+@click.option("--auto-resume", is_flag=True,
+              help="Resume when OUT holds checkpoints, start fresh otherwise (for requeued cluster jobs).")
 def train(**options) -> None:
     """Fine-tune GPT-2 as a spam classifier (on all processes `accelerate launch` starts)."""
-    from spamjob.config import TrainConfig
     from spamjob.train import main as run_train, summary
 
-    metrics = run_train(TrainConfig(**options))
+    metrics = run_train(train_config(**options))
     from accelerate import PartialState
 
     if PartialState().is_main_process:
         click.echo(summary(metrics, options["out"]))
+
+
+def train_config(auto_resume: bool = False, **options):
+    """`spamjob train` options -> TrainConfig (--auto-resume decided here, from the run folder)."""
+    from spamjob.config import TrainConfig
+    from spamjob.train import checkpoint_dirs
+
+    if auto_resume:
+        options["resume"] = bool(checkpoint_dirs(Path(options["out"])))
+    return TrainConfig(**options)
 
 
 @cli.command()
@@ -247,10 +282,11 @@ def classify(texts, run_dir, as_json, batch_size) -> None:
 @click.option("--tokenize-workers", type=click.IntRange(min=0), default=None,
               help="Tokenizer processes [GPU: up to 8; CPU: 0 = threads].")
 @click.option("--overwrite", is_flag=True, help="Replace an output folder made by another model/inputs/options.")
+@click.option("--shard", default=None, metavar="K/N",
+              help="Do only share K of N of the work units (e.g. a Slurm array task); every task writes into "
+                   "the same --out and the last to finish writes the report and _SUCCESS.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-def score(inputs, model, out, fmt, text_column, id_column, label_column, keep_columns, delimiter, encoding,
-          block_mb, window_rows, batch_tokens, mixed_precision, compile_, quantize, tokenize_workers, overwrite,
-          no_progress) -> None:
+def score(**params) -> None:
     """Score INPUTS (Parquet/CSV/TSV files, folders, globs; .gz too) with a trained classifier.
 
     Every input row appears once in the output: scored, or flagged in `error` (null,
@@ -258,19 +294,57 @@ def score(inputs, model, out, fmt, text_column, id_column, label_column, keep_co
     same command after a crash to finish; exit status 0 when every input was processed,
     1 on bad input or options (nothing is scored then), 2 on usage errors.
     """
-    from spamjob.score import ScoreConfig, main as run_score, summary
+    from spamjob.score import main as run_score, summary
 
-    cfg = ScoreConfig(
-        inputs=tuple(inputs), model=model, out=out, format=fmt, text_column=text_column, id_column=id_column,
-        label_column=label_column,
-        keep_columns=tuple(c.strip() for c in keep_columns.split(",") if c.strip()) if keep_columns else None,
-        delimiter=delimiter, encoding=encoding, block_mb=block_mb, window_rows=window_rows,
-        batch_tokens=batch_tokens, mixed_precision=mixed_precision, compile=compile_, quantize=quantize,
-        tokenize_workers=tokenize_workers, overwrite=overwrite, progress=not no_progress,
+    report = run_score(score_config(**params))
+    if report.get("rows"):
+        click.echo(summary(report, params["out"]))
+    elif report.get("pending"):
+        click.echo(report["pending"])
+
+
+def score_config(**p):
+    """`spamjob score` options -> ScoreConfig."""
+    from spamjob.score import ScoreConfig
+
+    keep = p["keep_columns"]
+    return ScoreConfig(
+        inputs=tuple(p["inputs"]), model=p["model"], out=p["out"], format=p["fmt"], text_column=p["text_column"],
+        id_column=p["id_column"], label_column=p["label_column"],
+        keep_columns=tuple(c.strip() for c in keep.split(",") if c.strip()) if keep else None,
+        delimiter=p["delimiter"], encoding=p["encoding"], block_mb=p["block_mb"], window_rows=p["window_rows"],
+        batch_tokens=p["batch_tokens"], mixed_precision=p["mixed_precision"], compile=p["compile_"],
+        quantize=p["quantize"], tokenize_workers=p["tokenize_workers"], overwrite=p["overwrite"],
+        shard=p["shard"], progress=not p["no_progress"],
     )
-    report = run_score(cfg)
-    if report:
-        click.echo(summary(report, out))
+
+
+@cli.command()
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Job folder: data/, model/, scored/ (predictions and report), run.json.")
+@click.option("--source", default=None, metavar="URL|ZIP|FILE", help="Dataset [the UCI zip].")
+@click.option("--train-args", default="", metavar="'OPTIONS'",
+              help="`spamjob train` options, quoted (e.g. '--epochs 3 --weights random').")
+@click.option("--score-args", default="", metavar="'OPTIONS'",
+              help="`spamjob score` options, quoted (e.g. '--quantize int8').")
+def run(out, source, train_args, score_args) -> None:
+    """The main job: fetch, prepare, fine-tune, score the test split, report.
+
+    Defaults: the UCI dataset, gpt2-small pretrained weights from the Hub, the default
+    recipe. Stages finished before are skipped (a killed training resumes), so rerunning
+    the same command finishes the job. With no network and nothing cached it stops before
+    any work, naming what is missing and how to fetch it.
+    """
+    from spamjob.pipeline import run as run_job
+
+    summary = run_job(out, source, shlex.split(train_args), shlex.split(score_args))
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        acc = summary["test_accuracy"]
+        stages = ", ".join(f"{k}: {v}" for k, v in summary["stages"].items())
+        click.echo(f"job done in {summary['wall_time_s']:.1f} s ({stages}); test accuracy "
+                   f"{'n/a' if acc is None else f'{acc * 100:.2f}%'}; report: {summary['report']}")
 
 
 def main() -> None:

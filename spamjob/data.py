@@ -19,6 +19,11 @@ UCI_MEMBER = "SMSSpamCollection"
 # sha256 of the extracted SMSSpamCollection (477,907 bytes, 5,574 lines).
 UCI_SHA256 = "7d039a24a6083ed9ef0f806ebad56bbb976e3aeb8de05669173bfdc4996c239d"
 LABELS = ("ham", "spam")  # index = class id
+
+
+def default_source() -> str:
+    """The dataset URL: $SPAMJOB_DATA_URL (a mirror) or the UCI zip."""
+    return os.environ.get("SPAMJOB_DATA_URL") or UCI_URL
 SPLITS = ("train", "validation", "test")
 
 
@@ -42,7 +47,7 @@ class PrepareResult:
 
 
 def resolve_source(
-    source: str | os.PathLike = UCI_URL,
+    source: str | os.PathLike | None = None,
     *,
     cache: str | os.PathLike | None = None,
     sha256: str | None = None,
@@ -56,6 +61,7 @@ def resolve_source(
     verified cached copy means no download at all. A plain file is checked only
     against an explicit `sha256`. `sha256="none"` turns checking off.
     """
+    source = source or default_source()
     cache = Path(cache) if cache is not None else cache_dir() / "data"
     explicit = None if sha256 in (None, "none") else sha256.lower()
     sha256 = None if sha256 == "none" else (explicit or UCI_SHA256)
@@ -191,7 +197,7 @@ def split(
 
 
 def prepare(
-    source: str | os.PathLike = UCI_URL,
+    source: str | os.PathLike | None = None,
     out: str | os.PathLike = "data",
     *,
     seed: int = 123,
@@ -239,7 +245,7 @@ def prepare(
                 part.to_parquet(tmp, index=False)
             files.append(out / f"{name}.parquet")
     result = PrepareResult(
-        source=str(source),
+        source=str(source or default_source()),
         source_sha256=sha256_file(path),
         counts_before=counts_before,
         counts_after=counts_after,
@@ -250,7 +256,7 @@ def prepare(
         out / "prepare.json",
         {
             "spamjob_version": __version__,
-            "source": str(source),
+            "source": result.source,
             "source_sha256": result.source_sha256,
             "seed": seed,
             "train_frac": train_frac,

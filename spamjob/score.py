@@ -66,6 +66,8 @@ class ScoreConfig:
     quantize: str | None = None
     tokenize_workers: int | None = None
     overwrite: bool = False
+    shard: str | None = None
+    """K/N: only share K (0-based) of N of the work units, for independent tasks sharing --out."""
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -80,6 +82,12 @@ class ScoreConfig:
             problems.append("window-rows, batch-tokens and block-mb must be >= 1")
         if not self.inputs:
             problems.append("give at least one input file, folder or glob")
+        if self.shard is not None:
+            k, _, n = self.shard.partition("/")
+            if not (k.isdigit() and n.isdigit() and 0 <= int(k) < int(n)):
+                problems.append(f"shard must be K/N with 0 <= K < N, got {self.shard!r}")
+            elif self.overwrite:
+                problems.append("--overwrite cannot be combined with --shard: other tasks write into the same folder")
         if problems:
             raise SpamjobError("; ".join(problems))
 
@@ -413,7 +421,14 @@ def _commit(out: Path, unit: Unit, writer: PartWriter, schema: pa.Schema, counts
 # --------------------------------------------------------------------------- run
 
 
-def _check_plan(out: Path, plan: dict, overwrite: bool) -> None:
+def _shard(cfg: ScoreConfig) -> tuple[int, int]:
+    if cfg.shard is None:
+        return 0, 1
+    k, n = cfg.shard.split("/")
+    return int(k), int(n)
+
+
+def _check_plan(out: Path, plan: dict, overwrite: bool, shared: bool = False) -> None:
     """Same plan: resume. Other plan or a foreign non-empty folder: error unless --overwrite (which clears it)."""
     plan_path = out / PLAN
     if out.exists() and any(out.iterdir()):
@@ -431,8 +446,9 @@ def _check_plan(out: Path, plan: dict, overwrite: bool) -> None:
             for p in ours:
                 shutil.rmtree(p) if p.is_dir() else p.unlink()
     (out / "_SUCCESS").unlink(missing_ok=True)
-    for p in [*out.glob(".*.part"), *out.glob(f"{PREDICTIONS}/.*.part")]:  # temporaries of a killed run
-        p.unlink()
+    if not shared:  # with --shard, other tasks' temporaries may be live
+        for p in [*out.glob(".*.part"), *out.glob(f"{PREDICTIONS}/.*.part")]:  # temporaries of a killed run
+            p.unlink()
     write_json(plan_path, plan)
 
 
@@ -463,7 +479,7 @@ def main(cfg: ScoreConfig) -> dict:
             "options": cfg.plan_options()}
     if main_proc:
         out.mkdir(parents=True, exist_ok=True)
-        _check_plan(out, plan, cfg.overwrite)
+        _check_plan(out, plan, cfg.overwrite, shared=cfg.shard is not None)
     accelerator.wait_for_everyone()
 
     batch_tokens = cfg.batch_tokens or (65536 if gpu else 1024)
@@ -499,7 +515,10 @@ def main(cfg: ScoreConfig) -> dict:
             units = parquet_units(s) if columns[s.path] is not None else [0]
             parquet_jobs += [Unit(s, i) for i in units]
             total_rows += parquet_rows(s) if columns[s.path] is not None else 0
-    mine = [u for k, u in enumerate(parquet_jobs) if k % world == rank]
+    # With --shard K/N, this run's processes are ranks K*world .. K*world+world-1 of N*world.
+    shard_k, shard_n = _shard(cfg)
+    me, total = shard_k * world + rank, shard_n * world
+    mine = [u for k, u in enumerate(parquet_jobs) if k % total == me]
     bar = tqdm(total=(total_rows // world) or None, unit="rows", desc=f"scoring (rank {rank})",
                disable=not (cfg.progress and main_proc), leave=False)
     stats = {"units_done": 0, "units_skipped": 0}
@@ -549,7 +568,7 @@ def main(cfg: ScoreConfig) -> dict:
             for block, chunk in iter_csv_blocks(s, csv, types):
                 n_blocks = block + 1
                 unit = Unit(s, block)
-                if (si + block) % world != rank:
+                if (si + block) % total != me:
                     continue
                 if done(unit):
                     stats["units_skipped"] += 1
@@ -557,7 +576,7 @@ def main(cfg: ScoreConfig) -> dict:
                 run_unit(unit, _window(chunk, cfg.window_rows))
             if n_blocks == 0:
                 unit = Unit(s, 0)
-                if rank == si % world and not done(unit):
+                if me == si % total and not done(unit):
                     run_unit(unit, iter(()))
             if main_proc:
                 write_json(out / "_sources" / f"{s.key}.json", {"path": s.path, "units": max(n_blocks, 1)})
@@ -636,6 +655,9 @@ def _finish(out: Path, cfg: ScoreConfig, sources: list[Source], plan: dict, worl
         per_input[s.path] = c_in
         total += c_in
     if missing:
+        if cfg.shard is not None:  # other tasks are still at work: the last one writes the report
+            return {"pending": f"shard {cfg.shard} done; {len(missing)} unit(s) of other shards still to come; "
+                               f"the last task to finish writes {out / 'report.md'} and _SUCCESS"}
         raise SpamjobError(f"{len(missing)} work unit(s) have no committed part (e.g. {missing[0]}); rerun the same command")
     wall = time.perf_counter() - wall0
     extra = {

@@ -185,7 +185,7 @@ def _accelerator(cfg: TrainConfig):
     return Accelerator(cpu=not gpu, mixed_precision=mp, gradient_accumulation_steps=cfg.grad_accum)
 
 
-def _checkpoint_dirs(out: Path) -> list[Path]:
+def checkpoint_dirs(out: Path) -> list[Path]:
     """Completed epoch checkpoints, oldest first (names `epoch-N`; temporaries start with a dot)."""
     root = out / CHECKPOINTS
     found = [p for p in root.glob("epoch-*") if p.is_dir() and (p / "trainer_state.json").is_file()]
@@ -302,7 +302,7 @@ def setup(cfg: TrainConfig) -> Run:
 
     state = TrainState()
     if cfg.resume:
-        last = _checkpoint_dirs(out)[-1]
+        last = checkpoint_dirs(out)[-1]
         accelerator.load_state(str(last), strict=False)  # checkpoints hold the trainable tensors only
         state = TrainState(**read_json(last / "trainer_state.json"))
         say(f"resuming from {last} (epoch {state.epoch} of {cfg.epochs} done)")
@@ -314,7 +314,7 @@ def setup(cfg: TrainConfig) -> Run:
 
 def _check_resume(cfg: TrainConfig, out: Path) -> None:
     """Resume or a fresh run; never train over an existing run silently."""
-    ckpts = _checkpoint_dirs(out)
+    ckpts = checkpoint_dirs(out)
     if cfg.resume and not ckpts:
         raise SpamjobError(f"--resume: no completed epoch checkpoint in {out / CHECKPOINTS}")
     if not cfg.resume and ckpts:
@@ -435,11 +435,11 @@ def _data_dir(cfg: TrainConfig, accelerator) -> Path:
         if not d.is_dir():
             raise SpamjobError(f"--data {d} is not a folder; run `spamjob prepare --out {d}` first")
         return d
-    from spamjob.data import UCI_URL, prepare
+    from spamjob.data import prepare
 
     d = Path(cfg.out) / "data"
     if accelerator.is_main_process and not (d / "prepare.json").is_file():
-        result = prepare(cfg.source or UCI_URL, d, seed=cfg.seed)
+        result = prepare(cfg.source, d, seed=cfg.seed)
         tqdm.write(result.summary())
     accelerator.wait_for_everyone()
     return d
@@ -528,7 +528,7 @@ def _save_checkpoint(accelerator, out: Path, state: TrainState) -> None:
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
-        for old in _checkpoint_dirs(out)[:-1]:  # keep the newest only: each holds the whole model
+        for old in checkpoint_dirs(out)[:-1]:  # resuming needs only the newest
             shutil.rmtree(old)
     accelerator.wait_for_everyone()
 

@@ -239,11 +239,23 @@ def load_folder(folder: str | os.PathLike) -> GPTModel:
 # --------------------------------------------------------------------------- one entry point
 
 
+def hf_bundle_dir(size: str) -> Path:
+    """Plain HF-layout folder of `size` inside the spamjob cache (what `download --all` fills)."""
+    return cache_dir() / "hf" / canonical_size(size)
+
+
 def resolve_weights(weights: str, size: str | None = None, *, cache: str | os.PathLike | None = None) -> Path | None:
-    """Local folder behind a `--weights` value (hf|openai|DIR), fetching if needed; None for random."""
+    """Local folder behind a `--weights` value (hf|openai|DIR), fetching if needed; None for random.
+
+    `hf` looks first in the spamjob cache (`$SPAMJOB_CACHE/hf/<size>`, an air-gapped
+    bundle), then in the Hugging Face cache, then on the Hub.
+    """
     if weights == "random":
         return None
     if weights == "hf":
+        bundled = hf_bundle_dir(size or "gpt2-small")
+        if cache is None and (bundled / "config.json").is_file() and (bundled / "model.safetensors").is_file():
+            return bundled
         return fetch_hf(size or "gpt2-small", cache=cache)
     if weights == "openai":
         size = canonical_size(size or "gpt2-small")
