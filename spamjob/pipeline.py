@@ -26,7 +26,7 @@ def bundle(dest: str | os.PathLike | None, size: str = "gpt2-small", source: str
     from spamjob.text import fetch_tokenizer
     from spamjob.weights import fetch_hf, fetch_openai
 
-    root = Path(dest) if dest is not None else cache_dir()
+    root = (Path(dest) if dest is not None else cache_dir()).resolve()
     size = canonical_size(size)
     if source == "hf":
         weights = fetch_hf(size, local_dir=root / "hf" / size)

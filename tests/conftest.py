@@ -63,3 +63,11 @@ def classifier_dir(data_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("clf") / "run"
     main(TrainConfig(data=str(data_dir), out=str(out), weights="random", n_layers=2, emb_dim=32, n_heads=2, epochs=1))
     return out
+
+
+def pytest_collection_modifyitems(config, items):
+    """Inside the new-user check's own run of the suite, leave that check out (no recursion)."""
+    if os.environ.get("SPAMJOB_NEW_USER_NESTED") == "1":
+        keep = [i for i in items if "test_new_user" not in i.nodeid]
+        config.hook.pytest_deselected(items=[i for i in items if i not in keep])
+        items[:] = keep
