@@ -247,7 +247,7 @@ def classify(texts, run_dir, as_json, batch_size) -> None:
     clf = load_classifier(run_dir)
     probs, truncated = clf.spam_probability(list(texts), batch_size=batch_size)
     for text, p, cut in zip(texts, probs, truncated):
-        label = clf.labels[int(p >= 0.5)]
+        label = clf.labels[int(p > 0.5)]  # argmax of the two logits: a tie is ham, as in training
         if as_json:
             click.echo(json.dumps({"text": text, "label": label, "spam_probability": p, "truncated": cut}))
         else:

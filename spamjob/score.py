@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import resource
 import shutil
-import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,18 +23,18 @@ from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import torch
 from tqdm import tqdm
 
 from spamjob import __version__
 from spamjob.errors import SpamjobError
 from spamjob.fsutil import atomic_path, read_json, write_json
-from spamjob.io import TEXT_CANDIDATES, Chunk, CsvOptions, PartWriter, Source, discover, iter_csv_blocks, \
-    iter_parquet_unit, parquet_units, schema_of
+from spamjob.columns import Columns, as_strings, labels_of, resolve_columns, utf8_column
+from spamjob.io import Chunk, CsvOptions, PartWriter, Source, discover, iter_csv_blocks, iter_parquet_unit, \
+    parquet_units, schema_of
+from spamjob.predict import Predictor, Tokenizer, prefetch
 from spamjob.report import BINS, Counts
 
-OUTPUT_COLUMNS = ("prediction", "spam_probability", "truncated", "error")
 PLAN = "_plan.json"
 PREDICTIONS = "predictions"  # the parts: one Parquet/CSV dataset
 
@@ -98,220 +96,6 @@ class ScoreConfig:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items() if k in keys}
 
 
-# --------------------------------------------------------------------------- columns and text
-
-
-@dataclass(frozen=True)
-class Columns:
-    """Resolved columns of one input."""
-
-    text: str
-    label: str | None
-    keep: tuple[str, ...]
-
-
-def resolve_columns(source: Source, schema: pa.Schema | None, cfg: ScoreConfig) -> Columns | None:
-    """Text/label/kept columns of an input, or an error naming what is wrong. None for an empty file."""
-    if schema is None:
-        return None
-    names = schema.names
-    if cfg.text_column:
-        if cfg.text_column not in names:
-            raise SpamjobError(f"{source.path} has no column {cfg.text_column!r} (columns: {', '.join(names)})")
-        text = cfg.text_column
-    else:
-        text = next((c for c in TEXT_CANDIDATES if c in names), None)
-        if text is None:
-            raise SpamjobError(
-                f"{source.path}: no text column found (looked for {', '.join(TEXT_CANDIDATES)}; columns: "
-                f"{', '.join(names)}); pass --text-column"
-            )
-    t = schema.field(text).type
-    if pa.types.is_dictionary(t):
-        t = t.value_type
-    if source.kind == "parquet" and not (pa.types.is_string(t) or pa.types.is_large_string(t)
-                                         or pa.types.is_binary(t) or pa.types.is_large_binary(t)
-                                         or pa.types.is_null(t)):
-        raise SpamjobError(f"{source.path}: text column {text!r} holds {t}, not text")
-    for opt, col in (("--label-column", cfg.label_column), ("--id-column", cfg.id_column)):
-        if col and col not in names:
-            raise SpamjobError(f"{source.path} has no {opt} {col!r} (columns: {', '.join(names)})")
-    keep = tuple(cfg.keep_columns) if cfg.keep_columns is not None else tuple(names)
-    missing = [c for c in keep if c not in names]
-    if missing:
-        raise SpamjobError(f"{source.path} has no column(s) {', '.join(missing)} for --keep-columns")
-    if cfg.id_column and cfg.id_column not in keep:
-        keep = (cfg.id_column, *keep)
-    clash = [c for c in keep if c in OUTPUT_COLUMNS]
-    if clash:
-        raise SpamjobError(f"{source.path}: input column(s) {', '.join(clash)} would collide with the output; "
-                           "drop them with --keep-columns")
-    return Columns(text, cfg.label_column, keep)
-
-
-def _as_strings(arr: pa.Array) -> tuple[list, list[bool]]:
-    """Python strings (None for null) and, per value, whether its bytes were not valid UTF-8."""
-    if pa.types.is_dictionary(arr.type):
-        arr = arr.dictionary_decode()
-    if pa.types.is_binary(arr.type) or pa.types.is_large_binary(arr.type):
-        try:
-            return arr.cast(pa.large_string()).to_pylist(), [False] * len(arr)
-        except pa.ArrowInvalid:  # some value is not UTF-8: decode one by one
-            values, bad = [], []
-            for b in arr.to_pylist():
-                if b is None:
-                    values.append(None)
-                    bad.append(False)
-                    continue
-                try:
-                    values.append(b.decode("utf-8"))
-                    bad.append(False)
-                except UnicodeDecodeError:
-                    values.append(b.decode("utf-8", errors="replace"))
-                    bad.append(True)
-            return values, bad
-    if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
-        arr = arr.cast(pa.large_string())
-    return arr.to_pylist(), [False] * len(arr)
-
-
-def _utf8_column(arr: pa.Array) -> pa.Array:
-    """A CSV column read as bytes -> text (invalid bytes replaced by U+FFFD)."""
-    if pa.types.is_binary(arr.type):
-        values, bad = _as_strings(arr)
-        return pa.array(values, type=pa.large_string()) if any(bad) else arr.cast(pa.large_string())
-    return arr
-
-
-LABEL_VALUES = {"ham": 0, "0": 0, "spam": 1, "1": 1}
-
-
-def _labels(arr: pa.Array) -> list[int | None]:
-    values, _ = _as_strings(arr.cast(pa.large_string()) if not pa.types.is_binary(arr.type) else arr)
-    return [LABEL_VALUES.get(str(v).strip().lower()) if v is not None else None for v in values]
-
-
-# --------------------------------------------------------------------------- model side
-
-
-class Predictor:
-    """Token ids -> spam probabilities, in length-sorted, token-budgeted batches; order restored."""
-
-    def __init__(self, clf, device: torch.device, mixed_precision: str, batch_tokens: int):
-        self.clf, self.device = clf, device
-        self.model = clf.model.to(device).eval()
-        self.batch_tokens = batch_tokens
-        self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mixed_precision)
-
-    def __call__(self, ids: list[list[int]]) -> np.ndarray:
-        from spamjob.text import pad_batch
-
-        n = len(ids)
-        probs = np.empty(n, dtype=np.float64)
-        if not n:
-            return probs
-        max_len = self.clf.max_length
-        lengths = np.minimum(np.fromiter((len(s) for s in ids), dtype=np.int64, count=n), max_len)
-        order = np.argsort(lengths, kind="stable")
-        fixed = self.clf.pad_to == "max"
-        start = 0
-        while start < n:
-            # Longest row of a sorted run is its last: grow the batch while it fits the budget.
-            width = max_len if fixed else max(int(lengths[order[start]]), 1)
-            end = start + 1
-            while end < n:
-                w = max_len if fixed else max(int(lengths[order[end]]), 1)
-                if (end - start + 1) * w > self.batch_tokens:
-                    break
-                width = w
-                end += 1
-            rows = order[start:end]
-            b = pad_batch([ids[i] for i in rows], max_len, pad_to=self.clf.pad_to)
-            with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.dtype,
-                                                        enabled=self.dtype is not None):
-                logits = self.model(b.input_ids.to(self.device, non_blocking=True),
-                                    b.lengths.to(self.device, non_blocking=True))
-            probs[rows] = torch.softmax(logits.float(), dim=-1)[:, 1].cpu().numpy()
-            start = end
-        return probs
-
-
-def _prefetch(items: Iterator, depth: int = 2) -> Iterator:
-    """Run an iterator in a background thread, `depth` items ahead (reading and tokenizing
-    overlap the model's work; Arrow and tiktoken release the GIL)."""
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    done = object()
-    stop = threading.Event()
-
-    def work() -> None:
-        try:
-            for item in items:
-                while not stop.is_set():
-                    try:
-                        q.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            q.put(done)
-        except BaseException as e:  # re-raised in the consumer
-            q.put(e)
-
-    t = threading.Thread(target=work, name="spamjob-prefetch", daemon=True)
-    t.start()
-    try:
-        while True:
-            item = q.get()
-            if item is done:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-
-
-class Tokenizer:
-    """encode_ordinary over a window of texts: threads, or a process pool for GIL-free speed on GPUs."""
-
-    def __init__(self, tokenizer, tok_dir: Path, workers: int):
-        self.tok = tokenizer
-        self.workers = workers
-        self.pool = None
-        if workers > 0:
-            import concurrent.futures as cf
-            import multiprocessing as mp
-
-            self.pool = cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"),
-                                               initializer=_worker_init, initargs=(str(tok_dir),))
-
-    def __call__(self, texts: list[str]) -> list[list[int]]:
-        if self.pool is None or len(texts) < 4096:
-            return self.tok.encode_ordinary_batch(texts, num_threads=4)
-        step = -(-len(texts) // (self.workers * 2))
-        parts = self.pool.map(_worker_encode, [texts[i : i + step] for i in range(0, len(texts), step)])
-        return [ids for part in parts for ids in part]
-
-    def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(cancel_futures=True)
-
-
-_WORKER_TOK = None
-
-
-def _worker_init(tok_dir: str) -> None:
-    global _WORKER_TOK
-    from spamjob.text import load_tokenizer
-
-    _WORKER_TOK = load_tokenizer(tok_dir if Path(tok_dir).is_dir() else None)
-
-
-def _worker_encode(texts: list[str]) -> list[list[int]]:
-    return _WORKER_TOK.encode_ordinary_batch(texts, num_threads=1)
-
-
 # --------------------------------------------------------------------------- units
 
 
@@ -328,7 +112,7 @@ class Unit:
 def _prepare_window(chunk: Chunk, cols: Columns, tokenize: Tokenizer) -> dict:
     """Text, flags, labels and token ids of one record batch (runs in the prefetch thread)."""
     batch = chunk.batch
-    texts, bad = _as_strings(batch.column(cols.text)) if batch.num_rows else ([], [])
+    texts, bad = as_strings(batch.column(cols.text)) if batch.num_rows else ([], [])
     errors: list[str | None] = []
     for t, b in zip(texts, bad):
         if t is None:
@@ -341,7 +125,7 @@ def _prepare_window(chunk: Chunk, cols: Columns, tokenize: Tokenizer) -> dict:
             errors.append(None)
     ok = [i for i, e in enumerate(errors) if e is None]
     ids = tokenize([texts[i] for i in ok]) if ok else []
-    labels = _labels(batch.column(cols.label)) if cols.label and batch.num_rows else None
+    labels = labels_of(batch.column(cols.label)) if cols.label and batch.num_rows else None
     return {"chunk": chunk, "errors": errors, "ok": ok, "ids": ids, "labels": labels}
 
 
@@ -385,7 +169,7 @@ def _score_window(w: dict, cols: Columns, predict: Predictor, max_length: int, c
                 counts.confusion[y][int(predicted[i])] += 1
         counts.unknown_labels += sum(1 for i, e in enumerate(errors) if e is not None and w["labels"][i] is None)
 
-    table = pa.table({c: _utf8_column(chunk.batch.column(c)) for c in cols.keep}) if cols.keep else pa.table({})
+    table = pa.table({c: utf8_column(chunk.batch.column(c)) for c in cols.keep}) if cols.keep else pa.table({})
     labels = np.where(predicted, "spam", "ham").astype(object)
     labels[~scored] = None
     table = table.append_column("prediction", pa.array(labels, type=pa.string()))
@@ -534,7 +318,7 @@ def main(cfg: ScoreConfig) -> dict:
         writer = PartWriter(out / PREDICTIONS / f"{unit.name}.{cfg.format}", cfg.format)
         counts, rejects = Counts(), []
         try:
-            for w in _prefetch(_prepare_window(c, cols, tokenize) for c in chunks):
+            for w in prefetch(_prepare_window(c, cols, tokenize) for c in chunks):
                 rejects += w["chunk"].rejects
                 for r in w["chunk"].rejects:
                     counts.rejected[r["reason"]] += 1

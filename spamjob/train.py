@@ -25,140 +25,11 @@ from spamjob.config import TrainConfig
 from spamjob.errors import SpamjobError
 from spamjob.fsutil import atomic_path, read_json, sha256_file, write_json
 from spamjob.model import GPTModel, SpamClassifier, first_trainable_block, freeze, replace_head
-from spamjob.text import PAD_ID, encode, load_tokenizer, pad_batch
+from spamjob.batches import PrefixCache, Shard, evaluate_sums, make_loader, to_device
+from spamjob.text import encode, load_tokenizer
 
 SPLITS = ("train", "validation", "test")
 CHECKPOINTS = "checkpoints"
-
-
-# --------------------------------------------------------------------------- data
-
-
-class PrefixCache:
-    """Activations entering block `start`, per example of one shard, packed as (sum of widths, d).
-
-    Frozen blocks below the first trainable one compute the same thing in every epoch
-    and evaluation; they run once here. Example i owns rows offsets[i] : offsets[i] + widths[i].
-    """
-
-    def __init__(self, rows: torch.Tensor, widths: torch.Tensor, start: int):
-        self.rows = rows
-        self.widths = widths
-        self.offsets = torch.cumsum(widths, 0) - widths
-        self.start = start
-
-    @classmethod
-    @torch.no_grad()
-    def build(cls, gpt: GPTModel, ids: list[list[int]], widths: list[int], start: int, device: torch.device,
-              autocast, batch_tokens: int | None = None) -> "PrefixCache":
-        """Run embeddings + blocks[:start] once over `ids` (rows padded to `widths`), in width order.
-
-        Batches hold about `batch_tokens` padded tokens. On CPU the default keeps a batch's
-        feed-forward activations (tokens x 4d floats) near 12 MB, in cache: large batches ran
-        several times slower here (1,024 tokens at gpt2-small width). On GPU 32,768.
-        """
-        budget = batch_tokens or (32768 if device.type == "cuda" else max(512, (3 << 18) // gpt.cfg.emb_dim))
-        w = torch.tensor(widths, dtype=torch.long)
-        rows = torch.empty(int(w.sum()), gpt.cfg.emb_dim, device=device)
-        offsets = torch.cumsum(w, 0) - w
-        order = sorted(range(len(ids)), key=lambda i: widths[i])  # similar widths share a batch
-        chunks, k = [], 0
-        while k < len(order):  # sorted ascending: a chunk's last row is its widest
-            end = k + 1
-            while end < len(order) and (end - k + 1) * widths[order[end]] <= budget:
-                end += 1
-            chunks.append(order[k:end])
-            k = end
-        was_training = gpt.training
-        gpt.eval()
-        for chunk in chunks:
-            width = max(widths[i] for i in chunk)
-            batch = pad_batch([ids[i] for i in chunk], width, pad_to="max").input_ids.to(device)
-            with autocast():
-                x = gpt.embed(batch)
-                for block in gpt.transformer_blocks[:start]:
-                    x = block(x)
-            for j, i in enumerate(chunk):
-                rows[offsets[i] : offsets[i] + widths[i]] = x[j, : widths[i]].float()
-        gpt.train(was_training)
-        return cls(rows, w.to(device), start)
-
-    def gather(self, idx: torch.Tensor) -> torch.Tensor:
-        """(B,) example indices -> (B, W, d), each row right-padded by repeating its last row."""
-        idx = idx.to(self.rows.device)
-        w = self.widths[idx]
-        j = torch.arange(int(w.max()), device=self.rows.device)
-        index = self.offsets[idx][:, None] + torch.minimum(j[None, :], (w - 1)[:, None])
-        return self.rows[index]
-
-    @property
-    def megabytes(self) -> float:
-        return self.rows.numel() * self.rows.element_size() / 2**20
-
-
-@dataclass
-class Shard:
-    """This process's rows of one split: token ids (truncated), labels, optional prefix cache."""
-
-    name: str
-    ids: list[list[int]]
-    labels: torch.Tensor
-    n_total: int
-    truncated_total: int
-    cache: PrefixCache | None = None
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-
-class _Collate:
-    """Indices -> model inputs: token ids padded (plain path) or cached activations (cached path)."""
-
-    def __init__(self, shard: Shard, max_length: int, padding: str):
-        self.shard, self.max_length, self.pad_to = shard, max_length, "max" if padding == "fixed" else "longest"
-
-    def __call__(self, idx: list[int]) -> dict:
-        lengths = torch.tensor([max(len(self.shard.ids[i]), 0) for i in idx], dtype=torch.long)
-        labels = self.shard.labels[idx]
-        cache = self.shard.cache
-        if cache is not None:
-            return {"hidden": cache.gather(torch.tensor(idx)), "lengths": lengths, "start": cache.start,
-                    "labels": labels}
-        b = pad_batch([self.shard.ids[i] for i in idx], self.max_length, pad_to=self.pad_to)
-        return {"input_ids": b.input_ids, "lengths": b.lengths, "labels": labels}
-
-
-def _loader(shard: Shard, cfg: TrainConfig, max_length: int, *, train: bool, n_rows: int | None = None) -> DataLoader:
-    """A plain torch DataLoader over row indices, exactly as the reference builds its loaders."""
-    rows = list(range(len(shard) if n_rows is None else n_rows))
-    return DataLoader(rows, batch_size=cfg.batch_size, shuffle=train, drop_last=train, num_workers=0,
-                      collate_fn=_Collate(shard, max_length, cfg.padding))
-
-
-# --------------------------------------------------------------------------- evaluation
-
-
-@torch.no_grad()
-def _evaluate(model: torch.nn.Module, loader: DataLoader, device, autocast, num_batches: int | None = None) -> torch.Tensor:
-    """Sums over (at most num_batches) batches: [batch-mean loss, batches, example loss, correct, examples]."""
-    was_training = model.training
-    model.eval()
-    out = torch.zeros(5, dtype=torch.float64)
-    for i, batch in enumerate(loader):
-        if num_batches is not None and i >= num_batches:
-            break
-        labels = batch.pop("labels").to(device)
-        with autocast():
-            logits = model(**_to(batch, device)).float()
-        losses = F.cross_entropy(logits, labels, reduction="none")
-        out += torch.tensor([losses.mean().item(), 1, losses.sum().item(),
-                             (logits.argmax(-1) == labels).sum().item(), len(labels)], dtype=torch.float64)
-    model.train(was_training)
-    return out
-
-
-def _to(batch: dict, device) -> dict:
-    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
 # --------------------------------------------------------------------------- run
@@ -293,8 +164,8 @@ def setup(cfg: TrainConfig) -> Run:
 
     # Equal step counts on every process (DDP needs them): each trains on n_train // world rows.
     n_rows = shards["train"].n_total // world
-    train_loader = _loader(shards["train"], cfg, max_length, train=True, n_rows=n_rows)
-    val_loader = _loader(shards["validation"], cfg, max_length, train=False)
+    train_loader = make_loader(shards["train"], cfg.batch_size, cfg.padding, max_length, train=True, n_rows=n_rows)
+    val_loader = make_loader(shards["validation"], cfg.batch_size, cfg.padding, max_length, train=False)
     if len(train_loader) == 0:
         raise SpamjobError(
             f"{n_rows} training rows per process is less than one batch of {cfg.batch_size}; lower --batch-size"
@@ -334,7 +205,7 @@ def fit(run: Run) -> None:
     model = accelerator.unwrap_model(classifier)
 
     def eval_pair(num_batches: int) -> torch.Tensor:
-        sums = torch.stack([_evaluate(model, ld, device, accelerator.autocast, num_batches)
+        sums = torch.stack([evaluate_sums(model, ld, device, accelerator.autocast, num_batches)
                             for ld in (train_loader, run.val_loader)])
         return accelerator.reduce(sums.to(device), "sum").cpu()  # sync point: counts from every process
 
@@ -349,7 +220,7 @@ def fit(run: Run) -> None:
         for batch in train_loader:
             labels = batch.pop("labels").to(device)
             with accelerator.accumulate(classifier):
-                logits = classifier(**_to(batch, device))
+                logits = classifier(**to_device(batch, device))
                 loss = F.cross_entropy(logits.float(), labels)
                 accelerator.backward(loss)
                 optimizer.step()
@@ -387,8 +258,8 @@ def evaluate(run: Run) -> dict:
     model = accelerator.unwrap_model(run.classifier)
     final = {}
     for name in SPLITS:
-        loader = _loader(run.shards[name], run.cfg, run.max_length, train=False)
-        s = accelerator.reduce(_evaluate(model, loader, accelerator.device, accelerator.autocast)
+        loader = make_loader(run.shards[name], run.cfg.batch_size, run.cfg.padding, run.max_length, train=False)
+        s = accelerator.reduce(evaluate_sums(model, loader, accelerator.device, accelerator.autocast)
                                .to(accelerator.device), "sum").cpu()
         final[name] = {"accuracy": s[3].item() / s[4].item(), "loss": s[2].item() / s[4].item(),
                        "examples": int(s[4].item()), "truncated": run.shards[name].truncated_total}

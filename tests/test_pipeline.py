@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import zipfile
-from pathlib import Path
 
 from support import SHARED, Server, hub_headers, tiny_hf_model, write_hf_dir
 

@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 TIMING = ("wall_time_s", "rows_per_s", "num_processes", "peak_rss_mb")
 
 
-def score(*args: str) -> "click.testing.Result":  # noqa: F821
+def score(*args: str):
     return CliRunner().invoke(cli, ["score", *args, "--no-progress"])
 
 

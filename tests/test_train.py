@@ -17,9 +17,9 @@ from click.testing import CliRunner
 
 from spamjob.cli import cli
 from spamjob.config import GPTConfig
-from spamjob.model import GPTModel, SpamClassifier, classify, first_trainable_block, freeze, replace_head
+from spamjob.model import GPTModel, SpamClassifier, first_trainable_block, freeze, replace_head
 from spamjob.text import pad_batch
-from spamjob.train import PrefixCache
+from spamjob.batches import PrefixCache
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--weights", "random", "--n-layers", "2", "--emb-dim", "32", "--n-heads", "2"]

@@ -1,0 +1,107 @@
+"""Input columns of a scoring job: which is the text, the label, what is kept; text and labels
+decoded without ever crashing on bad bytes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+
+from spamjob.errors import SpamjobError
+from spamjob.io import TEXT_CANDIDATES, Source
+
+if TYPE_CHECKING:
+    from spamjob.score import ScoreConfig
+
+OUTPUT_COLUMNS = ("prediction", "spam_probability", "truncated", "error")
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Resolved columns of one input."""
+
+    text: str
+    label: str | None
+    keep: tuple[str, ...]
+
+
+def resolve_columns(source: Source, schema: pa.Schema | None, cfg: "ScoreConfig") -> Columns | None:
+    """Text/label/kept columns of an input, or an error naming what is wrong. None for an empty file."""
+    if schema is None:
+        return None
+    names = schema.names
+    if cfg.text_column:
+        if cfg.text_column not in names:
+            raise SpamjobError(f"{source.path} has no column {cfg.text_column!r} (columns: {', '.join(names)})")
+        text = cfg.text_column
+    else:
+        text = next((c for c in TEXT_CANDIDATES if c in names), None)
+        if text is None:
+            raise SpamjobError(
+                f"{source.path}: no text column found (looked for {', '.join(TEXT_CANDIDATES)}; columns: "
+                f"{', '.join(names)}); pass --text-column"
+            )
+    t = schema.field(text).type
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    if source.kind == "parquet" and not (pa.types.is_string(t) or pa.types.is_large_string(t)
+                                         or pa.types.is_binary(t) or pa.types.is_large_binary(t)
+                                         or pa.types.is_null(t)):
+        raise SpamjobError(f"{source.path}: text column {text!r} holds {t}, not text")
+    for opt, col in (("--label-column", cfg.label_column), ("--id-column", cfg.id_column)):
+        if col and col not in names:
+            raise SpamjobError(f"{source.path} has no {opt} {col!r} (columns: {', '.join(names)})")
+    keep = tuple(cfg.keep_columns) if cfg.keep_columns is not None else tuple(names)
+    missing = [c for c in keep if c not in names]
+    if missing:
+        raise SpamjobError(f"{source.path} has no column(s) {', '.join(missing)} for --keep-columns")
+    if cfg.id_column and cfg.id_column not in keep:
+        keep = (cfg.id_column, *keep)
+    clash = [c for c in keep if c in OUTPUT_COLUMNS]
+    if clash:
+        raise SpamjobError(f"{source.path}: input column(s) {', '.join(clash)} would collide with the output; "
+                           "drop them with --keep-columns")
+    return Columns(text, cfg.label_column, keep)
+
+
+def as_strings(arr: pa.Array) -> tuple[list, list[bool]]:
+    """Python strings (None for null) and, per value, whether its bytes were not valid UTF-8."""
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary_decode()
+    if pa.types.is_binary(arr.type) or pa.types.is_large_binary(arr.type):
+        try:
+            return arr.cast(pa.large_string()).to_pylist(), [False] * len(arr)
+        except pa.ArrowInvalid:  # some value is not UTF-8: decode one by one
+            values, bad = [], []
+            for b in arr.to_pylist():
+                if b is None:
+                    values.append(None)
+                    bad.append(False)
+                    continue
+                try:
+                    values.append(b.decode("utf-8"))
+                    bad.append(False)
+                except UnicodeDecodeError:
+                    values.append(b.decode("utf-8", errors="replace"))
+                    bad.append(True)
+            return values, bad
+    if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+        arr = arr.cast(pa.large_string())
+    return arr.to_pylist(), [False] * len(arr)
+
+
+def utf8_column(arr: pa.Array) -> pa.Array:
+    """A CSV column read as bytes -> text (invalid bytes replaced by U+FFFD)."""
+    if pa.types.is_binary(arr.type):
+        values, bad = as_strings(arr)
+        return pa.array(values, type=pa.large_string()) if any(bad) else arr.cast(pa.large_string())
+    return arr
+
+
+LABEL_VALUES = {"ham": 0, "0": 0, "spam": 1, "1": 1}
+
+
+def labels_of(arr: pa.Array) -> list[int | None]:
+    values, _ = as_strings(arr.cast(pa.large_string()) if not pa.types.is_binary(arr.type) else arr)
+    return [LABEL_VALUES.get(str(v).strip().lower()) if v is not None else None for v in values]

@@ -1,0 +1,127 @@
+"""Inference for bulk scoring: token ids -> spam probabilities in token-budgeted, length-sorted
+batches; tokenization in threads or processes; a prefetching thread that overlaps I/O."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+class Predictor:
+    """Token ids -> spam probabilities, in length-sorted, token-budgeted batches; order restored."""
+
+    def __init__(self, clf, device: torch.device, mixed_precision: str, batch_tokens: int):
+        self.clf, self.device = clf, device
+        self.model = clf.model.to(device).eval()
+        self.batch_tokens = batch_tokens
+        self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mixed_precision)
+
+    def __call__(self, ids: list[list[int]]) -> np.ndarray:
+        from spamjob.text import pad_batch
+
+        n = len(ids)
+        probs = np.empty(n, dtype=np.float64)
+        if not n:
+            return probs
+        max_len = self.clf.max_length
+        lengths = np.minimum(np.fromiter((len(s) for s in ids), dtype=np.int64, count=n), max_len)
+        order = np.argsort(lengths, kind="stable")
+        fixed = self.clf.pad_to == "max"
+        start = 0
+        while start < n:
+            # Sorted ascending, so a batch's last row is its widest: grow while it fits the budget.
+            end = start + 1
+            while end < n:
+                w = max_len if fixed else max(int(lengths[order[end]]), 1)
+                if (end - start + 1) * w > self.batch_tokens:
+                    break
+                end += 1
+            rows = order[start:end]
+            b = pad_batch([ids[i] for i in rows], max_len, pad_to=self.clf.pad_to)
+            with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.dtype,
+                                                        enabled=self.dtype is not None):
+                logits = self.model(b.input_ids.to(self.device, non_blocking=True),
+                                    b.lengths.to(self.device, non_blocking=True))
+            probs[rows] = torch.softmax(logits.float(), dim=-1)[:, 1].cpu().numpy()
+            start = end
+        return probs
+
+
+def prefetch(items: Iterator, depth: int = 2) -> Iterator:
+    """Run an iterator in a background thread, `depth` items ahead (reading and tokenizing
+    overlap the model's work; Arrow and tiktoken release the GIL)."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def work() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(done)
+        except BaseException as e:  # re-raised in the consumer
+            q.put(e)
+
+    t = threading.Thread(target=work, name="spamjob-prefetch", daemon=True)
+    t.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+
+
+class Tokenizer:
+    """encode_ordinary over a window of texts: threads, or a process pool for GIL-free speed on GPUs."""
+
+    def __init__(self, tokenizer, tok_dir: Path, workers: int):
+        self.tok = tokenizer
+        self.workers = workers
+        self.pool = None
+        if workers > 0:
+            import concurrent.futures as cf
+            import multiprocessing as mp
+
+            self.pool = cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"),
+                                               initializer=_worker_init, initargs=(str(tok_dir),))
+
+    def __call__(self, texts: list[str]) -> list[list[int]]:
+        if self.pool is None or len(texts) < 4096:
+            return self.tok.encode_ordinary_batch(texts, num_threads=4)
+        step = -(-len(texts) // (self.workers * 2))
+        parts = self.pool.map(_worker_encode, [texts[i : i + step] for i in range(0, len(texts), step)])
+        return [ids for part in parts for ids in part]
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
+
+
+_WORKER_TOK = None
+
+
+def _worker_init(tok_dir: str) -> None:
+    global _WORKER_TOK
+    from spamjob.text import load_tokenizer
+
+    _WORKER_TOK = load_tokenizer(tok_dir if Path(tok_dir).is_dir() else None)
+
+
+def _worker_encode(texts: list[str]) -> list[list[int]]:
+    return _WORKER_TOK.encode_ordinary_batch(texts, num_threads=1)
