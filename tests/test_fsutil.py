@@ -1,0 +1,33 @@
+"""spamjob.fsutil: files are complete or absent."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from spamjob.errors import SpamjobError
+from spamjob.fsutil import atomic_path, read_json, sha256_file, write_json
+
+
+def test_atomic_path_renames_only_on_success(tmp_path):
+    dest = tmp_path / "sub" / "out.txt"
+    with atomic_path(dest) as tmp:
+        tmp.write_text("done")
+        assert not dest.exists()  # invisible while being written
+    assert dest.read_text() == "done" and oct(dest.stat().st_mode & 0o777) != oct(0o600)
+    with pytest.raises(RuntimeError), atomic_path(dest) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("crash")
+    assert dest.read_text() == "done" and os.listdir(dest.parent) == ["out.txt"]
+
+
+def test_json_round_trip_and_errors(tmp_path):
+    write_json(tmp_path / "a.json", {"x": [1, 2]})
+    assert read_json(tmp_path / "a.json") == {"x": [1, 2]}
+    assert len(sha256_file(tmp_path / "a.json")) == 64
+    with pytest.raises(SpamjobError, match="not found"):
+        read_json(tmp_path / "missing.json")
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(SpamjobError, match="is not valid JSON"):
+        read_json(tmp_path / "bad.json")
