@@ -144,12 +144,17 @@ class Chunk:
     rejects: list[dict] = field(default_factory=list)
 
 
+def parquet_layout(source: Source) -> tuple[int, int]:
+    """(row groups, rows) from the footer alone; an empty file has neither."""
+    if source.size == 0:
+        return 0, 0
+    meta = pq.ParquetFile(source.path).metadata
+    return meta.num_row_groups, meta.num_rows
+
+
 def parquet_units(source: Source) -> list[int]:
     """Row-group indices (a file without row groups is one empty unit, so it is still accounted for)."""
-    if source.size == 0:
-        return [0]
-    n = pq.ParquetFile(source.path).metadata.num_row_groups
-    return list(range(max(n, 1)))
+    return list(range(max(parquet_layout(source)[0], 1)))
 
 
 def iter_parquet_unit(source: Source, row_group: int, columns: list[str], batch_rows: int) -> Iterator[Chunk]:

@@ -31,7 +31,7 @@ from spamjob.errors import SpamjobError
 from spamjob.fsutil import atomic_path, read_json, write_json
 from spamjob.columns import Columns, as_strings, labels_of, resolve_columns, utf8_column
 from spamjob.io import Chunk, CsvOptions, PartWriter, Source, discover, iter_csv_blocks, iter_parquet_unit, \
-    parquet_units, schema_of
+    parquet_layout, schema_of
 from spamjob.predict import Predictor, Tokenizer, prefetch
 from spamjob.report import BINS, Counts
 
@@ -294,11 +294,13 @@ def main(cfg: ScoreConfig) -> dict:
     # An empty file (no header, no schema) is one empty unit, so it is still accounted for.
     total_rows = 0
     parquet_jobs: list[Unit] = []
+    known_units: dict[str, int] = {}  # per source, where the count is known before reading (not CSV)
     for s in sources:
         if s.kind == "parquet" or columns[s.path] is None:
-            units = parquet_units(s) if columns[s.path] is not None else [0]
-            parquet_jobs += [Unit(s, i) for i in units]
-            total_rows += parquet_rows(s) if columns[s.path] is not None else 0
+            groups, rows = parquet_layout(s) if columns[s.path] is not None else (0, 0)
+            known_units[s.path] = max(groups, 1)
+            parquet_jobs += [Unit(s, i) for i in range(known_units[s.path])]
+            total_rows += rows
     # With --shard K/N, this run's processes are ranks K*world .. K*world+world-1 of N*world.
     shard_k, shard_n = _shard(cfg)
     me, total = shard_k * world + rank, shard_n * world
@@ -373,7 +375,7 @@ def main(cfg: ScoreConfig) -> dict:
     accelerator.wait_for_everyone()
     report = None
     if main_proc:
-        report = _finish(out, cfg, sources, plan, world, wall0, peak, agreement, mp)
+        report = _finish(out, cfg, sources, known_units, plan, world, wall0, peak, agreement, mp)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return report if report is not None else {}
@@ -392,12 +394,6 @@ def _fault_injection() -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def parquet_rows(source: Source) -> int:
-    import pyarrow.parquet as pq
-
-    return pq.ParquetFile(source.path).metadata.num_rows if source.size else 0
-
-
 def _window(chunk: Chunk, rows: int) -> Iterator[Chunk]:
     """Split a CSV block into windows of `rows` rows (rejects ride with the first)."""
     b = chunk.batch
@@ -408,19 +404,18 @@ def _window(chunk: Chunk, rows: int) -> Iterator[Chunk]:
         yield Chunk(b.slice(off, rows), chunk.first_row + off, chunk.rejects if k == 0 else [])
 
 
-def _finish(out: Path, cfg: ScoreConfig, sources: list[Source], plan: dict, world: int, wall0: float,
-            peak_mb: float, agreement: dict | None, mp: str) -> dict:
+def _finish(out: Path, cfg: ScoreConfig, sources: list[Source], known_units: dict[str, int], plan: dict,
+            world: int, wall0: float, peak_mb: float, agreement: dict | None, mp: str) -> dict:
     """Check every unit committed, sum the sidecars, write the report, the manifest and `_SUCCESS`."""
     from spamjob import report as rep
-    from spamjob.io import parquet_units
 
     total = Counts()
     per_input: dict[str, Counts] = {}
     parts = []
     missing = []
     for s in sources:
-        if s.kind == "parquet" or s.size == 0:
-            n_units = len(parquet_units(s))
+        if s.path in known_units:
+            n_units = known_units[s.path]
         else:
             meta = out / "_sources" / f"{s.key}.json"
             n_units = read_json(meta)["units"] if meta.is_file() else 1
