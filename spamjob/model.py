@@ -43,16 +43,29 @@ class MultiHeadAttention(nn.Module):
     def attend_at(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """Attention output at one position per row: x (B, T, d), pos (B,) -> (B, d).
 
-        Equal to `self(x)[rows, pos]`: keys and values at every position, a single
-        query per row, keys after `pos` masked (what causality hides from it).
+        Equal to `self(x)[rows, pos]` (keys after `pos` are masked, as causality hides
+        them), computed without projecting every position. With a single query q_h per
+        head, q_h . (W_k,h x_j + b_k,h) = (W_k,h^T q_h) . x_j + q_h . b_k,h, and the
+        attention-weighted values are W_v,h (sum_j a_hj x_j) + b_v,h. So instead of two
+        (T, d) x (d, d) projections per row, scores and weights cost T x d x heads: the
+        trainable last block then costs almost nothing per cached token.
         """
-        b, t, _ = x.shape
+        b, t, d = x.shape
+        nh, hs = self.num_heads, self.head_dim
         rows = torch.arange(b, device=x.device)
-        q = self.W_q(x[rows, pos]).view(b, 1, self.num_heads, self.head_dim).transpose(1, 2)  # (B, nh, 1, hs)
-        k, v = (proj(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2) for proj in (self.W_k, self.W_v))
-        mask = (torch.arange(t, device=x.device)[None, :] <= pos[:, None]).view(b, 1, 1, t)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
-        return self.out_proj(y.reshape(b, -1))
+        q = self.W_q(x[rows, pos]).view(b, nh, hs)
+        u = torch.einsum("bhs,hsd->bhd", q, self.W_k.weight.view(nh, hs, d))  # keys folded into the query
+        scores = torch.einsum("bhd,btd->bht", u, x)
+        if self.W_k.bias is not None:
+            scores = scores + torch.einsum("bhs,hs->bh", q, self.W_k.bias.view(nh, hs))[:, :, None]
+        hidden = torch.arange(t, device=x.device)[None, None, :] > pos[:, None, None]
+        weights = torch.softmax((scores * hs**-0.5).masked_fill(hidden, float("-inf")).float(), dim=-1)
+        weights = F.dropout(weights, self.dropout, self.training).to(x.dtype)
+        mixed = torch.einsum("bht,btd->bhd", weights, x)  # weighted inputs, then the value projection
+        y = torch.einsum("bhd,hsd->bhs", mixed, self.W_v.weight.view(nh, hs, d))
+        if self.W_v.bias is not None:
+            y = y + self.W_v.bias.view(nh, hs)
+        return self.out_proj(y.reshape(b, nh * hs))
 
 
 class LayerNorm(nn.Module):

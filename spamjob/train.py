@@ -258,7 +258,11 @@ def evaluate(run: Run) -> dict:
     model = accelerator.unwrap_model(run.classifier)
     final = {}
     for name in SPLITS:
-        loader = make_loader(run.shards[name], run.cfg.batch_size, run.cfg.padding, run.max_length, train=False)
+        shard = run.shards[name]
+        # Counts and example-loss sums do not depend on batching; on cached activations the
+        # pooled last block is cheap, so larger batches only save per-batch overhead.
+        batch_size = run.cfg.batch_size if shard.cache is None else max(run.cfg.batch_size, 64)
+        loader = make_loader(shard, batch_size, run.cfg.padding, run.max_length, train=False)
         s = accelerator.reduce(evaluate_sums(model, loader, accelerator.device, accelerator.autocast)
                                .to(accelerator.device), "sum").cpu()
         final[name] = {"accuracy": s[3].item() / s[4].item(), "loss": s[2].item() / s[4].item(),

@@ -43,6 +43,30 @@ def test_sdpa_equals_explicit_masked_softmax():
     torch.testing.assert_close(mha(x), explicit_attention(mha, x), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("qkv_bias", [True, False])
+def test_single_query_attention_equals_full_attention_and_its_gradients(qkv_bias):
+    # attend_at folds W_k into the query and W_v after the weighted sum; values and the
+    # gradients of every projection must match the full attention read at `pos`.
+    torch.manual_seed(0)
+    full = MultiHeadAttention(48, 48, num_heads=6, qkv_bias=qkv_bias)
+    fast = MultiHeadAttention(48, 48, num_heads=6, qkv_bias=qkv_bias)
+    fast.load_state_dict(full.state_dict())
+    x = torch.randn(4, 19, 48)
+    pos = torch.tensor([0, 18, 7, 12])
+    rows = torch.arange(4)
+    target = torch.randn(4, 48)
+    y_full = full(x)[rows, pos]
+    y_fast = fast.attend_at(x, pos)
+    torch.testing.assert_close(y_fast, y_full, atol=1e-5, rtol=1e-5)
+    (y_full * target).sum().backward()
+    (y_fast * target).sum().backward()
+    for (name, p), q in zip(full.named_parameters(), fast.parameters()):
+        if name == "W_k.bias":  # shifts every score of a row equally: softmax ignores it (gradient ~0)
+            assert q.grad.abs().max() < 1e-5 and p.grad.abs().max() < 1e-5
+            continue
+        torch.testing.assert_close(q.grad, p.grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
 def test_reference_module_names():
     names = dict(GPTModel(TINY).named_parameters())
     for n in ("token_emb.weight", "pos_emb.weight", "transformer_blocks.0.attention.W_q.weight",
