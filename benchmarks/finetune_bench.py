@@ -47,7 +47,8 @@ def run(name: str, data: Path, out: Path, extra: list[str]) -> dict:
     return {"name": name, "job_s": m["wall_time_s"], "process_s": wall, "train_s": m["train_time_s"],
             "examples_per_s": m["examples_seen"] / m["wall_time_s"],
             "test_acc": m["test"]["accuracy"], "val_acc": m["validation"]["accuracy"], "cache": m["prefix_cache"]["used"],
-            "device": m["device"], "processes": m["num_processes"]}
+            "device": m["device"], "precision": m["mixed_precision"], "processes": m["num_processes"],
+            "phases_s": m["phases_s"]}
 
 
 def main() -> None:
@@ -90,12 +91,12 @@ def main() -> None:
     lines = [
         f"machine: {machine()}; model: {dims}, random weights; {a.epochs} epochs",
         f"{'run':<10} {'seed':>5} {'job wall s':>10} {'process s':>10} {'train s':>8} {'examples/s':>11} "
-        f"{'test acc':>9} {'val acc':>8}  cache",
+        f"{'test acc':>9} {'val acc':>8}  cache  device/precision",
     ]
     for r in results:
         lines.append(f"{r['name']:<10} {r['seed']:>5} {r['job_s']:>10.1f} {r['process_s']:>10.1f} {r['train_s']:>8.1f} "
                      f"{r['examples_per_s']:>11.1f} {r['test_acc'] * 100:>8.2f}% {r['val_acc'] * 100:>7.2f}%  "
-                     f"{'yes' if r['cache'] else 'no'}")
+                     f"{'yes' if r['cache'] else 'no':<5}  {r['device']}/{r['precision']}")
 
     def mean(name: str, key: str) -> float:
         values = [r[key] for r in results if r["name"] == name]

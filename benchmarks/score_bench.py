@@ -55,10 +55,10 @@ def random_classifier(out: Path, layers: int, dim: int, heads: int) -> Path:
     return out
 
 
-def messages(n: int, seed: int = 0) -> list[str]:
+def messages(n: int, seed: int = 0, sms: Path = SMS) -> list[str]:
     import pandas as pd
 
-    texts = pd.read_csv(SMS, sep="\t", header=None, names=["Label", "Text"])["Text"].tolist()
+    texts = pd.read_csv(sms, sep="\t", header=None, names=["Label", "Text"])["Text"].tolist()
     rng = np.random.default_rng(seed)
     return [texts[i] for i in rng.integers(0, len(texts), n)]
 
@@ -144,6 +144,7 @@ def main() -> None:
     ap.add_argument("--spamjob-args", default="", help="extra `spamjob score` options for (c)")
     ap.add_argument("--variants", default="fp32", help="comma list of (c) variants: fp32, int8 (CPU), compile")
     ap.add_argument("--smoke", action="store_true", help="2-layer 32-dim model, 200 messages")
+    ap.add_argument("--sms", type=Path, default=SMS, help="the SMS Spam Collection file messages are drawn from")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
     dims = (2, 32, 2) if a.smoke else (12, 768, 12)
@@ -158,7 +159,7 @@ def main() -> None:
         tmp = Path(tmp)
         run_dir = a.model or random_classifier(tmp / "clf", *dims)
         clf = load_classifier(run_dir)
-        texts = messages(a.n)
+        texts = messages(a.n, sms=a.sms)
         import pyarrow as pa
         import pyarrow.parquet as pq
 

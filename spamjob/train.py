@@ -152,6 +152,7 @@ def setup(cfg: TrainConfig) -> Run:
     cache_info = _maybe_cache(gpt, shards, cfg, max_length, accelerator, say)
     phases["cache_s"] = cache_info["build_s"]
 
+    t0 = time.perf_counter()
     classifier = SpamClassifier(gpt, cfg.pooling, pooled_only=cfg.compute == "fast")
     torch.manual_seed(cfg.seed)  # the reference seeds again right before training
     trainable = [p for p in classifier.parameters() if p.requires_grad]
@@ -171,6 +172,7 @@ def setup(cfg: TrainConfig) -> Run:
             f"{n_rows} training rows per process is less than one batch of {cfg.batch_size}; lower --batch-size"
         )
 
+    phases["optimizer_s"] = time.perf_counter() - t0  # torch.optim's first use imports torch._dynamo (~1 s)
     state = TrainState()
     if cfg.resume:
         last = checkpoint_dirs(out)[-1]

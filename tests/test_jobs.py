@@ -20,7 +20,7 @@ from support import tiny_hf_model, write_hf_dir
 
 REPO = Path(__file__).resolve().parents[1]
 JOBS = REPO / "jobs"
-SHELL = sorted([*JOBS.glob("*.sh"), *JOBS.glob("slurm/*"), REPO / ".ci" / "run"])
+SHELL = sorted([*JOBS.glob("*.sh"), *JOBS.glob("slurm/*"), *REPO.glob("benchmarks/*.sh"), REPO / ".ci" / "run"])
 TINY = ["--weights", "random", "--n-layers", "2", "--emb-dim", "32", "--n-heads", "2", "--epochs", "1"]
 
 

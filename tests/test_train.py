@@ -248,10 +248,3 @@ def test_jobs_script_has_the_same_options():
         return re.findall(r"^\s+(--[a-z-]+)", text.split("Options:")[1], flags=re.M)
 
     assert options(r.stdout) == options(ours) and "--preset" in options(ours)
-
-
-def test_benchmark_smoke(data_dir):
-    r = subprocess.run([sys.executable, "benchmarks/finetune_bench.py", "--smoke", "--data", str(data_dir)],
-                       capture_output=True, text=True, cwd=REPO, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert "speed-up (job wall, reference / default)" in r.stdout

@@ -1,0 +1,40 @@
+"""benchmarks/: the GPU check script end to end in its smoke size on this CPU.
+
+It runs both benchmark scripts (fine-tuning: reference preset vs default; scoring:
+reference loop vs transformers vs `spamjob score`) and the launcher, so the one prepared
+GPU session runs scripts that CI already exercised.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from support import SHARED
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_gpu_check_smoke_runs_every_step(tmp_path):
+    env = {**os.environ, "SMOKE": "1", "SHARED": str(SHARED), "OUT": str(tmp_path / "out"), "PYTHON": sys.executable,
+           "SPAMJOB_GPUS": "0"}
+    r = subprocess.run(["bash", "benchmarks/gpu_check.sh"], cwd=REPO, env=env, capture_output=True, text=True,
+                       timeout=900)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+    out = tmp_path / "out"
+    assert "all steps passed" in r.stdout
+    assert "speed-up (job wall, reference / default)" in (out / "finetune.txt").read_text()
+    runs = json.loads((out / "finetune.json").read_text())["runs"]
+    assert [x["name"] for x in runs] == ["reference", "default"] and all(x["test_acc"] > 0 for x in runs)
+    score = json.loads((out / "score.json").read_text())["results"]
+    assert [x["name"][:3] for x in score] == ["(a)", "(b)", "(c)"] and all(x["msg_per_s"] > 0 for x in score)
+    assert "'num_processes': 1" in (out / "launcher.txt").read_text()
+
+
+def test_gpu_check_stops_with_one_line_without_the_data(tmp_path):
+    env = {**os.environ, "SHARED": str(tmp_path / "missing"), "OUT": str(tmp_path / "out")}
+    r = subprocess.run(["bash", "benchmarks/gpu_check.sh"], cwd=REPO, env=env, capture_output=True, text=True)
+    assert r.returncode == 1 and r.stderr.strip().count("\n") == 0 and "set SHARED" in r.stderr
