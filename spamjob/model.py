@@ -48,11 +48,14 @@ class MultiHeadAttention(nn.Module):
         head, q_h . (W_k,h x_j + b_k,h) = (W_k,h^T q_h) . x_j + q_h . b_k,h, and the
         attention-weighted values are W_v,h (sum_j a_hj x_j) + b_v,h. So instead of two
         (T, d) x (d, d) projections per row, scores and weights cost T x d x heads: the
-        trainable last block then costs almost nothing per cached token.
+        trainable last block then costs almost nothing per cached token. Projections that
+        are not plain `nn.Linear` (LoRA adapters, int8 layers) run as modules instead.
         """
         b, t, d = x.shape
         nh, hs = self.num_heads, self.head_dim
         rows = torch.arange(b, device=x.device)
+        if not (type(self.W_k) is nn.Linear and type(self.W_v) is nn.Linear):
+            return self._attend_at_projected(x, pos)  # LoRA adapters, int8 layers: use their forward
         q = self.W_q(x[rows, pos]).view(b, nh, hs)
         u = torch.einsum("bhs,hsd->bhd", q, self.W_k.weight.view(nh, hs, d))  # keys folded into the query
         scores = torch.einsum("bhd,btd->bht", u, x)
@@ -66,6 +69,16 @@ class MultiHeadAttention(nn.Module):
         if self.W_v.bias is not None:
             y = y + self.W_v.bias.view(nh, hs)
         return self.out_proj(y.reshape(b, nh * hs))
+
+    def _attend_at_projected(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """attend_at through the projection modules' own forward: keys and values at every position."""
+        b, t, _ = x.shape
+        rows = torch.arange(b, device=x.device)
+        q = self.W_q(x[rows, pos]).view(b, 1, self.num_heads, self.head_dim).transpose(1, 2)  # (B, nh, 1, hs)
+        k, v = (proj(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2) for proj in (self.W_k, self.W_v))
+        mask = (torch.arange(t, device=x.device)[None, :] <= pos[:, None]).view(b, 1, 1, t)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
+        return self.out_proj(y.reshape(b, -1))
 
 
 class LayerNorm(nn.Module):

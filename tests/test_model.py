@@ -67,6 +67,24 @@ def test_single_query_attention_equals_full_attention_and_its_gradients(qkv_bias
         torch.testing.assert_close(q.grad, p.grad, atol=1e-5, rtol=1e-4, msg=name)
 
 
+def test_single_query_attention_runs_wrapped_projections_through_their_forward():
+    # LoRA (peft) and int8 layers replace W_k / W_v with modules whose forward is not
+    # x @ weight.T + bias: attend_at must call them, not read their .weight.
+    class Shifted(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Linear):
+            super().__init__()
+            self.inner, self.weight = inner, inner.weight
+
+        def forward(self, x):
+            return self.inner(x) + 0.5 * x.flip(-1)
+
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(24, 24, num_heads=3)
+    mha.W_k, mha.W_v = Shifted(mha.W_k), Shifted(mha.W_v)
+    x, pos = torch.randn(2, 9, 24), torch.tensor([3, 8])
+    torch.testing.assert_close(mha.attend_at(x, pos), mha(x)[torch.arange(2), pos], atol=1e-5, rtol=1e-5)
+
+
 def test_reference_module_names():
     names = dict(GPTModel(TINY).named_parameters())
     for n in ("token_emb.weight", "pos_emb.weight", "transformer_blocks.0.attention.W_q.weight",

@@ -229,6 +229,15 @@ def test_lora_merges_into_a_plain_artifact(data_dir, tmp_path):
 
     with safe_open(tmp_path / "l" / "model.safetensors", "pt") as f:
         assert not [k for k in f.keys() if "lora" in k]
+        merged = {k: f.get_tensor(k) for k in f.keys()}
+    # Every adapter trained, the pooled last block's key and value adapters too (a LoRA
+    # adapter that got no gradient keeps B = 0 and merges to exactly the base weight).
+    from spamjob.weights import load_gpt
+
+    base, _ = load_gpt("random", None, n_layers=2, emb_dim=32, n_heads=2, seed=123)
+    for name in ("W_q", "W_k", "W_v", "out_proj"):
+        key = f"transformer_blocks.1.attention.{name}.weight"
+        assert not torch.equal(merged[key], base.state_dict()[key]), key
     from spamjob.artifact import load_classifier
 
     clf = load_classifier(tmp_path / "l")
