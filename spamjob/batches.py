@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from spamjob.model import GPTModel
-from spamjob.text import pad_batch
+from spamjob.text import pad_batch, rows_within
 
 
 class PrefixCache:
@@ -40,11 +40,10 @@ class PrefixCache:
         rows = torch.empty(int(w.sum()), gpt.cfg.emb_dim, device=device)
         offsets = torch.cumsum(w, 0) - w
         order = sorted(range(len(ids)), key=lambda i: widths[i])  # similar widths share a batch
+        ordered = [widths[i] for i in order]
         chunks, k = [], 0
-        while k < len(order):  # sorted ascending: a chunk's last row is its widest
-            end = k + 1
-            while end < len(order) and (end - k + 1) * widths[order[end]] <= budget:
-                end += 1
+        while k < len(order):
+            end = k + rows_within(ordered, budget, k)
             chunks.append(order[k:end])
             k = end
         was_training = gpt.training

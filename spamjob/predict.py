@@ -21,7 +21,7 @@ class Predictor:
         self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mixed_precision)
 
     def __call__(self, ids: list[list[int]]) -> np.ndarray:
-        from spamjob.text import pad_batch
+        from spamjob.text import pad_batch, rows_within
 
         n = len(ids)
         probs = np.empty(n, dtype=np.float64)
@@ -30,24 +30,21 @@ class Predictor:
         max_len = self.clf.max_length
         lengths = np.minimum(np.fromiter((len(s) for s in ids), dtype=np.int64, count=n), max_len)
         order = np.argsort(lengths, kind="stable")
-        fixed = self.clf.pad_to == "max"
+        widths = np.full(n, max_len) if self.clf.pad_to == "max" else np.maximum(lengths[order], 1)
+        # Probabilities stay on the device until the window is done: one transfer and one
+        # synchronisation per window, so a GPU runs batch k while Python pads batch k+1.
+        pending = []
         start = 0
         while start < n:
-            # Sorted ascending, so a batch's last row is its widest: grow while it fits the budget.
-            end = start + 1
-            while end < n:
-                w = max_len if fixed else max(int(lengths[order[end]]), 1)
-                if (end - start + 1) * w > self.batch_tokens:
-                    break
-                end += 1
-            rows = order[start:end]
-            b = pad_batch([ids[i] for i in rows], max_len, pad_to=self.clf.pad_to)
+            end = start + rows_within(widths, self.batch_tokens, start)
+            b = pad_batch([ids[i] for i in order[start:end]], max_len, pad_to=self.clf.pad_to)
             with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.dtype,
                                                         enabled=self.dtype is not None):
                 logits = self.model(b.input_ids.to(self.device, non_blocking=True),
                                     b.lengths.to(self.device, non_blocking=True))
-            probs[rows] = torch.softmax(logits.float(), dim=-1)[:, 1].cpu().numpy()
+            pending.append(torch.softmax(logits.float(), dim=-1)[:, 1])
             start = end
+        probs[order] = torch.cat(pending).cpu().numpy()  # batches cover `order` front to back
         return probs
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import tiktoken
 import torch
 from tiktoken_ext.openai_public import r50k_pat_str as GPT2_PAT  # GPT-2's pre-tokenizer regex
@@ -165,17 +167,33 @@ def pad_batch(
     """
     if pad_to not in ("max", "longest"):
         raise ValueError(f"pad_to must be 'max' or 'longest', got {pad_to!r}")
-    lengths = [min(len(s), max_length) for s in ids]
-    width = max_length if pad_to == "max" else max(max(lengths, default=1), 1)
-    out = torch.full((len(ids), width), pad_id, dtype=torch.long)
-    for row, (seq, n) in enumerate(zip(ids, lengths)):
-        if n:
-            out[row, :n] = torch.as_tensor(seq[:n], dtype=torch.long)
-    return Batch(
-        input_ids=out,
-        lengths=torch.tensor(lengths, dtype=torch.long),
-        truncated=torch.tensor([len(s) > max_length for s in ids], dtype=torch.bool),
-    )
+    n = len(ids)
+    full = np.fromiter((len(s) for s in ids), dtype=np.int64, count=n)
+    lengths = np.minimum(full, max_length)
+    width = max_length if pad_to == "max" else max(int(lengths.max(initial=1)), 1)
+    out = np.full((n, width), pad_id, dtype=np.int64)
+    total = int(lengths.sum())
+    if total:
+        # One vectorised fill (the kept tokens, row-major, land where the mask is true):
+        # ~10x faster than a tensor assignment per row, which capped GPU scoring.
+        flat = np.fromiter(itertools.chain.from_iterable(s[:max_length] for s in ids), dtype=np.int64, count=total)
+        out[np.arange(width)[None, :] < lengths[:, None]] = flat
+    return Batch(input_ids=torch.from_numpy(out), lengths=torch.from_numpy(lengths),
+                 truncated=torch.from_numpy(full > max_length))
+
+
+def rows_within(widths: Sequence[int], budget: int, start: int = 0) -> int:
+    """Rows in the token-budgeted batch that begins at `start`: the most k with
+    k x widths[start + k - 1] <= budget, at least 1. `widths` ascend, so a batch's last
+    row is its widest and that product only grows with k: a binary search finds k."""
+    lo, hi = 1, len(widths) - start
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if mid * int(widths[start + mid - 1]) <= budget:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
 
 
 def encode_batch(

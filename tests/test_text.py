@@ -10,7 +10,8 @@ import torch
 from support import SHARED, Server
 
 from spamjob.errors import SpamjobError
-from spamjob.text import PAD_ID, TOKENIZER_FILES, encode, encode_batch, fetch_tokenizer, load_tokenizer, longest, pad_batch
+from spamjob.text import (PAD_ID, TOKENIZER_FILES, encode, encode_batch, fetch_tokenizer, load_tokenizer, longest, pad_batch,
+                          rows_within)
 
 SAMPLES = [
     "Every effort moves you",
@@ -55,6 +56,38 @@ def test_pad_batch_fixed_and_dynamic():
     dyn = pad_batch(ids[:2], max_length=5, pad_to="longest")
     assert dyn.input_ids.tolist() == [[1, 2, 3], [4, PAD_ID, PAD_ID]]
     assert dyn.input_ids.dtype == torch.long
+
+
+def test_pad_batch_matches_row_by_row_padding_on_random_batches():
+    g = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        n = int(torch.randint(0, 12, (1,), generator=g))
+        ids = [torch.randint(0, 50000, (int(torch.randint(0, 15, (1,), generator=g)),), generator=g).tolist()
+               for _ in range(n)]
+        for max_length in (1, 7, 20):
+            for pad_to in ("max", "longest"):
+                b = pad_batch(ids, max_length, pad_to=pad_to)
+                width = max_length if pad_to == "max" else max([min(len(s), max_length) for s in ids] + [1])
+                rows = [s[:max_length] + [PAD_ID] * (width - min(len(s), max_length)) for s in ids]
+                assert b.input_ids.tolist() == rows and b.input_ids.shape == (n, width)
+                assert b.lengths.tolist() == [min(len(s), max_length) for s in ids]
+                assert b.truncated.tolist() == [len(s) > max_length for s in ids]
+
+
+def test_rows_within_is_the_greedy_token_budget():
+    def greedy(widths, budget, start):
+        end = start + 1
+        while end < len(widths) and (end - start + 1) * widths[end] <= budget:
+            end += 1
+        return end - start
+
+    g = torch.Generator().manual_seed(1)
+    for _ in range(200):
+        widths = sorted(torch.randint(1, 50, (int(torch.randint(1, 40, (1,), generator=g)),), generator=g).tolist())
+        budget = int(torch.randint(1, 400, (1,), generator=g))
+        for start in range(len(widths)):
+            assert rows_within(widths, budget, start) == greedy(widths, budget, start)
+    assert rows_within([500], 10) == 1  # a row wider than the budget still forms a batch
 
 
 def test_encode_batch_is_encode_then_pad(tokenizer):
