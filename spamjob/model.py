@@ -51,11 +51,11 @@ class MultiHeadAttention(nn.Module):
         trainable last block then costs almost nothing per cached token. Projections that
         are not plain `nn.Linear` (LoRA adapters, int8 layers) run as modules instead.
         """
+        if not (type(self.W_k) is nn.Linear and type(self.W_v) is nn.Linear):
+            return self._attend_at_projected(x, pos)  # LoRA adapters, int8 layers: use their forward
         b, t, d = x.shape
         nh, hs = self.num_heads, self.head_dim
         rows = torch.arange(b, device=x.device)
-        if not (type(self.W_k) is nn.Linear and type(self.W_v) is nn.Linear):
-            return self._attend_at_projected(x, pos)  # LoRA adapters, int8 layers: use their forward
         q = self.W_q(x[rows, pos]).view(b, nh, hs)
         u = torch.einsum("bhs,hsd->bhd", q, self.W_k.weight.view(nh, hs, d))  # keys folded into the query
         scores = torch.einsum("bhd,btd->bht", u, x)

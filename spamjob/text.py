@@ -174,8 +174,9 @@ def pad_batch(
     out = np.full((n, width), pad_id, dtype=np.int64)
     total = int(lengths.sum())
     if total:
-        # One vectorised fill (the kept tokens, row-major, land where the mask is true):
-        # ~10x faster than a tensor assignment per row, which capped GPU scoring.
+        # One vectorised fill (the kept tokens, row-major, land where the mask is true).
+        # A tensor assignment per row took ~15 us a row here: a ceiling near 65,000 rows/s
+        # for scoring on a GPU, where the model itself is faster than that.
         flat = np.fromiter(itertools.chain.from_iterable(s[:max_length] for s in ids), dtype=np.int64, count=total)
         out[np.arange(width)[None, :] < lengths[:, None]] = flat
     return Batch(input_ids=torch.from_numpy(out), lengths=torch.from_numpy(lengths),
