@@ -280,7 +280,7 @@ def classify(texts, run_dir, as_json, batch_size) -> None:
 @click.option("--quantize", type=click.Choice(["int8"]), default=None,
               help="CPU only: dynamic int8 Linear layers; agreement with fp32 goes in the report.")
 @click.option("--tokenize-workers", type=click.IntRange(min=0), default=None,
-              help="Tokenizer processes [GPU: up to 8; CPU: 0 = threads].")
+              help="Tokenizer processes [GPU: up to 8; CPU: 0 = in the reading thread].")
 @click.option("--overwrite", is_flag=True, help="Replace an output folder made by another model/inputs/options.")
 @click.option("--shard", default=None, metavar="K/N",
               help="Do only share K of N of the work units (e.g. a Slurm array task); every task writes into "

@@ -1,5 +1,5 @@
 """Inference for bulk scoring: token ids -> spam probabilities in token-budgeted, length-sorted
-batches; tokenization in threads or processes; a prefetching thread that overlaps I/O."""
+batches; tokenization in the reading thread or a process pool; a prefetching thread that overlaps I/O."""
 
 from __future__ import annotations
 
@@ -11,6 +11,9 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from spamjob.text import encode, pad_batch, rows_within
+
+
 class Predictor:
     """Token ids -> spam probabilities, in length-sorted, token-budgeted batches; order restored."""
 
@@ -21,8 +24,6 @@ class Predictor:
         self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mixed_precision)
 
     def __call__(self, ids: list[list[int]]) -> np.ndarray:
-        from spamjob.text import pad_batch, rows_within
-
         n = len(ids)
         probs = np.empty(n, dtype=np.float64)
         if not n:
@@ -85,7 +86,8 @@ def prefetch(items: Iterator, depth: int = 2) -> Iterator:
 
 
 class Tokenizer:
-    """encode_ordinary over a window of texts: threads, or a process pool for GIL-free speed on GPUs."""
+    """Token ids of a window of texts: in the calling (prefetch) thread, or split over a process
+    pool, which GPU scoring needs to tokenize as fast as the model runs."""
 
     def __init__(self, tokenizer, tok_dir: Path, workers: int):
         self.tok = tokenizer
@@ -100,7 +102,7 @@ class Tokenizer:
 
     def __call__(self, texts: list[str]) -> list[list[int]]:
         if self.pool is None or len(texts) < 4096:
-            return self.tok.encode_ordinary_batch(texts, num_threads=4)
+            return encode(self.tok, texts)
         step = -(-len(texts) // (self.workers * 2))
         parts = self.pool.map(_worker_encode, [texts[i : i + step] for i in range(0, len(texts), step)])
         return [ids for part in parts for ids in part]
@@ -121,4 +123,4 @@ def _worker_init(tok_dir: str) -> None:
 
 
 def _worker_encode(texts: list[str]) -> list[list[int]]:
-    return _WORKER_TOK.encode_ordinary_batch(texts, num_threads=1)
+    return encode(_WORKER_TOK, texts)
