@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
+from spamjob.errors import SpamjobError
 from spamjob.fsutil import atomic_path
 
 
@@ -51,3 +56,57 @@ def training_plots(run_dir: str | os.PathLike, history: list[dict], epochs: int,
             {"Training accuracy": [h["train_acc"] for h in ends], "Validation accuracy": [h["val_acc"] for h in ends]},
             epochs, examples_per_epoch, "Accuracy"))
     return out
+
+
+class PlotProcess:
+    """`training_plots` in a child process started early in a run: matplotlib's import
+    (~0.5 s) runs on another core while the job builds its optimizer and trains, and the
+    rendering while the artifact is written, instead of ~0.7 s at the end of the job."""
+
+    def __init__(self) -> None:
+        self._err = tempfile.TemporaryFile()
+        self._proc = subprocess.Popen([sys.executable, "-m", "spamjob.plots"], stdin=subprocess.PIPE,
+                                      stdout=subprocess.DEVNULL, stderr=self._err)
+
+    def render(self, run_dir: str | os.PathLike, history: list[dict], epochs: int, examples_per_epoch: int) -> None:
+        """Hand over the finished history; the child writes loss.png and accuracy.png."""
+        request = {"run_dir": str(run_dir), "history": history, "epochs": epochs,
+                   "examples_per_epoch": examples_per_epoch}
+        try:
+            self._proc.stdin.write(json.dumps(request).encode())
+            self._proc.stdin.close()
+        except BrokenPipeError:  # the child is gone; wait() says why
+            pass
+
+    def wait(self) -> None:
+        """Block until the plots are written; a failure in the child is one SpamjobError line."""
+        code = self._proc.wait()
+        if code:
+            self._err.seek(0)
+            lines = self._err.read().decode(errors="replace").strip().splitlines()
+            raise SpamjobError(f"writing the training plots failed: {lines[-1] if lines else f'exit status {code}'}")
+        self._err.close()
+
+    def cancel(self) -> None:
+        """Stop the child if it still runs (the job failed before the plots were due)."""
+        if self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        self._err.close()
+
+
+def _child() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot  # noqa: F401  (the slow part, done while the parent works)
+
+    data = sys.stdin.buffer.read()
+    if not data:  # the parent closed stdin without a request: nothing to draw
+        return
+    r = json.loads(data)
+    training_plots(r["run_dir"], r["history"], r["epochs"], r["examples_per_epoch"])
+
+
+if __name__ == "__main__":
+    _child()

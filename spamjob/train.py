@@ -26,6 +26,7 @@ from spamjob.errors import SpamjobError
 from spamjob.fsutil import atomic_path, read_json, sha256_file, write_json
 from spamjob.model import GPTModel, SpamClassifier, first_trainable_block, freeze, replace_head
 from spamjob.batches import PrefixCache, Shard, evaluate_sums, make_loader, to_device
+from spamjob.plots import PlotProcess
 from spamjob.text import encode, load_tokenizer
 
 SPLITS = ("train", "validation", "test")
@@ -89,6 +90,7 @@ class Run:
     state: TrainState
     phases: dict
     wall0: float
+    plots: PlotProcess | None  # the main process's plot child (None elsewhere)
 
     def say(self, msg: str) -> None:
         """Print from the main process only (through tqdm, so progress bars stay intact)."""
@@ -153,36 +155,44 @@ def setup(cfg: TrainConfig) -> Run:
     phases["cache_s"] = cache_info["build_s"]
 
     t0 = time.perf_counter()
-    classifier = SpamClassifier(gpt, cfg.pooling, pooled_only=cfg.compute == "fast")
-    torch.manual_seed(cfg.seed)  # the reference seeds again right before training
-    trainable = [p for p in classifier.parameters() if p.requires_grad]
-    # Reference compute keeps torch's default AdamW kernel (the book's run, bit for bit);
-    # fast compute the fused kernel: one call per step instead of ~5 ops per parameter tensor.
-    fused = cfg.compute == "fast" and device_supports_fused(accelerator.device)
-    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)
-    classifier, optimizer = accelerator.prepare(classifier, optimizer)
-    _checkpoint_trainable_only(accelerator)
+    # The plots' child process starts here: its matplotlib import overlaps the optimizer's
+    # torch._dynamo import below and training (separate processes, no shared GIL).
+    plots = PlotProcess() if accelerator.is_main_process else None
+    try:
+        classifier = SpamClassifier(gpt, cfg.pooling, pooled_only=cfg.compute == "fast")
+        torch.manual_seed(cfg.seed)  # the reference seeds again right before training
+        trainable = [p for p in classifier.parameters() if p.requires_grad]
+        # Reference compute keeps torch's default AdamW kernel (the book's run, bit for bit);
+        # fast compute the fused kernel: one call per step instead of ~5 ops per parameter tensor.
+        fused = cfg.compute == "fast" and device_supports_fused(accelerator.device)
+        optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)
+        classifier, optimizer = accelerator.prepare(classifier, optimizer)
+        _checkpoint_trainable_only(accelerator)
 
-    # Equal step counts on every process (DDP needs them): each trains on n_train // world rows.
-    n_rows = shards["train"].n_total // world
-    train_loader = make_loader(shards["train"], cfg.batch_size, cfg.padding, max_length, train=True, n_rows=n_rows)
-    val_loader = make_loader(shards["validation"], cfg.batch_size, cfg.padding, max_length, train=False)
-    if len(train_loader) == 0:
-        raise SpamjobError(
-            f"{n_rows} training rows per process is less than one batch of {cfg.batch_size}; lower --batch-size"
-        )
+        # Equal step counts on every process (DDP needs them): each trains on n_train // world rows.
+        n_rows = shards["train"].n_total // world
+        train_loader = make_loader(shards["train"], cfg.batch_size, cfg.padding, max_length, train=True, n_rows=n_rows)
+        val_loader = make_loader(shards["validation"], cfg.batch_size, cfg.padding, max_length, train=False)
+        if len(train_loader) == 0:
+            raise SpamjobError(
+                f"{n_rows} training rows per process is less than one batch of {cfg.batch_size}; lower --batch-size"
+            )
+        phases["optimizer_s"] = time.perf_counter() - t0  # torch.optim's first use imports torch._dynamo (~1 s)
 
-    phases["optimizer_s"] = time.perf_counter() - t0  # torch.optim's first use imports torch._dynamo (~1 s)
-    state = TrainState()
-    if cfg.resume:
-        last = checkpoint_dirs(out)[-1]
-        accelerator.load_state(str(last), strict=False)  # checkpoints hold the trainable tensors only
-        state = TrainState(**read_json(last / "trainer_state.json"))
-        say(f"resuming from {last} (epoch {state.epoch} of {cfg.epochs} done)")
-    elif accelerator.is_main_process:
-        write_json(out / CHECKPOINTS / "options.json", cfg.to_dict())
+        state = TrainState()
+        if cfg.resume:
+            last = checkpoint_dirs(out)[-1]
+            accelerator.load_state(str(last), strict=False)  # checkpoints hold the trainable tensors only
+            state = TrainState(**read_json(last / "trainer_state.json"))
+            say(f"resuming from {last} (epoch {state.epoch} of {cfg.epochs} done)")
+        elif accelerator.is_main_process:
+            write_json(out / CHECKPOINTS / "options.json", cfg.to_dict())
+    except BaseException:
+        if plots is not None:
+            plots.cancel()
+        raise
     return Run(cfg, accelerator, out, data_dir, gpt, lora, weights_dir, tok_search, max_length, shards, cache_info,
-               classifier, optimizer, train_loader, val_loader, state, phases, wall0)
+               classifier, optimizer, train_loader, val_loader, state, phases, wall0, plots)
 
 
 def _check_resume(cfg: TrainConfig, out: Path) -> None:
@@ -276,6 +286,14 @@ def evaluate(run: Run) -> dict:
 def main(cfg: TrainConfig) -> dict:
     """Fine-tune, evaluate on the full splits, write the classifier artifact; returns metrics."""
     run = setup(cfg)
+    try:
+        return _train_and_write(run)
+    finally:
+        if run.plots is not None:
+            run.plots.cancel()  # nothing to do when the plots were written
+
+
+def _train_and_write(run: Run) -> dict:
     fit(run)
     final = evaluate(run)
     accelerator, state, cfg = run.accelerator, run.state, run.cfg
@@ -422,7 +440,6 @@ def _write_artifact(run: Run, metrics: dict, examples_per_epoch: int) -> None:
     """model.safetensors + config.json + tokenizer/, history.jsonl, plots, metrics.json (main process)."""
     t0 = time.perf_counter()
     from spamjob.artifact import save_classifier
-    from spamjob.plots import training_plots
 
     cfg, out, data_dir = run.cfg, run.out, run.data_dir
     data = {}
@@ -439,11 +456,12 @@ def _write_artifact(run: Run, metrics: dict, examples_per_epoch: int) -> None:
         "data": {"folder": str(data_dir), "sha256": data,
                  "source_sha256": read_json(prep).get("source_sha256") if prep.is_file() else None},
     }
+    run.plots.render(out, run.state.history, cfg.epochs, examples_per_epoch)  # drawn while the rest is written
     gpt = run.gpt if run.lora is None else run.lora.merge_and_unload()
     save_classifier(out, gpt, meta, run.tok_search)
     with atomic_path(out / "history.jsonl") as tmp:
         tmp.write_text("".join(json.dumps(h) + "\n" for h in run.state.history))
-    training_plots(out, run.state.history, cfg.epochs, examples_per_epoch)
+    run.plots.wait()
     metrics["phases_s"]["write_s"] = time.perf_counter() - t0
     metrics["phases_s"] = {k: round(v, 3) for k, v in metrics["phases_s"].items()}
     metrics["wall_time_s"] = round(time.perf_counter() - run.wall0, 3)

@@ -1,0 +1,50 @@
+"""spamjob.plots: the training plots, drawn in a child process started early in a run."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from spamjob.errors import SpamjobError
+from spamjob.plots import PlotProcess
+
+HISTORY = [
+    {"kind": "eval", "epoch": 1, "step": 0, "examples_seen": 8, "train_loss": 0.7, "val_loss": 0.69},
+    {"kind": "eval", "epoch": 1, "step": 50, "examples_seen": 408, "train_loss": 0.5, "val_loss": 0.6},
+    {"kind": "epoch", "epoch": 1, "step": 129, "examples_seen": 1040, "train_acc": 0.8, "val_acc": 0.75},
+    {"kind": "epoch", "epoch": 2, "step": 259, "examples_seen": 2080, "train_acc": 0.9, "val_acc": 0.85},
+]
+
+
+def test_plot_process_writes_both_pngs(tmp_path):
+    p = PlotProcess()
+    p.render(tmp_path, HISTORY, 2, 1040)
+    p.wait()
+    for name in ("loss.png", "accuracy.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not [f for f in tmp_path.iterdir() if f.name.startswith(".")]  # no temporaries left
+    p.cancel()  # after wait: nothing to stop
+
+
+def test_plot_process_failure_is_one_line(tmp_path):
+    (tmp_path / "a-file").write_text("")
+    p = PlotProcess()
+    p.render(tmp_path / "a-file", HISTORY, 2, 1040)  # a file where the run folder should be
+    with pytest.raises(SpamjobError, match="writing the training plots failed: ") as e:
+        p.wait()
+    assert "\n" not in str(e.value)
+
+
+def test_cancelled_plot_process_is_gone(tmp_path):
+    p = PlotProcess()
+    pid = p._proc.pid
+    p.cancel()
+    assert p._proc.poll() is not None
+    assert subprocess.run(["kill", "-0", str(pid)], capture_output=True).returncode != 0
+
+
+def test_child_exits_quietly_when_the_parent_sends_nothing():
+    r = subprocess.run([sys.executable, "-m", "spamjob.plots"], input=b"", capture_output=True, timeout=120)
+    assert r.returncode == 0 and r.stderr == b""
