@@ -417,6 +417,7 @@ def _save_checkpoint(accelerator, out: Path, state: TrainState) -> None:
         shutil.rmtree(tmp)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()  # every process's files (RNG states) are in tmp before it is renamed
     if accelerator.is_main_process:
         write_json(tmp / "trainer_state.json", state.__dict__)
         final = root / f"epoch-{state.epoch}"

@@ -74,7 +74,7 @@ def test_every_readme_command_runs(network, tmp_path):
             continue
         r = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", block], cwd=sandbox, env=env, capture_output=True,
                            text=True, timeout=900)
-        assert r.returncode == 0, f"README block failed:\n{block}\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}"
+        assert r.returncode == 0, f"README block failed:\n{block}\n{r.stdout[-2000:]}\n{r.stderr[-12000:]}"
         ran += 1
     assert ran == len(readme_blocks()) - len(COVERED_ELSEWHERE)
 
