@@ -99,13 +99,16 @@ def prepare(source, out, fmt, seed, train_frac, val_frac, no_balance, sha256, de
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
               help="Cache folder [hf: $HF_HUB_CACHE; openai: $SPAMJOB_CACHE/openai].")
 @click.option("--tokenizer", "tokenizer_only", is_flag=True,
-              help="Fetch only the GPT-2 tokenizer files (encoder.json, vocab.bpe).")
+              help="Fetch only the GPT-2 tokenizer files (encoder.json, vocab.bpe), into --dir or the cache.")
+@click.option("--data", "data_only", is_flag=True,
+              help="Fetch only the UCI dataset (verified SMSSpamCollection), into --dir or the cache. With "
+                   "--tokenizer: both, --dir laid out as a spamjob cache (what the tests need).")
 @click.option("--all", "everything", is_flag=True,
               help="Weights, tokenizer and the UCI dataset into one folder (--dir, default the spamjob cache) "
                    "laid out as a spamjob cache: copy it to an air-gapped cluster and use `spamjob --offline "
                    "--cache DIR ...`.")
-def download(size, source, dest, cache_dir, tokenizer_only, everything) -> None:
-    """Prefetch GPT-2 weights (or the tokenizer, or everything) for offline and air-gapped runs."""
+def download(size, source, dest, cache_dir, tokenizer_only, data_only, everything) -> None:
+    """Prefetch GPT-2 weights (or the tokenizer, the dataset, or everything) for offline and air-gapped runs."""
     from spamjob.config import OPENAI_NAMES, canonical_size
     from spamjob.text import fetch_tokenizer
     from spamjob.weights import fetch_hf, fetch_openai
@@ -117,7 +120,17 @@ def download(size, source, dest, cache_dir, tokenizer_only, everything) -> None:
         click.echo(f"ready: {folder} (weights, tokenizer, data; see {folder / 'bundle.json'}); "
                    f"offline: spamjob --offline --cache {folder} run --out runs/job")
         return
-    if tokenizer_only:
+    if tokenizer_only and data_only:
+        from spamjob import assets
+
+        found = assets.fetch(dest)
+        click.echo(f"ready: {found.dataset} and {found.tokenizer}")
+        return
+    if data_only:
+        from spamjob.data import resolve_source
+
+        folder = resolve_source(None, cache=dest)  # default: $SPAMJOB_CACHE/data
+    elif tokenizer_only:
         folder = fetch_tokenizer(dest)
     elif source == "hf":
         folder = fetch_hf(size, cache=cache_dir, local_dir=dest)

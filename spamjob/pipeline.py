@@ -20,10 +20,9 @@ def bundle(dest: str | os.PathLike | None, size: str = "gpt2-small", source: str
     Copy the folder to an air-gapped machine and point SPAMJOB_CACHE (or `spamjob --cache`)
     at it: with `--offline` every lookup is answered from there.
     """
+    from spamjob import assets
     from spamjob.config import OPENAI_NAMES, canonical_size
-    from spamjob.data import resolve_source
     from spamjob.fsutil import sha256_file
-    from spamjob.text import fetch_tokenizer
     from spamjob.weights import fetch_hf, fetch_openai
 
     root = (Path(dest) if dest is not None else cache_dir()).resolve()
@@ -32,9 +31,8 @@ def bundle(dest: str | os.PathLike | None, size: str = "gpt2-small", source: str
         weights = fetch_hf(size, local_dir=root / "hf" / size)
     else:
         weights = fetch_openai(size, root / "openai" / OPENAI_NAMES[size], progress=progress)
-    tokenizer = fetch_tokenizer(root / "gpt2-tokenizer", progress=progress)
-    data = resolve_source(None, cache=root / "data", progress=progress)
-    files = [p for p in (*weights.iterdir(), *tokenizer.iterdir(), data) if p.is_file()]
+    found = assets.fetch(root, progress=progress)
+    files = [p for p in (*weights.iterdir(), *found.tokenizer.iterdir(), found.dataset) if p.is_file()]
     write_json(root / "bundle.json", {
         "spamjob_version": __version__, "model": size, "weights_source": source,
         "files": {str(p.relative_to(root)): sha256_file(p) for p in sorted(files)},

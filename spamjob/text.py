@@ -51,17 +51,23 @@ def tokenizer_files(*search: str | os.PathLike | None) -> tuple[Path, Path] | No
     found = find_tokenizer_dir(*search)
     if found is not None:
         return _bpe_files(found)
-    import hashlib
     import tempfile
 
     for cache in (os.environ.get("TIKTOKEN_CACHE_DIR"), os.environ.get("DATA_GYM_CACHE_DIR"),
                   os.path.join(tempfile.gettempdir(), "data-gym-cache")):
         if not cache:
             continue
-        paths = [Path(cache) / hashlib.sha1(f"{TOKENIZER_URL}/{n}".encode()).hexdigest() for n in TOKENIZER_FILES]
+        paths = [Path(cache) / key for key in tiktoken_cache_names().values()]
         if all(p.is_file() for p in paths):
             return paths[0], paths[1]
     return None
+
+
+def tiktoken_cache_names() -> dict[str, str]:
+    """encoder.json / vocab.bpe -> the name tiktoken's cache gives each (the sha1 of its download URL)."""
+    import hashlib
+
+    return {n: hashlib.sha1(f"{TOKENIZER_URL}/{n}".encode()).hexdigest() for n in TOKENIZER_FILES}
 
 
 def _bpe_files(folder: Path) -> tuple[Path, Path] | None:

@@ -1,0 +1,80 @@
+"""The SMS dataset and the GPT-2 tokenizer files: found in a folder laid out like the spamjob
+cache, else fetched into it from their public sources and verified.
+
+The layout (the spamjob cache, a `spamjob download --all` bundle, a test-assets folder):
+
+    data/SMSSpamCollection              sha256-pinned (the UCI file)
+    gpt2-tokenizer/encoder.json         sha256-pinned (the hashes tiktoken pins)
+    gpt2-tokenizer/vocab.bpe
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from spamjob.data import UCI_MEMBER, UCI_SHA256, resolve_source
+from spamjob.errors import SpamjobError
+from spamjob.fsutil import cache_dir, sha256_file
+from spamjob.text import TOKENIZER_FILES, fetch_tokenizer
+
+DATASET = Path("data") / UCI_MEMBER
+TOKENIZER = Path("gpt2-tokenizer")
+FETCH_COMMAND = "spamjob download --tokenizer --data"
+
+
+@dataclass(frozen=True)
+class Assets:
+    """Verified local copies: the extracted `SMSSpamCollection` and a folder with encoder.json + vocab.bpe."""
+
+    dataset: Path
+    tokenizer: Path
+
+
+def find(root: str | os.PathLike) -> Assets | None:
+    """`root`'s assets when it holds all three files, checked against their pinned sha256; else None.
+
+    A file that is there with other content is an error, not a reason to look elsewhere.
+    """
+    root = Path(root)
+    pinned = {root / DATASET: UCI_SHA256, **{root / TOKENIZER / n: h for n, h in TOKENIZER_FILES.items()}}
+    if not all(path.is_file() for path in pinned):
+        return None
+    for path, expected in pinned.items():
+        if (actual := sha256_file(path)) != expected:
+            raise SpamjobError(f"{path} has sha256 {actual}, expected {expected}")
+    return Assets(dataset=root / DATASET, tokenizer=root / TOKENIZER)
+
+
+def fetch(root: str | os.PathLike | None = None, *, progress: bool = True) -> Assets:
+    """Download both into `root` (default: the spamjob cache) through spamjob's own download code.
+
+    Sources: the UCI zip ($SPAMJOB_DATA_URL, a mirror, else UCI) and OpenAI's tokenizer files
+    ($SPAMJOB_TOKENIZER_URL, else OpenAI's blob store); each verified against its pinned sha256.
+    Files already there and verified are not fetched again.
+    """
+    root = Path(root) if root is not None else cache_dir()
+    tokenizer = fetch_tokenizer(root / TOKENIZER, progress=progress)
+    dataset = resolve_source(None, cache=root / DATASET.parent, progress=progress)
+    return Assets(dataset=dataset, tokenizer=tokenizer)
+
+
+def locate(folders: Iterable[str | os.PathLike | None], cache: str | os.PathLike | None = None, *,
+           progress: bool = True) -> Assets:
+    """The first of `folders`, then `cache` (default: the spamjob cache), that holds the assets;
+    when none does, fetch them once into `cache`. Raises one line naming the fetch command when
+    that fails (no network, offline)."""
+    cache = Path(cache) if cache is not None else cache_dir()
+    searched = [Path(f) for f in folders if f] + [cache]
+    for folder in searched:
+        if (found := find(folder)) is not None:
+            return found
+    try:
+        return fetch(cache, progress=progress)
+    except SpamjobError as e:
+        raise SpamjobError(
+            f"the SMS dataset and GPT-2 tokenizer files are in none of {', '.join(map(str, searched))} "
+            f"and could not be fetched ({e}); run `{FETCH_COMMAND}` where there is network"
+        ) from None
