@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import io
 import json
 import os
 import threading
+import zipfile
 from pathlib import Path
 from typing import Callable
 
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+DATA_ROUTE = "/static/public/228/sms+spam+collection.zip"  # the UCI path, on a stand-in server
+TOKENIZER_ROUTE = "/enc"
 
 
 # --------------------------------------------------------------------------- HTTP
@@ -94,6 +97,32 @@ class Server:
     def __exit__(self, *exc) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def sms_zip(sms: bytes) -> bytes:
+    """A zip laid out like UCI's: SMSSpamCollection plus a readme."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("SMSSpamCollection", sms)
+        zf.writestr("readme", b"UCI SMS Spam Collection")
+    return buf.getvalue()
+
+
+def tokenizer_bytes(assets: dict) -> dict[str, bytes]:
+    """OpenAI's encoder.json and vocab.bpe, read from the located test assets."""
+    return {n: (Path(assets["SPAMJOB_TOKENIZER"]) / n).read_bytes() for n in ("encoder.json", "vocab.bpe")}
+
+
+def asset_routes(assets: dict) -> dict[str, bytes]:
+    """Routes of a server standing in for UCI (the zip) and OpenAI's blob store (the tokenizer files)."""
+    routes = {f"{TOKENIZER_ROUTE}/{n}": b for n, b in tokenizer_bytes(assets).items()}
+    routes[DATA_ROUTE] = sms_zip(Path(assets["SMS"]).read_bytes())
+    return routes
+
+
+def asset_urls(server: "Server") -> dict[str, str]:
+    """Environment that points spamjob's dataset and tokenizer downloads at `server`."""
+    return {"SPAMJOB_DATA_URL": server.url + DATA_ROUTE, "SPAMJOB_TOKENIZER_URL": server.url + TOKENIZER_ROUTE}
 
 
 def hub_headers(path: str, routes: dict[str, bytes]) -> dict:

@@ -13,14 +13,23 @@ import subprocess
 import sys
 from pathlib import Path
 
-from support import SHARED
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_gpu_check_smoke_runs_every_step(tmp_path):
-    env = {**os.environ, "SMOKE": "1", "SHARED": str(SHARED), "OUT": str(tmp_path / "out"), "PYTHON": sys.executable,
-           "SPAMJOB_GPUS": "0"}
+def shared_layout(assets: dict, root: Path) -> Path:
+    """The located test assets as the folder gpu_check.sh reads (laid out like ../shared)."""
+    (root / "data").mkdir(parents=True)
+    (root / "data" / "SMSSpamCollection").symlink_to(assets["SMS"])
+    (root / "gpt2-tokenizer").symlink_to(assets["SPAMJOB_TOKENIZER"])
+    return root
+
+
+@pytest.mark.slow
+def test_gpu_check_smoke_runs_every_step(assets, tmp_path):
+    env = {**os.environ, "SMOKE": "1", "SHARED": str(shared_layout(assets, tmp_path / "shared")),
+           "OUT": str(tmp_path / "out"), "PYTHON": sys.executable, "SPAMJOB_GPUS": "0"}
     r = subprocess.run(["bash", "benchmarks/gpu_check.sh"], cwd=REPO, env=env, capture_output=True, text=True,
                        timeout=900)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]

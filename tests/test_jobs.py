@@ -62,6 +62,7 @@ def _run(cmd: list[str], env: dict, cwd: Path = REPO) -> subprocess.CompletedPro
     return r
 
 
+@pytest.mark.slow
 def test_slurm_finetune_single_node_and_multi_node(fake_slurm, data_dir, tmp_path):
     env = {**fake_slurm, "SLURM_JOB_ID": "42", "SLURM_NNODES": "1", "SLURM_NODEID": "0",
            "SLURM_JOB_NODELIST": "node07"}
@@ -80,6 +81,7 @@ def test_slurm_finetune_single_node_and_multi_node(fake_slurm, data_dir, tmp_pat
                      r"--multi_gpu --num_processes 8 \S+/jobs/finetune.py --auto-resume --data d --out o", r.stderr)
 
 
+@pytest.mark.slow
 def test_slurm_score_job_array_shares_one_output(fake_slurm, classifier_dir, data_dir, tmp_path):
     inputs = [str(data_dir / "test.csv"), str(data_dir / "validation.csv")]
     args = [*inputs, "--model", str(classifier_dir), "--label-column", "Label", "--no-progress", "--block-mb", "1"]
@@ -119,6 +121,7 @@ def volumes(tmp_path, data_dir, classifier_dir):
     return {"/opt/spamjob": REPO, "/data": data, "/models": models}
 
 
+@pytest.mark.slow
 def test_kubernetes_finetune_job_runs(volumes):
     doc = yaml.safe_load((JOBS / "k8s" / "finetune-job.yaml").read_text())
     c = _container(doc)
@@ -131,6 +134,7 @@ def test_kubernetes_finetune_job_runs(volumes):
     assert cfg["base_weights"]["source"] == "hf" and cfg["architecture"]["emb_dim"] == 32  # the bundle's weights
 
 
+@pytest.mark.slow
 def test_kubernetes_cronjob_and_cron_line_run(volumes):
     doc = yaml.safe_load((JOBS / "k8s" / "score-cronjob.yaml").read_text())
     c = _container(doc)

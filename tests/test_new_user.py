@@ -1,8 +1,10 @@
-"""A newcomer's path, for real: clone, fresh virtual environment, the README's install and
-test commands, then the main job offline with the shared dataset and tiny random weights.
+"""A newcomer's path, for real: clone into a folder with no ../shared beside it, a fresh virtual
+environment, the README's install and test commands, then the main job offline.
 
-The test command run inside the clone collects this module too; there it is deselected
-(conftest.py, SPAMJOB_NEW_USER_NESTED) so the check does not recurse.
+The network is a stand-in server for UCI (the dataset zip) and OpenAI's blob store (the
+tokenizer files): the clone's test run finds no assets anywhere, fetches them once into its
+spamjob cache through spamjob's own download code, and the offline main job then reads that
+cache. Package registries are the only other network the install uses.
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from support import SHARED
+import pytest
+from support import DATA_ROUTE, TOKENIZER_ROUTE, Server, asset_routes, asset_urls
 
 REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
 
 
 def _block(marker: str) -> str:
@@ -33,26 +37,32 @@ def _sh(cmd: str, cwd: Path, env: dict, timeout: int) -> subprocess.CompletedPro
     return r
 
 
-def test_clone_install_test_and_run_the_main_job(tmp_path):
-    (tmp_path / "shared").symlink_to(SHARED)  # ../shared beside the clone, as in CI
+def test_clone_install_test_and_run_the_main_job(assets, tmp_path):
     clone = tmp_path / "spamjob"
     subprocess.run(["git", "clone", "--quiet", str(REPO), str(clone)], check=True)
+    assert not (clone.parent / "shared").exists()
     subprocess.run([sys.executable, "-m", "venv", str(tmp_path / "venv")], check=True)
     venv_bin = tmp_path / "venv" / "bin"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "PYTHON"))}
+    cache = tmp_path / "spamjob-cache"  # the newcomer's spamjob cache: empty
+    hidden = ("VIRTUAL_ENV", "PYTHON", "SPAMJOB_", "TIKTOKEN_", "HF_")  # nothing of this test session leaks in
+    env = {k: v for k, v in os.environ.items() if not k.startswith(hidden)}
     env.update({"PATH": f"{venv_bin}:{env['PATH']}", "VIRTUAL_ENV": str(tmp_path / "venv"),
-                "SPAMJOB_NEW_USER_NESTED": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
+                "SPAMJOB_CACHE": str(cache), "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
 
     _sh(_block("<!-- doc-test: install -->"), clone, env, timeout=1500)
     assert Path(_sh("command -v spamjob", clone, env, 60).stdout.strip()).parent == venv_bin
-    tests = _sh(_block("<!-- test-command -->"), clone, env, timeout=1500)
+    with Server(asset_routes(assets)) as srv:
+        tests = _sh(_block("<!-- test-command -->"), clone, {**env, **asset_urls(srv)}, timeout=1500)
+        fetched = dict(srv.hits)
     assert re.search(r"\d+ passed", tests.stdout) and " failed" not in tests.stdout
+    # Fetched once into the spamjob cache, from the stand-in sources.
+    assert fetched == {DATA_ROUTE: 1, f"{TOKENIZER_ROUTE}/encoder.json": 1, f"{TOKENIZER_ROUTE}/vocab.bpe": 1}
+    assert (cache / "data" / "SMSSpamCollection").is_file() and (cache / "gpt2-tokenizer" / "vocab.bpe").is_file()
 
-    # The main job, offline: the shared dataset, tiny random weights, the shared tokenizer.
+    # The main job, offline (no server now): the dataset and tokenizer the tests fetched, tiny random weights.
     job = tmp_path / "job"
-    _sh(f"spamjob --offline run --out {job} --source ../shared/data/SMSSpamCollection "
-        "--train-args '--weights random --n-layers 2 --emb-dim 32 --n-heads 2 --epochs 1'",
-        clone, {**env, "SPAMJOB_TOKENIZER": str(SHARED / "gpt2-tokenizer")}, timeout=600)
+    _sh(f"spamjob --offline run --out {job} --train-args '--weights random --n-layers 2 --emb-dim 32 "
+        "--n-heads 2 --epochs 1'", clone, env, timeout=600)
     report = json.loads((job / "scored" / "report.json").read_text())
     assert report["rows"]["read"] == 300 and report["accuracy"] is not None
     assert (job / "scored" / "report.md").exists() and (job / "model" / "model.safetensors").exists()

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import signal
 import subprocess
 import sys
-import zipfile
 
-from support import SHARED, Server, hub_headers, tiny_hf_model, write_hf_dir
+from support import Server, asset_routes, asset_urls, hub_headers, tiny_hf_model, tokenizer_bytes, write_hf_dir
 
 TINY_TRAIN = "--weights random --n-layers 2 --emb-dim 32 --n-heads 2"
 
@@ -59,28 +57,19 @@ def test_run_rejects_options_it_sets_itself(tmp_path):
     assert r.returncode == 1 and "bad train option" in r.stderr
 
 
-def _zip(data: bytes) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        zf.writestr("SMSSpamCollection", data)
-        zf.writestr("readme", b"UCI SMS Spam Collection")
-    return buf.getvalue()
-
-
-def test_air_gapped_round_trip(sms_path, tmp_path):
+def test_air_gapped_round_trip(assets, tmp_path):
     # Where there is network (here: local servers standing in for the Hub, OpenAI and UCI).
     ckpt = write_hf_dir(tiny_hf_model(seed=9, n_layer=2, n_embd=32, n_head=2, n_positions=256), tmp_path / "ckpt")
     hub = {f"/openai-community/gpt2/resolve/main/{p.name}": p.read_bytes() for p in ckpt.iterdir()}
-    tok = {n: (SHARED / "gpt2-tokenizer" / n).read_bytes() for n in ("encoder.json", "vocab.bpe")}
+    tok = tokenizer_bytes(assets)
     hub["/openai-community/gpt2/resolve/main/vocab.json"] = tok["encoder.json"]
     hub["/openai-community/gpt2/resolve/main/merges.txt"] = tok["vocab.bpe"]
-    routes = {**hub, **{f"/enc/{n}": b for n, b in tok.items()}, "/uci/sms.zip": _zip(sms_path.read_bytes())}
+    routes = {**hub, **asset_routes(assets)}
     bundle = tmp_path / "bundle"
     no_local = ("SPAMJOB_TOKENIZER", "TIKTOKEN_CACHE_DIR")
     with Server(routes, headers=lambda p: hub_headers(p, routes) if p.startswith("/openai") else {}) as srv:
         r = spamjob("download", "--all", "--dir", str(bundle), drop=no_local,
-                    env={"HF_ENDPOINT": srv.url, "SPAMJOB_TOKENIZER_URL": srv.url + "/enc",
-                         "SPAMJOB_DATA_URL": srv.url + "/uci/sms.zip", "HF_HOME": str(tmp_path / "hf1")})
+                    env={"HF_ENDPOINT": srv.url, "HF_HOME": str(tmp_path / "hf1"), **asset_urls(srv)})
     assert r.returncode == 0, r.stderr
     manifest = json.loads((bundle / "bundle.json").read_text())
     assert {"hf/gpt2-small/model.safetensors", "gpt2-tokenizer/vocab.bpe", "data/SMSSpamCollection"} <= set(

@@ -3,24 +3,24 @@
 The network is replaced by local servers: a stand-in Hub serving a tiny random GPT-2 as
 `openai-community/gpt2` (with the real tokenizer files), the tokenizer files, and a zip of
 the real SMS Spam Collection at the dataset URL. Nothing else is changed in the commands.
-The install block and the test command are run by tests/test_new_user.py.
+The install block and the default test command are run by tests/test_new_user.py; `.ci/run`
+runs both test commands.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
 import subprocess
-import zipfile
 from pathlib import Path
 
 import pytest
-from support import SHARED, Server, hub_headers, tiny_hf_model, write_hf_dir
+from support import Server, asset_routes, asset_urls, hub_headers, tiny_hf_model, tokenizer_bytes, write_hf_dir
 
 REPO = Path(__file__).resolve().parents[1]
-COVERED_ELSEWHERE = ("<!-- doc-test: install -->", "<!-- test-command -->")
+# The install block and the default test command: tests/test_new_user.py; the slow command runs this module.
+COVERED_ELSEWHERE = ("<!-- doc-test: install -->", "<!-- test-command -->", "<!-- test-command: slow -->")
 
 
 def readme_blocks() -> list[tuple[str, str]]:
@@ -40,22 +40,19 @@ def test_readme_blocks_are_found():
 
 
 @pytest.fixture(scope="module")
-def network(tmp_path_factory):
+def network(assets, tmp_path_factory):
     root = tmp_path_factory.mktemp("net")
     ckpt = write_hf_dir(tiny_hf_model(seed=21, n_layer=2, n_embd=32, n_head=2, n_positions=256), root / "ckpt")
-    tok = {n: (SHARED / "gpt2-tokenizer" / n).read_bytes() for n in ("encoder.json", "vocab.bpe")}
+    tok = tokenizer_bytes(assets)
     files = {p.name: p.read_bytes() for p in ckpt.iterdir()}
     files.update({"vocab.json": tok["encoder.json"], "merges.txt": tok["vocab.bpe"]})
     routes = {f"/openai-community/gpt2/resolve/main/{n}": b for n, b in files.items()}
-    routes.update({f"/enc/{n}": b for n, b in tok.items()})
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        zf.writestr("SMSSpamCollection", (SHARED / "data" / "SMSSpamCollection").read_bytes())
-    routes["/static/public/228/sms+spam+collection.zip"] = buf.getvalue()
+    routes.update(asset_routes(assets))
     with Server(routes, headers=lambda p: hub_headers(p, routes) if p.startswith("/openai") else {}) as srv:
         yield srv
 
 
+@pytest.mark.slow
 def test_every_readme_command_runs(network, tmp_path):
     sandbox = tmp_path / "work"
     sandbox.mkdir()
@@ -65,8 +62,7 @@ def test_every_readme_command_runs(network, tmp_path):
            if k not in ("SPAMJOB_TOKENIZER", "TIKTOKEN_CACHE_DIR", "SPAMJOB_OFFLINE", "HF_HUB_OFFLINE")}
     env.update({
         "HF_ENDPOINT": network.url, "HF_HOME": str(tmp_path / "hf"), "SPAMJOB_CACHE": str(tmp_path / "cache"),
-        "SPAMJOB_TOKENIZER_URL": network.url + "/enc",
-        "SPAMJOB_DATA_URL": network.url + "/static/public/228/sms+spam+collection.zip",
+        **asset_urls(network),
     })
     ran = 0
     for marker, block in readme_blocks():

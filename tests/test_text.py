@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 import tiktoken
 import torch
-from support import SHARED, Server
+from support import Server, tokenizer_bytes
 
 from spamjob.errors import SpamjobError
-from spamjob.text import (PAD_ID, TOKENIZER_FILES, encode, encode_batch, fetch_tokenizer, load_tokenizer, longest, pad_batch,
+from spamjob.text import (PAD_ID, encode, encode_batch, fetch_tokenizer, load_tokenizer, longest, pad_batch,
                           rows_within)
 
 SAMPLES = [
@@ -30,9 +28,10 @@ def test_folder_tokenizer_equals_tiktoken_gpt2(tokenizer):
     assert tokenizer.decode(tokenizer.encode_ordinary(SAMPLES[3])) == SAMPLES[3]
 
 
-def test_hf_file_names_work_too(tmp_path):
-    shutil.copy(SHARED / "gpt2-tokenizer" / "encoder.json", tmp_path / "vocab.json")
-    shutil.copy(SHARED / "gpt2-tokenizer" / "vocab.bpe", tmp_path / "merges.txt")
+def test_hf_file_names_work_too(assets, tmp_path):
+    tok = tokenizer_bytes(assets)
+    (tmp_path / "vocab.json").write_bytes(tok["encoder.json"])
+    (tmp_path / "merges.txt").write_bytes(tok["vocab.bpe"])
     tok = load_tokenizer(tmp_path)
     assert tok.encode_ordinary(SAMPLES[1]) == tiktoken.get_encoding("gpt2").encode_ordinary(SAMPLES[1])
 
@@ -107,26 +106,24 @@ def test_reference_max_length_is_120(data_dir, tokenizer):
     assert longest(tokenizer, texts) == 120  # the reference's max_length
 
 
-def test_bad_tokenizer_folders(tmp_path):
+def test_bad_tokenizer_folders(assets, tmp_path):
     with pytest.raises(SpamjobError, match="lacks encoder.json"):
         load_tokenizer(tmp_path)
     (tmp_path / "encoder.json").write_text("{}")
-    shutil.copy(SHARED / "gpt2-tokenizer" / "vocab.bpe", tmp_path / "vocab.bpe")
+    (tmp_path / "vocab.bpe").write_bytes(tokenizer_bytes(assets)["vocab.bpe"])
     with pytest.raises(SpamjobError, match="is not OpenAI's GPT-2 encoder.json"):
         load_tokenizer(tmp_path)
 
 
 def test_offline_without_files_is_one_line(monkeypatch, tmp_path):
-    monkeypatch.setenv("SPAMJOB_OFFLINE", "1")
-    monkeypatch.delenv("SPAMJOB_TOKENIZER")
-    monkeypatch.delenv("TIKTOKEN_CACHE_DIR")
+    monkeypatch.setenv("SPAMJOB_OFFLINE", "1")  # and no tokenizer configured: this test does not ask for assets
     monkeypatch.setenv("SPAMJOB_CACHE", str(tmp_path))
     with pytest.raises(SpamjobError, match="tokenizer files not found offline"):
         load_tokenizer()
 
 
-def test_fetch_tokenizer_from_local_server(tmp_path, monkeypatch):
-    routes = {f"/enc/{n}": (SHARED / "gpt2-tokenizer" / n).read_bytes() for n in TOKENIZER_FILES}
+def test_fetch_tokenizer_from_local_server(assets, tmp_path, monkeypatch):
+    routes = {f"/enc/{n}": b for n, b in tokenizer_bytes(assets).items()}
     with Server(routes) as srv:
         monkeypatch.setenv("SPAMJOB_TOKENIZER_URL", srv.url + "/enc")
         folder = fetch_tokenizer(tmp_path / "tok", progress=False)

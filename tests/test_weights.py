@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from support import SHARED, Server, hf_greedy, hub_headers, tiny_hf_model, write_hf_dir, write_hub_dir, write_openai_dir
+from support import Server, hf_greedy, hub_headers, tiny_hf_model, tokenizer_bytes, write_hf_dir, write_hub_dir, write_openai_dir
 
 from spamjob.errors import SpamjobError
 from spamjob.model import generate_greedy
@@ -112,15 +112,15 @@ def test_openai_checkpoint_without_tensorflow_is_a_clear_error(layouts, monkeypa
         load_folder(layouts["openai"])
 
 
-def _hub_routes(folder: Path, repo: str) -> dict[str, bytes]:
+def _hub_routes(folder: Path, repo: str, tok: dict[str, bytes]) -> dict[str, bytes]:
     files = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
-    files["vocab.json"] = (SHARED / "gpt2-tokenizer" / "encoder.json").read_bytes()
-    files["merges.txt"] = (SHARED / "gpt2-tokenizer" / "vocab.bpe").read_bytes()
+    files["vocab.json"] = tok["encoder.json"]
+    files["merges.txt"] = tok["vocab.bpe"]
     return {f"/{repo}/resolve/main/{name}": data for name, data in files.items()}
 
 
-def test_hf_download_cache_and_offline(layouts, hf_model, tmp_path, monkeypatch):
-    routes = _hub_routes(layouts["hub"], "openai-community/gpt2")
+def test_hf_download_cache_and_offline(assets, layouts, hf_model, tmp_path, monkeypatch):
+    routes = _hub_routes(layouts["hub"], "openai-community/gpt2", tokenizer_bytes(assets))
     cache = tmp_path / "hub-cache"
     with Server(routes, headers=lambda p: hub_headers(p, routes)) as srv:
         folder = fetch_hf("gpt2-small", cache=cache, endpoint=srv.url)
@@ -137,9 +137,9 @@ def test_hf_download_cache_and_offline(layouts, hf_model, tmp_path, monkeypatch)
     assert "spamjob download --model gpt2-medium --source hf" in str(e.value) and "\n" not in str(e.value)
 
 
-def test_openai_download_from_local_server(layouts, tmp_path, monkeypatch):
+def test_openai_download_from_local_server(assets, layouts, tmp_path, monkeypatch):
     files = {p.name: p.read_bytes() for p in layouts["openai"].iterdir()}
-    files.update({n: (SHARED / "gpt2-tokenizer" / n).read_bytes() for n in ("encoder.json", "vocab.bpe")})
+    files.update(tokenizer_bytes(assets))
     routes = {f"/models/124M/{n}": b for n, b in files.items()}
     with Server(routes) as srv:
         monkeypatch.setenv("SPAMJOB_OPENAI_URL", srv.url + "/models")
