@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 from spamjob.report import Counts, build, metrics, write
@@ -39,6 +40,16 @@ def test_report_files(tmp_path):
     md = (tmp_path / "report.md").read_text()
     assert "accuracy 77.78%" in md and "| null text | 1 |" in md and "| `/in.csv` | 10 | 9 | 1 | 0 |" in md
     assert (tmp_path / "report.png").read_bytes()[:4] == b"\x89PNG"
-    unlabeled = build(Counts(rows_read=1, rows_scored=1), {}, extra)
-    assert unlabeled["accuracy"] is None
-    write(tmp_path / "u", unlabeled)
+    unlabeled = build(Counts(rows_read=1, rows_scored=1, histogram=[1] + [0] * 19), {}, extra)
+    assert unlabeled["accuracy"] is None and unlabeled["labels"] == {"labeled_rows": 0, "unknown_labels": 0}
+    files = write(tmp_path / "u", unlabeled)
+    assert json.loads(files[0].read_text())["accuracy"] is None
+    md = files[1].read_text()
+    assert "rows read: 1; scored: 1" in md and "spam rate: 0.00%" in md and "Against the labels" not in md
+    assert png_width(files[2]) < png_width(tmp_path / "report.png")  # the histogram alone, no confusion matrix
+
+
+def png_width(path) -> int:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    return int.from_bytes(data[16:20], "big")

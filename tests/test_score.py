@@ -228,6 +228,7 @@ def test_sigkill_then_rerun_equals_uninterrupted(classifier_dir, tmp_path):
     assert without_timing(report(tmp_path / "k")) == without_timing(report(tmp_path / "full"))
 
 
+@pytest.mark.slow
 def test_one_and_two_ranks_give_identical_output(classifier_dir, tmp_path):
     inp = [_parquet(tmp_path / "a.parquet", _messages(300, 1), row_group_size=100, label=["spam"] * 300)]
     csv = tmp_path / "b.csv"
@@ -282,16 +283,16 @@ def test_int8_quantization_reports_agreement(classifier_dir, data_dir, tmp_path)
     assert agreement["rows_compared"] == 149 and 0.9 <= agreement["same_prediction"] <= 1.0
 
 
-def test_jobs_script_has_the_same_options():
-    import re
-
-    r = subprocess.run([sys.executable, "jobs/score.py", "--help"], capture_output=True, text=True, cwd=REPO)
-    ours = CliRunner().invoke(cli, ["score", "--help"]).output
-
-    def options(text: str) -> list[str]:
-        return re.findall(r"^\s+(--[a-z-]+)", text.split("Options:")[1], flags=re.M)
-
-    assert r.returncode == 0 and options(r.stdout) == options(ours) and "--label-column" in options(ours)
+def test_jobs_script_runs_the_score_command_standalone(classifier_dir, tmp_path):
+    """jobs/score.py is `spamjob score` on its own: the same one-line errors and usage errors."""
+    bad = [str(tmp_path / "nothing-*.csv"), "--model", str(classifier_dir), "--out", str(tmp_path / "o")]
+    job = subprocess.run([sys.executable, "jobs/score.py", *bad], capture_output=True, text=True, cwd=REPO)
+    cli_run = _run([sys.executable, "-m", "spamjob.cli", "score", *bad])
+    assert job.returncode == cli_run.returncode == 1
+    assert job.stderr == cli_run.stderr and job.stderr.startswith("Error: ") and job.stderr.count("\n") == 1
+    usage = subprocess.run([sys.executable, "jobs/score.py", "x.csv", "--model", "m", "--out", "o", "--format", "xlsx"],
+                           capture_output=True, text=True, cwd=REPO)
+    assert usage.returncode == 2 and "Usage: score.py [OPTIONS]" in usage.stderr and "'xlsx' is not one of" in usage.stderr
 
 
 def test_tokenizer_processes_give_the_same_output(classifier_dir, tmp_path):
@@ -306,6 +307,7 @@ def test_tokenizer_processes_give_the_same_output(classifier_dir, tmp_path):
     pd.testing.assert_frame_equal(outs[0], outs[1])
 
 
+@pytest.mark.slow
 def test_compiled_model_gives_the_same_predictions(classifier_dir, data_dir, tmp_path):
     args = [str(data_dir / "validation.csv"), "--model", str(classifier_dir)]
     assert score(*args, "--out", str(tmp_path / "plain")).exit_code == 0

@@ -1,0 +1,89 @@
+"""spamjob.batches: the prefix cache's packing, the reference's loaders, evaluation sums."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn.functional as F
+
+from spamjob.batches import PrefixCache, Shard, evaluate_sums, make_loader
+from spamjob.config import GPTConfig
+from spamjob.model import GPTModel
+
+IDS = [[5, 6, 7], [8], [9, 10, 11, 12, 13], [14, 15], [16, 17, 18, 19], [20], [21, 22, 23], [24, 25]]
+
+
+def shard(ids=IDS) -> Shard:
+    return Shard("train", ids, torch.tensor([i % 2 for i in range(len(ids))]), n_total=len(ids), truncated_total=0)
+
+
+def tiny_gpt() -> GPTModel:
+    torch.manual_seed(0)
+    return GPTModel(GPTConfig(context_length=16, emb_dim=8, n_heads=2, n_layers=3)).eval()
+
+
+def test_prefix_cache_holds_each_example_as_if_run_alone():
+    gpt, widths = tiny_gpt(), [len(s) for s in IDS]
+    cache = PrefixCache.build(gpt, IDS, widths, 2, torch.device("cpu"), contextlib.nullcontext, batch_tokens=6)
+    assert cache.rows.shape == (sum(widths), 8) and cache.megabytes == sum(widths) * 8 * 4 / 2**20
+    with torch.no_grad():
+        for i, ids in enumerate(IDS):
+            x = gpt.embed(torch.tensor([ids]))
+            for block in gpt.transformer_blocks[:2]:
+                x = block(x)
+            got = cache.rows[cache.offsets[i]: cache.offsets[i] + widths[i]]
+            torch.testing.assert_close(got, x[0], atol=1e-6, rtol=0)
+    one_batch = PrefixCache.build(gpt, IDS, widths, 2, torch.device("cpu"), contextlib.nullcontext, batch_tokens=10**6)
+    torch.testing.assert_close(one_batch.rows, cache.rows, atol=1e-6, rtol=0)
+
+
+def test_gather_pads_by_repeating_the_last_row():
+    rows = torch.arange(6.0)[:, None].repeat(1, 2)  # example 0: rows 0-2, example 1: rows 3-4, example 2: row 5
+    cache = PrefixCache(rows, torch.tensor([3, 2, 1]), start=1)
+    got = cache.gather(torch.tensor([2, 0, 1]))
+    assert got.shape == (3, 3, 2)
+    assert got[:, :, 0].tolist() == [[5, 5, 5], [0, 1, 2], [3, 4, 4]]
+
+
+def test_loaders_follow_the_reference():
+    torch.manual_seed(123)
+    train = list(make_loader(shard(), 3, "dynamic", 4, train=True))
+    torch.manual_seed(123)
+    again = list(make_loader(shard(), 3, "dynamic", 4, train=True))
+    assert len(train) == 2  # 8 rows, batches of 3, last partial batch dropped
+    assert all(torch.equal(a["input_ids"], b["input_ids"]) for a, b in zip(train, again))  # seeded shuffle
+    evaluation = list(make_loader(shard(), 3, "fixed", 4, train=False))
+    assert [len(b["labels"]) for b in evaluation] == [3, 3, 2]  # every row, in order
+    assert evaluation[0]["input_ids"].tolist() == [[5, 6, 7, 50256], [8] + [50256] * 3, [9, 10, 11, 12]]
+    assert evaluation[0]["lengths"].tolist() == [3, 1, 4] and evaluation[0]["labels"].tolist() == [0, 1, 0]
+    dynamic = next(iter(make_loader(shard(), 2, "dynamic", 4, train=False)))
+    assert dynamic["input_ids"].shape == (2, 3)  # padded to the batch's longest row only
+    assert len(list(make_loader(shard(), 2, "dynamic", 4, train=True, n_rows=5))) == 2
+
+
+def test_cached_loader_hands_out_activations():
+    s = shard(IDS[:3])
+    s.cache = PrefixCache(torch.randn(9, 4), torch.tensor([3, 1, 5]), start=2)
+    b = next(iter(make_loader(s, 3, "dynamic", 8, train=False)))
+    assert set(b) == {"hidden", "lengths", "start", "labels"} and b["hidden"].shape == (3, 5, 4) and b["start"] == 2
+
+
+class _Fixed(torch.nn.Module):
+    """Logits that depend only on the first token: known losses and predictions."""
+
+    def forward(self, input_ids, lengths):
+        return torch.stack([input_ids[:, 0].float() % 3, torch.ones(len(input_ids))], dim=1)
+
+
+def test_evaluate_sums_counts_examples_and_batches():
+    loader = make_loader(shard(), 3, "dynamic", 8, train=False)
+    sums = evaluate_sums(_Fixed(), loader, "cpu", contextlib.nullcontext)
+    first = torch.tensor([s[0] for s in IDS])
+    logits = torch.stack([first.float() % 3, torch.ones(8)], dim=1)
+    labels = shard().labels
+    losses = F.cross_entropy(logits, labels, reduction="none")
+    batch_means = sum(losses[i:i + 3].mean() for i in range(0, 8, 3))
+    expected = [batch_means.item(), 3, losses.sum().item(), (logits.argmax(-1) == labels).sum().item(), 8]
+    torch.testing.assert_close(sums, torch.tensor(expected, dtype=torch.float64), atol=1e-6, rtol=0)
+    assert evaluate_sums(_Fixed(), loader, "cpu", contextlib.nullcontext, num_batches=2)[[1, 4]].tolist() == [2, 6]
