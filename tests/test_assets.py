@@ -109,3 +109,20 @@ def test_conftest_with_nothing_and_no_network_stops_at_collection(assets, tmp_pa
     given = _pytest(tests, {**env, "SPAMJOB_TEST_ASSETS": str(layout(assets, tmp_path / "given"))})
     assert given.returncode == 0 and "2 passed" in given.stdout
     assert not [p for p in (tmp_path / "empty-cache").rglob("*") if p.is_file()]  # nothing half-fetched
+
+
+def test_download_command_fetches_the_test_assets(assets, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from spamjob.cli import cli
+
+    with Server(asset_routes(assets)) as srv:
+        for k, v in asset_urls(srv).items():
+            monkeypatch.setenv(k, v)
+        both = CliRunner().invoke(cli, ["download", "--tokenizer", "--data", "--dir", str(tmp_path / "both")])
+        monkeypatch.setenv("SPAMJOB_CACHE", str(tmp_path / "cache"))
+        data = CliRunner().invoke(cli, ["download", "--data"])
+    assert both.exit_code == 0 and data.exit_code == 0, both.output + data.output
+    assert lib.find(tmp_path / "both") is not None  # the layout SPAMJOB_TEST_ASSETS and the cache use
+    assert f"ready: {tmp_path / 'cache' / 'data' / 'SMSSpamCollection'}\n" in data.output  # after the bar
+    assert lib.find(tmp_path / "cache") is None and (tmp_path / "cache" / "data" / "SMSSpamCollection").is_file()
