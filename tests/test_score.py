@@ -197,9 +197,9 @@ def test_rerun_same_plan_resumes_other_plan_needs_overwrite(classifier_dir, data
     assert r.exit_code == 1 and "which spamjob did not write" in r.output
 
 
-def _messages(n: int, seed: int = 0) -> list[str]:
-    texts = pd.read_csv(Path(__file__).resolve().parents[2] / "shared" / "data" / "SMSSpamCollection", sep="\t",
-                        header=None, names=["Label", "Text"])["Text"].tolist()
+def _messages(sms_path: Path, n: int, seed: int = 0) -> list[str]:
+    """n real messages drawn with replacement from the SMS Spam Collection."""
+    texts = pd.read_csv(sms_path, sep="\t", header=None, names=["Label", "Text"])["Text"].tolist()
     rng = np.random.default_rng(seed)
     return [texts[i] for i in rng.integers(0, len(texts), n)]
 
@@ -209,8 +209,8 @@ def _run(args: list[str], env: dict | None = None) -> subprocess.CompletedProces
                           env={**os.environ, **(env or {})})
 
 
-def test_sigkill_then_rerun_equals_uninterrupted(classifier_dir, tmp_path):
-    inp = _parquet(tmp_path / "in.parquet", _messages(600), row_group_size=150, label=["ham", "spam"] * 300)
+def test_sigkill_then_rerun_equals_uninterrupted(sms_path, classifier_dir, tmp_path):
+    inp = _parquet(tmp_path / "in.parquet", _messages(sms_path, 600), row_group_size=150, label=["ham", "spam"] * 300)
     base = [sys.executable, "-m", "spamjob.cli", "score", str(inp), "--model", str(classifier_dir),
             "--window-rows", "50", "--label-column", "label", "--no-progress"]
     full = _run([*base, "--out", str(tmp_path / "full")])
@@ -229,10 +229,10 @@ def test_sigkill_then_rerun_equals_uninterrupted(classifier_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_one_and_two_ranks_give_identical_output(classifier_dir, tmp_path):
-    inp = [_parquet(tmp_path / "a.parquet", _messages(300, 1), row_group_size=100, label=["spam"] * 300)]
+def test_one_and_two_ranks_give_identical_output(sms_path, classifier_dir, tmp_path):
+    inp = [_parquet(tmp_path / "a.parquet", _messages(sms_path, 300, 1), row_group_size=100, label=["spam"] * 300)]
     csv = tmp_path / "b.csv"
-    pd.DataFrame({"text": _messages(200, 2), "label": ["ham"] * 200}).to_csv(csv, index=False)
+    pd.DataFrame({"text": _messages(sms_path, 200, 2), "label": ["ham"] * 200}).to_csv(csv, index=False)
     common = [*map(str, inp), str(csv), "--model", str(classifier_dir), "--label-column", "label", "--no-progress",
               "--block-mb", "1"]
     one = _run([sys.executable, "jobs/score.py", *common, "--out", str(tmp_path / "one")])
@@ -248,21 +248,21 @@ def test_one_and_two_ranks_give_identical_output(classifier_dir, tmp_path):
     assert two.stdout.count("scored ") == 1  # the summary comes from the main process only
 
 
-def test_predictions_do_not_depend_on_batching(classifier_dir):
+def test_predictions_do_not_depend_on_batching(sms_path, classifier_dir):
     from spamjob.artifact import load_classifier
     from spamjob.score import Predictor
     import torch
 
     clf = load_classifier(classifier_dir)
-    ids = clf.tokenizer.encode_ordinary_batch(_messages(64, 3))
+    ids = clf.tokenizer.encode_ordinary_batch(_messages(sms_path, 64, 3))
     alone = np.array([Predictor(clf, torch.device("cpu"), "no", 10_000)([s])[0] for s in ids])
     for budget in (64, 700, 100_000):
         together = Predictor(clf, torch.device("cpu"), "no", budget)(ids)
         np.testing.assert_allclose(together, alone, atol=1e-5, rtol=0)
 
 
-def test_memory_stays_flat_with_ten_times_the_rows(classifier_dir, tmp_path):
-    msgs = _messages(2000, 4)
+def test_memory_stays_flat_with_ten_times_the_rows(sms_path, classifier_dir, tmp_path):
+    msgs = _messages(sms_path, 2000, 4)
     small = _parquet(tmp_path / "small.parquet", msgs, row_group_size=1000)
     big = _parquet(tmp_path / "big.parquet", msgs * 10, row_group_size=1000)
     peaks = []
@@ -295,8 +295,8 @@ def test_jobs_script_runs_the_score_command_standalone(classifier_dir, tmp_path)
     assert usage.returncode == 2 and "Usage: score.py [OPTIONS]" in usage.stderr and "'xlsx' is not one of" in usage.stderr
 
 
-def test_tokenizer_processes_give_the_same_output(classifier_dir, tmp_path):
-    inp = _parquet(tmp_path / "in.parquet", _messages(5000, 5), row_group_size=5000)
+def test_tokenizer_processes_give_the_same_output(sms_path, classifier_dir, tmp_path):
+    inp = _parquet(tmp_path / "in.parquet", _messages(sms_path, 5000, 5), row_group_size=5000)
     outs = []
     for workers in ("0", "2"):
         out = tmp_path / f"w{workers}"
