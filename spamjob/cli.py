@@ -10,8 +10,9 @@ from pathlib import Path
 import click
 
 from spamjob import __version__
-from spamjob.config import SIZE_CHOICES
+from spamjob.config import SIZE_CHOICES, ScoreConfig, TrainConfig
 from spamjob.errors import SpamjobError
+from spamjob.options import from_fields
 
 SIZE = click.Choice(SIZE_CHOICES, case_sensitive=False)
 
@@ -114,7 +115,7 @@ def download(size, source, dest, cache_dir, tokenizer_only, data_only, everythin
     from spamjob.weights import fetch_hf, fetch_openai
 
     if everything:
-        from spamjob.pipeline import bundle
+        from spamjob.assets import bundle
 
         folder = bundle(dest, size, source)
         click.echo(f"ready: {folder} (weights, tokenizer, data; see {folder / 'bundle.json'}); "
@@ -175,53 +176,7 @@ def generate(prompt, weights, size, max_new_tokens, tokenizer, cache_dir, seed, 
 
 
 @cli.command()
-@click.option("--data", type=click.Path(file_okay=False), default=None,
-              help="Folder written by `spamjob prepare` (train/validation/test).")
-@click.option("--source", default=None, metavar="URL|ZIP|FILE",
-              help="Without --data: prepare from this source into OUT/data [the UCI zip].")
-@click.option("--out", default="runs/spamjob", show_default=True, type=click.Path(file_okay=False),
-              help="Run folder: classifier, metrics, history, plots, checkpoints/.")
-@click.option("--model", "model", type=SIZE, default=None, help="GPT-2 size [gpt2-small; a folder's own config].")
-@click.option("--weights", default="hf", show_default=True, metavar="hf|openai|random|DIR")
-@click.option("--n-layers", type=click.IntRange(min=1), default=None, help="Custom depth (random weights).")
-@click.option("--emb-dim", type=click.IntRange(min=1), default=None, help="Custom width (random weights).")
-@click.option("--n-heads", type=click.IntRange(min=1), default=None, help="Custom heads (random weights).")
-@click.option("--context-length", type=click.IntRange(min=1), default=None, help="Custom context (random weights).")
-@click.option("--preset", type=click.Choice(["default", "reference"]), default="default", show_default=True,
-              help="reference: the book's recipe exactly (last padded position, fixed padding, fp32, no cache).")
-@click.option("--trainable", type=click.Choice(["head", "last-block", "last-two-blocks", "all", "lora"]),
-              default=None, help="What trains [last-block].")
-@click.option("--lora-rank", type=click.IntRange(min=1), default=16, show_default=True)
-@click.option("--lora-alpha", type=float, default=16.0, show_default=True)
-@click.option("--pooling", type=click.Choice(["last", "last-token"]), default=None,
-              help="Position read: last padded one, or last real token [default preset: last-token].")
-@click.option("--padding", type=click.Choice(["fixed", "dynamic"]), default=None,
-              help="Pad every row to max_length, or each batch to its longest row [default preset: dynamic].")
-@click.option("--max-length", type=click.IntRange(min=1), default=None,
-              help="Tokens kept per message [the longest training message].")
-@click.option("--epochs", type=click.IntRange(min=1), default=5, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Per process.")
-@click.option("--lr", type=float, default=5e-5, show_default=True)
-@click.option("--weight-decay", type=float, default=0.1, show_default=True)
-@click.option("--grad-accum", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--seed", type=int, default=123, show_default=True)
-@click.option("--eval-freq", type=click.IntRange(min=1), default=50, show_default=True,
-              help="Evaluate every N steps...")
-@click.option("--eval-iter", type=click.IntRange(min=1), default=5, show_default=True,
-              help="...on N train and N validation batches.")
-@click.option("--mixed-precision", type=click.Choice(["auto", "no", "bf16", "fp16"]), default=None,
-              help="[auto: bf16 on GPU, no on CPU; reference preset: no].")
-@click.option("--prefix-cache", type=click.Choice(["auto", "off"]), default=None,
-              help="Run frozen blocks once per example and reuse them [default preset: auto].")
-@click.option("--compute", type=click.Choice(["fast", "reference"]), default=None,
-              help="fast: last block and head on the pooled row only, fused AdamW; reference: the book's "
-                   "computation [default preset: fast].")
-@click.option("--cache-budget-mb", type=click.IntRange(min=0), default=4096, show_default=True,
-              help="Largest prefix cache per process; over it the frozen blocks run every step.")
-@click.option("--tokenizer", type=click.Path(file_okay=False), default=None,
-              help="Folder with encoder.json + vocab.bpe.")
-@click.option("--weights-cache", type=click.Path(file_okay=False), default=None, help="Weights cache folder.")
-@click.option("--resume", is_flag=True, help="Continue from the last completed epoch in OUT/checkpoints.")
+@from_fields(TrainConfig)
 @click.option("--auto-resume", is_flag=True,
               help="Resume when OUT holds checkpoints, start fresh otherwise (for requeued cluster jobs).")
 def train(**options) -> None:
@@ -235,9 +190,8 @@ def train(**options) -> None:
         click.echo(summary(metrics, options["out"]))
 
 
-def train_config(auto_resume: bool = False, **options):
+def train_config(auto_resume: bool = False, **options) -> TrainConfig:
     """`spamjob train` options -> TrainConfig (--auto-resume decided here, from the run folder)."""
-    from spamjob.config import TrainConfig
     from spamjob.train import checkpoint_dirs
 
     if auto_resume:
@@ -268,37 +222,7 @@ def classify(texts, run_dir, as_json, batch_size) -> None:
 
 
 @cli.command()
-@click.argument("inputs", nargs=-1)
-@click.option("--model", "model", required=True, type=click.Path(file_okay=False),
-              help="Run folder of `spamjob train` (the classifier).")
-@click.option("--out", required=True, type=click.Path(file_okay=False),
-              help="Output folder: predictions/ (the parts), rejects/, report.json/.md/.png, _manifest.json, _SUCCESS.")
-@click.option("--format", "fmt", type=click.Choice(["parquet", "csv"]), default="parquet", show_default=True)
-@click.option("--text-column", default=None, help="[first of Text, text, message, sms]")
-@click.option("--id-column", default=None, help="Column kept first in the output.")
-@click.option("--label-column", default=None,
-              help="ham/spam or 0/1 (any case): adds accuracy, precision, recall, F1 to the report.")
-@click.option("--keep-columns", default=None, metavar="A,B,...", help="Input columns to keep [all].")
-@click.option("--delimiter", default=None, help="CSV field separator [tab for .tsv, comma otherwise].")
-@click.option("--encoding", default="utf-8", show_default=True, help="Encoding of CSV/TSV inputs.")
-@click.option("--block-mb", type=click.IntRange(min=1), default=16, show_default=True,
-              help="CSV work-unit size (one part per block).")
-@click.option("--window-rows", type=click.IntRange(min=1), default=16384, show_default=True,
-              help="Rows read, tokenized and length-sorted together.")
-@click.option("--batch-tokens", type=click.IntRange(min=1), default=None,
-              help="Padded tokens per forward pass [1024 on CPU, 65536 on GPU].")
-@click.option("--mixed-precision", type=click.Choice(["auto", "no", "bf16", "fp16"]), default="auto",
-              show_default=True, help="auto: bf16 on GPU, fp32 on CPU.")
-@click.option("--compile", "compile_", is_flag=True, help="torch.compile the model.")
-@click.option("--quantize", type=click.Choice(["int8"]), default=None,
-              help="CPU only: dynamic int8 Linear layers; agreement with fp32 goes in the report.")
-@click.option("--tokenize-workers", type=click.IntRange(min=0), default=None,
-              help="Tokenizer processes [GPU: up to 8; CPU: 0 = in the reading thread].")
-@click.option("--overwrite", is_flag=True, help="Replace an output folder made by another model/inputs/options.")
-@click.option("--shard", default=None, metavar="K/N",
-              help="Do only share K of N of the work units (e.g. a Slurm array task); every task writes into "
-                   "the same --out and the last to finish writes the report and _SUCCESS.")
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@from_fields(ScoreConfig)
 def score(**params) -> None:
     """Score INPUTS (Parquet/CSV/TSV files, folders, globs; .gz too) with a trained classifier.
 
@@ -309,27 +233,11 @@ def score(**params) -> None:
     """
     from spamjob.score import main as run_score, summary
 
-    report = run_score(score_config(**params))
+    report = run_score(ScoreConfig(**params))
     if report.get("rows"):
         click.echo(summary(report, params["out"]))
     elif report.get("pending"):
         click.echo(report["pending"])
-
-
-def score_config(**p):
-    """`spamjob score` options -> ScoreConfig."""
-    from spamjob.score import ScoreConfig
-
-    keep = p["keep_columns"]
-    return ScoreConfig(
-        inputs=tuple(p["inputs"]), model=p["model"], out=p["out"], format=p["fmt"], text_column=p["text_column"],
-        id_column=p["id_column"], label_column=p["label_column"],
-        keep_columns=tuple(c.strip() for c in keep.split(",") if c.strip()) if keep else None,
-        delimiter=p["delimiter"], encoding=p["encoding"], block_mb=p["block_mb"], window_rows=p["window_rows"],
-        batch_tokens=p["batch_tokens"], mixed_precision=p["mixed_precision"], compile=p["compile_"],
-        quantize=p["quantize"], tokenize_workers=p["tokenize_workers"], overwrite=p["overwrite"],
-        shard=p["shard"], progress=not p["no_progress"],
-    )
 
 
 @cli.command()
@@ -348,9 +256,16 @@ def run(out, source, train_args, score_args) -> None:
     the same command finishes the job. With no network and nothing cached it stops before
     any work, naming what is missing and how to fetch it.
     """
-    from spamjob.pipeline import run as run_job
+    from spamjob.pipeline import JobPaths, run as run_job
 
-    summary = run_job(out, source, shlex.split(train_args), shlex.split(score_args))
+    paths = JobPaths(Path(out))
+    train_opts = _stage_options(train, shlex.split(train_args), {"data": paths.data, "out": paths.model})
+    if train_opts["source"] is not None:
+        raise SpamjobError("give the data source as `spamjob run --source`, not among the training options")
+    train_opts.pop("auto_resume")  # `run` always resumes a killed training
+    score_opts = _stage_options(score, [str(paths.test_split), *shlex.split(score_args)],
+                                {"model": paths.model, "out": paths.scored})
+    summary = run_job(out, source, TrainConfig(**train_opts), ScoreConfig(**score_opts))
     from accelerate import PartialState
 
     if PartialState().is_main_process:
@@ -358,6 +273,22 @@ def run(out, source, train_args, score_args) -> None:
         stages = ", ".join(f"{k}: {v}" for k, v in summary["stages"].items())
         click.echo(f"job done in {summary['wall_time_s']:.1f} s ({stages}); test accuracy "
                    f"{'n/a' if acc is None else f'{acc * 100:.2f}%'}; report: {summary['report']}")
+
+
+def _stage_options(command: click.Command, args: list[str], fixed: dict[str, Path]) -> dict:
+    """Parse `spamjob run`'s pass-through options with the stage's own command (same names, same checks).
+
+    `fixed` maps the options `spamjob run` sets itself (they may not be passed) to their values.
+    """
+    flags = {"--" + k.replace("_", "-"): k for k in fixed}
+    clash = [a.split("=")[0] for a in args if a.split("=")[0] in flags]
+    if clash:
+        raise SpamjobError(f"`spamjob run` sets {', '.join(sorted(set(clash)))} itself; leave it out of the stage options")
+    required = [x for flag, k in flags.items() for x in (flag, str(fixed[k]))]
+    try:
+        return command.make_context(command.name, [*required, *args]).params
+    except click.UsageError as e:
+        raise SpamjobError(f"bad {command.name} option in `spamjob run`: {e.format_message()}") from None
 
 
 def main() -> None:

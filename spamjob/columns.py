@@ -4,15 +4,12 @@ decoded without ever crashing on bad bytes."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
+from spamjob.config import ScoreConfig
 from spamjob.errors import SpamjobError
 from spamjob.io import TEXT_CANDIDATES, Source
-
-if TYPE_CHECKING:
-    from spamjob.score import ScoreConfig
 
 OUTPUT_COLUMNS = ("prediction", "spam_probability", "truncated", "error")
 
@@ -26,7 +23,7 @@ class Columns:
     keep: tuple[str, ...]
 
 
-def resolve_columns(source: Source, schema: pa.Schema | None, cfg: "ScoreConfig") -> Columns | None:
+def resolve_columns(source: Source, schema: pa.Schema | None, cfg: ScoreConfig) -> Columns | None:
     """Text/label/kept columns of an input, or an error naming what is wrong. None for an empty file."""
     if schema is None:
         return None

@@ -6,11 +6,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spamjob.config import GPTConfig
+from spamjob.config import GPTConfig, Pooling, Trainable, choices
 from spamjob.errors import SpamjobError
 
-FREEZE_POLICIES = ("head", "last-block", "last-two-blocks", "all")
-POOLINGS = ("last", "last-token")
+FREEZE_POLICIES = tuple(p for p in choices(Trainable) if p != "lora")  # LoRA: peft's adapters (train.py)
+POOLINGS = choices(Pooling)
 
 
 class MultiHeadAttention(nn.Module):

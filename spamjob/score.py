@@ -17,7 +17,7 @@ import os
 import resource
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -27,6 +27,7 @@ import torch
 from tqdm import tqdm
 
 from spamjob import __version__
+from spamjob.config import ScoreConfig, resolve_mixed_precision
 from spamjob.errors import SpamjobError
 from spamjob.fsutil import atomic_path, read_json, write_json
 from spamjob.columns import Columns, as_strings, labels_of, resolve_columns, utf8_column
@@ -37,63 +38,6 @@ from spamjob.report import BINS, Counts
 
 PLAN = "_plan.json"
 PREDICTIONS = "predictions"  # the parts: one Parquet/CSV dataset
-
-
-@dataclass(frozen=True)
-class ScoreConfig:
-    """Options of a scoring run (those that shape the output are part of the plan)."""
-
-    inputs: tuple[str, ...]
-    model: str
-    out: str
-    format: str = "parquet"
-    text_column: str | None = None
-    id_column: str | None = None
-    label_column: str | None = None
-    keep_columns: tuple[str, ...] | None = None
-    delimiter: str | None = None
-    encoding: str = "utf-8"
-    block_mb: int = 16
-    window_rows: int = 16384
-    """Rows read, tokenized and length-sorted together (the bucketing window)."""
-    batch_tokens: int | None = None
-    """Padded tokens per forward pass [1024 on CPU, where activations that fit the cache
-    win (measured: 51 msg/s at 1024 vs 20 at 16384 for gpt2-small); 65536 on GPU]."""
-    mixed_precision: str = "auto"
-    compile: bool = False
-    quantize: str | None = None
-    tokenize_workers: int | None = None
-    overwrite: bool = False
-    shard: str | None = None
-    """K/N: only share K (0-based) of N of the work units, for independent tasks sharing --out."""
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        problems = []
-        if self.format not in ("parquet", "csv"):
-            problems.append(f"format must be parquet or csv, got {self.format!r}")
-        if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
-            problems.append(f"mixed-precision must be auto, no, bf16 or fp16, got {self.mixed_precision!r}")
-        if self.quantize not in (None, "int8"):
-            problems.append(f"quantize must be int8, got {self.quantize!r}")
-        if self.window_rows < 1 or (self.batch_tokens is not None and self.batch_tokens < 1) or self.block_mb < 1:
-            problems.append("window-rows, batch-tokens and block-mb must be >= 1")
-        if not self.inputs:
-            problems.append("give at least one input file, folder or glob")
-        if self.shard is not None:
-            k, _, n = self.shard.partition("/")
-            if not (k.isdigit() and n.isdigit() and 0 <= int(k) < int(n)):
-                problems.append(f"shard must be K/N with 0 <= K < N, got {self.shard!r}")
-            elif self.overwrite:
-                problems.append("--overwrite cannot be combined with --shard: other tasks write into the same folder")
-        if problems:
-            raise SpamjobError("; ".join(problems))
-
-    def plan_options(self) -> dict:
-        """What decides the output files: a rerun with other values is a different job."""
-        keys = ("format", "text_column", "id_column", "label_column", "keep_columns", "delimiter", "encoding",
-                "block_mb")
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items() if k in keys}
 
 
 # --------------------------------------------------------------------------- units
@@ -267,9 +211,7 @@ def main(cfg: ScoreConfig) -> dict:
     accelerator.wait_for_everyone()
 
     batch_tokens = cfg.batch_tokens or (65536 if gpu else 1024)
-    mp = cfg.mixed_precision
-    if mp == "auto":
-        mp = "bf16" if gpu and torch.cuda.is_bf16_supported() else "no"
+    mp = resolve_mixed_precision(cfg.mixed_precision, gpu)
     agreement = None
     if cfg.quantize == "int8":
         if gpu:

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from spamjob import __version__
-from spamjob.config import TrainConfig
+from spamjob.config import TrainConfig, resolve_mixed_precision
 from spamjob.errors import SpamjobError
 from spamjob.fsutil import atomic_path, read_json, sha256_file, write_json
 from spamjob.model import GPTModel, SpamClassifier, first_trainable_block, freeze, replace_head
@@ -51,10 +51,8 @@ def _accelerator(cfg: TrainConfig):
     from accelerate import Accelerator
 
     gpu = torch.cuda.is_available()
-    mp = cfg.mixed_precision
-    if mp == "auto":
-        mp = "bf16" if gpu and torch.cuda.is_bf16_supported() else "no"
-    return Accelerator(cpu=not gpu, mixed_precision=mp, gradient_accumulation_steps=cfg.grad_accum)
+    return Accelerator(cpu=not gpu, mixed_precision=resolve_mixed_precision(cfg.mixed_precision, gpu),
+                       gradient_accumulation_steps=cfg.grad_accum)
 
 
 def checkpoint_dirs(out: Path) -> list[Path]:

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import click
 import pytest
 from click.testing import CliRunner
 from support import hf_greedy, tiny_hf_model, write_hf_dir, write_openai_dir
@@ -89,3 +90,21 @@ def test_prepare_via_console_script(sms_path, tmp_path):
     r = spamjob("prepare", "--source", str(sms_path), "--out", str(tmp_path / "d"))
     assert r.returncode == 0, r.stderr
     assert "splits: train 1,045 / validation 149 / test 300" in r.stdout
+
+
+@pytest.mark.parametrize("cls, command", [("TrainConfig", "train"), ("ScoreConfig", "score")])
+def test_every_config_field_is_an_option_with_its_docstring_as_help(cls, command):
+    import dataclasses
+
+    from spamjob import config
+    from spamjob.options import field_docs
+
+    cls, params = getattr(config, cls), {p.name: p for p in cli.commands[command].params}
+    docs = field_docs(cls)
+    for f in dataclasses.fields(cls):
+        assert f.name in params, f"{cls.__name__}.{f.name} has no option in `spamjob {command}`"
+        assert docs.get(f.name), f"{cls.__name__}.{f.name} has no docstring"
+        if isinstance(params[f.name], click.Option):
+            assert params[f.name].help == docs[f.name]
+    cli_only = set(params) - {f.name for f in dataclasses.fields(cls)}
+    assert cli_only <= {"auto_resume"}, cli_only

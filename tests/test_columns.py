@@ -6,9 +6,9 @@ import pyarrow as pa
 import pytest
 
 from spamjob.columns import Columns, as_strings, labels_of, resolve_columns, utf8_column
+from spamjob.config import ScoreConfig
 from spamjob.errors import SpamjobError
 from spamjob.io import Source
-from spamjob.score import ScoreConfig
 
 PARQUET = Source(path="/in/a.parquet", kind="parquet", compression=None, size=1, mtime_ns=0)
 CSV = Source(path="/in/a.csv", kind="csv", compression=None, size=1, mtime_ns=0)

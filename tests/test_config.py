@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from spamjob.config import PRESETS, GPTConfig, TrainConfig, canonical_size, config_for, matches_size
+from spamjob.config import (PRESETS, GPTConfig, ScoreConfig, TrainConfig, canonical_size, config_for,
+                            matches_size)
 from spamjob.errors import SpamjobError
-from spamjob.score import ScoreConfig
 
 
 def test_gpt_config_round_trip_and_every_problem_at_once():
@@ -65,8 +65,9 @@ def test_score_config_validation():
         ScoreConfig(inputs=(), model="m", out="o", format="xlsx", mixed_precision="fp8", quantize="int4",
                     window_rows=0)
     msg = str(e.value)
-    for part in ("format must be parquet or csv, got 'xlsx'", "mixed-precision must be auto, no, bf16 or fp16",
-                 "quantize must be int8, got 'int4'", "window-rows, batch-tokens and block-mb must be >= 1",
+    for part in ("format must be one of parquet, csv, got 'xlsx'",
+                 "mixed-precision must be one of auto, no, bf16, fp16, got 'fp8'",
+                 "quantize must be one of int8, got 'int4'", "window-rows must be >= 1, got 0",
                  "give at least one input file, folder or glob"):
         assert part in msg, part
     for shard in ("3/3", "a/b", "1", "-1/2"):

@@ -1,0 +1,77 @@
+"""click options generated from the config dataclasses: each option is declared once, as a field,
+and the docstring under the field is its help."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import textwrap
+from dataclasses import MISSING, Field, fields
+from typing import Callable, get_origin
+
+import click
+
+from spamjob.config import SIZE_CHOICES, choices, field_types, optional_type
+
+
+def from_fields(cls, exclude: tuple[str, ...] = ()) -> Callable:
+    """Decorator: one click option (or argument) per field of dataclass `cls`, in field order."""
+    docs, hints = field_docs(cls), field_types(cls)
+    params = [_param(f, optional_type(hints[f.name]), docs.get(f.name)) for f in fields(cls) if f.name not in exclude]
+
+    def decorate(command: Callable) -> Callable:
+        for param in reversed(params):
+            command = param(command)
+        return command
+
+    return decorate
+
+
+def field_docs(cls) -> dict[str, str]:
+    """The docstring under each field, from the class's source (as litgpt's CLI reads them)."""
+    body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body
+    return {a.target.id: " ".join(b.value.value.split()) for a, b in zip(body, body[1:])
+            if isinstance(a, ast.AnnAssign) and isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant)
+            and isinstance(b.value.value, str)}
+
+
+class CommaList(click.ParamType):
+    """`a,b,c` -> ("a", "b", "c"); empty items dropped; an empty value is None."""
+
+    name = "list"
+
+    def convert(self, value, param, ctx):
+        if value is None or isinstance(value, tuple):
+            return value
+        return tuple(c.strip() for c in value.split(",") if c.strip()) if value else None
+
+
+def _param(f: Field, hint, help: str | None) -> Callable:
+    meta = f.metadata
+    if meta.get("argument"):
+        return click.argument(f.name, nargs=-1)
+    name = meta.get("flag", "--" + f.name.replace("_", "-"))
+    required = f.default is MISSING
+    default = None if required else f.default
+    if hint is bool:  # a `--no-X` flag sets the field False
+        return click.option(name, f.name, is_flag=True, flag_value=not name.startswith("--no-"), default=default,
+                            help=help)
+    return click.option(name, f.name, type=_type(hint, meta), default=default, required=required, help=help,
+                        show_default=default is not None, metavar=meta.get("metavar"))
+
+
+def _type(hint, meta) -> click.ParamType:
+    if choices(hint):
+        return click.Choice(choices(hint))
+    if meta.get("sizes"):
+        return click.Choice(SIZE_CHOICES, case_sensitive=False)
+    if meta.get("folder"):
+        return click.Path(file_okay=False)
+    if get_origin(hint) is tuple:
+        return CommaList()
+    low = meta.get("min")
+    if hint is int:
+        return click.INT if low is None else click.IntRange(min=low)
+    if hint is float:
+        return click.FLOAT if low is None else click.FloatRange(min=low)
+    return click.STRING
