@@ -1,5 +1,6 @@
 """The SMS dataset and the GPT-2 tokenizer files: found in a folder laid out like the spamjob
-cache, else fetched into it from their public sources and verified.
+cache, else fetched into it from their public sources and verified; `bundle` adds the weights
+for air-gapped machines (`spamjob download --all`).
 
 The layout (the spamjob cache, a `spamjob download --all` bundle, a test-assets folder):
 
@@ -15,9 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+from spamjob import __version__
 from spamjob.data import UCI_MEMBER, UCI_SHA256, resolve_source
 from spamjob.errors import SpamjobError
-from spamjob.fsutil import cache_dir, sha256_file
+from spamjob.fsutil import cache_dir, sha256_file, write_json
 from spamjob.text import TOKENIZER_FILES, fetch_tokenizer
 
 DATASET = Path("data") / UCI_MEMBER
@@ -78,3 +80,27 @@ def locate(folders: Iterable[str | os.PathLike | None], cache: str | os.PathLike
             f"the SMS dataset and GPT-2 tokenizer files are in none of {', '.join(map(str, searched))} "
             f"and could not be fetched ({e}); run `{FETCH_COMMAND}` where there is network"
         ) from None
+
+
+def bundle(dest: str | os.PathLike | None, size: str = "gpt2-small", source: str = "hf", progress: bool = True) -> Path:
+    """Weights, tokenizer files and the dataset in one folder laid out as a spamjob cache.
+
+    Copy the folder to an air-gapped machine and point SPAMJOB_CACHE (or `spamjob --cache`)
+    at it: with `--offline` every lookup is answered from there.
+    """
+    from spamjob.config import OPENAI_NAMES, canonical_size
+    from spamjob.weights import fetch_hf, fetch_openai
+
+    root = (Path(dest) if dest is not None else cache_dir()).resolve()
+    size = canonical_size(size)
+    if source == "hf":
+        weights = fetch_hf(size, local_dir=root / "hf" / size)
+    else:
+        weights = fetch_openai(size, root / "openai" / OPENAI_NAMES[size], progress=progress)
+    found = fetch(root, progress=progress)
+    files = [p for p in (*weights.iterdir(), *found.tokenizer.iterdir(), found.dataset) if p.is_file()]
+    write_json(root / "bundle.json", {
+        "spamjob_version": __version__, "model": size, "weights_source": source,
+        "files": {str(p.relative_to(root)): sha256_file(p) for p in sorted(files)},
+    })
+    return root
