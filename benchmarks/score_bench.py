@@ -65,13 +65,13 @@ def messages(n: int, seed: int = 0, sms: Path = SMS) -> list[str]:
 
 def reference_loop(clf, texts: list[str], device: torch.device) -> np.ndarray:
     """(a): batch 8, every row padded to max_length, full forward, logits at the pooled position."""
-    from spamjob.text import encode_batch
+    from spamjob.text import encode, pad_batch
 
     model = clf.model.gpt.to(device).eval()
     probs = []
     with torch.no_grad():
         for i in range(0, len(texts), 8):
-            b = encode_batch(clf.tokenizer, texts[i : i + 8], clf.max_length, pad_to="max")
+            b = pad_batch(encode(clf.tokenizer, texts[i : i + 8]), clf.max_length, padding="fixed")
             logits = model(b.input_ids.to(device))  # (B, T, 2)
             pos = (b.lengths - 1).clamp(min=0) if clf.pooling == "last-token" else torch.full_like(b.lengths, -1)
             rows = logits[torch.arange(len(pos)), pos.to(device)]

@@ -11,14 +11,13 @@ from typing import Sequence
 import torch
 
 from spamjob import __version__
-from spamjob.config import GPTConfig
+from spamjob.config import LABELS, GPTConfig
 from spamjob.errors import SpamjobError
 from spamjob.fsutil import atomic_path, read_json, sha256_file, write_json
 from spamjob.model import GPTModel, SpamClassifier
-from spamjob.text import PAD_ID, TOKENIZER_FILES, encode, load_tokenizer, pad_batch, tokenizer_files
+from spamjob.text import PAD_ID, TOKENIZER_FILES, encode, load_tokenizer, tokenizer_files
 
 FORMAT = "spamjob-classifier/1"
-LABELS = ["ham", "spam"]
 
 
 def save_classifier(run_dir: str | os.PathLike, gpt: GPTModel, meta: dict, tokenizer_search: Sequence = ()) -> Path:
@@ -43,7 +42,7 @@ def save_classifier(run_dir: str | os.PathLike, gpt: GPTModel, meta: dict, token
         "spamjob_version": __version__,
         "architecture": gpt.cfg.to_dict(),
         "num_classes": gpt.out_head.out_features,
-        "labels": LABELS,
+        "labels": list(LABELS),
         "tokenizer": {"encoding": "gpt2", "pad_id": PAD_ID, "folder": "tokenizer" if files else None,
                       "sha256": dict(TOKENIZER_FILES)},
         **meta,
@@ -65,24 +64,22 @@ class Classifier:
     config: dict
 
     @property
-    def pad_to(self) -> str:
-        """`last` pooling reads the last padded position, so rows must be padded exactly as in training."""
-        return "max" if self.pooling == "last" else "longest"
+    def padding(self) -> str:
+        """As trained for `last` pooling (it reads the last padded position); `dynamic` for `last-token`,
+        whose result right-padding never changes (causal attention), so the cheaper padding is exact."""
+        return self.config.get("padding", "fixed") if self.pooling == "last" else "dynamic"
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    @torch.inference_mode()
-    def spam_probability(self, texts: Sequence[str], batch_size: int = 64) -> tuple[list[float], list[bool]]:
-        """P(spam) per text and whether it was truncated to max_length; independent of batching."""
+    def spam_probability(self, texts: Sequence[str], batch_tokens: int = 1024) -> tuple[list[float], list[bool]]:
+        """P(spam) per text and whether it was truncated to max_length (scoring's batched path, fp32)."""
+        from spamjob.predict import Predictor
+
         ids = encode(self.tokenizer, texts)
-        probs: list[float] = []
-        for i in range(0, len(ids), batch_size):
-            b = pad_batch(ids[i : i + batch_size], self.max_length, pad_to=self.pad_to)
-            logits = self.model(b.input_ids.to(self.device), b.lengths.to(self.device))
-            probs += torch.softmax(logits.float(), dim=-1)[:, 1].tolist()
-        return probs, [len(s) > self.max_length for s in ids]
+        probs = Predictor(self, self.device, "no", batch_tokens)(ids)
+        return probs.tolist(), [len(s) > self.max_length for s in ids]
 
 
 def load_classifier(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> Classifier:

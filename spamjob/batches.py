@@ -50,7 +50,7 @@ class PrefixCache:
         gpt.eval()
         for chunk in chunks:
             width = max(widths[i] for i in chunk)
-            batch = pad_batch([ids[i] for i in chunk], width, pad_to="max").input_ids.to(device)
+            batch = pad_batch([ids[i] for i in chunk], width, padding="fixed").input_ids.to(device)
             with autocast():
                 x = gpt.embed(batch)
                 for block in gpt.transformer_blocks[:start]:
@@ -96,7 +96,7 @@ class _Collate:
     """Indices -> model inputs: token ids padded (plain path) or cached activations (cached path)."""
 
     def __init__(self, shard: Shard, max_length: int, padding: str):
-        self.shard, self.max_length, self.pad_to = shard, max_length, "max" if padding == "fixed" else "longest"
+        self.shard, self.max_length, self.padding = shard, max_length, padding
 
     def __call__(self, idx: list[int]) -> dict:
         lengths = torch.tensor([max(len(self.shard.ids[i]), 0) for i in idx], dtype=torch.long)
@@ -105,7 +105,7 @@ class _Collate:
         if cache is not None:
             return {"hidden": cache.gather(torch.tensor(idx)), "lengths": lengths, "start": cache.start,
                     "labels": labels}
-        b = pad_batch([self.shard.ids[i] for i in idx], self.max_length, pad_to=self.pad_to)
+        b = pad_batch([self.shard.ids[i] for i in idx], self.max_length, padding=self.padding)
         return {"input_ids": b.input_ids, "lengths": b.lengths, "labels": labels}
 
 

@@ -204,15 +204,16 @@ def train_config(auto_resume: bool = False, **options) -> TrainConfig:
 @click.option("--model", "run_dir", required=True, type=click.Path(file_okay=False),
               help="Run folder of `spamjob train`.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per text.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
-def classify(texts, run_dir, as_json, batch_size) -> None:
+@click.option("--batch-tokens", type=click.IntRange(min=1), default=1024, show_default=True,
+              help="Padded tokens per forward pass.")
+def classify(texts, run_dir, as_json, batch_tokens) -> None:
     """Label TEXTS (or lines of stdin) as ham or spam with a trained classifier."""
     from spamjob.artifact import load_classifier
 
     if not texts:
         texts = tuple(line.rstrip("\r\n") for line in click.get_text_stream("stdin"))
     clf = load_classifier(run_dir)
-    probs, truncated = clf.spam_probability(list(texts), batch_size=batch_size)
+    probs, truncated = clf.spam_probability(list(texts), batch_tokens=batch_tokens)
     for text, p, cut in zip(texts, probs, truncated):
         label = clf.labels[int(p > 0.5)]  # argmax of the two logits: a tie is ham, as in training
         if as_json:

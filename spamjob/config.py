@@ -103,6 +103,8 @@ def matches_size(cfg: GPTConfig, size: str) -> bool:
     return (cfg.emb_dim, cfg.n_layers, cfg.n_heads) == MODEL_SIZES[canonical_size(size)]
 
 
+LABELS = ("ham", "spam")  # class names; the index is the class id
+
 # Every choice list, once: the dataclasses below, their validation, the CLI and the model use these.
 Trainable = Literal["head", "last-block", "last-two-blocks", "all", "lora"]
 Pooling = Literal["last", "last-token"]

@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from spamjob import __version__
+from spamjob.config import LABELS
 from spamjob.errors import SpamjobError
 from spamjob.fetch import download, is_url
 from spamjob.fsutil import atomic_path, cache_dir, sha256_file, write_json
@@ -18,7 +19,6 @@ UCI_URL = "https://archive.ics.uci.edu/static/public/228/sms+spam+collection.zip
 UCI_MEMBER = "SMSSpamCollection"
 # sha256 of the extracted SMSSpamCollection (477,907 bytes, 5,574 lines).
 UCI_SHA256 = "7d039a24a6083ed9ef0f806ebad56bbb976e3aeb8de05669173bfdc4996c239d"
-LABELS = ("ham", "spam")  # index = class id
 
 
 def default_source() -> str:

@@ -176,17 +176,6 @@ def pooled_positions(lengths: torch.Tensor, width: int, pooling: str) -> torch.T
     raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
 
 
-def pool(hidden: torch.Tensor, lengths: torch.Tensor | None, pooling: str) -> torch.Tensor:
-    """Pick one position per row: (B, T, d) -> (B, d)."""
-    b, t, _ = hidden.shape
-    if lengths is None:
-        if pooling != "last":
-            raise ValueError("last-token pooling needs the unpadded lengths")
-        lengths = torch.full((b,), t, dtype=torch.long)
-    pos = pooled_positions(lengths.to(hidden.device), t, pooling)
-    return hidden[torch.arange(b, device=hidden.device), pos]
-
-
 def classify(
     model: GPTModel,
     in_idx: torch.Tensor | None,

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from spamjob import __version__
 from spamjob.config import ScoreConfig, TrainConfig
+from spamjob.console import say
 from spamjob.fsutil import write_json
 
 @dataclass(frozen=True)
@@ -51,7 +52,6 @@ def run(out: str | os.PathLike, source: str | None, train_cfg: TrainConfig, scor
     paths = JobPaths(Path(out))
     data_dir, model_dir, scored_dir = paths.data, paths.model, paths.scored
     state = PartialState()
-    say = (lambda msg: print(msg, flush=True)) if state.is_main_process else (lambda msg: None)
     t0 = time.perf_counter()
     score_cfg = replace(score_cfg, label_column=score_cfg.label_column or "Label")
 

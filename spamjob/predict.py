@@ -31,14 +31,14 @@ class Predictor:
         max_len = self.clf.max_length
         lengths = np.minimum(np.fromiter((len(s) for s in ids), dtype=np.int64, count=n), max_len)
         order = np.argsort(lengths, kind="stable")
-        widths = np.full(n, max_len) if self.clf.pad_to == "max" else np.maximum(lengths[order], 1)
+        widths = np.full(n, max_len) if self.clf.padding == "fixed" else np.maximum(lengths[order], 1)
         # Probabilities stay on the device until the window is done: one transfer and one
         # synchronisation per window, so a GPU runs batch k while Python pads batch k+1.
         pending = []
         start = 0
         while start < n:
             end = start + rows_within(widths, self.batch_tokens, start)
-            b = pad_batch([ids[i] for i in order[start:end]], max_len, pad_to=self.clf.pad_to)
+            b = pad_batch([ids[i] for i in order[start:end]], max_len, padding=self.clf.padding)
             with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.dtype,
                                                         enabled=self.dtype is not None):
                 logits = self.model(b.input_ids.to(self.device, non_blocking=True),
@@ -85,7 +85,7 @@ def prefetch(items: Iterator, depth: int = 2) -> Iterator:
         stop.set()
 
 
-class Tokenizer:
+class TokenizerPool:
     """Token ids of a window of texts: in the calling (prefetch) thread, or split over a process
     pool, which GPU scoring needs to tokenize as fast as the model runs."""
 

@@ -29,11 +29,12 @@ from tqdm import tqdm
 from spamjob import __version__
 from spamjob.config import ScoreConfig, resolve_mixed_precision
 from spamjob.errors import SpamjobError
+from spamjob.faults import kill_point
 from spamjob.fsutil import atomic_path, read_json, write_json
 from spamjob.columns import Columns, as_strings, labels_of, resolve_columns, utf8_column
 from spamjob.io import Chunk, CsvOptions, PartWriter, Source, discover, iter_csv_blocks, iter_parquet_unit, \
     parquet_layout, schema_of
-from spamjob.predict import Predictor, Tokenizer, prefetch
+from spamjob.predict import Predictor, TokenizerPool, prefetch
 from spamjob.report import BINS, Counts
 
 PLAN = "_plan.json"
@@ -53,7 +54,7 @@ class Unit:
         return f"part-{self.source.key}-{self.index:06d}"
 
 
-def _prepare_window(chunk: Chunk, cols: Columns, tokenize: Tokenizer) -> dict:
+def _prepare_window(chunk: Chunk, cols: Columns, tokenize: TokenizerPool) -> dict:
     """Text, flags, labels and token ids of one record batch (runs in the prefetch thread)."""
     batch = chunk.batch
     texts, bad = as_strings(batch.column(cols.text)) if batch.num_rows else ([], [])
@@ -229,7 +230,7 @@ def main(cfg: ScoreConfig) -> dict:
         predict.model = torch.compile(predict.model, dynamic=True)
     workers = cfg.tokenize_workers if cfg.tokenize_workers is not None else (
         min(8, max((os.cpu_count() or 1) // world - 1, 0)) if gpu else 0)
-    tokenize = Tokenizer(clf.tokenizer, Path(cfg.model) / "tokenizer", workers)
+    tokenize = TokenizerPool(clf.tokenizer, Path(cfg.model) / "tokenizer", workers)
 
     # Units: Parquet row groups dealt round-robin over all inputs; CSV blocks dealt
     # round-robin within each file (their number is known only once the file is read).
@@ -249,7 +250,7 @@ def main(cfg: ScoreConfig) -> dict:
     mine = [u for k, u in enumerate(parquet_jobs) if k % total == me]
     bar = tqdm(total=(total_rows // world) or None, unit="rows", desc=f"scoring (rank {rank})",
                disable=not (cfg.progress and main_proc), leave=False)
-    stats = {"units_done": 0, "units_skipped": 0}
+    stats = {"units_done": 0, "units_skipped": 0, "windows": 0}
 
     def done(unit: Unit) -> bool:
         return (out / "_parts" / f"{unit.name}.json").is_file() and (out / PREDICTIONS / f"{unit.name}.{cfg.format}").is_file()
@@ -270,7 +271,8 @@ def main(cfg: ScoreConfig) -> dict:
                 if table.num_rows:
                     writer.write(table.cast(schema))
                 bar.update(table.num_rows)
-                _fault_injection()
+                stats["windows"] += 1
+                kill_point("SPAMJOB_KILL_AFTER_WINDOWS", stats["windows"])  # crash tests
             _commit(out, unit, writer, schema, counts, rejects, cfg.format)
         except BaseException:
             writer.abort()
@@ -321,19 +323,6 @@ def main(cfg: ScoreConfig) -> dict:
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return report if report is not None else {}
-
-
-_WINDOWS_WRITTEN = 0
-
-
-def _fault_injection() -> None:
-    """SPAMJOB_KILL_AFTER_WINDOWS=N: SIGKILL this process once N windows are written (crash tests)."""
-    global _WINDOWS_WRITTEN
-    _WINDOWS_WRITTEN += 1
-    if os.environ.get("SPAMJOB_KILL_AFTER_WINDOWS") == str(_WINDOWS_WRITTEN):
-        import signal
-
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _window(chunk: Chunk, rows: int) -> Iterator[Chunk]:

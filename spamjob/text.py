@@ -14,6 +14,7 @@ import tiktoken
 import torch
 from tiktoken_ext.openai_public import r50k_pat_str as GPT2_PAT  # GPT-2's pre-tokenizer regex
 
+from spamjob.config import Padding, choices
 from spamjob.errors import SpamjobError
 from spamjob.fetch import download, is_offline
 from spamjob.fsutil import cache_dir, sha256_file
@@ -168,20 +169,20 @@ class Batch:
 
 
 def pad_batch(
-    ids: Sequence[Sequence[int]], max_length: int, *, pad_to: str = "max", pad_id: int = PAD_ID
+    ids: Sequence[Sequence[int]], max_length: int, *, padding: str = "fixed", pad_id: int = PAD_ID
 ) -> Batch:
     """Truncate each sequence to `max_length` and right-pad with `pad_id`.
 
-    `pad_to="max"` pads every row to `max_length` (the reference); `"longest"` pads
+    `padding="fixed"` pads every row to `max_length` (the reference); `"dynamic"` pads
     only to the longest row of this batch (dynamic padding). Empty sequences keep
     length 0 and are padded like the others.
     """
-    if pad_to not in ("max", "longest"):
-        raise ValueError(f"pad_to must be 'max' or 'longest', got {pad_to!r}")
+    if padding not in choices(Padding):
+        raise ValueError(f"padding must be one of {choices(Padding)}, got {padding!r}")
     n = len(ids)
     full = np.fromiter((len(s) for s in ids), dtype=np.int64, count=n)
     lengths = np.minimum(full, max_length)
-    width = max_length if pad_to == "max" else max(int(lengths.max(initial=1)), 1)
+    width = max_length if padding == "fixed" else max(int(lengths.max(initial=1)), 1)
     out = np.full((n, width), pad_id, dtype=np.int64)
     total = int(lengths.sum())
     if total:
@@ -206,18 +207,6 @@ def rows_within(widths: Sequence[int], budget: int, start: int = 0) -> int:
         else:
             hi = mid - 1
     return lo
-
-
-def encode_batch(
-    tokenizer: tiktoken.Encoding, texts: Sequence[str], max_length: int, *, pad_to: str = "max"
-) -> Batch:
-    """Encode, truncate to `max_length` and pad: the single text path of training and scoring."""
-    return pad_batch(encode(tokenizer, texts), max_length, pad_to=pad_to)
-
-
-def longest(tokenizer: tiktoken.Encoding, texts: Sequence[str]) -> int:
-    """Length in tokens of the longest text (the reference's `max_length` over the training split)."""
-    return max((len(s) for s in encode(tokenizer, texts)), default=0)
 
 
 def fetch_tokenizer(dest: str | os.PathLike | None = None, *, progress: bool = True) -> Path:

@@ -22,14 +22,16 @@ from tqdm import tqdm
 
 from spamjob import __version__
 from spamjob.config import TrainConfig, resolve_mixed_precision
+from spamjob.console import say
+from spamjob.data import SPLITS
 from spamjob.errors import SpamjobError
+from spamjob.faults import kill_point
 from spamjob.fsutil import atomic_path, read_json, sha256_file, write_json
 from spamjob.model import GPTModel, SpamClassifier, first_trainable_block, freeze, replace_head
 from spamjob.batches import PrefixCache, Shard, evaluate_sums, make_loader, to_device
 from spamjob.plots import PlotProcess
 from spamjob.text import encode, load_tokenizer
 
-SPLITS = ("train", "validation", "test")
 CHECKPOINTS = "checkpoints"
 
 
@@ -90,10 +92,6 @@ class Run:
     wall0: float
     plots: PlotProcess | None  # the main process's plot child (None elsewhere)
 
-    def say(self, msg: str) -> None:
-        """Print from the main process only (through tqdm, so progress bars stay intact)."""
-        if self.accelerator.is_main_process:
-            tqdm.write(msg)
 
 
 def setup(cfg: TrainConfig) -> Run:
@@ -148,8 +146,7 @@ def setup(cfg: TrainConfig) -> Run:
             n_total=len(ids[name]), truncated_total=sum(len(s) > max_length for s in ids[name]),
         )
     phases = {"setup_s": time.perf_counter() - wall0}
-    say = (lambda msg: tqdm.write(msg)) if accelerator.is_main_process else (lambda msg: None)
-    cache_info = _maybe_cache(gpt, shards, cfg, max_length, accelerator, say)
+    cache_info = _maybe_cache(gpt, shards, cfg, max_length, accelerator)
     phases["cache_s"] = cache_info["build_s"]
 
     t0 = time.perf_counter()
@@ -246,18 +243,18 @@ def fit(run: Run) -> None:
                 state.history.append({"kind": "eval", "epoch": epoch + 1, "step": state.global_step,
                                       "examples_seen": state.examples_seen, "train_loss": train_loss,
                                       "val_loss": val_loss})
-                run.say(f"Ep {epoch + 1} (Step {state.global_step:06d}): Train loss {train_loss:.3f}, "
+                say(f"Ep {epoch + 1} (Step {state.global_step:06d}): Train loss {train_loss:.3f}, "
                         f"Val loss {val_loss:.3f}")
         bar.close()
         s = eval_pair(cfg.eval_iter)
         train_acc, val_acc = (s[:, 3] / s[:, 4]).tolist()
         state.history.append({"kind": "epoch", "epoch": epoch + 1, "step": state.global_step,
                               "examples_seen": state.examples_seen, "train_acc": train_acc, "val_acc": val_acc})
-        run.say(f"Training accuracy: {train_acc * 100:.2f}% | Validation accuracy: {val_acc * 100:.2f}%")
+        say(f"Training accuracy: {train_acc * 100:.2f}% | Validation accuracy: {val_acc * 100:.2f}%")
         state.epoch = epoch + 1
         state.train_time_s += time.perf_counter() - t0
         _save_checkpoint(accelerator, run.out, state)
-        _fault_injection(state.epoch)
+        kill_point("SPAMJOB_KILL_AFTER_EPOCH", state.epoch)  # crash tests: resume after a real kill
     run.phases["train_s"] = state.train_time_s
 
 
@@ -338,7 +335,7 @@ def _data_dir(cfg: TrainConfig, accelerator) -> Path:
     return d
 
 
-def _maybe_cache(gpt: GPTModel, shards: dict, cfg: TrainConfig, max_length: int, accelerator, say) -> dict:
+def _maybe_cache(gpt: GPTModel, shards: dict, cfg: TrainConfig, max_length: int, accelerator) -> dict:
     """Build the frozen-prefix cache of every shard when it is exact and fits the budget."""
     start = first_trainable_block(gpt)
     info = {"used": False, "start_block": start, "megabytes": 0.0, "build_s": 0.0, "reason": ""}
@@ -425,14 +422,6 @@ def _save_checkpoint(accelerator, out: Path, state: TrainState) -> None:
         for old in checkpoint_dirs(out)[:-1]:  # resuming needs only the newest
             shutil.rmtree(old)
     accelerator.wait_for_everyone()
-
-
-def _fault_injection(epoch: int) -> None:
-    """SPAMJOB_KILL_AFTER_EPOCH=N: SIGKILL this process right after epoch N's checkpoint (resume tests)."""
-    if os.environ.get("SPAMJOB_KILL_AFTER_EPOCH") == str(epoch):
-        import signal
-
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _write_artifact(run: Run, metrics: dict, examples_per_epoch: int) -> None:

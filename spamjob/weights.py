@@ -15,7 +15,6 @@ from spamjob.fsutil import cache_dir, read_json
 from spamjob.model import GPTModel
 from spamjob.text import TOKENIZER_FILES
 
-WEIGHT_SOURCES = ("hf", "openai", "random")
 HF_FILES = ("config.json", "model.safetensors", "vocab.json", "merges.txt")
 OPENAI_FILES = (
     "checkpoint",

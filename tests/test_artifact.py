@@ -8,8 +8,8 @@ import json
 import pytest
 import torch
 
-from spamjob.artifact import FORMAT, LABELS, load_classifier, save_classifier
-from spamjob.config import GPTConfig
+from spamjob.artifact import FORMAT, load_classifier, save_classifier
+from spamjob.config import LABELS, GPTConfig
 from spamjob.errors import SpamjobError
 from spamjob.fsutil import sha256_file
 from spamjob.model import GPTModel, replace_head
@@ -32,7 +32,7 @@ def test_round_trip(saved):
     assert sorted(p.name for p in folder.rglob("*") if p.is_file()) == [
         "config.json", "encoder.json", "model.safetensors", "vocab.bpe"]
     cfg = json.loads((folder / "config.json").read_text())
-    assert cfg["format"] == FORMAT and cfg["labels"] == LABELS and cfg["num_classes"] == 2
+    assert cfg["format"] == FORMAT and cfg["labels"] == list(LABELS) and cfg["num_classes"] == 2
     assert cfg["architecture"] == gpt.cfg.to_dict() and cfg["training"] == {"epochs": 1}
     assert cfg["model_sha256"] == sha256_file(folder / "model.safetensors")
     assert cfg["tokenizer"] == {"encoding": "gpt2", "pad_id": 50256, "folder": "tokenizer",
@@ -41,7 +41,7 @@ def test_round_trip(saved):
         assert sha256_file(folder / "tokenizer" / name) == sha
     clf = load_classifier(folder)
     torch.testing.assert_close(clf.model.gpt.state_dict(), gpt.state_dict(), atol=0, rtol=0)
-    assert (clf.max_length, clf.pooling, clf.pad_to, clf.labels) == (24, "last-token", "longest", LABELS)
+    assert (clf.max_length, clf.pooling, clf.padding, clf.labels) == (24, "last-token", "dynamic", list(LABELS))
 
 
 def test_loads_offline_from_the_folder_alone(saved, monkeypatch):
@@ -57,14 +57,14 @@ def test_loads_offline_from_the_folder_alone(saved, monkeypatch):
 def test_probabilities_do_not_depend_on_the_batch(saved):
     clf = load_classifier(saved[1])
     alone = [clf.spam_probability([t])[0][0] for t in TEXTS]
-    together, _ = clf.spam_probability(TEXTS, batch_size=64)
+    together, _ = clf.spam_probability(TEXTS, batch_tokens=4096)
     torch.testing.assert_close(torch.tensor(together), torch.tensor(alone), atol=1e-6, rtol=0)
 
 
 def test_last_pooling_pads_to_max_length(saved, tmp_path):
     gpt, _ = saved
     folder = save_classifier(tmp_path / "last", gpt, {"max_length": 24, "pooling": "last", "padding": "fixed"})
-    assert load_classifier(folder).pad_to == "max"
+    assert load_classifier(folder).padding == "fixed"
 
 
 def test_folders_that_are_not_a_classifier(saved, tmp_path):

@@ -15,7 +15,7 @@ from spamjob.model import (
     first_trainable_block,
     freeze,
     generate_greedy,
-    pool,
+    pooled_positions,
     replace_head,
 )
 
@@ -165,10 +165,10 @@ def test_pooling_and_padding_invariance():
         full = model(padded)
         torch.testing.assert_close(classify(model, padded, lengths, "last"), full[:, -1], atol=1e-6, rtol=1e-6)
         torch.testing.assert_close(long, full[:, 6], atol=1e-6, rtol=1e-6)
-    h = torch.arange(24.0).view(2, 4, 3)
-    assert pool(h, torch.tensor([2, 0]), "last-token").tolist() == [h[0, 1].tolist(), h[1, 0].tolist()]
+    assert pooled_positions(torch.tensor([2, 0]), 4, "last-token").tolist() == [1, 0]  # an empty row: position 0
+    assert pooled_positions(torch.tensor([2, 0]), 4, "last").tolist() == [3, 3]
     with pytest.raises(ValueError):
-        pool(h, None, "mean")
+        pooled_positions(torch.tensor([2]), 4, "mean")
 
 
 def test_generate_greedy_crops_to_context():

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from spamjob.artifact import load_classifier
-from spamjob.predict import Predictor, Tokenizer, prefetch
+from spamjob.predict import Predictor, TokenizerPool, prefetch
 from spamjob.text import encode
 
 TEXTS = ["free entry to win a car", "", "ok see you", "URGENT! call now " * 20, "hi <|endoftext|>", "yes"] * 7
@@ -25,7 +25,7 @@ def clf(classifier_dir):
 def test_predictor_matches_one_at_a_time_in_input_order(clf, batch_tokens):
     ids = encode(clf.tokenizer, TEXTS)
     got = Predictor(clf, torch.device("cpu"), "no", batch_tokens)(ids)
-    alone, _ = clf.spam_probability(TEXTS, batch_size=1)
+    alone = [clf.spam_probability([t])[0][0] for t in TEXTS]
     np.testing.assert_allclose(got, alone, atol=1e-6, rtol=0)
     assert Predictor(clf, torch.device("cpu"), "no", 64)([]).shape == (0,)
 
@@ -67,8 +67,8 @@ def test_prefetch_thread_stops_when_the_consumer_does():
 
 def test_tokenizer_pool_equals_the_plain_loop(clf, classifier_dir):
     texts = [f"message {i} " + TEXTS[i % len(TEXTS)] for i in range(5000)]
-    plain = Tokenizer(clf.tokenizer, classifier_dir / "tokenizer", workers=0)
-    pooled = Tokenizer(clf.tokenizer, classifier_dir / "tokenizer", workers=2)
+    plain = TokenizerPool(clf.tokenizer, classifier_dir / "tokenizer", workers=0)
+    pooled = TokenizerPool(clf.tokenizer, classifier_dir / "tokenizer", workers=2)
     try:
         assert pooled(texts) == plain(texts) == encode(clf.tokenizer, texts)
         assert pooled(texts[:10]) == plain(texts[:10])  # small windows stay in the calling thread

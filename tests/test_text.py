@@ -8,8 +8,7 @@ import torch
 from support import Server, tokenizer_bytes
 
 from spamjob.errors import SpamjobError
-from spamjob.text import (PAD_ID, encode, encode_batch, fetch_tokenizer, load_tokenizer, longest, pad_batch,
-                          rows_within)
+from spamjob.text import PAD_ID, encode, fetch_tokenizer, load_tokenizer, pad_batch, rows_within
 
 SAMPLES = [
     "Every effort moves you",
@@ -52,7 +51,7 @@ def test_pad_batch_fixed_and_dynamic():
     ]
     assert fixed.lengths.tolist() == [3, 1, 0, 5]
     assert fixed.truncated.tolist() == [False, False, False, True]
-    dyn = pad_batch(ids[:2], max_length=5, pad_to="longest")
+    dyn = pad_batch(ids[:2], max_length=5, padding="dynamic")
     assert dyn.input_ids.tolist() == [[1, 2, 3], [4, PAD_ID, PAD_ID]]
     assert dyn.input_ids.dtype == torch.long
 
@@ -64,9 +63,9 @@ def test_pad_batch_matches_row_by_row_padding_on_random_batches():
         ids = [torch.randint(0, 50000, (int(torch.randint(0, 15, (1,), generator=g)),), generator=g).tolist()
                for _ in range(n)]
         for max_length in (1, 7, 20):
-            for pad_to in ("max", "longest"):
-                b = pad_batch(ids, max_length, pad_to=pad_to)
-                width = max_length if pad_to == "max" else max([min(len(s), max_length) for s in ids] + [1])
+            for padding in ("fixed", "dynamic"):
+                b = pad_batch(ids, max_length, padding=padding)
+                width = max_length if padding == "fixed" else max([min(len(s), max_length) for s in ids] + [1])
                 rows = [s[:max_length] + [PAD_ID] * (width - min(len(s), max_length)) for s in ids]
                 assert b.input_ids.tolist() == rows and b.input_ids.shape == (n, width)
                 assert b.lengths.tolist() == [min(len(s), max_length) for s in ids]
@@ -89,21 +88,20 @@ def test_rows_within_is_the_greedy_token_budget():
     assert rows_within([500], 10) == 1  # a row wider than the budget still forms a batch
 
 
-def test_encode_batch_is_encode_then_pad(tokenizer):
-    b = encode_batch(tokenizer, SAMPLES[:3], max_length=8)
+def test_encode_then_pad_truncates(tokenizer):
     ids = encode(tokenizer, SAMPLES[:3])
+    b = pad_batch(ids, max_length=8)
     assert b.input_ids.shape == (3, 8)
     for row, seq in zip(b.input_ids.tolist(), ids):
         assert row[: min(len(seq), 8)] == seq[:8]
     assert b.truncated.tolist() == [len(s) > 8 for s in ids]
-    assert longest(tokenizer, SAMPLES) == max(len(s) for s in ids + encode(tokenizer, SAMPLES[3:]))
 
 
 def test_reference_max_length_is_120(data_dir, tokenizer):
     import pandas as pd
 
     texts = pd.read_csv(data_dir / "train.csv")["Text"].tolist()
-    assert longest(tokenizer, texts) == 120  # the reference's max_length
+    assert max(len(s) for s in encode(tokenizer, texts)) == 120  # the reference's max_length
 
 
 def test_bad_tokenizer_folders(assets, tmp_path):

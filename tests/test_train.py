@@ -130,9 +130,8 @@ def test_prefix_cache_gives_the_plain_logits(policy, pooling, padding):
     max_length = 30
     widths = [max_length if padding == "fixed" else len(s) for s in ids]
     cache = PrefixCache.build(gpt, ids, widths, start, torch.device("cpu"), contextlib.nullcontext, batch_tokens=64)
-    pad_to = "max" if padding == "fixed" else "longest"
     for rows in ([0, 1, 2], [3, 4, 5], [2, 5]):
-        b = pad_batch([ids[i] for i in rows], max_length, pad_to=pad_to)
+        b = pad_batch([ids[i] for i in rows], max_length, padding=padding)
         with torch.no_grad():
             plain = SpamClassifier(gpt, pooling)(b.input_ids, b.lengths)
             cached = SpamClassifier(gpt, pooling)(lengths=b.lengths, hidden=cache.gather(torch.tensor(rows)),
