@@ -1,11 +1,10 @@
-"""The training data path: per-process shards, the frozen-prefix cache, loaders, evaluation sums."""
+"""The training data path: per-process shards, the frozen-prefix cache, the loaders."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from spamjob.model import GPTModel
@@ -115,25 +114,6 @@ def make_loader(shard: Shard, batch_size: int, padding: str, max_length: int, *,
     rows = list(range(len(shard) if n_rows is None else n_rows))
     return DataLoader(rows, batch_size=batch_size, shuffle=train, drop_last=train, num_workers=0,
                       collate_fn=_Collate(shard, max_length, padding))
-
-
-@torch.no_grad()
-def evaluate_sums(model: torch.nn.Module, loader: DataLoader, device, autocast, num_batches: int | None = None) -> torch.Tensor:
-    """Sums over (at most num_batches) batches: [batch-mean loss, batches, example loss, correct, examples]."""
-    was_training = model.training
-    model.eval()
-    out = torch.zeros(5, dtype=torch.float64)
-    for i, batch in enumerate(loader):
-        if num_batches is not None and i >= num_batches:
-            break
-        labels = batch.pop("labels").to(device)
-        with autocast():
-            logits = model(**to_device(batch, device)).float()
-        losses = F.cross_entropy(logits, labels, reduction="none")
-        out += torch.tensor([losses.mean().item(), 1, losses.sum().item(),
-                             (logits.argmax(-1) == labels).sum().item(), len(labels)], dtype=torch.float64)
-    model.train(was_training)
-    return out
 
 
 def to_device(batch: dict, device) -> dict:

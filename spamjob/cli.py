@@ -192,7 +192,7 @@ def train(**options) -> None:
 
 def train_config(auto_resume: bool = False, **options) -> TrainConfig:
     """`spamjob train` options -> TrainConfig (--auto-resume decided here, from the run folder)."""
-    from spamjob.train import checkpoint_dirs
+    from spamjob.checkpoints import checkpoint_dirs
 
     if auto_resume:
         options["resume"] = bool(checkpoint_dirs(Path(options["out"])))

@@ -46,7 +46,8 @@ def run(out: str | os.PathLike, source: str | None, train_cfg: TrainConfig, scor
     from spamjob.data import default_source, prepare, resolve_source
     from spamjob.score import main as run_score
     from spamjob.text import load_tokenizer
-    from spamjob.train import checkpoint_dirs, main as run_train
+    from spamjob.checkpoints import checkpoint_dirs
+    from spamjob.train import main as run_train
     from spamjob.weights import resolve_weights
 
     paths = JobPaths(Path(out))

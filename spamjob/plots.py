@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 from spamjob.errors import SpamjobError
 from spamjob.fsutil import atomic_path
@@ -56,6 +58,18 @@ def training_plots(run_dir: str | os.PathLike, history: list[dict], epochs: int,
             {"Training accuracy": [h["train_acc"] for h in ends], "Validation accuracy": [h["val_acc"] for h in ends]},
             epochs, examples_per_epoch, "Accuracy"))
     return out
+
+
+@contextlib.contextmanager
+def plot_process(enabled: bool) -> Iterator[PlotProcess | None]:
+    """A PlotProcess for the block (None where `enabled` is false, e.g. not the main process),
+    stopped if the block fails before it was waited for."""
+    proc = PlotProcess() if enabled else None
+    try:
+        yield proc
+    finally:
+        if proc is not None:
+            proc.cancel()  # nothing to stop once wait() returned
 
 
 class PlotProcess:

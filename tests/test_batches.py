@@ -5,9 +5,8 @@ from __future__ import annotations
 import contextlib
 
 import torch
-import torch.nn.functional as F
 
-from spamjob.batches import PrefixCache, Shard, evaluate_sums, make_loader
+from spamjob.batches import PrefixCache, Shard, make_loader
 from spamjob.config import GPTConfig
 from spamjob.model import GPTModel
 
@@ -67,23 +66,3 @@ def test_cached_loader_hands_out_activations():
     s.cache = PrefixCache(torch.randn(9, 4), torch.tensor([3, 1, 5]), start=2)
     b = next(iter(make_loader(s, 3, "dynamic", 8, train=False)))
     assert set(b) == {"hidden", "lengths", "start", "labels"} and b["hidden"].shape == (3, 5, 4) and b["start"] == 2
-
-
-class _Fixed(torch.nn.Module):
-    """Logits that depend only on the first token: known losses and predictions."""
-
-    def forward(self, input_ids, lengths):
-        return torch.stack([input_ids[:, 0].float() % 3, torch.ones(len(input_ids))], dim=1)
-
-
-def test_evaluate_sums_counts_examples_and_batches():
-    loader = make_loader(shard(), 3, "dynamic", 8, train=False)
-    sums = evaluate_sums(_Fixed(), loader, "cpu", contextlib.nullcontext)
-    first = torch.tensor([s[0] for s in IDS])
-    logits = torch.stack([first.float() % 3, torch.ones(8)], dim=1)
-    labels = shard().labels
-    losses = F.cross_entropy(logits, labels, reduction="none")
-    batch_means = sum(losses[i:i + 3].mean() for i in range(0, 8, 3))
-    expected = [batch_means.item(), 3, losses.sum().item(), (logits.argmax(-1) == labels).sum().item(), 8]
-    torch.testing.assert_close(sums, torch.tensor(expected, dtype=torch.float64), atol=1e-6, rtol=0)
-    assert evaluate_sums(_Fixed(), loader, "cpu", contextlib.nullcontext, num_batches=2)[[1, 4]].tolist() == [2, 6]

@@ -12,13 +12,15 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from click.testing import CliRunner
 
 from spamjob.cli import cli
 from spamjob.config import GPTConfig
 from spamjob.model import GPTModel, SpamClassifier, first_trainable_block, freeze, replace_head
 from spamjob.text import pad_batch
-from spamjob.batches import PrefixCache
+from spamjob.batches import PrefixCache, Shard, make_loader
+from spamjob.train import evaluate_sums
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--weights", "random", "--n-layers", "2", "--emb-dim", "32", "--n-heads", "2"]
@@ -285,3 +287,30 @@ def test_jobs_script_runs_the_train_command_standalone(tmp_path):
                            cwd=REPO)
     assert usage.returncode == 2 and "Usage: finetune.py [OPTIONS]" in usage.stderr
     assert "'zero' is not a valid integer" in usage.stderr and "Traceback" not in usage.stderr
+
+
+IDS = [[5, 6, 7], [8], [9, 10, 11, 12, 13], [14, 15], [16, 17, 18, 19], [20], [21, 22, 23], [24, 25]]
+
+
+def _shard() -> Shard:
+    return Shard("train", IDS, torch.tensor([i % 2 for i in range(len(IDS))]), n_total=len(IDS), truncated_total=0)
+
+
+class _Fixed(torch.nn.Module):
+    """Logits that depend only on the first token: known losses and predictions."""
+
+    def forward(self, input_ids, lengths):
+        return torch.stack([input_ids[:, 0].float() % 3, torch.ones(len(input_ids))], dim=1)
+
+
+def test_evaluate_sums_counts_examples_and_batches():
+    loader = make_loader(_shard(), 3, "dynamic", 8, train=False)
+    sums = evaluate_sums(_Fixed(), loader, "cpu", contextlib.nullcontext)
+    first = torch.tensor([s[0] for s in IDS])
+    logits = torch.stack([first.float() % 3, torch.ones(8)], dim=1)
+    labels = _shard().labels
+    losses = F.cross_entropy(logits, labels, reduction="none")
+    batch_means = sum(losses[i:i + 3].mean() for i in range(0, 8, 3))
+    expected = [batch_means.item(), 3, losses.sum().item(), (logits.argmax(-1) == labels).sum().item(), 8]
+    torch.testing.assert_close(sums, torch.tensor(expected, dtype=torch.float64), atol=1e-6, rtol=0)
+    assert evaluate_sums(_Fixed(), loader, "cpu", contextlib.nullcontext, num_batches=2)[[1, 4]].tolist() == [2, 6]
