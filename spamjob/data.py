@@ -233,17 +233,7 @@ def prepare(
     if empty:
         raise SpamjobError(f"split(s) {', '.join(empty)} would be empty with {len(df)} rows; change the fractions")
 
-    out = Path(out)
-    files: list[Path] = []
-    for name, part in parts.items():
-        if "csv" in formats:
-            with atomic_path(out / f"{name}.csv") as tmp:
-                part.to_csv(tmp, index=False)
-            files.append(out / f"{name}.csv")
-        if "parquet" in formats:
-            with atomic_path(out / f"{name}.parquet") as tmp:
-                part.to_parquet(tmp, index=False)
-            files.append(out / f"{name}.parquet")
+    files = _write_splits(parts, Path(out), formats)
     result = PrepareResult(
         source=str(source or default_source()),
         source_sha256=sha256_file(path),
@@ -252,24 +242,25 @@ def prepare(
         sizes={k: len(v) for k, v in parts.items()},
         files=files,
     )
-    write_json(
-        out / "prepare.json",
-        {
-            "spamjob_version": __version__,
-            "source": result.source,
-            "source_sha256": result.source_sha256,
-            "seed": seed,
-            "train_frac": train_frac,
-            "val_frac": val_frac,
-            "balanced": balanced,
-            "labels": list(LABELS),
-            "counts_before": counts_before,
-            "counts_after": counts_after,
-            "sizes": result.sizes,
-            "files": {p.name: sha256_file(p) for p in files},
-        },
-    )
+    write_json(Path(out) / "prepare.json", {
+        "spamjob_version": __version__, "source": result.source, "source_sha256": result.source_sha256,
+        "seed": seed, "train_frac": train_frac, "val_frac": val_frac, "balanced": balanced, "labels": list(LABELS),
+        "counts_before": counts_before, "counts_after": counts_after, "sizes": result.sizes,
+        "files": {p.name: sha256_file(p) for p in files},
+    })
     return result
+
+
+def _write_splits(parts: dict[str, pd.DataFrame], out: Path, formats: tuple[str, ...]) -> list[Path]:
+    """Each split as CSV (the reference's files) and/or Parquet, each file atomically."""
+    files = []
+    for name, part in parts.items():
+        for fmt in ("csv", "parquet"):
+            if fmt in formats:
+                with atomic_path(out / f"{name}.{fmt}") as tmp:
+                    part.to_csv(tmp, index=False) if fmt == "csv" else part.to_parquet(tmp, index=False)
+                files.append(out / f"{name}.{fmt}")
+    return files
 
 
 def load_split(data_dir: str | os.PathLike, name: str) -> pd.DataFrame:

@@ -43,63 +43,66 @@ def run(out: str | os.PathLike, source: str | None, train_cfg: TrainConfig, scor
     """
     from accelerate import PartialState
 
-    from spamjob.data import default_source, prepare, resolve_source
-    from spamjob.score import main as run_score
-    from spamjob.text import load_tokenizer
-    from spamjob.checkpoints import checkpoint_dirs
-    from spamjob.train import main as run_train
-    from spamjob.weights import resolve_weights
+    from spamjob.data import default_source
 
-    paths = JobPaths(Path(out))
-    data_dir, model_dir, scored_dir = paths.data, paths.model, paths.scored
-    state = PartialState()
-    t0 = time.perf_counter()
-    score_cfg = replace(score_cfg, label_column=score_cfg.label_column or "Label")
-
-    # 1. Fetch (or find offline) everything before any work: no half-done job for want of a file,
-    #    and never a silent fall-back to random weights.
-    with state.main_process_first():
-        weights_dir = resolve_weights(train_cfg.weights, train_cfg.model, cache=train_cfg.weights_cache)
-        load_tokenizer(train_cfg.tokenizer, search=[weights_dir] if weights_dir else [])
-        src = source or default_source()
-        resolve_source(src, progress=state.is_main_process)
-    stages = {"fetch": "done"}
-
-    # 2. Prepare the splits.
-    if (data_dir / "prepare.json").is_file():
-        stages["prepare"] = "skipped (done before)"
-    else:
-        if state.is_main_process:
-            result = prepare(src, data_dir, seed=train_cfg.seed)
-            say(result.summary())
-        state.wait_for_everyone()
-        stages["prepare"] = "done"
-
-    # 3. Fine-tune (resume a killed run).
-    if (model_dir / "metrics.json").is_file():
-        stages["train"] = "skipped (done before)"
-    else:
-        resume = bool(checkpoint_dirs(model_dir))
-        metrics = run_train(replace(train_cfg, resume=resume))
-        stages["train"] = "resumed" if resume else "done"
-        if state.is_main_process:
-            from spamjob.train import summary
-
-            say(summary(metrics, str(model_dir)))
-
-    # 4. Score the test split with its labels: the test-accuracy report.
-    if (scored_dir / "_SUCCESS").is_file():
-        stages["score"] = "skipped (done before)"
-        report = json.loads((scored_dir / "report.json").read_text())
-    else:
-        report = run_score(score_cfg)
-        stages["score"] = "done"
-
+    paths, state, t0 = JobPaths(Path(out)), PartialState(), time.perf_counter()
+    src = source or default_source()
+    stages = {"fetch": _fetch(src, train_cfg, state)}
+    stages["prepare"] = _prepare(src, paths, train_cfg.seed, state)
+    stages["train"] = _train(paths, train_cfg, state)
+    stages["score"], report = _score(paths, replace(score_cfg, label_column=score_cfg.label_column or "Label"))
     summary = {
         "spamjob_version": __version__, "stages": stages, "wall_time_s": round(time.perf_counter() - t0, 3),
-        "data": str(data_dir), "model": str(model_dir), "scored": str(scored_dir),
-        "report": str(scored_dir / "report.md"), "test_accuracy": report.get("accuracy"),
+        "data": str(paths.data), "model": str(paths.model), "scored": str(paths.scored),
+        "report": str(paths.scored / "report.md"), "test_accuracy": report.get("accuracy"),
     }
     if state.is_main_process:
         write_json(paths.root / "run.json", summary)
     return summary
+
+
+def _fetch(source: str, train_cfg: TrainConfig, state) -> str:
+    """Fetch (or find offline) everything before any work: no half-done job for want of a file,
+    and never a silent fall-back to random weights."""
+    from spamjob.data import resolve_source
+    from spamjob.text import load_tokenizer
+    from spamjob.weights import resolve_weights
+
+    with state.main_process_first():
+        weights_dir = resolve_weights(train_cfg.weights, train_cfg.model, cache=train_cfg.weights_cache)
+        load_tokenizer(train_cfg.tokenizer, search=[weights_dir] if weights_dir else [])
+        resolve_source(source, progress=state.is_main_process)
+    return "done"
+
+
+def _prepare(source: str, paths: JobPaths, seed: int, state) -> str:
+    from spamjob.data import prepare
+
+    if (paths.data / "prepare.json").is_file():
+        return "skipped (done before)"
+    if state.is_main_process:
+        say(prepare(source, paths.data, seed=seed).summary())
+    state.wait_for_everyone()
+    return "done"
+
+
+def _train(paths: JobPaths, train_cfg: TrainConfig, state) -> str:
+    """Fine-tune, or resume a killed training from its last epoch."""
+    from spamjob.checkpoints import checkpoint_dirs
+    from spamjob.train import main as run_train, summary
+
+    if (paths.model / "metrics.json").is_file():
+        return "skipped (done before)"
+    resume = bool(checkpoint_dirs(paths.model))
+    metrics = run_train(replace(train_cfg, resume=resume))
+    say(summary(metrics, str(paths.model)))
+    return "resumed" if resume else "done"
+
+
+def _score(paths: JobPaths, score_cfg: ScoreConfig) -> tuple[str, dict]:
+    """Score the test split with its labels: the test-accuracy report."""
+    from spamjob.score import main as run_score
+
+    if (paths.scored / "_SUCCESS").is_file():
+        return "skipped (done before)", json.loads((paths.scored / "report.json").read_text())
+    return "done", run_score(score_cfg)

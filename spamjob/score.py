@@ -17,7 +17,7 @@ import os
 import resource
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -27,25 +27,26 @@ import torch
 from tqdm import tqdm
 
 from spamjob import __version__
-from spamjob.config import ScoreConfig, resolve_mixed_precision
+from spamjob.columns import Columns, labels_of, resolve_columns, utf8_column
+from spamjob.config import ScoreConfig
 from spamjob.errors import SpamjobError
 from spamjob.faults import kill_point
 from spamjob.fsutil import atomic_path, read_json, write_json
-from spamjob.columns import Columns, as_strings, labels_of, resolve_columns, utf8_column
 from spamjob.io import Chunk, CsvOptions, PartWriter, Source, discover, iter_csv_blocks, iter_parquet_unit, \
-    parquet_layout, schema_of
-from spamjob.predict import Predictor, TokenizerPool, prefetch
+    parquet_layout, parquet_units, schema_of
+from spamjob.predict import prefetch
 from spamjob.report import BINS, Counts
+from spamjob.scorer import BatchScorer, Window
 
 PLAN = "_plan.json"
 PREDICTIONS = "predictions"  # the parts: one Parquet/CSV dataset
-
-
-# --------------------------------------------------------------------------- units
+INT8_SAMPLE = 512  # rows of the first window scored in fp32 too: the fp32 pass costs what it measures
 
 
 @dataclass(frozen=True)
 class Unit:
+    """One work unit: a Parquet row group or a CSV block of one input; its part is named after it."""
+
     source: Source
     index: int
 
@@ -54,82 +55,208 @@ class Unit:
         return f"part-{self.source.key}-{self.index:06d}"
 
 
-def _prepare_window(chunk: Chunk, cols: Columns, tokenize: TokenizerPool) -> dict:
-    """Text, flags, labels and token ids of one record batch (runs in the prefetch thread)."""
-    batch = chunk.batch
-    texts, bad = as_strings(batch.column(cols.text)) if batch.num_rows else ([], [])
-    errors: list[str | None] = []
-    for t, b in zip(texts, bad):
-        if t is None:
-            errors.append("null text")
-        elif b:
-            errors.append("invalid UTF-8 in text")
-        elif not t.strip():
-            errors.append("empty text")
-        else:
-            errors.append(None)
-    ok = [i for i, e in enumerate(errors) if e is None]
-    ids = tokenize([texts[i] for i in ok]) if ok else []
-    labels = labels_of(batch.column(cols.label)) if cols.label and batch.num_rows else None
-    return {"chunk": chunk, "errors": errors, "ok": ok, "ids": ids, "labels": labels}
+@dataclass(frozen=True)
+class Input:
+    """An input file with what `setup` read of it: its schema (None: empty file) and resolved columns."""
+
+    source: Source
+    schema: pa.Schema | None
+    columns: Columns | None
+
+    def output_schema(self) -> pa.Schema:
+        """Kept columns (CSV ones as text), then the four scoring adds."""
+        kept = [pa.field(c, pa.large_string()) if self.source.kind == "csv" else self.schema.field(c)
+                for c in (self.columns.keep if self.columns is not None else ())]
+        return pa.schema(kept + [pa.field("prediction", pa.string()), pa.field("spam_probability", pa.float64()),
+                                 pa.field("truncated", pa.bool_()), pa.field("error", pa.string())])
 
 
-def _score_window(w: dict, cols: Columns, predict: Predictor, max_length: int, counts: Counts,
-                  agreement: dict | None) -> pa.Table:
-    """Predict one window and build its output table (input columns + the four new ones)."""
-    chunk, errors, ok, ids = w["chunk"], w["errors"], w["ok"], w["ids"]
-    n = chunk.batch.num_rows
-    probs = predict(ids)
-    if agreement is not None and agreement.get("reference") is not None and ids:
-        ref = agreement["reference"](ids[:512])  # a sample: the fp32 pass costs what it measures
-        agreement["rows"] += len(ref)
-        agreement["same"] += int(((ref > 0.5) == (probs[: len(ref)] > 0.5)).sum())
-        agreement["max_abs_diff"] = max(agreement["max_abs_diff"], float(np.abs(ref - probs[: len(ref)]).max()))
-        agreement["reference"] = None  # one window is enough
-    spam_prob = np.full(n, np.nan)
-    spam_prob[ok] = probs
-    truncated = np.zeros(n, dtype=bool)
-    truncated[ok] = [len(s) > max_length for s in ids]
-    predicted = spam_prob > 0.5  # argmax of the two logits (ties go to ham, as in training)
-    scored = np.zeros(n, dtype=bool)
-    scored[ok] = True
+@dataclass
+class Agreement:
+    """int8 against fp32 on a sample of the first window (reported, never used for the output)."""
 
-    counts.rows_read += n
-    counts.rows_scored += len(ok)
-    counts.predicted_spam += int(predicted[scored].sum())
-    counts.truncated += int(truncated.sum())
-    for e in errors:
+    rows: int = 0
+    same: int = 0
+    max_abs_diff: float = 0.0
+
+    def report(self) -> dict:
+        return {"rows_compared": self.rows, "same_prediction": self.same / self.rows if self.rows else None,
+                "max_abs_probability_diff": self.max_abs_diff}
+
+
+@dataclass
+class ScoreJob:
+    """What `setup` resolves before any row is scored."""
+
+    cfg: ScoreConfig
+    accelerator: object
+    out: Path
+    scorer: BatchScorer
+    inputs: list[Input]
+    csv: CsvOptions
+    plan: dict
+    agreement: Agreement | None
+    me: int  # this process's place among every process of every --shard task...
+    total: int  # ...and their number: unit k is done by process k % total
+    windows: int = 0  # windows written by this process (the crash tests' kill point counts them)
+    bar: tqdm | None = field(default=None, repr=False)
+
+
+def main(cfg: ScoreConfig) -> dict:
+    """Score every input; returns the report ({} on processes other than the main one)."""
+    wall0 = time.perf_counter()
+    job = setup(cfg)
+    try:
+        for unit, chunks in my_units(job):
+            score_unit(job, unit, chunks)
+    finally:
+        job.bar.close()
+        job.scorer.close()
+    return finish(job, wall0)
+
+
+def setup(cfg: ScoreConfig) -> ScoreJob:
+    """The scorer (model loaded once), the inputs and their columns, the plan checked against --out."""
+    from accelerate import Accelerator
+
+    gpu = torch.cuda.is_available()
+    accelerator = Accelerator(cpu=not gpu)
+    world, out = accelerator.num_processes, Path(cfg.out)
+    workers = cfg.tokenize_workers if cfg.tokenize_workers is not None else (
+        min(8, max((os.cpu_count() or 1) // world - 1, 0)) if gpu else 0)
+    scorer = BatchScorer(cfg.model, device=accelerator.device, mixed_precision=cfg.mixed_precision,
+                         batch_tokens=cfg.batch_tokens, quantize=cfg.quantize, compile=cfg.compile,
+                         tokenize_workers=workers)
+    csv = CsvOptions(cfg.delimiter, cfg.encoding, cfg.block_mb << 20)
+    inputs = []
+    for source in discover(cfg.inputs):
+        schema = schema_of(source, csv)
+        inputs.append(Input(source, schema, resolve_columns(source, schema, cfg)))
+    model_fp = {"path": str(Path(cfg.model).resolve()), "sha256": scorer.classifier.config.get("model_sha256")}
+    plan = {"spamjob_version": __version__, "model": model_fp, "inputs": [i.source.fingerprint() for i in inputs],
+            "options": cfg.plan_options()}
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        _check_plan(out, plan, cfg.overwrite, shared=cfg.shard is not None)
+    accelerator.wait_for_everyone()
+    # With --shard K/N, this run's processes are ranks K*world .. K*world+world-1 of N*world.
+    k, n = map(int, (cfg.shard or "0/1").split("/"))
+    job = ScoreJob(cfg, accelerator, out, scorer, inputs, csv, plan, Agreement() if cfg.quantize else None,
+                   me=k * world + accelerator.process_index, total=n * world)
+    rows = sum(parquet_layout(i.source)[1] for i in inputs if i.source.kind == "parquet" and i.columns is not None)
+    job.bar = tqdm(total=(rows // world) or None, unit="rows", desc=f"scoring (rank {accelerator.process_index})",
+                   disable=not (cfg.progress and accelerator.is_main_process), leave=False)
+    return job
+
+
+def my_units(job: ScoreJob) -> Iterator[tuple[Unit, Iterator[Chunk]]]:
+    """This process's units not committed before, each with its chunks (read lazily).
+
+    Parquet row groups are dealt round-robin over all inputs; CSV blocks round-robin within
+    each file (their number is known only once the file is read). An empty file (no header,
+    no schema) is one empty unit, so it is still accounted for.
+    """
+    fixed = [(i, Unit(i.source, g)) for i in job.inputs if i.source.kind == "parquet" or i.columns is None
+             for g in (parquet_units(i.source) if i.columns is not None else [0])]
+    for k, (inp, unit) in enumerate(fixed):
+        if k % job.total == job.me and not _committed(job, unit):
+            yield unit, (_parquet_chunks(job, inp, unit) if inp.columns is not None else iter(()))
+    for si, inp in enumerate(job.inputs):
+        if inp.source.kind == "csv" and inp.columns is not None:
+            yield from _csv_units(job, inp, si)
+
+
+def _parquet_chunks(job: ScoreJob, inp: Input, unit: Unit) -> Iterator[Chunk]:
+    cols = inp.columns
+    needed = list(dict.fromkeys([*cols.keep, cols.text, *([cols.label] if cols.label else [])]))
+    return iter_parquet_unit(inp.source, unit.index, needed, job.cfg.window_rows)
+
+
+def _csv_units(job: ScoreJob, inp: Input, si: int) -> Iterator[tuple[Unit, Iterator[Chunk]]]:
+    """The blocks of one CSV file that are this process's; records the file's unit count when read."""
+    types = {name: pa.binary() for name in inp.schema.names}  # decoded per value: bad bytes never crash
+    n_blocks = 0
+    for block, chunk in iter_csv_blocks(inp.source, job.csv, types):
+        n_blocks = block + 1
+        unit = Unit(inp.source, block)
+        if (si + block) % job.total == job.me and not _committed(job, unit):
+            yield unit, _window(chunk, job.cfg.window_rows)
+    if n_blocks == 0 and si % job.total == job.me and not _committed(job, Unit(inp.source, 0)):
+        yield Unit(inp.source, 0), iter(())
+    if job.accelerator.is_main_process:
+        write_json(job.out / "_sources" / f"{inp.source.key}.json", {"path": inp.source.path, "units": max(n_blocks, 1)})
+
+
+def _committed(job: ScoreJob, unit: Unit) -> bool:
+    return ((job.out / "_parts" / f"{unit.name}.json").is_file()
+            and (job.out / PREDICTIONS / f"{unit.name}.{job.cfg.format}").is_file())
+
+
+def score_unit(job: ScoreJob, unit: Unit, chunks: Iterator[Chunk]) -> None:
+    """Score one unit into its part (temporary name), then commit it; reading and tokenizing run
+    a window ahead in a background thread."""
+    inp = next(i for i in job.inputs if i.source == unit.source)
+    cols, schema = inp.columns, inp.output_schema()
+    writer = PartWriter(job.out / PREDICTIONS / f"{unit.name}.{job.cfg.format}", job.cfg.format)
+    counts, rejects = Counts(), []
+    prepared = ((c, job.scorer.prepare(c.batch.column(cols.text)),
+                 labels_of(c.batch.column(cols.label)) if cols.label and c.batch.num_rows else None) for c in chunks)
+    try:
+        for chunk, window, labels in prefetch(prepared):
+            rejects += chunk.rejects
+            for r in chunk.rejects:
+                counts.rejected[r["reason"]] += 1
+            table = _score_window(job, chunk, cols, window, labels, counts)
+            if table.num_rows:
+                writer.write(table.cast(schema))
+            job.bar.update(table.num_rows)
+            job.windows += 1
+            kill_point("SPAMJOB_KILL_AFTER_WINDOWS", job.windows)  # crash tests
+        _commit(job.out, unit, writer, schema, counts, rejects, job.cfg.format)
+    except BaseException:
+        writer.abort()
+        raise
+
+
+def _score_window(job: ScoreJob, chunk: Chunk, cols: Columns, window: Window, labels: list | None,
+                  counts: Counts) -> pa.Table:
+    """Predict one window, count it, and build its output table (kept columns + the four new ones)."""
+    probs = job.scorer.predict(window)
+    if job.agreement is not None and job.agreement.rows == 0 and window.ids:
+        ref = job.scorer.reference(window.ids[:INT8_SAMPLE])
+        job.agreement.rows = len(ref)
+        job.agreement.same = int(((ref > 0.5) == (probs[: len(ref)] > 0.5)).sum())
+        job.agreement.max_abs_diff = float(np.abs(ref - probs[: len(ref)]).max())
+    new = job.scorer.output_columns(window, probs)
+    _count(counts, window, probs, new["truncated"], labels)
+    table = pa.table({c: utf8_column(chunk.batch.column(c)) for c in cols.keep}) if cols.keep else pa.table({})
+    for name, values in new.items():
+        table = table.append_column(name, values)
+    return table
+
+
+def _count(counts: Counts, window: Window, probs: np.ndarray, truncated: pa.Array, labels: list | None) -> None:
+    """Add one window to the unit's integer counts (the report is their sum)."""
+    predicted = probs > 0.5
+    counts.rows_read += window.num_rows
+    counts.rows_scored += len(window.ok)
+    counts.predicted_spam += int(predicted.sum())
+    counts.truncated += truncated.true_count
+    for e in window.errors:
         if e is not None:
             counts.flagged[e] += 1
-    if len(ok):
+    if len(window.ok):
         hist = np.minimum((probs * BINS).astype(np.int64), BINS - 1)
         counts.histogram = [a + int(b) for a, b in zip(counts.histogram, np.bincount(hist, minlength=BINS))]
-    if w["labels"] is not None:
-        for i in ok:
-            y = w["labels"][i]
-            if y is None:
-                counts.unknown_labels += 1
-            else:
-                counts.labeled += 1
-                counts.confusion[y][int(predicted[i])] += 1
-        counts.unknown_labels += sum(1 for i, e in enumerate(errors) if e is not None and w["labels"][i] is None)
-
-    table = pa.table({c: utf8_column(chunk.batch.column(c)) for c in cols.keep}) if cols.keep else pa.table({})
-    labels = np.where(predicted, "spam", "ham").astype(object)
-    labels[~scored] = None
-    table = table.append_column("prediction", pa.array(labels, type=pa.string()))
-    table = table.append_column("spam_probability", pa.array(spam_prob, type=pa.float64(), mask=~scored))
-    table = table.append_column("truncated", pa.array(truncated))
-    return table.append_column("error", pa.array(errors, type=pa.string()))
-
-
-def _output_schema(source: Source, schema: pa.Schema | None, cols: Columns | None) -> pa.Schema:
-    fields = []
-    for c in cols.keep if cols is not None else ():
-        f = schema.field(c)
-        fields.append(pa.field(c, pa.large_string()) if source.kind == "csv" else f)
-    return pa.schema(fields + [pa.field("prediction", pa.string()), pa.field("spam_probability", pa.float64()),
-                               pa.field("truncated", pa.bool_()), pa.field("error", pa.string())])
+    if labels is None:
+        return
+    for i, p in zip(window.ok, predicted):
+        if labels[i] is None:
+            counts.unknown_labels += 1
+        else:
+            counts.labeled += 1
+            counts.confusion[labels[i]][int(p)] += 1
+    counts.unknown_labels += sum(1 for i, e in enumerate(window.errors) if e is not None and labels[i] is None)
 
 
 def _commit(out: Path, unit: Unit, writer: PartWriter, schema: pa.Schema, counts: Counts, rejects: list[dict],
@@ -145,16 +272,6 @@ def _commit(out: Path, unit: Unit, writer: PartWriter, schema: pa.Schema, counts
         "source": unit.source.path, "unit": unit.index, "part": f"{PREDICTIONS}/{unit.name}.{fmt}", "rows": writer.rows,
         "rejects": rejects_name, "counts": counts.to_dict(),
     })
-
-
-# --------------------------------------------------------------------------- run
-
-
-def _shard(cfg: ScoreConfig) -> tuple[int, int]:
-    if cfg.shard is None:
-        return 0, 1
-    k, n = cfg.shard.split("/")
-    return int(k), int(n)
 
 
 def _check_plan(out: Path, plan: dict, overwrite: bool, shared: bool = False) -> None:
@@ -185,146 +302,6 @@ def _written_by_us(p: Path) -> bool:
     return p.name.startswith(("_", "report.", ".")) or p.name in (PREDICTIONS, "rejects")
 
 
-def main(cfg: ScoreConfig) -> dict:
-    """Score every input; returns the report."""
-    from accelerate import Accelerator
-
-    from spamjob.artifact import load_classifier
-
-    wall0 = time.perf_counter()
-    gpu = torch.cuda.is_available()
-    accelerator = Accelerator(cpu=not gpu)
-    rank, world, main_proc = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
-    device = accelerator.device
-    out = Path(cfg.out)
-
-    clf = load_classifier(cfg.model)
-    sources = discover(cfg.inputs)
-    csv = CsvOptions(cfg.delimiter, cfg.encoding, cfg.block_mb << 20)
-    schemas = {s.path: schema_of(s, csv) for s in sources}
-    columns = {s.path: resolve_columns(s, schemas[s.path], cfg) for s in sources}
-    model_fp = {"path": str(Path(cfg.model).resolve()), "sha256": clf.config.get("model_sha256")}
-    plan = {"spamjob_version": __version__, "model": model_fp, "inputs": [s.fingerprint() for s in sources],
-            "options": cfg.plan_options()}
-    if main_proc:
-        out.mkdir(parents=True, exist_ok=True)
-        _check_plan(out, plan, cfg.overwrite, shared=cfg.shard is not None)
-    accelerator.wait_for_everyone()
-
-    batch_tokens = cfg.batch_tokens or (65536 if gpu else 1024)
-    mp = resolve_mixed_precision(cfg.mixed_precision, gpu)
-    agreement = None
-    if cfg.quantize == "int8":
-        if gpu:
-            raise SpamjobError("--quantize int8 is for CPU scoring (dynamic int8 kernels); on GPU use bf16")
-        reference = Predictor(clf, device, "no", batch_tokens)
-        import copy
-
-        quantized = copy.copy(clf)
-        quantized.model = torch.ao.quantization.quantize_dynamic(clf.model, {torch.nn.Linear}, dtype=torch.qint8)
-        predict = Predictor(quantized, device, "no", batch_tokens)
-        agreement = {"reference": reference, "rows": 0, "same": 0, "max_abs_diff": 0.0}
-    else:
-        predict = Predictor(clf, device, mp, batch_tokens)
-    if cfg.compile:
-        predict.model = torch.compile(predict.model, dynamic=True)
-    workers = cfg.tokenize_workers if cfg.tokenize_workers is not None else (
-        min(8, max((os.cpu_count() or 1) // world - 1, 0)) if gpu else 0)
-    tokenize = TokenizerPool(clf.tokenizer, Path(cfg.model) / "tokenizer", workers)
-
-    # Units: Parquet row groups dealt round-robin over all inputs; CSV blocks dealt
-    # round-robin within each file (their number is known only once the file is read).
-    # An empty file (no header, no schema) is one empty unit, so it is still accounted for.
-    total_rows = 0
-    parquet_jobs: list[Unit] = []
-    known_units: dict[str, int] = {}  # per source, where the count is known before reading (not CSV)
-    for s in sources:
-        if s.kind == "parquet" or columns[s.path] is None:
-            groups, rows = parquet_layout(s) if columns[s.path] is not None else (0, 0)
-            known_units[s.path] = max(groups, 1)
-            parquet_jobs += [Unit(s, i) for i in range(known_units[s.path])]
-            total_rows += rows
-    # With --shard K/N, this run's processes are ranks K*world .. K*world+world-1 of N*world.
-    shard_k, shard_n = _shard(cfg)
-    me, total = shard_k * world + rank, shard_n * world
-    mine = [u for k, u in enumerate(parquet_jobs) if k % total == me]
-    bar = tqdm(total=(total_rows // world) or None, unit="rows", desc=f"scoring (rank {rank})",
-               disable=not (cfg.progress and main_proc), leave=False)
-    stats = {"units_done": 0, "units_skipped": 0, "windows": 0}
-
-    def done(unit: Unit) -> bool:
-        return (out / "_parts" / f"{unit.name}.json").is_file() and (out / PREDICTIONS / f"{unit.name}.{cfg.format}").is_file()
-
-    def run_unit(unit: Unit, chunks: Iterator[Chunk]) -> None:
-        cols = columns[unit.source.path]
-        schema = _output_schema(unit.source, schemas[unit.source.path], cols)
-        if cols is None:
-            chunks = iter(())
-        writer = PartWriter(out / PREDICTIONS / f"{unit.name}.{cfg.format}", cfg.format)
-        counts, rejects = Counts(), []
-        try:
-            for w in prefetch(_prepare_window(c, cols, tokenize) for c in chunks):
-                rejects += w["chunk"].rejects
-                for r in w["chunk"].rejects:
-                    counts.rejected[r["reason"]] += 1
-                table = _score_window(w, cols, predict, clf.max_length, counts, agreement)
-                if table.num_rows:
-                    writer.write(table.cast(schema))
-                bar.update(table.num_rows)
-                stats["windows"] += 1
-                kill_point("SPAMJOB_KILL_AFTER_WINDOWS", stats["windows"])  # crash tests
-            _commit(out, unit, writer, schema, counts, rejects, cfg.format)
-        except BaseException:
-            writer.abort()
-            raise
-        stats["units_done"] += 1
-
-    try:
-        for unit in mine:
-            if done(unit):
-                stats["units_skipped"] += 1
-                continue
-            cols = columns[unit.source.path]
-            if cols is None:
-                run_unit(unit, iter(()))
-                continue
-            needed = list(dict.fromkeys([*cols.keep, cols.text, *([cols.label] if cols.label else [])]))
-            run_unit(unit, iter_parquet_unit(unit.source, unit.index, needed, cfg.window_rows))
-        for si, s in enumerate(sources):
-            if s.kind != "csv" or columns[s.path] is None:
-                continue
-            types = {name: pa.binary() for name in schemas[s.path].names}  # decoded per value: bad bytes never crash
-            n_blocks = 0
-            for block, chunk in iter_csv_blocks(s, csv, types):
-                n_blocks = block + 1
-                unit = Unit(s, block)
-                if (si + block) % total != me:
-                    continue
-                if done(unit):
-                    stats["units_skipped"] += 1
-                    continue
-                run_unit(unit, _window(chunk, cfg.window_rows))
-            if n_blocks == 0:
-                unit = Unit(s, 0)
-                if me == si % total and not done(unit):
-                    run_unit(unit, iter(()))
-            if main_proc:
-                write_json(out / "_sources" / f"{s.key}.json", {"path": s.path, "units": max(n_blocks, 1)})
-    finally:
-        bar.close()
-        tokenize.close()
-
-    peak = torch.tensor([resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0], device=device)
-    peak = accelerator.reduce(peak, "max").item()
-    accelerator.wait_for_everyone()
-    report = None
-    if main_proc:
-        report = _finish(out, cfg, sources, known_units, plan, world, wall0, peak, agreement, mp)
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
-    return report if report is not None else {}
-
-
 def _window(chunk: Chunk, rows: int) -> Iterator[Chunk]:
     """Split a CSV block into windows of `rows` rows (rejects ride with the first)."""
     b = chunk.batch
@@ -335,34 +312,37 @@ def _window(chunk: Chunk, rows: int) -> Iterator[Chunk]:
         yield Chunk(b.slice(off, rows), chunk.first_row + off, chunk.rejects if k == 0 else [])
 
 
-def _finish(out: Path, cfg: ScoreConfig, sources: list[Source], known_units: dict[str, int], plan: dict,
-            world: int, wall0: float, peak_mb: float, agreement: dict | None, mp: str) -> dict:
+def finish(job: ScoreJob, wall0: float) -> dict:
+    """Peak memory of every process; then, on the main process, the report, manifest and `_SUCCESS`."""
+    accelerator = job.accelerator
+    peak = torch.tensor([resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0], device=accelerator.device)
+    peak = accelerator.reduce(peak, "max").item()
+    accelerator.wait_for_everyone()
+    report = _write_report(job, wall0, peak) if accelerator.is_main_process else None
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return report if report is not None else {}
+
+
+def _write_report(job: ScoreJob, wall0: float, peak_mb: float) -> dict:
     """Check every unit committed, sum the sidecars, write the report, the manifest and `_SUCCESS`."""
     from spamjob import report as rep
 
-    total = Counts()
-    per_input: dict[str, Counts] = {}
-    parts = []
-    missing = []
-    for s in sources:
-        if s.path in known_units:
-            n_units = known_units[s.path]
-        else:
-            meta = out / "_sources" / f"{s.key}.json"
-            n_units = read_json(meta)["units"] if meta.is_file() else 1
+    cfg, out = job.cfg, job.out
+    total, per_input, parts, missing = Counts(), {}, [], []
+    for inp in job.inputs:
         c_in = Counts()
-        for i in range(n_units):
-            unit = Unit(s, i)
+        for i in range(_unit_count(job, inp)):
+            unit = Unit(inp.source, i)
             side = out / "_parts" / f"{unit.name}.json"
             if not side.is_file():
                 missing.append(unit.name)
                 continue
             info = read_json(side)
-            c = Counts.from_dict(info["counts"])
-            c_in += c
-            parts.append({"part": info["part"], "source": s.path, "unit": i, "rows": info["rows"],
+            c_in += Counts.from_dict(info["counts"])
+            parts.append({"part": info["part"], "source": inp.source.path, "unit": i, "rows": info["rows"],
                           "rejects": info["rejects"]})
-        per_input[s.path] = c_in
+        per_input[inp.source.path] = c_in
         total += c_in
     if missing:
         if cfg.shard is not None:  # other tasks are still at work: the last one writes the report
@@ -373,27 +353,33 @@ def _finish(out: Path, cfg: ScoreConfig, sources: list[Source], known_units: dic
     extra = {
         "wall_time_s": round(wall, 3),
         "rows_per_s": round(total.rows_read / wall, 2) if wall else None,
-        "num_processes": world,
-        "model": plan["model"],
-        "mixed_precision": mp,
+        "num_processes": job.accelerator.num_processes,
+        "model": job.plan["model"],
+        "mixed_precision": job.scorer.mixed_precision,
         "quantize": cfg.quantize,
         "peak_rss_mb": round(peak_mb, 1),
         "output": {"folder": str(out.resolve()), "format": cfg.format, "parts": len(parts)},
         "spamjob_version": __version__,
     }
-    if agreement is not None:
-        extra["quantization_agreement"] = {
-            "rows_compared": agreement["rows"],
-            "same_prediction": agreement["same"] / agreement["rows"] if agreement["rows"] else None,
-            "max_abs_probability_diff": agreement["max_abs_diff"],
-        }
+    if job.agreement is not None:
+        extra["quantization_agreement"] = job.agreement.report()
     report = rep.build(total, per_input, extra)
     rep.write(out, report)
-    write_json(out / "_manifest.json", {"plan": plan, "parts": parts, "rows": total.rows_read,
+    write_json(out / "_manifest.json", {"plan": job.plan, "parts": parts, "rows": total.rows_read,
                                         "rejected": sum(total.rejected.values())})
     with atomic_path(out / "_SUCCESS") as tmp:
         tmp.write_text("")
     return report
+
+
+def _unit_count(job: ScoreJob, inp: Input) -> int:
+    """Units of an input: its row groups (Parquet), its blocks as recorded when read (CSV), 1 if empty."""
+    if inp.columns is None:
+        return 1
+    if inp.source.kind == "parquet":
+        return len(parquet_units(inp.source))
+    meta = job.out / "_sources" / f"{inp.source.key}.json"
+    return read_json(meta)["units"] if meta.is_file() else 1
 
 
 def summary(report: dict, out: str) -> str:

@@ -250,7 +250,7 @@ def test_one_and_two_ranks_give_identical_output(sms_path, classifier_dir, tmp_p
 
 def test_predictions_do_not_depend_on_batching(sms_path, classifier_dir):
     from spamjob.artifact import load_classifier
-    from spamjob.score import Predictor
+    from spamjob.predict import Predictor
     import torch
 
     clf = load_classifier(classifier_dir)

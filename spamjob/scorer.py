@@ -1,0 +1,129 @@
+"""The scoring core: a trained classifier applied to Arrow tables, engine-neutral.
+
+`BatchScorer(model_dir).score_table(table)` returns the table with `prediction`,
+`spam_probability`, `truncated` and `error` added. `spamjob score` runs the same two halves
+separately, `prepare` (decode, flag, tokenize: no model, so it can run in a reading thread)
+and `predict` + `output_columns`, so that reading overlaps the model; an engine such as
+Ray or Spark calls `score_table` on each batch of a worker that built one scorer.
+
+Rules, the same everywhere: a null text, an empty or whitespace-only text and text whose
+bytes are not valid UTF-8 are not scored and say why in `error`; longer messages are
+truncated to the classifier's max_length, scored and flagged `truncated`; special-token
+text such as `<|endoftext|>` is scored as text. Rows are length-sorted and batched by
+padded tokens inside a window; a message's probability does not depend on its batch.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from spamjob.columns import OUTPUT_COLUMNS, as_strings
+from spamjob.config import resolve_mixed_precision
+from spamjob.errors import SpamjobError
+from spamjob.io import TEXT_CANDIDATES
+from spamjob.predict import Predictor, TokenizerPool
+
+
+@dataclass(frozen=True)
+class Window:
+    """Rows on their way through the scorer: why each is not scored (None: scored), and the
+    token ids of those that are."""
+
+    errors: list[str | None]
+    ok: list[int]  # row indices that are scored
+    ids: list[list[int]]  # their token ids, in the same order
+
+    @property
+    def num_rows(self) -> int:
+        return len(self.errors)
+
+
+class BatchScorer:
+    """A classifier loaded once (per process or per engine worker) that scores Arrow tables."""
+
+    def __init__(self, model: str | os.PathLike, *, device: str | torch.device | None = None,
+                 mixed_precision: str = "auto", batch_tokens: int | None = None, quantize: str | None = None,
+                 compile: bool = False, tokenize_workers: int = 0):
+        from spamjob.artifact import load_classifier
+
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        gpu = device.type == "cuda"
+        if quantize == "int8" and gpu:
+            raise SpamjobError("--quantize int8 is for CPU scoring (dynamic int8 kernels); on GPU use bf16")
+        self.classifier = clf = load_classifier(model)
+        self.mixed_precision = resolve_mixed_precision(mixed_precision, gpu)
+        batch_tokens = batch_tokens or (65536 if gpu else 1024)
+        self.reference: Predictor | None = None  # fp32, to measure what int8 changes
+        if quantize == "int8":
+            self.reference = Predictor(clf, device, "no", batch_tokens)
+            quantized = copy.copy(clf)
+            quantized.model = torch.ao.quantization.quantize_dynamic(clf.model, {torch.nn.Linear}, dtype=torch.qint8)
+            self.predictor = Predictor(quantized, device, "no", batch_tokens)
+        else:
+            self.predictor = Predictor(clf, device, self.mixed_precision, batch_tokens)
+        if compile:
+            self.predictor.model = torch.compile(self.predictor.model, dynamic=True)
+        self.tokenize = TokenizerPool(clf.tokenizer, Path(model) / "tokenizer", tokenize_workers)
+
+    def prepare(self, texts: pa.Array) -> Window:
+        """Decode and flag a text column and tokenize what is scored (thread-safe: no model)."""
+        values, bad = as_strings(texts) if len(texts) else ([], [])
+        errors = [_error(t, b) for t, b in zip(values, bad)]
+        ok = [i for i, e in enumerate(errors) if e is None]
+        return Window(errors, ok, self.tokenize([values[i] for i in ok]) if ok else [])
+
+    def predict(self, window: Window) -> np.ndarray:
+        """P(spam) of the scored rows of a window, in `window.ok` order."""
+        return self.predictor(window.ids)
+
+    def output_columns(self, window: Window, probs: np.ndarray) -> dict[str, pa.Array]:
+        """The four columns scoring adds, one value per row of the window."""
+        n, ok = window.num_rows, window.ok
+        scored = np.zeros(n, dtype=bool)
+        scored[ok] = True
+        spam_prob = np.full(n, np.nan)
+        spam_prob[ok] = probs
+        truncated = np.zeros(n, dtype=bool)
+        truncated[ok] = [len(s) > self.classifier.max_length for s in window.ids]
+        ham, spam = self.classifier.labels
+        labels = np.where(spam_prob > 0.5, spam, ham).astype(object)  # argmax of two logits: a tie is ham
+        labels[~scored] = None
+        return {"prediction": pa.array(labels, type=pa.string()),
+                "spam_probability": pa.array(spam_prob, type=pa.float64(), mask=~scored),
+                "truncated": pa.array(truncated), "error": pa.array(window.errors, type=pa.string())}
+
+    def score_table(self, table: pa.Table | pa.RecordBatch, text_column: str | None = None) -> pa.Table:
+        """`table` with the four output columns appended (the text column: given, else the first of
+        Text, text, message, sms)."""
+        table = pa.Table.from_batches([table]) if isinstance(table, pa.RecordBatch) else table
+        column = text_column or next((c for c in TEXT_CANDIDATES if c in table.column_names), None)
+        if column not in table.column_names:
+            raise SpamjobError(f"no text column {column or ' / '.join(TEXT_CANDIDATES)!r} in {table.column_names}")
+        clash = [c for c in OUTPUT_COLUMNS if c in table.column_names]
+        if clash:
+            raise SpamjobError(f"input column(s) {', '.join(clash)} would collide with the output")
+        window = self.prepare(table.column(column).combine_chunks())
+        for name, values in self.output_columns(window, self.predict(window)).items():
+            table = table.append_column(name, values)
+        return table
+
+    def close(self) -> None:
+        """Stop the tokenizer processes, if any."""
+        self.tokenize.close()
+
+
+def _error(text: str | None, bad_bytes: bool) -> str | None:
+    if text is None:
+        return "null text"
+    if bad_bytes:
+        return "invalid UTF-8 in text"
+    if not text.strip():
+        return "empty text"
+    return None

@@ -1,0 +1,58 @@
+"""The package as a whole: every module imports on its own, the import graph has no cycle (lazy
+imports inside functions included), and functions stay short enough to read whole."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from graphlib import CycleError, TopologicalSorter
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "spamjob"
+MODULES = sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__")
+LONGEST = 60  # lines; a longer function says why in a comment on its `def` line
+
+
+def imports(module: str) -> set[str]:
+    """spamjob modules that `module` imports anywhere (top level or inside a function)."""
+    found = set()
+    for node in ast.walk(ast.parse((PACKAGE / f"{module}.py").read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("spamjob"):
+            names = [node.module.removeprefix("spamjob").lstrip(".")] if node.module != "spamjob" else [
+                a.name for a in node.names]
+            found.update(n for n in names if n in MODULES)
+        elif isinstance(node, ast.Import):
+            found.update(a.name.split(".")[1] for a in node.names if a.name.startswith("spamjob."))
+    return found - {module}
+
+
+def test_import_graph_is_acyclic():
+    graph = {m: imports(m) for m in MODULES}
+    try:
+        order = list(TopologicalSorter(graph).static_order())
+    except CycleError as e:
+        pytest.fail(f"import cycle: {' -> '.join(e.args[1])}")
+    assert set(order) == set(MODULES)
+
+
+def test_every_module_imports_alone():
+    code = "import importlib, sys; [importlib.import_module('spamjob.' + m) for m in sys.argv[1:]]"
+    for module in MODULES:
+        r = subprocess.run([sys.executable, "-c", code, module], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, f"spamjob.{module}: {r.stderr[-2000:]}"
+
+
+def test_functions_are_short():
+    long = []
+    for module in MODULES:
+        source = (PACKAGE / f"{module}.py").read_text()
+        lines = source.splitlines()
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n = node.end_lineno - node.lineno + 1
+                if n > LONGEST and "#" not in lines[node.lineno - 1]:
+                    long.append(f"{module}.{node.name} ({n} lines)")
+    assert not long, f"functions over {LONGEST} lines without a reason on their def line: {', '.join(long)}"

@@ -1,0 +1,68 @@
+"""spamjob.scorer: the engine-neutral scoring core (Arrow table in, table + four columns out)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from spamjob.errors import SpamjobError
+from spamjob.scorer import BatchScorer
+
+TEXTS = ["WINNER!! claim your free prize now", None, "   ", "see you at lunch", "hi <|endoftext|> there",
+         "call me " * 80]
+
+
+@pytest.fixture(scope="module")
+def scorer(classifier_dir):
+    s = BatchScorer(classifier_dir, device="cpu")
+    yield s
+    s.close()
+
+
+def test_score_table_adds_the_four_columns(scorer):
+    table = pa.table({"id": list(range(6)), "text": TEXTS})
+    out = scorer.score_table(table)
+    assert out.column_names == ["id", "text", "prediction", "spam_probability", "truncated", "error"]
+    assert out.column("id").to_pylist() == list(range(6))  # rows stay in input order
+    assert out.column("error").to_pylist() == [None, "null text", "empty text", None, None, None]
+    assert out.column("truncated").to_pylist() == [False, False, False, False, False, True]
+    probs = out.column("spam_probability").to_pylist()
+    assert [p is None for p in probs] == [False, True, True, False, False, False]
+    labels = out.column("prediction").to_pylist()
+    assert labels[1] is None and labels[2] is None
+    assert all(label == ("spam" if p > 0.5 else "ham") for label, p in zip(labels, probs) if p is not None)
+    scored = [t for t in TEXTS if t and t.strip()]
+    alone, _ = scorer.classifier.spam_probability(scored)
+    np.testing.assert_allclose([p for p in probs if p is not None], alone, atol=1e-6, rtol=0)
+
+
+def test_batch_independent_and_record_batches(scorer):
+    table = pa.table({"message": TEXTS * 3})
+    whole = scorer.score_table(table).column("spam_probability").to_pylist()
+    parts = [scorer.score_table(b).column("spam_probability").to_pylist() for b in table.to_batches(max_chunksize=4)]
+    np.testing.assert_allclose(np.array(sum(parts, []), dtype=float), np.array(whole, dtype=float), atol=1e-6)
+
+
+def test_bytes_that_are_not_utf8_are_flagged(scorer):
+    table = pa.table({"body": pa.array([b"free entry now", b"caf\xe9 \xff", None], type=pa.binary())})
+    out = scorer.score_table(table, text_column="body")
+    assert out.column("error").to_pylist() == [None, "invalid UTF-8 in text", "null text"]
+    assert out.column("body").to_pylist() == [b"free entry now", b"caf\xe9 \xff", None]  # kept as it was
+
+
+def test_bad_tables_are_one_line_errors(scorer):
+    with pytest.raises(SpamjobError, match="no text column"):
+        scorer.score_table(pa.table({"body": ["x"]}))
+    with pytest.raises(SpamjobError, match="no text column 'msg'"):
+        scorer.score_table(pa.table({"text": ["x"]}), text_column="msg")
+    with pytest.raises(SpamjobError, match="prediction would collide with the output"):
+        scorer.score_table(pa.table({"text": ["x"], "prediction": ["ham"]}))
+    assert scorer.score_table(pa.table({"text": pa.array([], type=pa.string())})).num_rows == 0
+
+
+def test_int8_keeps_an_fp32_reference(classifier_dir):
+    s = BatchScorer(classifier_dir, device="cpu", quantize="int8")
+    assert s.reference is not None and s.predictor.model is not s.reference.model
+    out = s.score_table(pa.table({"text": ["free prize", "hello"]}))
+    assert out.column("spam_probability").null_count == 0
