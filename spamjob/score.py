@@ -107,7 +107,7 @@ def main(cfg: ScoreConfig) -> dict:
     wall0 = time.perf_counter()
     job = setup(cfg)
     try:
-        for unit, chunks in my_units(job):
+        for unit, chunks in plan_units(job):
             score_unit(job, unit, chunks)
     finally:
         job.bar.close()
@@ -149,7 +149,7 @@ def setup(cfg: ScoreConfig) -> ScoreJob:
     return job
 
 
-def my_units(job: ScoreJob) -> Iterator[tuple[Unit, Iterator[Chunk]]]:
+def plan_units(job: ScoreJob) -> Iterator[tuple[Unit, Iterator[Chunk]]]:
     """This process's units not committed before, each with its chunks (read lazily).
 
     Parquet row groups are dealt round-robin over all inputs; CSV blocks round-robin within
