@@ -124,14 +124,14 @@ def setup(cfg: ScoreConfig) -> ScoreJob:
     world, out = accelerator.num_processes, Path(cfg.out)
     workers = cfg.tokenize_workers if cfg.tokenize_workers is not None else (
         min(8, max((os.cpu_count() or 1) // world - 1, 0)) if gpu else 0)
-    scorer = BatchScorer(cfg.model, device=accelerator.device, mixed_precision=cfg.mixed_precision,
-                         batch_tokens=cfg.batch_tokens, quantize=cfg.quantize, compile=cfg.compile,
-                         tokenize_workers=workers)
     csv = CsvOptions(cfg.delimiter, cfg.encoding, cfg.block_mb << 20)
     inputs = []
-    for source in discover(cfg.inputs):
+    for source in discover(cfg.inputs):  # bad inputs fail here, before the model is loaded
         schema = schema_of(source, csv)
         inputs.append(Input(source, schema, resolve_columns(source, schema, cfg)))
+    scorer = BatchScorer(cfg.model, device=accelerator.device, mixed_precision=cfg.mixed_precision,
+                         batch_tokens=cfg.batch_tokens, quantize=cfg.quantize, compile=cfg.compile,
+                         tokenize_workers=workers)  # its tokenizer processes start with the first window
     model_fp = {"path": str(Path(cfg.model).resolve()), "sha256": scorer.classifier.config.get("model_sha256")}
     plan = {"spamjob_version": __version__, "model": model_fp, "inputs": [i.source.fingerprint() for i in inputs],
             "options": cfg.plan_options()}
