@@ -7,6 +7,7 @@ batches (`ParquetFile.iter_batches`), CSV through Arrow's streaming reader
 
 from __future__ import annotations
 
+import functools
 import glob
 import hashlib
 import os
@@ -24,6 +25,7 @@ PARQUET_SUFFIXES = (".parquet", ".pq")
 CSV_SUFFIXES = (".csv", ".tsv", ".txt")
 COMPRESSED = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd"}
 TEXT_CANDIDATES = ("Text", "text", "message", "sms")
+OUTPUT_MARKER = "_plan.json"  # what makes a folder a scoring output (spamjob.score writes it first)
 
 
 @dataclass(frozen=True)
@@ -59,22 +61,30 @@ def _kind(path: Path) -> tuple[str, str | None] | None:
 def discover(patterns: list[str] | tuple[str, ...]) -> list[Source]:
     """Files, folders (searched recursively for known suffixes) and globs -> sources, in a stable order.
 
-    A pattern that matches nothing, or a file of an unknown type, is an error.
+    A pattern that matches nothing, or a file of an unknown type, is an error. A scoring output
+    folder (it holds OUTPUT_MARKER) is never an input: skipped when a folder or glob is walked,
+    an error when named.
     """
     seen: dict[str, Source] = {}
+    marked = functools.lru_cache(maxsize=None)(lambda folder: (folder / OUTPUT_MARKER).is_file())  # this call only
     for pattern in patterns:
         p = Path(pattern).expanduser()
         if p.is_file():
             candidates = [p]
             if _kind(p) is None:
                 raise SpamjobError(f"{p}: unknown input type; expected .parquet, .csv, .tsv or .txt (optionally .gz)")
+            if (output := scoring_output_of(p)) is not None:
+                raise SpamjobError(f"{p} is inside {output}, a spamjob scoring output; it is never an input")
         elif p.is_dir():
-            candidates = sorted(f for f in p.rglob("*") if f.is_file() and _kind(f) is not None)
+            if (output := scoring_output_of(p)) is not None:
+                raise SpamjobError(f"{p} is (inside) {output}, a spamjob scoring output; it is never an input")
+            candidates = sorted(f for f in p.rglob("*") if f.is_file() and _kind(f) is not None
+                                and scoring_output_of(f, p, marked) is None)
             if not candidates:
                 raise SpamjobError(f"folder {p} holds no .parquet/.csv/.tsv/.txt files")
         else:
             candidates = sorted(Path(m) for m in glob.glob(str(p), recursive=True) if Path(m).is_file())
-            candidates = [c for c in candidates if _kind(c) is not None]
+            candidates = [c for c in candidates if _kind(c) is not None and scoring_output_of(c, None, marked) is None]
             if not candidates:
                 raise SpamjobError(f"no input matches {pattern!r}")
         for c in candidates:
@@ -84,6 +94,22 @@ def discover(patterns: list[str] | tuple[str, ...]) -> list[Source]:
                 kind, compression = _kind(c)  # type: ignore[misc]
                 seen[real] = Source(real, kind, compression, st.st_size, st.st_mtime_ns)
     return list(seen.values())
+
+
+def scoring_output_of(path: Path, stop: Path | None = None, has_marker=None) -> Path | None:
+    """The spamjob scoring output folder that `path` is or lies in (looking up to `stop`), if any.
+
+    `has_marker`: a cached folder -> bool test, for walks that ask about the same parents often.
+    """
+    has_marker = has_marker or (lambda folder: (folder / OUTPUT_MARKER).is_file())
+    path = path.resolve()
+    stop = stop.resolve() if stop is not None else None
+    for folder in [path, *path.parents] if path.is_dir() else list(path.parents):
+        if has_marker(folder):
+            return folder
+        if folder == stop:
+            return None
+    return None
 
 
 @dataclass(frozen=True)

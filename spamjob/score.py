@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import shutil
 import time
@@ -32,13 +33,13 @@ from spamjob.config import ScoreConfig
 from spamjob.errors import SpamjobError
 from spamjob.faults import kill_point
 from spamjob.fsutil import atomic_path, read_json, write_json
-from spamjob.io import Chunk, CsvOptions, PartWriter, Source, discover, iter_csv_blocks, iter_parquet_unit, \
-    parquet_layout, parquet_units, schema_of
+from spamjob.io import OUTPUT_MARKER, Chunk, CsvOptions, PartWriter, Source, discover, iter_csv_blocks, \
+    iter_parquet_unit, parquet_layout, parquet_units, schema_of
 from spamjob.predict import prefetch
 from spamjob.report import BINS, Counts
 from spamjob.scorer import BatchScorer, Window
 
-PLAN = "_plan.json"
+PLAN = OUTPUT_MARKER  # "_plan.json", written first: it makes --out a scoring output
 PREDICTIONS = "predictions"  # the parts: one Parquet/CSV dataset
 INT8_SAMPLE = 512  # rows of the first window scored in fp32 too: the fp32 pass costs what it measures
 
@@ -133,8 +134,10 @@ def setup(cfg: ScoreConfig) -> ScoreJob:
                          batch_tokens=cfg.batch_tokens, quantize=cfg.quantize, compile=cfg.compile,
                          tokenize_workers=workers)  # its tokenizer processes start with the first window
     model_fp = {"path": str(Path(cfg.model).resolve()), "sha256": scorer.classifier.config.get("model_sha256")}
+    # Everything that decides a prediction is in the plan: a rerun with any other value is another job.
+    predictions = {"mixed_precision": scorer.mixed_precision, "quantize": cfg.quantize}
     plan = {"spamjob_version": __version__, "model": model_fp, "inputs": [i.source.fingerprint() for i in inputs],
-            "options": cfg.plan_options()}
+            "options": {**cfg.plan_options(), **predictions}}
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         _check_plan(out, plan, cfg.overwrite, shared=cfg.shard is not None)
@@ -206,7 +209,7 @@ def score_unit(job: ScoreJob, unit: Unit, chunks: Iterator[Chunk]) -> None:
             rejects += chunk.rejects
             for r in chunk.rejects:
                 counts.rejected[r["reason"]] += 1
-            table = _score_window(job, chunk, cols, window, labels, counts)
+            table = _score_window(job, chunk, inp, window, labels, counts)
             if table.num_rows:
                 writer.write(table.cast(schema))
             job.bar.update(table.num_rows)
@@ -218,7 +221,7 @@ def score_unit(job: ScoreJob, unit: Unit, chunks: Iterator[Chunk]) -> None:
         raise
 
 
-def _score_window(job: ScoreJob, chunk: Chunk, cols: Columns, window: Window, labels: list | None,
+def _score_window(job: ScoreJob, chunk: Chunk, inp: Input, window: Window, labels: list | None,
                   counts: Counts) -> pa.Table:
     """Predict one window, count it, and build its output table (kept columns + the four new ones)."""
     probs = job.scorer.predict(window)
@@ -229,10 +232,17 @@ def _score_window(job: ScoreJob, chunk: Chunk, cols: Columns, window: Window, la
         job.agreement.max_abs_diff = float(np.abs(ref - probs[: len(ref)]).max())
     new = job.scorer.output_columns(window, probs)
     _count(counts, window, probs, new["truncated"], labels)
-    table = pa.table({c: utf8_column(chunk.batch.column(c)) for c in cols.keep}) if cols.keep else pa.table({})
+    table = pa.table({c: _kept(inp, chunk.batch.column(c)) for c in inp.columns.keep}) if inp.columns.keep \
+        else pa.table({})
     for name, values in new.items():
         table = table.append_column(name, values)
     return table
+
+
+def _kept(inp: Input, values: pa.Array) -> pa.Array:
+    """A kept column as it came: Parquet columns bit for bit; CSV fields (read as bytes so that bad
+    bytes never crash the reader) as text, invalid bytes replaced by U+FFFD."""
+    return utf8_column(values) if inp.source.kind == "csv" else values
 
 
 def _count(counts: Counts, window: Window, probs: np.ndarray, truncated: pa.Array, labels: list | None) -> None:
@@ -275,7 +285,8 @@ def _commit(out: Path, unit: Unit, writer: PartWriter, schema: pa.Schema, counts
 
 
 def _check_plan(out: Path, plan: dict, overwrite: bool, shared: bool = False) -> None:
-    """Same plan: resume. Other plan or a foreign non-empty folder: error unless --overwrite (which clears it)."""
+    """Same plan: resume. Another plan, or a non-empty folder without one: an error, unless
+    --overwrite, which deletes what a scoring job writes and refuses when anything else is there."""
     plan_path = out / PLAN
     if out.exists() and any(out.iterdir()):
         old = read_json(plan_path) if plan_path.is_file() else None
@@ -284,12 +295,11 @@ def _check_plan(out: Path, plan: dict, overwrite: bool, shared: bool = False) ->
                 what = ("was written with another model, other inputs or other options" if old is not None
                         else "is not empty and holds no spamjob scoring plan")
                 raise SpamjobError(f"output folder {out} {what}; pass --overwrite to replace it, or choose another --out")
-            ours = [p for p in out.iterdir() if _written_by_us(p)]
-            foreign = [p for p in out.iterdir() if not _written_by_us(p)]
+            foreign = [p for p in out.iterdir() if not _ours(p)]
             if foreign:
                 raise SpamjobError(f"--overwrite would delete {foreign[0]}, which spamjob did not write; "
                                    f"clear {out} by hand")
-            for p in ours:
+            for p in out.iterdir():
                 shutil.rmtree(p) if p.is_dir() else p.unlink()
     (out / "_SUCCESS").unlink(missing_ok=True)
     if not shared:  # with --shard, other tasks' temporaries may be live
@@ -298,8 +308,24 @@ def _check_plan(out: Path, plan: dict, overwrite: bool, shared: bool = False) ->
     write_json(plan_path, plan)
 
 
-def _written_by_us(p: Path) -> bool:
-    return p.name.startswith(("_", "report.", ".")) or p.name in (PREDICTIONS, "rejects")
+# What a scoring job writes into --out, and nothing else: --overwrite deletes only these.
+OWNED_FILES = {PLAN, "_manifest.json", "_SUCCESS", "report.json", "report.md", "report.png"}
+OWNED_FOLDERS = {"_parts", "_sources", PREDICTIONS, "rejects"}
+_OWNED_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[^.]+\.part$")  # atomic_path's and PartWriter's
+_UNIT_FILE = re.compile(r"^(part-[0-9a-f]{12}-\d{6}\.(parquet|csv|json|jsonl)|[0-9a-f]{12}\.json)$")
+
+
+def _ours(p: Path) -> bool:
+    """A file or folder of --out that a scoring job writes (or its temporary)."""
+    if p.is_dir():
+        return p.name in OWNED_FOLDERS and all(c.is_file() and _unit_file(c.name) for c in p.iterdir())
+    m = _OWNED_TEMPORARY.match(p.name)
+    return (m.group("name") if m else p.name) in OWNED_FILES
+
+
+def _unit_file(name: str) -> bool:
+    m = _OWNED_TEMPORARY.match(name)
+    return _UNIT_FILE.match(m.group("name") if m else name) is not None
 
 
 def _window(chunk: Chunk, rows: int) -> Iterator[Chunk]:

@@ -315,3 +315,67 @@ def test_compiled_model_gives_the_same_predictions(classifier_dir, data_dir, tmp
     assert r.exit_code == 0, r.output
     a, b = predictions(tmp_path / "plain"), predictions(tmp_path / "compiled")
     np.testing.assert_allclose(a["spam_probability"], b["spam_probability"], atol=1e-5, rtol=0)
+
+
+def test_rerun_with_options_that_change_predictions_is_refused(classifier_dir, data_dir, tmp_path):
+    out = tmp_path / "o"
+    args = [str(data_dir / "validation.csv"), "--model", str(classifier_dir), "--out", str(out)]
+    assert score(*args).exit_code == 0
+    for other in (["--quantize", "int8"], ["--mixed-precision", "bf16"]):
+        r = score(*args, *other)  # a killed fp32 run resumed this way would mix fp32 and int8/bf16 parts
+        assert r.exit_code == 1 and "another model, other inputs or other options" in r.output, other
+    assert json.loads((out / "_plan.json").read_text())["options"]["quantize"] is None
+    assert score(*args, "--quantize", "int8", "--overwrite").exit_code == 0
+    assert report(out)["quantize"] == "int8"
+
+
+def test_kept_parquet_columns_pass_through_bit_for_bit(classifier_dir, tmp_path):
+    import datetime
+    import decimal
+
+    table = pa.table({
+        "text": ["win a prize", "see you"],
+        "raw": pa.array([b"caf\xe9 \xff\x00", b"ok"], type=pa.binary()),
+        "amount": pa.array([decimal.Decimal("1.25"), None], type=pa.decimal128(9, 2)),
+        "at": pa.array([datetime.datetime(2026, 1, 2, 3, 4, 5), None], type=pa.timestamp("us", tz="Europe/Berlin")),
+        "tags": pa.array([[1, 2], []], type=pa.list_(pa.int32())),
+        "meta": pa.array([{"a": 1, "b": "x"}, None], type=pa.struct([("a", pa.int64()), ("b", pa.string())])),
+    })
+    pq.write_table(table, tmp_path / "in.parquet")
+    r = score(str(tmp_path / "in.parquet"), "--model", str(classifier_dir), "--out", str(tmp_path / "o"))
+    assert r.exit_code == 0, r.output
+    out = pq.read_table(tmp_path / "o" / "predictions")
+    assert out.select(table.column_names).equals(table)  # same types, same values, same bytes
+
+
+@pytest.mark.parametrize("foreign", [".git/config", "_my_notes.txt", "report.final.xlsx", "predictions/mine.txt"])
+def test_overwrite_deletes_only_what_spamjob_writes(classifier_dir, data_dir, tmp_path, foreign):
+    out = tmp_path / "o"
+    args = [str(data_dir / "validation.csv"), "--model", str(classifier_dir), "--out", str(out)]
+    assert score(*args).exit_code == 0
+    (out / foreign).parent.mkdir(parents=True, exist_ok=True)
+    (out / foreign).write_text("not spamjob's")
+    r = score(*args, "--label-column", "Label", "--overwrite")
+    assert r.exit_code == 1 and "which spamjob did not write" in r.output and r.output.count("\n") == 1
+    assert (out / foreign).read_text() == "not spamjob's" and (out / "_SUCCESS").exists()  # nothing deleted
+    (out / foreign).unlink()
+    if foreign.startswith(".git/"):
+        (out / ".git").rmdir()
+    assert score(*args, "--label-column", "Label", "--overwrite").exit_code == 0
+    assert report(out)["accuracy"] is not None
+
+
+def test_an_output_inside_an_input_folder_is_never_read(classifier_dir, tmp_path):
+    (tmp_path / "in").mkdir()
+    pd.DataFrame({"text": [f"message {i}" for i in range(30)], "label": ["ham"] * 30}).to_csv(
+        tmp_path / "in" / "a.csv", index=False)
+    args = [str(tmp_path / "in"), "--model", str(classifier_dir), "--out", str(tmp_path / "in" / "scored")]
+    assert score(*args).exit_code == 0
+    (tmp_path / "in" / "scored" / "_SUCCESS").unlink()  # as if killed before the end
+    assert score(*args).exit_code == 0 and report(tmp_path / "in" / "scored")["rows"]["read"] == 30
+    r = score(*args, "--label-column", "label", "--overwrite")
+    assert r.exit_code == 0 and report(tmp_path / "in" / "scored")["rows"]["read"] == 30
+    for named in ("in/scored", "in/scored/predictions"):
+        r = score(str(tmp_path / named), "--model", str(classifier_dir), "--out", str(tmp_path / "x"))
+        assert r.exit_code == 1 and "a spamjob scoring output; it is never an input" in r.output
+        assert not (tmp_path / "x").exists()
