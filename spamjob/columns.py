@@ -53,8 +53,8 @@ def resolve_columns(source: Source, schema: pa.Schema | None, cfg: ScoreConfig) 
     missing = [c for c in keep if c not in names]
     if missing:
         raise SpamjobError(f"{source.path} has no column(s) {', '.join(missing)} for --keep-columns")
-    if cfg.id_column and cfg.id_column not in keep:
-        keep = (cfg.id_column, *keep)
+    if cfg.id_column:  # kept, and first
+        keep = (cfg.id_column, *(c for c in keep if c != cfg.id_column))
     clash = [c for c in keep if c in OUTPUT_COLUMNS]
     if clash:
         raise SpamjobError(f"{source.path}: input column(s) {', '.join(clash)} would collide with the output; "

@@ -28,7 +28,7 @@ import torch
 from tqdm import tqdm
 
 from spamjob import __version__
-from spamjob.columns import Columns, labels_of, resolve_columns, utf8_column
+from spamjob.columns import OUTPUT_COLUMNS, Columns, labels_of, resolve_columns, utf8_column
 from spamjob.config import ScoreConfig
 from spamjob.errors import SpamjobError
 from spamjob.faults import kill_point
@@ -64,12 +64,36 @@ class Input:
     schema: pa.Schema | None
     columns: Columns | None
 
-    def output_schema(self) -> pa.Schema:
-        """Kept columns (CSV ones as text), then the four scoring adds."""
-        kept = [pa.field(c, pa.large_string()) if self.source.kind == "csv" else self.schema.field(c)
+    def kept_fields(self) -> list[pa.Field]:
+        """The kept columns as they come out: Parquet's as they are, CSV fields as text."""
+        return [pa.field(c, pa.large_string()) if self.source.kind == "csv" else self.schema.field(c)
                 for c in (self.columns.keep if self.columns is not None else ())]
-        return pa.schema(kept + [pa.field("prediction", pa.string()), pa.field("spam_probability", pa.float64()),
-                                 pa.field("truncated", pa.bool_()), pa.field("error", pa.string())])
+
+
+OUTPUT_FIELDS = [pa.field("prediction", pa.string()), pa.field("spam_probability", pa.float64()),
+                 pa.field("truncated", pa.bool_()), pa.field("error", pa.string())]
+
+
+def output_schema(inputs: list[Input]) -> pa.Schema:
+    """One schema for every part, so that the output folder reads as one dataset: the union of the
+    kept columns (in order of first appearance; an input without one gets nulls), then the four
+    scoring adds. A column whose type differs between inputs takes the type both widen to
+    (string -> large_string, int32 -> int64), else text; a nested one that differs is an error."""
+    by_name: dict[str, list[pa.Field]] = {}
+    for inp in inputs:
+        for f in inp.kept_fields():
+            by_name.setdefault(f.name, []).append(f)
+    kept = []
+    for name, found in by_name.items():
+        try:
+            kept.append(pa.unify_schemas([pa.schema([f]) for f in found], promote_options="permissive").field(0))
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            if any(pa.types.is_nested(f.type) for f in found):
+                types = " and ".join(sorted({str(f.type) for f in found}))
+                raise SpamjobError(f"column {name!r} is {types} in different inputs; score them separately "
+                                   "or leave it out with --keep-columns") from None
+            kept.append(pa.field(name, pa.large_string()))
+    return pa.schema(kept + OUTPUT_FIELDS)
 
 
 @dataclass
@@ -94,6 +118,7 @@ class ScoreJob:
     out: Path
     scorer: BatchScorer
     inputs: list[Input]
+    schema: pa.Schema  # of every part
     csv: CsvOptions
     plan: dict
     agreement: Agreement | None
@@ -130,6 +155,7 @@ def setup(cfg: ScoreConfig) -> ScoreJob:
     for source in discover(cfg.inputs):  # bad inputs fail here, before the model is loaded
         schema = schema_of(source, csv)
         inputs.append(Input(source, schema, resolve_columns(source, schema, cfg)))
+    schema = output_schema(inputs)
     scorer = BatchScorer(cfg.model, device=accelerator.device, mixed_precision=cfg.mixed_precision,
                          batch_tokens=cfg.batch_tokens, quantize=cfg.quantize, compile=cfg.compile,
                          tokenize_workers=workers)  # its tokenizer processes start with the first window
@@ -144,7 +170,7 @@ def setup(cfg: ScoreConfig) -> ScoreJob:
     accelerator.wait_for_everyone()
     # With --shard K/N, this run's processes are ranks K*world .. K*world+world-1 of N*world.
     k, n = map(int, (cfg.shard or "0/1").split("/"))
-    job = ScoreJob(cfg, accelerator, out, scorer, inputs, csv, plan, Agreement() if cfg.quantize else None,
+    job = ScoreJob(cfg, accelerator, out, scorer, inputs, schema, csv, plan, Agreement() if cfg.quantize else None,
                    me=k * world + accelerator.process_index, total=n * world)
     rows = sum(parquet_layout(i.source)[1] for i in inputs if i.source.kind == "parquet" and i.columns is not None)
     job.bar = tqdm(total=(rows // world) or None, unit="rows", desc=f"scoring (rank {accelerator.process_index})",
@@ -199,7 +225,7 @@ def score_unit(job: ScoreJob, unit: Unit, chunks: Iterator[Chunk]) -> None:
     """Score one unit into its part (temporary name), then commit it; reading and tokenizing run
     a window ahead in a background thread."""
     inp = next(i for i in job.inputs if i.source == unit.source)
-    cols, schema = inp.columns, inp.output_schema()
+    cols, schema = inp.columns, job.schema
     writer = PartWriter(job.out / PREDICTIONS / f"{unit.name}.{job.cfg.format}", job.cfg.format)
     counts, rejects = Counts(), []
     prepared = ((c, job.scorer.prepare(c.batch.column(cols.text)),
@@ -232,11 +258,10 @@ def _score_window(job: ScoreJob, chunk: Chunk, inp: Input, window: Window, label
         job.agreement.max_abs_diff = float(np.abs(ref - probs[: len(ref)]).max())
     new = job.scorer.output_columns(window, probs)
     _count(counts, window, probs, new["truncated"], labels)
-    table = pa.table({c: _kept(inp, chunk.batch.column(c)) for c in inp.columns.keep}) if inp.columns.keep \
-        else pa.table({})
-    for name, values in new.items():
-        table = table.append_column(name, values)
-    return table
+    n, mine = window.num_rows, set(inp.columns.keep)
+    kept = {f.name: _kept(inp, chunk.batch.column(f.name)) if f.name in mine else pa.nulls(n, f.type)
+            for f in job.schema if f.name not in new}
+    return pa.table({**kept, **new})
 
 
 def _kept(inp: Input, values: pa.Array) -> pa.Array:
@@ -384,7 +409,8 @@ def _write_report(job: ScoreJob, wall0: float, peak_mb: float) -> dict:
         "mixed_precision": job.scorer.mixed_precision,
         "quantize": cfg.quantize,
         "peak_rss_mb": round(peak_mb, 1),
-        "output": {"folder": str(out.resolve()), "format": cfg.format, "parts": len(parts)},
+        "output": {"folder": str(out.resolve()), "format": cfg.format, "parts": len(parts),
+                   "columns": job.schema.names, "filled_with_nulls": _filled_with_nulls(job)},
         "spamjob_version": __version__,
     }
     if job.agreement is not None:
@@ -396,6 +422,13 @@ def _write_report(job: ScoreJob, wall0: float, peak_mb: float) -> dict:
     with atomic_path(out / "_SUCCESS") as tmp:
         tmp.write_text("")
     return report
+
+
+def _filled_with_nulls(job: ScoreJob) -> dict[str, list[str]]:
+    """Per input, the output columns it does not have (null in its rows)."""
+    kept = [f.name for f in job.schema if f.name not in OUTPUT_COLUMNS]
+    missing = {i.source.path: [c for c in kept if c not in i.columns.keep] for i in job.inputs if i.columns is not None}
+    return {path: cols for path, cols in missing.items() if cols}
 
 
 def _unit_count(job: ScoreJob, inp: Input) -> int:

@@ -379,3 +379,24 @@ def test_an_output_inside_an_input_folder_is_never_read(classifier_dir, tmp_path
         r = score(str(tmp_path / named), "--model", str(classifier_dir), "--out", str(tmp_path / "x"))
         assert r.exit_code == 1 and "a spamjob scoring output; it is never an input" in r.output
         assert not (tmp_path / "x").exists()
+
+
+def test_inputs_with_different_columns_give_one_schema(classifier_dir, tmp_path):
+    pq.write_table(pa.table({"text": ["a b", "c"], "n": pa.array([1, 2], type=pa.int32())}), tmp_path / "a.parquet")
+    pq.write_table(pa.table({"id": ["x"], "text": ["d e"], "n": pa.array([3], type=pa.int64())}), tmp_path / "b.parquet")
+    pd.DataFrame({"text": ["f"], "n": ["four"], "extra": ["e"]}).to_csv(tmp_path / "c.csv", index=False)
+    r = score(str(tmp_path / "a.parquet"), str(tmp_path / "b.parquet"), str(tmp_path / "c.csv"),
+              "--model", str(classifier_dir), "--out", str(tmp_path / "o"))
+    assert r.exit_code == 0, r.output
+    parts = sorted((tmp_path / "o" / "predictions").glob("*.parquet"))
+    assert len({pq.read_schema(p) for p in parts}) == 1  # every part has the same schema
+    df = pd.read_parquet(tmp_path / "o" / "predictions")
+    assert list(df.columns) == ["text", "n", "id", "extra", "prediction", "spam_probability", "truncated", "error"]
+    assert sorted(df["text"]) == ["a b", "c", "d e", "f"] and sorted(df["n"]) == ["1", "2", "3", "four"]
+    assert df["id"].isna().sum() == 3 and df["extra"].isna().sum() == 3
+    out = report(tmp_path / "o")["output"]
+    assert out["filled_with_nulls"][str(tmp_path / "a.parquet")] == ["id", "extra"]
+    pq.write_table(pa.table({"text": ["g"], "n": pa.array([[1]])}), tmp_path / "d.parquet")
+    r = score(str(tmp_path / "a.parquet"), str(tmp_path / "d.parquet"), "--model", str(classifier_dir),
+              "--out", str(tmp_path / "o2"))
+    assert r.exit_code == 1 and "column 'n' is" in r.output and not (tmp_path / "o2").exists()
