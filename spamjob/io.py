@@ -20,6 +20,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from spamjob.errors import SpamjobError
+from spamjob.fsutil import fsync
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 CSV_SUFFIXES = (".csv", ".tsv", ".txt")
@@ -260,6 +261,7 @@ class PartWriter:
         if self._writer is None:  # no rows: still a valid (empty) part with the output schema
             self.write(schema.empty_table())
         self._writer.close()
+        fsync(self.tmp)  # the part is on disk before the rename that commits it
         os.replace(self.tmp, self.dest)
 
     def abort(self) -> None:

@@ -32,7 +32,7 @@ from spamjob.columns import OUTPUT_COLUMNS, Columns, labels_of, resolve_columns,
 from spamjob.config import ScoreConfig
 from spamjob.errors import SpamjobError
 from spamjob.faults import kill_point
-from spamjob.fsutil import atomic_path, read_json, write_json
+from spamjob.fsutil import atomic_path, read_json, sha256_file, write_json
 from spamjob.io import OUTPUT_MARKER, Chunk, CsvOptions, PartWriter, Source, discover, iter_csv_blocks, \
     iter_parquet_unit, parquet_layout, parquet_units, schema_of
 from spamjob.predict import prefetch
@@ -217,8 +217,23 @@ def _csv_units(job: ScoreJob, inp: Input, si: int) -> Iterator[tuple[Unit, Itera
 
 
 def _committed(job: ScoreJob, unit: Unit) -> bool:
-    return ((job.out / "_parts" / f"{unit.name}.json").is_file()
-            and (job.out / PREDICTIONS / f"{unit.name}.{job.cfg.format}").is_file())
+    """True when the unit's sidecar is there and every file it lists has its recorded size and
+    sha256: a part truncated or a rejects file deleted since is redone, never trusted."""
+    side = job.out / "_parts" / f"{unit.name}.json"
+    if not side.is_file():
+        return False
+    try:
+        files = read_json(side).get("files", {})
+    except SpamjobError:  # an unreadable sidecar: redo the unit
+        return False
+    return bool(files) and all(_record(job.out / name) == rec for name, rec in files.items())
+
+
+def _record(path: Path) -> dict | None:
+    """Size and sha256 of a committed file (None when it is gone)."""
+    if not path.is_file():
+        return None
+    return {"size": path.stat().st_size, "sha256": sha256_file(path)}
 
 
 def score_unit(job: ScoreJob, unit: Unit, chunks: Iterator[Chunk]) -> None:
@@ -303,9 +318,11 @@ def _commit(out: Path, unit: Unit, writer: PartWriter, schema: pa.Schema, counts
         rejects_name = f"rejects/{unit.name}.jsonl"
         with atomic_path(out / rejects_name) as tmp:
             tmp.write_text("".join(json.dumps(r) + "\n" for r in rejects))
+    part = f"{PREDICTIONS}/{unit.name}.{fmt}"
     write_json(out / "_parts" / f"{unit.name}.json", {
-        "source": unit.source.path, "unit": unit.index, "part": f"{PREDICTIONS}/{unit.name}.{fmt}", "rows": writer.rows,
+        "source": unit.source.path, "unit": unit.index, "part": part, "rows": writer.rows,
         "rejects": rejects_name, "counts": counts.to_dict(),
+        "files": {name: _record(out / name) for name in (part, rejects_name) if name},
     })
 
 

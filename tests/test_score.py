@@ -400,3 +400,21 @@ def test_inputs_with_different_columns_give_one_schema(classifier_dir, tmp_path)
     r = score(str(tmp_path / "a.parquet"), str(tmp_path / "d.parquet"), "--model", str(classifier_dir),
               "--out", str(tmp_path / "o2"))
     assert r.exit_code == 1 and "column 'n' is" in r.output and not (tmp_path / "o2").exists()
+
+
+def test_rerun_redoes_committed_units_whose_files_were_damaged(sms_path, classifier_dir, tmp_path):
+    inp = _parquet(tmp_path / "in.parquet", _messages(sms_path, 300), row_group_size=100)
+    csv = tmp_path / "bad.csv"
+    csv.write_text("text,n\nhello,1\nbroken,line,extra\nbye,2\n")
+    args = [str(inp), str(csv), "--model", str(classifier_dir), "--format", "csv"]
+    assert score(*args, "--out", str(tmp_path / "whole")).exit_code == 0
+    out = tmp_path / "o"
+    assert score(*args, "--out", str(out)).exit_code == 0
+    part = sorted((out / "predictions").glob("*.csv"))[1]
+    part.write_bytes(part.read_bytes()[:-40])  # truncated after it was committed
+    next((out / "rejects").iterdir()).unlink()  # a rejects file deleted
+    assert score(*args, "--out", str(out)).exit_code == 0  # both units redone, not trusted
+    for name in ("predictions", "rejects"):
+        assert {p.name: p.read_bytes() for p in (out / name).iterdir()} == {
+            p.name: p.read_bytes() for p in (tmp_path / "whole" / name).iterdir()}
+    assert report(out)["rows"] == report(tmp_path / "whole")["rows"] and (out / "_SUCCESS").exists()
