@@ -78,3 +78,23 @@ def read_json(path: str | os.PathLike) -> Any:
         raise SpamjobError(f"{path} not found") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise SpamjobError(f"{path} is not valid JSON: {e}") from None
+
+
+@contextlib.contextmanager
+def locked(path: str | os.PathLike, wait: bool = True) -> Iterator[bool]:
+    """Hold an advisory lock (flock) on `path`, created if needed, for the block. With `wait` off,
+    yields False at once when another process holds it. Released when the process dies, however."""
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)  # closing releases the lock

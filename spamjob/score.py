@@ -31,8 +31,8 @@ from spamjob import __version__
 from spamjob.columns import OUTPUT_COLUMNS, Columns, labels_of, resolve_columns, utf8_column
 from spamjob.config import ScoreConfig
 from spamjob.errors import SpamjobError
-from spamjob.faults import kill_point
-from spamjob.fsutil import atomic_path, read_json, sha256_file, write_json
+from spamjob.faults import kill_point, pause_point
+from spamjob.fsutil import atomic_path, locked, read_json, sha256_file, write_json
 from spamjob.io import OUTPUT_MARKER, Chunk, CsvOptions, PartWriter, Source, discover, iter_csv_blocks, \
     iter_parquet_unit, parquet_layout, parquet_units, schema_of
 from spamjob.predict import prefetch
@@ -166,7 +166,7 @@ def setup(cfg: ScoreConfig) -> ScoreJob:
             "options": {**cfg.plan_options(), **predictions}}
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
-        _check_plan(out, plan, cfg.overwrite, shared=cfg.shard is not None)
+        _check_plan(out, plan, cfg.overwrite)
     accelerator.wait_for_everyone()
     # With --shard K/N, this run's processes are ranks K*world .. K*world+world-1 of N*world.
     k, n = map(int, (cfg.shard or "0/1").split("/"))
@@ -238,7 +238,16 @@ def _record(path: Path) -> dict | None:
 
 def score_unit(job: ScoreJob, unit: Unit, chunks: Iterator[Chunk]) -> None:
     """Score one unit into its part (temporary name), then commit it; reading and tokenizing run
-    a window ahead in a background thread."""
+    a window ahead in a background thread. The unit's lock keeps a concurrent run on the same
+    --out off it (that run waits, then finds it committed)."""
+    with locked(_lock_path(job.out, unit.name)):
+        if _committed(job, unit):
+            return
+        _remove_temporaries(job.out, unit.name)  # a dead process's leftovers of this unit
+        _score_unit_locked(job, unit, chunks)
+
+
+def _score_unit_locked(job: ScoreJob, unit: Unit, chunks: Iterator[Chunk]) -> None:
     inp = next(i for i in job.inputs if i.source == unit.source)
     cols, schema = inp.columns, job.schema
     writer = PartWriter(job.out / PREDICTIONS / f"{unit.name}.{job.cfg.format}", job.cfg.format)
@@ -256,6 +265,7 @@ def score_unit(job: ScoreJob, unit: Unit, chunks: Iterator[Chunk]) -> None:
             job.bar.update(table.num_rows)
             job.windows += 1
             kill_point("SPAMJOB_KILL_AFTER_WINDOWS", job.windows)  # crash tests
+            pause_point("SPAMJOB_PAUSE_AFTER_WINDOWS", job.windows)  # concurrency tests
         _commit(job.out, unit, writer, schema, counts, rejects, job.cfg.format)
     except BaseException:
         writer.abort()
@@ -326,7 +336,7 @@ def _commit(out: Path, unit: Unit, writer: PartWriter, schema: pa.Schema, counts
     })
 
 
-def _check_plan(out: Path, plan: dict, overwrite: bool, shared: bool = False) -> None:
+def _check_plan(out: Path, plan: dict, overwrite: bool) -> None:
     """Same plan: resume. Another plan, or a non-empty folder without one: an error, unless
     --overwrite, which deletes what a scoring job writes and refuses when anything else is there."""
     plan_path = out / PLAN
@@ -343,18 +353,40 @@ def _check_plan(out: Path, plan: dict, overwrite: bool, shared: bool = False) ->
                                    f"clear {out} by hand")
             for p in out.iterdir():
                 shutil.rmtree(p) if p.is_dir() else p.unlink()
-    (out / "_SUCCESS").unlink(missing_ok=True)
-    if not shared:  # with --shard, other tasks' temporaries may be live
-        for p in [*out.glob(".*.part"), *out.glob(f"{PREDICTIONS}/.*.part")]:  # temporaries of a killed run
-            p.unlink()
-    write_json(plan_path, plan)
+    _remove_temporaries(out)  # of killed runs; a live run's are locked and stay
+    with locked(_lock_path(out, REPORT_LOCK)):
+        (out / "_SUCCESS").unlink(missing_ok=True)
+        write_json(plan_path, plan)
 
 
 # What a scoring job writes into --out, and nothing else: --overwrite deletes only these.
 OWNED_FILES = {PLAN, "_manifest.json", "_SUCCESS", "report.json", "report.md", "report.png"}
-OWNED_FOLDERS = {"_parts", "_sources", PREDICTIONS, "rejects"}
+OWNED_FOLDERS = {"_parts", "_sources", "_locks", PREDICTIONS, "rejects"}
 _OWNED_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[^.]+\.part$")  # atomic_path's and PartWriter's
-_UNIT_FILE = re.compile(r"^(part-[0-9a-f]{12}-\d{6}\.(parquet|csv|json|jsonl)|[0-9a-f]{12}\.json)$")
+_UNIT_FILE = re.compile(
+    r"^(?P<unit>part-[0-9a-f]{12}-\d{6}|report)\.(parquet|csv|json|jsonl|lock)$|^[0-9a-f]{12}\.json$")
+REPORT_LOCK = "report"  # held while the report files are written
+
+
+def _lock_path(out: Path, name: str) -> Path:
+    return out / "_locks" / f"{name}.lock"
+
+
+def _remove_temporaries(out: Path, unit: str | None = None) -> None:
+    """Temporary files that no live process is writing: each belongs to a unit (or the report) whose
+    lock is free. With `unit`, only that unit's (the caller holds its lock)."""
+    for folder in (out, out / PREDICTIONS, out / "rejects", out / "_parts", out / "_sources"):
+        for tmp in folder.glob(".*.part"):
+            m = _OWNED_TEMPORARY.match(tmp.name)
+            owner = _UNIT_FILE.match(m.group("name")) if m else None
+            name = owner.group("unit") if owner and owner.group("unit") else REPORT_LOCK
+            if unit is not None:
+                if name == unit:
+                    tmp.unlink(missing_ok=True)
+                continue
+            with locked(_lock_path(out, name), wait=False) as free:
+                if free:
+                    tmp.unlink(missing_ok=True)
 
 
 def _ours(p: Path) -> bool:
@@ -386,7 +418,11 @@ def finish(job: ScoreJob, wall0: float) -> dict:
     peak = torch.tensor([resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0], device=accelerator.device)
     peak = accelerator.reduce(peak, "max").item()
     accelerator.wait_for_everyone()
-    report = _write_report(job, wall0, peak) if accelerator.is_main_process else None
+    report = None
+    if accelerator.is_main_process:
+        _remove_temporaries(job.out)  # e.g. a killed --shard task's: nobody holds their units now
+        with locked(_lock_path(job.out, REPORT_LOCK)):
+            report = _write_report(job, wall0, peak)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return report if report is not None else {}

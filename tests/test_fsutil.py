@@ -31,3 +31,19 @@ def test_json_round_trip_and_errors(tmp_path):
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(SpamjobError, match="is not valid JSON"):
         read_json(tmp_path / "bad.json")
+
+
+def test_locked_is_exclusive_between_processes(tmp_path):
+    import subprocess
+    import sys
+
+    from spamjob.fsutil import locked
+
+    code = ("import sys; from spamjob.fsutil import locked\n"
+            "with locked(sys.argv[1], wait=False) as got: print(got)")
+    with locked(tmp_path / "u.lock") as held:
+        assert held
+        other = subprocess.run([sys.executable, "-c", code, str(tmp_path / "u.lock")], capture_output=True, text=True)
+        assert other.stdout.strip() == "False"
+    after = subprocess.run([sys.executable, "-c", code, str(tmp_path / "u.lock")], capture_output=True, text=True)
+    assert after.stdout.strip() == "True"

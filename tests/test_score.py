@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -418,3 +419,34 @@ def test_rerun_redoes_committed_units_whose_files_were_damaged(sms_path, classif
         assert {p.name: p.read_bytes() for p in (out / name).iterdir()} == {
             p.name: p.read_bytes() for p in (tmp_path / "whole" / name).iterdir()}
     assert report(out)["rows"] == report(tmp_path / "whole")["rows"] and (out / "_SUCCESS").exists()
+
+
+def test_two_runs_on_one_output_never_touch_each_others_files(sms_path, classifier_dir, tmp_path):
+    inp = _parquet(tmp_path / "in.parquet", _messages(sms_path, 300), row_group_size=100)
+    base = [sys.executable, "-m", "spamjob.cli", "score", str(inp), "--model", str(classifier_dir),
+            "--window-rows", "50", "--no-progress"]
+    assert _run([*base, "--out", str(tmp_path / "whole")]).returncode == 0
+    out = tmp_path / "o"
+    first = subprocess.Popen([*base, "--out", str(out)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             env={**os.environ, "SPAMJOB_PAUSE_AFTER_WINDOWS": "1:6"})  # caught mid-unit
+    deadline = time.time() + 60
+    while not list((out / "predictions").glob(".*.part")) and time.time() < deadline:
+        time.sleep(0.1)
+    assert list((out / "predictions").glob(".*.part"))  # the first run's live temporary part
+    second = _run([*base, "--out", str(out)])  # waits for the unit the first run holds
+    # Had the second run deleted the first's temporary part, the first would die at its commit.
+    assert first.wait(timeout=120) == 0 and second.returncode == 0, second.stderr
+    assert {p.name: p.read_bytes() for p in (out / "predictions").iterdir()} == {
+        p.name: p.read_bytes() for p in (tmp_path / "whole" / "predictions").iterdir()}
+    assert report(out)["rows"]["read"] == 300
+
+
+def test_temporaries_of_dead_processes_are_cleaned(classifier_dir, data_dir, tmp_path):
+    out = tmp_path / "o"
+    args = [str(data_dir / "validation.csv"), "--model", str(classifier_dir), "--out", str(out)]
+    assert score(*args).exit_code == 0
+    stale = [out / "predictions" / ".part-0123456789ab-000000.parquet.99999.part", out / ".report.json.x1y2.part"]
+    for p in stale:
+        p.write_bytes(b"left by a killed task")
+    assert score(*args).exit_code == 0 and (out / "_SUCCESS").exists()
+    assert not [p for p in stale if p.exists()]
