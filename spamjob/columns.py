@@ -27,6 +27,7 @@ def resolve_columns(source: Source, schema: pa.Schema | None, cfg: ScoreConfig) 
     """Text/label/kept columns of an input, or an error naming what is wrong. None for an empty file."""
     if schema is None:
         return None
+    _check_names(source, schema.names)
     names = schema.names
     if cfg.text_column:
         if cfg.text_column not in names:
@@ -55,11 +56,33 @@ def resolve_columns(source: Source, schema: pa.Schema | None, cfg: ScoreConfig) 
         raise SpamjobError(f"{source.path} has no column(s) {', '.join(missing)} for --keep-columns")
     if cfg.id_column:  # kept, and first
         keep = (cfg.id_column, *(c for c in keep if c != cfg.id_column))
+    _check_nested(source, schema, cfg, keep)
     clash = [c for c in keep if c in OUTPUT_COLUMNS]
     if clash:
         raise SpamjobError(f"{source.path}: input column(s) {', '.join(clash)} would collide with the output; "
                            "drop them with --keep-columns")
     return Columns(text, cfg.label_column, keep)
+
+
+def _check_names(source: Source, names: list[str]) -> None:
+    """Columns are addressed by name: an empty or repeated one is an error, not a guess."""
+    empty = [i + 1 for i, n in enumerate(names) if not n.strip()]
+    if empty:
+        raise SpamjobError(f"{source.path}: column {empty[0]} has an empty name (columns: {names})")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise SpamjobError(f"{source.path}: column name(s) {', '.join(map(repr, repeated))} appear more than once")
+
+
+def _check_nested(source: Source, schema: pa.Schema, cfg: ScoreConfig, keep: tuple[str, ...]) -> None:
+    """A label must be a plain value; CSV output cannot hold nested columns."""
+    if cfg.label_column and pa.types.is_nested(schema.field(cfg.label_column).type):
+        raise SpamjobError(f"{source.path}: --label-column {cfg.label_column!r} holds "
+                           f"{schema.field(cfg.label_column).type}, not ham/spam or 0/1 values")
+    nested = [c for c in keep if pa.types.is_nested(schema.field(c).type)]
+    if cfg.format == "csv" and nested:
+        raise SpamjobError(f"{source.path}: column {nested[0]!r} holds {schema.field(nested[0]).type}, which "
+                           "--format csv cannot write; leave it out with --keep-columns or use --format parquet")
 
 
 def as_strings(arr: pa.Array) -> tuple[list, list[bool]]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import codecs
 import functools
+import re
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from types import UnionType
 from typing import Literal, Union, get_args, get_origin, get_type_hints
@@ -318,17 +320,30 @@ class ScoreConfig:
     """A progress bar on the main process; --no-progress turns it off."""
 
     def __post_init__(self) -> None:
-        problems = field_problems(self)
+        problems = field_problems(self) + self._csv_problems()
         if not self.inputs:
             problems.append("give at least one input file, folder or glob")
+        if self.keep_columns is not None and len(set(self.keep_columns)) < len(self.keep_columns):
+            problems.append(f"keep-columns names a column twice: {','.join(self.keep_columns)}")
         if self.shard is not None:
-            k, _, n = self.shard.partition("/")
-            if not (k.isdigit() and n.isdigit() and 0 <= int(k) < int(n)):
+            m = re.fullmatch(r"([0-9]+)/([0-9]+)", self.shard)
+            if not (m and int(m[1]) < int(m[2])):
                 problems.append(f"shard must be K/N with 0 <= K < N, got {self.shard!r}")
             elif self.overwrite:
                 problems.append("--overwrite cannot be combined with --shard: other tasks write into the same folder")
         if problems:
             raise SpamjobError("; ".join(problems))
+
+    def _csv_problems(self) -> list[str]:
+        problems = []
+        if self.delimiter is not None and len(self.delimiter) != 1:
+            problems.append(f"delimiter must be one character, got {self.delimiter!r} (a tab: --delimiter $'\\t', "
+                            "or leave it out for .tsv files)")
+        try:
+            codecs.lookup(self.encoding)
+        except LookupError:
+            problems.append(f"encoding {self.encoding!r} is not one Python knows (e.g. utf-8, latin-1, cp1252)")
+        return problems
 
     def plan_options(self) -> dict:
         """What decides the output files: a rerun with other values is a different job."""

@@ -450,3 +450,36 @@ def test_temporaries_of_dead_processes_are_cleaned(classifier_dir, data_dir, tmp
         p.write_bytes(b"left by a killed task")
     assert score(*args).exit_code == 0 and (out / "_SUCCESS").exists()
     assert not [p for p in stale if p.exists()]
+
+
+def _odd_input(tmp_path: Path, kind: str) -> Path:
+    if kind == "duplicate-csv-header":
+        (tmp_path / "in.csv").write_text("text,text\na,b\n")
+    elif kind == "empty-csv-header":
+        (tmp_path / "in.csv").write_text("text,,n\na,b,1\n")
+    elif kind == "duplicate-parquet-names":
+        pq.write_table(pa.Table.from_arrays([pa.array(["a"]), pa.array(["b"])], names=["text", "text"]),
+                       tmp_path / "in.parquet")
+    else:  # nested columns
+        pq.write_table(pa.table({"text": ["a"], "tags": pa.array([[1, 2]]), "label": pa.array([["spam"]])}),
+                       tmp_path / "in.parquet")
+    return next(tmp_path.glob("in.*"))
+
+
+@pytest.mark.parametrize("kind, options, message", [
+    ("duplicate-csv-header", [], "'text' appear more than once"),
+    ("empty-csv-header", [], "column 2 has an empty name"),
+    ("duplicate-parquet-names", [], "'text' appear more than once"),
+    ("nested", ["--format", "csv", "--keep-columns", "text,tags"], "'tags' holds list<element: int64>, which --format csv"),
+    ("nested", ["--label-column", "label"], "--label-column 'label' holds list<element: string>"),
+    ("empty-csv-header", ["--keep-columns", "text,text"], "keep-columns names a column twice"),
+    ("empty-csv-header", ["--delimiter", "\\t"], "delimiter must be one character, got '\\\\t'"),
+    ("empty-csv-header", ["--encoding", "utf-99"], "encoding 'utf-99' is not one Python knows"),
+    ("empty-csv-header", ["--shard", "١/٢"], "shard must be K/N"),
+])
+def test_odd_headers_and_options_are_one_line_before_any_file(classifier_dir, tmp_path, kind, options, message):
+    src = _odd_input(tmp_path, kind)
+    r = score(str(src), "--model", str(classifier_dir), "--out", str(tmp_path / "o"), *options)
+    assert r.exit_code == 1 and message in r.output, r.output
+    assert r.output.startswith("Error: ") and r.output.count("\n") == 1
+    assert not (tmp_path / "o").exists()  # nothing of the job was written
