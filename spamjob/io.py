@@ -192,7 +192,15 @@ def iter_parquet_unit(source: Source, row_group: int, columns: list[str], batch_
     if pf.metadata.num_row_groups == 0:
         return
     first = sum(pf.metadata.row_group(i).num_rows for i in range(row_group))
-    for batch in pf.iter_batches(batch_size=batch_rows, row_groups=[row_group], columns=columns):
+    batches = pf.iter_batches(batch_size=batch_rows, row_groups=[row_group], columns=columns)
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except (pa.ArrowException, OSError, EOFError) as e:  # a corrupt page shows only when it is read
+            message = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise SpamjobError(f"cannot read {source.path} (row group {row_group}): {message}") from None
         yield Chunk(batch, first)
         first += batch.num_rows
 

@@ -483,3 +483,23 @@ def test_odd_headers_and_options_are_one_line_before_any_file(classifier_dir, tm
     assert r.exit_code == 1 and message in r.output, r.output
     assert r.output.startswith("Error: ") and r.output.count("\n") == 1
     assert not (tmp_path / "o").exists()  # nothing of the job was written
+
+
+@pytest.mark.parametrize("name", ["trunc.csv.gz", "bad.parquet"])
+def test_unreadable_data_errors_name_the_file(classifier_dir, tmp_path, name):
+    import gzip
+
+    src = tmp_path / name
+    if name.endswith(".gz"):
+        data = gzip.compress(("text,n\n" + "".join(f"message {i},{i}\n" for i in range(50000))).encode())
+        src.write_bytes(data[: len(data) * 3 // 4])
+    else:
+        pq.write_table(pa.table({"text": [f"m {i} " * 5 for i in range(20000)]}), src, row_group_size=5000,
+                       compression="none")
+        raw = bytearray(src.read_bytes())
+        raw[len(raw) * 2 // 3: len(raw) * 2 // 3 + 200] = b"\xff" * 200  # a data page of row group 2
+        src.write_bytes(bytes(raw))
+    r = _run([sys.executable, "-m", "spamjob.cli", "score", str(src), "--model", str(classifier_dir), "--out",
+              str(tmp_path / "o"), "--no-progress", "--block-mb", "1"])
+    assert r.returncode == 1 and r.stderr.startswith(f"Error: cannot read {src}") and r.stderr.count("\n") == 1, r.stderr
+    assert not (tmp_path / "o" / "_SUCCESS").exists()
