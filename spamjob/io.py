@@ -7,6 +7,7 @@ batches (`ParquetFile.iter_batches`), CSV through Arrow's streaming reader
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import glob
 import hashlib
@@ -139,10 +140,11 @@ def schema_of(source: Source, csv: CsvOptions) -> pa.Schema | None:
     try:
         if source.kind == "parquet":
             return pq.ParquetFile(source.path).schema_arrow
-        with _open_stream(source) as f:
-            reader = pacsv.open_csv(f, read_options=_read_options(csv, 1 << 16),
-                                    parse_options=_parse_options(source, csv, lambda row: "skip"),
-                                    convert_options=pacsv.ConvertOptions(auto_dict_encode=False))
+        # Closed explicitly: a reader left to the garbage collector can keep a native read-ahead
+        # thread alive past the interpreter (an abort, exit 134, after the error line).
+        with _open_stream(source) as f, contextlib.closing(pacsv.open_csv(
+                f, read_options=_read_options(csv, 1 << 16), parse_options=_parse_options(source, csv, lambda row: "skip"),
+                convert_options=pacsv.ConvertOptions(auto_dict_encode=False))) as reader:
             return reader.schema
     except (pa.ArrowInvalid, OSError, EOFError, UnicodeDecodeError) as e:
         message = str(e).splitlines()[0] if str(e) else type(e).__name__
@@ -229,21 +231,23 @@ def iter_csv_blocks(source: Source, csv: CsvOptions, column_types: dict[str, pa.
             if "Empty CSV file" in str(e):
                 return
             raise SpamjobError(f"cannot read {source.path}: {str(e).splitlines()[0]}") from None
-        block = 0
-        while True:
-            try:
-                batch = reader.read_next_batch()
-            except StopIteration:
-                break
-            except (pa.ArrowInvalid, OSError, EOFError) as e:
-                raise SpamjobError(f"cannot read {source.path} (block {block}): {str(e).splitlines()[0]}") from None
-            chunk = Chunk(batch, first, pending)
-            pending = []
-            yield block, chunk
-            first += batch.num_rows
-            block += 1
+        with contextlib.closing(reader):  # on every path, the generator's early close included (see schema_of)
+            block = 0
+            while True:
+                try:
+                    batch = reader.read_next_batch()
+                except StopIteration:
+                    break
+                except (pa.ArrowInvalid, OSError, EOFError) as e:
+                    raise SpamjobError(f"cannot read {source.path} (block {block}): {str(e).splitlines()[0]}") from None
+                chunk = Chunk(batch, first, pending)
+                pending = []
+                yield block, chunk
+                first += batch.num_rows
+                block += 1
+            schema = reader.schema
     if pending:  # rows rejected after the last batch
-        yield block, Chunk(pa.RecordBatch.from_pylist([], schema=reader.schema), first, pending)
+        yield block, Chunk(pa.RecordBatch.from_pylist([], schema=schema), first, pending)
 
 
 class PartWriter:

@@ -503,3 +503,17 @@ def test_unreadable_data_errors_name_the_file(classifier_dir, tmp_path, name):
               str(tmp_path / "o"), "--no-progress", "--block-mb", "1"])
     assert r.returncode == 1 and r.stderr.startswith(f"Error: cannot read {src}") and r.stderr.count("\n") == 1, r.stderr
     assert not (tmp_path / "o" / "_SUCCESS").exists()
+
+
+@pytest.mark.slow
+def test_early_errors_exit_1_every_time_under_load(classifier_dir, tmp_path):
+    """No native reader thread outlives the interpreter (it aborted with exit 134 now and then)."""
+    (tmp_path / "nocol.csv").write_text("a,b\n1,2\n3,4\n")
+    burn = subprocess.Popen([sys.executable, "-c", "while True: pass"])  # a competing CPU load
+    try:
+        codes = [_run([sys.executable, "-m", "spamjob.cli", "score", str(tmp_path / "nocol.csv"), "--model",
+                       str(classifier_dir), "--out", str(tmp_path / "o"), "--no-progress"]).returncode
+                 for _ in range(50)]
+    finally:
+        burn.kill()
+    assert codes == [1] * 50, codes
