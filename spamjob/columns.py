@@ -43,9 +43,7 @@ def resolve_columns(source: Source, schema: pa.Schema | None, cfg: ScoreConfig) 
     t = schema.field(text).type
     if pa.types.is_dictionary(t):
         t = t.value_type
-    if source.kind == "parquet" and not (pa.types.is_string(t) or pa.types.is_large_string(t)
-                                         or pa.types.is_binary(t) or pa.types.is_large_binary(t)
-                                         or pa.types.is_null(t)):
+    if source.kind == "parquet" and not _textual(t):
         raise SpamjobError(f"{source.path}: text column {text!r} holds {t}, not text")
     for opt, col in (("--label-column", cfg.label_column), ("--id-column", cfg.id_column)):
         if col and col not in names:
@@ -62,6 +60,13 @@ def resolve_columns(source: Source, schema: pa.Schema | None, cfg: ScoreConfig) 
         raise SpamjobError(f"{source.path}: input column(s) {', '.join(clash)} would collide with the output; "
                            "drop them with --keep-columns")
     return Columns(text, cfg.label_column, keep)
+
+
+def _textual(t: pa.DataType) -> bool:
+    """Types a text column may have: strings and bytes of every layout (views too), or all nulls."""
+    return any(check(t) for check in (pa.types.is_string, pa.types.is_large_string, pa.types.is_string_view,
+                                      pa.types.is_binary, pa.types.is_large_binary, pa.types.is_binary_view,
+                                      pa.types.is_null))
 
 
 def _check_names(source: Source, names: list[str]) -> None:
@@ -89,6 +94,8 @@ def as_strings(arr: pa.Array) -> tuple[list, list[bool]]:
     """Python strings (None for null) and, per value, whether its bytes were not valid UTF-8."""
     if pa.types.is_dictionary(arr.type):
         arr = arr.dictionary_decode()
+    if pa.types.is_binary_view(arr.type):
+        arr = arr.cast(pa.large_binary())
     if pa.types.is_binary(arr.type) or pa.types.is_large_binary(arr.type):
         try:
             return arr.cast(pa.large_string()).to_pylist(), [False] * len(arr)

@@ -80,8 +80,7 @@ def discover(patterns: list[str] | tuple[str, ...]) -> list[Source]:
         elif p.is_dir():
             if (output := scoring_output_of(p)) is not None:
                 raise SpamjobError(f"{p} is (inside) {output}, a spamjob scoring output; it is never an input")
-            candidates = sorted(f for f in p.rglob("*") if f.is_file() and _kind(f) is not None
-                                and scoring_output_of(f, p, marked) is None)
+            candidates = sorted(f for f in _walk(p) if _kind(f) is not None and scoring_output_of(f, p, marked) is None)
             if not candidates:
                 raise SpamjobError(f"folder {p} holds no .parquet/.csv/.tsv/.txt files")
         else:
@@ -96,6 +95,19 @@ def discover(patterns: list[str] | tuple[str, ...]) -> list[Source]:
                 kind, compression = _kind(c)  # type: ignore[misc]
                 seen[real] = Source(real, kind, compression, st.st_size, st.st_mtime_ns)
     return list(seen.values())
+
+
+def _walk(folder: Path) -> Iterator[Path]:
+    """Every file below `folder`, symlinked files and symlinked folders followed alike (each real
+    folder once, so a link loop ends)."""
+    seen: set[str] = set()
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        yield from (Path(root) / name for name in files if (Path(root) / name).is_file())
 
 
 def scoring_output_of(path: Path, stop: Path | None = None, has_marker=None) -> Path | None:
@@ -143,7 +155,7 @@ def schema_of(source: Source, csv: CsvOptions) -> pa.Schema | None:
         # Closed explicitly: a reader left to the garbage collector can keep a native read-ahead
         # thread alive past the interpreter (an abort, exit 134, after the error line).
         with _open_stream(source) as f, contextlib.closing(pacsv.open_csv(
-                f, read_options=_read_options(csv, 1 << 16), parse_options=_parse_options(source, csv, lambda row: "skip"),
+                f, read_options=_read_options(csv, csv.block_bytes), parse_options=_parse_options(source, csv, lambda row: "skip"),
                 convert_options=pacsv.ConvertOptions(auto_dict_encode=False))) as reader:
             return reader.schema
     except (pa.ArrowInvalid, OSError, EOFError, UnicodeDecodeError) as e:

@@ -517,3 +517,36 @@ def test_early_errors_exit_1_every_time_under_load(classifier_dir, tmp_path):
     finally:
         burn.kill()
     assert codes == [1] * 50, codes
+
+
+def test_odd_but_valid_inputs_are_scored(classifier_dir, tmp_path):
+    big = "spam " * 1_100_000  # a 5.5 MB field in the first row
+    (tmp_path / "big.csv").write_text(f"id,text\n1,{big}\n2,short\n")
+    pq.write_table(pa.table({"n": [1, 2], "text": pa.array(["free prize", None], type=pa.string_view()),
+                             "key": ["k1", "k2"]}), tmp_path / "views.parquet")
+    r = score(str(tmp_path / "big.csv"), str(tmp_path / "views.parquet"), "--model", str(classifier_dir),
+              "--out", str(tmp_path / "o"), "--block-mb", "64", "--id-column", "key", "--keep-columns", "key,text")
+    assert r.exit_code == 1 and "has no --id-column 'key'" in r.output  # the CSV lacks it: named, one line
+    r = score(str(tmp_path / "views.parquet"), "--model", str(classifier_dir), "--out", str(tmp_path / "p"),
+              "--id-column", "key")
+    assert r.exit_code == 0, r.output
+    df = predictions(tmp_path / "p")
+    assert list(df.columns)[:3] == ["key", "n", "text"]  # the id column first, as documented
+    assert df["error"].tolist()[1] == "null text" and df["spam_probability"].notna().tolist() == [True, False]
+    r = score(str(tmp_path / "big.csv"), "--model", str(classifier_dir), "--out", str(tmp_path / "b"),
+              "--block-mb", "64")
+    assert r.exit_code == 0, r.output
+    assert predictions(tmp_path / "b")["truncated"].tolist() == [True, False]
+
+
+def test_symlinked_files_and_folders_are_followed_alike(classifier_dir, tmp_path):
+    (tmp_path / "elsewhere").mkdir()
+    pd.DataFrame({"text": ["a", "b"]}).to_csv(tmp_path / "elsewhere" / "b.csv", index=False)
+    (tmp_path / "in").mkdir()
+    pd.DataFrame({"text": ["c"]}).to_csv(tmp_path / "in" / "a.csv", index=False)
+    (tmp_path / "in" / "linked-folder").symlink_to(tmp_path / "elsewhere")
+    (tmp_path / "in" / "linked-file.csv").symlink_to(tmp_path / "elsewhere" / "b.csv")  # the same file: once
+    (tmp_path / "in" / "loop").symlink_to(tmp_path / "in")
+    r = score(str(tmp_path / "in"), "--model", str(classifier_dir), "--out", str(tmp_path / "o"))
+    assert r.exit_code == 0, r.output
+    assert sorted(predictions(tmp_path / "o")["text"]) == ["a", "b", "c"]
