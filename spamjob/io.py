@@ -221,7 +221,11 @@ def iter_parquet_unit(source: Source, row_group: int, columns: list[str], batch_
 
 def iter_csv_blocks(source: Source, csv: CsvOptions, column_types: dict[str, pa.DataType]
                     ) -> Iterator[tuple[int, Chunk]]:
-    """(block index, chunk) for every block of a CSV/TSV file, rejects attached to the block that met them."""
+    """(block index, chunk) for every block of a CSV/TSV file, rejects attached to the block that met them.
+
+    Blocks are handed out one behind the reader, so that the last can be checked once the end
+    of the file is known (`_unterminated_last_record`).
+    """
     if source.size == 0:
         return
     pending: list[dict] = []
@@ -231,8 +235,8 @@ def iter_csv_blocks(source: Source, csv: CsvOptions, column_types: dict[str, pa.
                         f"expected {row.expected_columns} fields, found {row.actual_columns}", "text": row.text})
         return "skip"
 
-    first = 0
-    with _open_stream(source) as f:
+    with _open_stream(source) as raw:
+        f = _TailReader(raw)
         try:
             reader = pacsv.open_csv(
                 f, read_options=_read_options(csv, csv.block_bytes), parse_options=_parse_options(source, csv, on_invalid),
@@ -244,22 +248,62 @@ def iter_csv_blocks(source: Source, csv: CsvOptions, column_types: dict[str, pa.
                 return
             raise SpamjobError(f"cannot read {source.path}: {str(e).splitlines()[0]}") from None
         with contextlib.closing(reader):  # on every path, the generator's early close included (see schema_of)
-            block = 0
-            while True:
-                try:
-                    batch = reader.read_next_batch()
-                except StopIteration:
-                    break
-                except (pa.ArrowInvalid, OSError, EOFError) as e:
-                    raise SpamjobError(f"cannot read {source.path} (block {block}): {str(e).splitlines()[0]}") from None
-                chunk = Chunk(batch, first, pending)
-                pending = []
-                yield block, chunk
+            held, block, first = None, 0, 0
+            for batch in _batches(reader, source):
+                if held is not None:
+                    yield held
+                held, pending = (block, Chunk(batch, first, pending)), []
                 first += batch.num_rows
                 block += 1
             schema = reader.schema
+    if held is not None:
+        held = (held[0], _unterminated_last_record(held[1], f.tail, source))
+        yield held
     if pending:  # rows rejected after the last batch
         yield block, Chunk(pa.RecordBatch.from_pylist([], schema=schema), first, pending)
+
+
+def _batches(reader, source: Source) -> Iterator[pa.RecordBatch]:
+    block = 0
+    while True:
+        try:
+            yield reader.read_next_batch()
+        except StopIteration:
+            return
+        except (pa.ArrowInvalid, OSError, EOFError) as e:
+            raise SpamjobError(f"cannot read {source.path} (block {block}): {str(e).splitlines()[0]}") from None
+        block += 1
+
+
+class _TailReader:
+    """A file object over an Arrow input stream that remembers the last bytes read."""
+
+    closed = False
+
+    def __init__(self, stream):
+        self.stream, self.tail = stream, b""
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.stream.read(n)
+        if data:
+            self.tail = (self.tail + data)[-8:]
+        return data
+
+
+def _unterminated_last_record(chunk: Chunk, tail: bytes, source: Source) -> Chunk:
+    """A quote opened in the last field and never closed makes the parser take the rest of the file
+    as that field. Such a field spans lines (the rest of the file), yet the file does not end with
+    the closing quote: the record goes to the rejects instead of being scored as one huge text."""
+    batch = chunk.batch
+    if not batch.num_rows or not batch.num_columns:
+        return chunk
+    last = batch.column(batch.num_columns - 1)[batch.num_rows - 1].as_py()
+    text = last.decode("utf-8", "replace") if isinstance(last, bytes) else last
+    if text is None or not ("\n" in text or "\r" in text) or tail.rstrip(b"\r\n")[-1:] == b'"':
+        return chunk
+    reject = {"file": source.path, "line": None, "text": text[:1000],
+              "reason": "unterminated quote: the last field runs to the end of the file"}
+    return Chunk(batch.slice(0, batch.num_rows - 1), chunk.first_row, [*chunk.rejects, reject])
 
 
 class PartWriter:

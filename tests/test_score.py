@@ -550,3 +550,18 @@ def test_symlinked_files_and_folders_are_followed_alike(classifier_dir, tmp_path
     r = score(str(tmp_path / "in"), "--model", str(classifier_dir), "--out", str(tmp_path / "o"))
     assert r.exit_code == 0, r.output
     assert sorted(predictions(tmp_path / "o")["text"]) == ["a", "b", "c"]
+
+
+def test_an_unterminated_quote_is_rejected_not_merged(classifier_dir, tmp_path):
+    (tmp_path / "u.csv").write_text('id,text\n1,hello\n2,"never closed\n3,swallowed\n4,lines\n')
+    (tmp_path / "ok.csv").write_text('id,text\n1,hello\n2,"two\nlines"\n')
+    r = score(str(tmp_path / "u.csv"), str(tmp_path / "ok.csv"), "--model", str(classifier_dir),
+              "--out", str(tmp_path / "o"))
+    assert r.exit_code == 0, r.output
+    df = predictions(tmp_path / "o")
+    assert sorted(df["text"]) == ["hello", "hello", "two\nlines"]  # a closed multi-line field is fine
+    rejects = [json.loads(line) for p in (tmp_path / "o" / "rejects").iterdir() for line in p.read_text().splitlines()]
+    assert [(x["file"], x["reason"]) for x in rejects] == [
+        (str((tmp_path / "u.csv").resolve()), "unterminated quote: the last field runs to the end of the file")]
+    assert rejects[0]["text"].startswith("never closed\n3,swallowed")
+    assert report(tmp_path / "o")["rows"]["rejected"] == 1
