@@ -4,7 +4,7 @@
     accelerate launch --config_file accelerate_config.yaml jobs/finetune.py --data data --out runs/r1
 """
 
-from spamjob.cli import train
+from spamjob.cli import train, run_standalone
 
 if __name__ == "__main__":
-    train(prog_name="finetune.py")
+    run_standalone(train, "finetune.py")

@@ -4,7 +4,7 @@
     accelerate launch --config_file accelerate_config.yaml --multi_gpu --num_processes 8 jobs/score.py ...
 """
 
-from spamjob.cli import score
+from spamjob.cli import score, run_standalone
 
 if __name__ == "__main__":
-    score(prog_name="score.py")
+    run_standalone(score, "score.py")

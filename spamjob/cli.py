@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import sys
 from pathlib import Path
 
 import click
@@ -294,7 +295,23 @@ def _stage_options(command: click.Command, args: list[str], fixed: dict[str, Pat
 
 def main() -> None:
     """Console-script entry point."""
-    cli(prog_name="spamjob")
+    run_standalone(cli, "spamjob")
+
+
+def run_standalone(command: click.Command, prog_name: str) -> None:
+    """Run a command as its own process. An error exit (status 1 or 2, its line already printed)
+    flushes and leaves without the interpreter's teardown: Arrow can still be releasing a CSV
+    reader on one of its I/O threads, and that reader holds a Python callback whose release
+    during teardown aborts the process (exit 134 after the error line; seen under CPU load)."""
+    try:
+        command.main(prog_name=prog_name)
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        if code:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+        raise
 
 
 if __name__ == "__main__":
