@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from load import background_load
+
 
 def machine() -> str:
     try:
@@ -48,7 +50,7 @@ def run(name: str, data: Path, out: Path, extra: list[str]) -> dict:
             "examples_per_s": m["examples_seen"] / m["wall_time_s"],
             "test_acc": m["test"]["accuracy"], "val_acc": m["validation"]["accuracy"], "cache": m["prefix_cache"]["used"],
             "device": m["device"], "precision": m["mixed_precision"], "processes": m["num_processes"],
-            "phases_s": m["phases_s"]}
+            "phases_s": m["phases_s"], "threads": m.get("threads")}
 
 
 def main() -> None:
@@ -63,6 +65,8 @@ def main() -> None:
                     help="comma-separated seeds (weights, head, shuffling); accuracies are also averaged over them")
     ap.add_argument("--smoke", action="store_true", help="2 layers, 32 dims, 1 epoch: checks the script runs")
     ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument("--background-load", type=int, default=0, metavar="N",
+                    help="N CPU-burning processes beside every measured run (a shared, busy machine)")
     a = ap.parse_args()
     if a.smoke:
         a.n_layers, a.emb_dim, a.n_heads, a.epochs = 2, 32, 2, 1
@@ -81,22 +85,25 @@ def main() -> None:
             if v is not None:
                 arch += [flag, str(v)]
         results = []
-        for seed in [int(x) for x in a.seeds.split(",")]:
-            seeded = [*arch, "--seed", str(seed)]
-            for name, extra in (("reference", ["--preset", "reference"]), ("default", [])):
-                r = run(name, data, tmp / f"{name}-{seed}", [*seeded, *extra])
-                results.append({**r, "seed": seed})
+        with background_load(a.background_load):
+            for seed in [int(x) for x in a.seeds.split(",")]:
+                seeded = [*arch, "--seed", str(seed)]
+                for name, extra in (("reference", ["--preset", "reference"]), ("default", [])):
+                    r = run(name, data, tmp / f"{name}-{seed}", [*seeded, *extra])
+                    results.append({**r, "seed": seed})
 
     dims = f"{a.model}" if a.n_layers is None else f"{a.n_layers} layers x {a.emb_dim} dims x {a.n_heads} heads"
     lines = [
-        f"machine: {machine()}; model: {dims}, random weights; {a.epochs} epochs",
+        f"machine: {machine()}; model: {dims}, random weights; {a.epochs} epochs; "
+        f"background load: {a.background_load} busy process(es)",
         f"{'run':<10} {'seed':>5} {'job wall s':>10} {'process s':>10} {'train s':>8} {'examples/s':>11} "
-        f"{'test acc':>9} {'val acc':>8}  cache  device/precision",
+        f"{'test acc':>9} {'val acc':>8}  cache  device/precision  threads",
     ]
     for r in results:
         lines.append(f"{r['name']:<10} {r['seed']:>5} {r['job_s']:>10.1f} {r['process_s']:>10.1f} {r['train_s']:>8.1f} "
                      f"{r['examples_per_s']:>11.1f} {r['test_acc'] * 100:>8.2f}% {r['val_acc'] * 100:>7.2f}%  "
-                     f"{'yes' if r['cache'] else 'no':<5}  {r['device']}/{r['precision']}")
+                     f"{'yes' if r['cache'] else 'no':<5}  {r['device'] + '/' + r['precision']:<16}  "
+                     f"{r['threads']['threads']} (free CPUs {r['threads'].get('free_cpus')})")
 
     def mean(name: str, key: str) -> float:
         values = [r[key] for r in results if r["name"] == name]

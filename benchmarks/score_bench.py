@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from load import background_load
 
 REPO = Path(__file__).resolve().parents[1]
 SMS = REPO.parent / "shared" / "data" / "SMSSpamCollection"
@@ -146,6 +147,8 @@ def main() -> None:
     ap.add_argument("--smoke", action="store_true", help="2-layer 32-dim model, 200 messages")
     ap.add_argument("--sms", type=Path, default=SMS, help="the SMS Spam Collection file messages are drawn from")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--background-load", type=int, default=0, metavar="N",
+                    help="N CPU-burning processes beside every measured run (a shared, busy machine)")
     a = ap.parse_args()
     dims = (2, 32, 2) if a.smoke else (12, 768, 12)
     if a.smoke:
@@ -165,38 +168,44 @@ def main() -> None:
 
         pq.write_table(pa.table({"text": texts}), tmp / "in.parquet", row_group_size=max(a.n // 8, 1))
 
-        t, _ = timed(reference_loop, clf, texts[: a.n_reference], device)
-        results.append({"name": "(a) reference loop, fp32, batch 8, padded to 120", "n": a.n_reference, "s": t})
-        hf = hf_model(clf, device, torch.bfloat16 if device.type == "cuda" else torch.float32)
-        t, _ = timed(hf_loop, hf, clf.tokenizer, texts, device)
-        results.append({"name": "(b) transformers GPT2ForSequenceClassification, batch 256, length-sorted",
-                        "n": a.n, "s": t})
-        del hf
-        for variant in a.variants.split(","):
-            extra = {"fp32": [], "int8": ["--quantize", "int8"], "compile": ["--compile"]}[variant]
-            out = tmp / f"out-{variant}"
-            cmd = [sys.executable, "-m", "spamjob.cli", "score", str(tmp / "in.parquet"), "--model", str(run_dir),
-                   "--out", str(out), "--no-progress", *extra, *shlex.split(a.spamjob_args)]
-            t0 = time.perf_counter()
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            process_s = time.perf_counter() - t0
-            if proc.returncode:
-                sys.exit(f"(c) {variant} failed:\n{proc.stderr[-3000:]}")
-            rep = json.loads((out / "report.json").read_text())
-            label = "bf16" if rep["mixed_precision"] == "bf16" else ("int8" if variant == "int8" else "fp32")
-            row = {"name": f"(c) spamjob score, Parquet in/out, {label}{' + compile' if variant == 'compile' else ''}",
-                   "n": rep["rows"]["read"], "s": rep["wall_time_s"], "process_s": process_s}
-            if "quantization_agreement" in rep:
-                row["agreement"] = rep["quantization_agreement"]
-            results.append(row)
+        with background_load(a.background_load):  # every pipeline runs beside the same competing processes
+            t, _ = timed(reference_loop, clf, texts[: a.n_reference], device)
+            results.append({"name": "(a) reference loop, fp32, batch 8, padded to 120", "n": a.n_reference, "s": t})
+            hf = hf_model(clf, device, torch.bfloat16 if device.type == "cuda" else torch.float32)
+            t, _ = timed(hf_loop, hf, clf.tokenizer, texts, device)
+            results.append({"name": "(b) transformers GPT2ForSequenceClassification, batch 256, length-sorted",
+                            "n": a.n, "s": t})
+            del hf
+            for variant in a.variants.split(","):
+                extra = {"fp32": [], "int8": ["--quantize", "int8"], "compile": ["--compile"]}[variant]
+                out = tmp / f"out-{variant}"
+                cmd = [sys.executable, "-m", "spamjob.cli", "score", str(tmp / "in.parquet"), "--model", str(run_dir),
+                       "--out", str(out), "--no-progress", *extra, *shlex.split(a.spamjob_args)]
+                t0 = time.perf_counter()
+                proc = subprocess.run(cmd, capture_output=True, text=True)
+                process_s = time.perf_counter() - t0
+                if proc.returncode:
+                    sys.exit(f"(c) {variant} failed:\n{proc.stderr[-3000:]}")
+                rep = json.loads((out / "report.json").read_text())
+                label = "bf16" if rep["mixed_precision"] == "bf16" else ("int8" if variant == "int8" else "fp32")
+                row = {"name": f"(c) spamjob score, Parquet in/out, {label}{' + compile' if variant == 'compile' else ''}",
+                       "n": rep["rows"]["read"], "s": rep["wall_time_s"], "process_s": process_s}
+                if "quantization_agreement" in rep:
+                    row["agreement"] = rep["quantization_agreement"]
+                row["threads"] = rep.get("threads")
+                results.append(row)
 
     for r in results:
         r["msg_per_s"] = r["n"] / r["s"]
     base = results[1]["msg_per_s"]
-    print(f"machine: {machine()}; model: {dims[0]} layers x {dims[1]} dims ({'random weights' if not a.model else a.model})")
+    print(f"machine: {machine()}; model: {dims[0]} layers x {dims[1]} dims ({'random weights' if not a.model else a.model}); "
+          f"background load: {a.background_load} busy process(es); torch threads in this process: {torch.get_num_threads()}")
     print(f"{'pipeline':<78} {'messages':>9} {'seconds':>9} {'msg/s':>10} {'vs (b)':>7}")
     for r in results:
         extra = f"  (process incl. start-up: {r['n'] / r['process_s']:,.1f} msg/s)" if "process_s" in r else ""
+        if r.get("threads"):
+            t = r["threads"]
+            extra += f"  threads: {t['threads']}" + (f" (free CPUs {t['free_cpus']})" if t.get("free_cpus") is not None else "")
         if "agreement" in r:
             extra += f"  agreement with fp32: {r['agreement']['same_prediction'] * 100:.2f}%"
         print(f"{r['name']:<78} {r['n']:>9,} {r['s']:>9.2f} {r['msg_per_s']:>10,.1f} "

@@ -14,7 +14,7 @@ from spamjob.fsutil import read_json, write_json
 
 CHECKPOINTS = "checkpoints"
 # Options a resumed run may change: where things are, how fast they run, how long it trains.
-RESUME_FREE = {"resume", "epochs", "out", "cache_budget_mb", "prefix_cache", "compute", "weights_cache", "tokenizer",
+RESUME_FREE = {"resume", "epochs", "out", "threads", "cache_budget_mb", "prefix_cache", "compute", "weights_cache", "tokenizer",
                "data", "source"}
 
 

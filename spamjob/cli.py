@@ -14,6 +14,9 @@ from spamjob import __version__
 from spamjob.config import SIZE_CHOICES, ScoreConfig, TrainConfig
 from spamjob.errors import SpamjobError
 from spamjob.options import from_fields
+from spamjob.threads import start_cpu_reading
+
+start_cpu_reading()  # the thread choice compares the CPUs' idle time from here to the job's start
 
 SIZE = click.Choice(SIZE_CHOICES, case_sensitive=False)
 

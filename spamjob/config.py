@@ -239,6 +239,9 @@ class TrainConfig:
     compute: Compute | None = None
     """fast: last block and head on the pooled row only, fused AdamW; reference: every position through
     every block each step and torch's default AdamW, as the book runs [default preset: fast]."""
+    threads: int | None = option(None, min=1)
+    """CPU threads per process [the CPUs this process may use (affinity mask, cgroup CPU quota) divided by
+    the job's processes on this machine]."""
     cache_budget_mb: int = option(4096, min=0)
     """Largest prefix cache per process; over it the frozen blocks run every step."""
     tokenizer: str | None = option(None, folder=True)
@@ -309,6 +312,9 @@ class ScoreConfig:
     """torch.compile the model."""
     quantize: Quantize | None = None
     """CPU only: dynamic int8 Linear layers; agreement with fp32 goes in the report."""
+    threads: int | None = option(None, min=1)
+    """CPU threads per process [the CPUs this process may use (affinity mask, cgroup CPU quota) divided by
+    the job's processes on this machine]."""
     tokenize_workers: int | None = option(None, min=0)
     """Tokenizer processes [GPU: up to 8; CPU: 0 = in the reading thread]."""
     overwrite: bool = False

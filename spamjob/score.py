@@ -38,6 +38,7 @@ from spamjob.io import OUTPUT_MARKER, Chunk, CsvOptions, PartWriter, Source, dis
 from spamjob.predict import prefetch
 from spamjob.report import BINS, Counts
 from spamjob.scorer import BatchScorer, Window
+from spamjob.threads import apply_threads
 
 PLAN = OUTPUT_MARKER  # "_plan.json", written first: it makes --out a scoring output
 PREDICTIONS = "predictions"  # the parts: one Parquet/CSV dataset
@@ -124,6 +125,7 @@ class ScoreJob:
     agreement: Agreement | None
     me: int  # this process's place among every process of every --shard task...
     total: int  # ...and their number: unit k is done by process k % total
+    threads: dict = field(default_factory=dict)  # torch's intra-op threads in this process, and why
     windows: int = 0  # windows written by this process (the crash tests' kill point counts them)
     bar: tqdm | None = field(default=None, repr=False)
 
@@ -148,6 +150,7 @@ def setup(cfg: ScoreConfig) -> ScoreJob:
     gpu = torch.cuda.is_available()
     accelerator = Accelerator(cpu=not gpu)
     world, out = accelerator.num_processes, Path(cfg.out)
+    threads = apply_threads(cfg.threads)
     workers = cfg.tokenize_workers if cfg.tokenize_workers is not None else (
         min(8, max((os.cpu_count() or 1) // world - 1, 0)) if gpu else 0)
     csv = CsvOptions(cfg.delimiter, cfg.encoding, cfg.block_mb << 20)
@@ -171,7 +174,7 @@ def setup(cfg: ScoreConfig) -> ScoreJob:
     # With --shard K/N, this run's processes are ranks K*world .. K*world+world-1 of N*world.
     k, n = map(int, (cfg.shard or "0/1").split("/"))
     job = ScoreJob(cfg, accelerator, out, scorer, inputs, schema, csv, plan, Agreement() if cfg.quantize else None,
-                   me=k * world + accelerator.process_index, total=n * world)
+                   me=k * world + accelerator.process_index, total=n * world, threads=threads)
     rows = sum(parquet_layout(i.source)[1] for i in inputs if i.source.kind == "parquet" and i.columns is not None)
     job.bar = tqdm(total=(rows // world) or None, unit="rows", desc=f"scoring (rank {accelerator.process_index})",
                    disable=not (cfg.progress and accelerator.is_main_process), leave=False)
@@ -458,6 +461,7 @@ def _write_report(job: ScoreJob, wall0: float, peak_mb: float) -> dict:
         "wall_time_s": round(wall, 3),
         "rows_per_s": round(total.rows_read / wall, 2) if wall else None,
         "num_processes": job.accelerator.num_processes,
+        "threads": job.threads,
         "model": job.plan["model"],
         "mixed_precision": job.scorer.mixed_precision,
         "quantize": cfg.quantize,

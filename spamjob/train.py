@@ -33,6 +33,7 @@ from spamjob.fsutil import atomic_path, read_json, sha256_file, write_json
 from spamjob.model import GPTModel, SpamClassifier, first_trainable_block, freeze, replace_head
 from spamjob.plots import PlotProcess, plot_process
 from spamjob.text import encode, load_tokenizer
+from spamjob.threads import apply_threads
 
 
 @dataclass
@@ -68,6 +69,7 @@ def main(cfg: TrainConfig) -> dict:
     wall0 = time.perf_counter()
     cfg = cfg.resolved()
     accelerator = _accelerator(cfg)
+    threads = apply_threads(cfg.threads)
     out = Path(cfg.out)
     check_resume(cfg, out)
     data_dir = _data_dir(cfg, accelerator)
@@ -94,7 +96,7 @@ def main(cfg: TrainConfig) -> dict:
         t0 = time.perf_counter()
         final = evaluate(run)
         phases["final_eval_s"] = time.perf_counter() - t0
-        metrics = _metrics(run, state, final, cache_info, phases)
+        metrics = {**_metrics(run, state, final, cache_info, phases), "threads": threads}
         if accelerator.is_main_process:
             _write_artifact(run, state.history, metrics, plots)
             metrics["wall_time_s"] = round(time.perf_counter() - wall0, 3)

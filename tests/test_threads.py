@@ -1,0 +1,73 @@
+"""spamjob.threads: CPU threads from what the process may really use."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from spamjob import threads
+
+
+def test_cgroup_quota_v2_and_v1(tmp_path):
+    (tmp_path / "cpu.max").write_text("150000 100000\n")
+    assert threads.cgroup_cpu_quota(tmp_path) == 1.5
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert threads.cgroup_cpu_quota(tmp_path) is None
+    v1 = tmp_path / "v1"
+    (v1 / "cpu").mkdir(parents=True)
+    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("300000\n")
+    (v1 / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert threads.cgroup_cpu_quota(v1) == 3.0
+    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
+    assert threads.cgroup_cpu_quota(v1) is None
+    assert threads.cgroup_cpu_quota(tmp_path / "nothing") is None
+
+
+def test_threads_follow_affinity_quota_and_local_ranks(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5, 6, 7})
+    monkeypatch.setattr(threads, "cgroup_cpu_quota", lambda root=None: None)
+    assert threads.usable_cpus() == 8
+    monkeypatch.setattr(threads, "cgroup_cpu_quota", lambda root=None: 2.5)  # a pod limited to 2.5 CPUs
+    assert threads.usable_cpus() == 2
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.setattr(threads, "free_cpus", lambda since=None: None)
+    assert threads.choose_threads()["threads"] == 1 and threads.choose_threads(6)["threads"] == 6  # --threads wins
+    monkeypatch.setattr(threads, "cgroup_cpu_quota", lambda root=None: 0.5)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert threads.choose_threads()["threads"] == 1  # never 0
+
+
+def test_apply_sets_torch(monkeypatch):
+    before = torch.get_num_threads()
+    try:
+        assert threads.apply_threads(1)["threads"] == 1 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_busy_cpus_lower_the_count(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    monkeypatch.setattr(threads, "cgroup_cpu_quota", lambda root=None: None)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+    for free, expected in ((4.0, 4), (2.4, 2), (1.6, 2), (0.2, 1), (None, 4)):
+        monkeypatch.setattr(threads, "free_cpus", lambda since=None, f=free: f)
+        assert threads.choose_threads()["threads"] == expected, free
+
+
+def test_free_cpus_sees_a_busy_process():
+    import subprocess
+    import sys
+    import time
+
+    quiet = threads.free_cpus(threads._snapshot())
+    burn = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.5)
+        start = threads._snapshot()
+        time.sleep(0.5)
+        busy = threads.free_cpus(start)
+    finally:
+        burn.kill()
+    assert busy is not None and quiet is not None
+    assert busy < quiet - 0.5  # one core's worth less, give or take the machine's other work
