@@ -152,17 +152,33 @@ def schema_of(source: Source, csv: CsvOptions) -> pa.Schema | None:
     try:
         if source.kind == "parquet":
             return pq.ParquetFile(source.path).schema_arrow
-        # Closed explicitly: a reader left to the garbage collector can keep a native read-ahead
-        # thread alive past the interpreter (an abort, exit 134, after the error line).
-        with _open_stream(source) as f, contextlib.closing(pacsv.open_csv(
-                f, read_options=_read_options(csv, csv.block_bytes), parse_options=_parse_options(source, csv, lambda row: "skip"),
-                convert_options=pacsv.ConvertOptions(auto_dict_encode=False))) as reader:
-            return reader.schema
+        try:
+            return _csv_schema(source, csv, 1 << 16)  # a small block: setup stays cheap for many files
+        except pa.ArrowInvalid as e:
+            if "straddl" not in str(e):
+                raise
+            return _csv_schema(source, csv, csv.block_bytes)  # a first row longer than 64 KB
     except (pa.ArrowInvalid, OSError, EOFError, UnicodeDecodeError) as e:
         message = str(e).splitlines()[0] if str(e) else type(e).__name__
         if "Empty CSV file" in message:
             return None
-        raise SpamjobError(f"cannot read {source.path}: {message}") from None
+        raise _read_error(source, message, csv) from None
+
+
+def _read_error(source: Source, message: str, csv: CsvOptions, where: str = "") -> SpamjobError:
+    if "straddl" in message:  # Arrow's words for a row longer than its block
+        return SpamjobError(f"{source.path}{where}: a row is longer than --block-mb {csv.block_bytes >> 20}; "
+                            "raise --block-mb")
+    return SpamjobError(f"cannot read {source.path}{where}: {message}")
+
+
+def _csv_schema(source: Source, csv: CsvOptions, block: int) -> pa.Schema:
+    # Closed explicitly: a reader left to the garbage collector can keep a native read-ahead
+    # thread busy past the interpreter's teardown (see spamjob.cli.run_standalone).
+    with _open_stream(source) as f, contextlib.closing(pacsv.open_csv(
+            f, read_options=_read_options(csv, block), parse_options=_parse_options(source, csv, lambda row: "skip"),
+            convert_options=pacsv.ConvertOptions(auto_dict_encode=False))) as reader:
+        return reader.schema
 
 
 def _read_options(csv: CsvOptions, block: int) -> pacsv.ReadOptions:
@@ -243,13 +259,13 @@ def iter_csv_blocks(source: Source, csv: CsvOptions, column_types: dict[str, pa.
                 convert_options=pacsv.ConvertOptions(column_types=column_types, strings_can_be_null=False,
                                                      quoted_strings_can_be_null=False, auto_dict_encode=False),
             )
-        except pa.ArrowInvalid as e:
+        except (pa.ArrowInvalid, OSError, EOFError) as e:
             if "Empty CSV file" in str(e):
                 return
-            raise SpamjobError(f"cannot read {source.path}: {str(e).splitlines()[0]}") from None
+            raise _read_error(source, str(e).splitlines()[0] if str(e) else type(e).__name__, csv) from None
         with contextlib.closing(reader):  # on every path, the generator's early close included (see schema_of)
             held, block, first = None, 0, 0
-            for batch in _batches(reader, source):
+            for batch in _batches(reader, source, csv):
                 if held is not None:
                     yield held
                 held, pending = (block, Chunk(batch, first, pending)), []
@@ -263,7 +279,7 @@ def iter_csv_blocks(source: Source, csv: CsvOptions, column_types: dict[str, pa.
         yield block, Chunk(pa.RecordBatch.from_pylist([], schema=schema), first, pending)
 
 
-def _batches(reader, source: Source) -> Iterator[pa.RecordBatch]:
+def _batches(reader, source: Source, csv: CsvOptions) -> Iterator[pa.RecordBatch]:
     block = 0
     while True:
         try:
@@ -271,7 +287,7 @@ def _batches(reader, source: Source) -> Iterator[pa.RecordBatch]:
         except StopIteration:
             return
         except (pa.ArrowInvalid, OSError, EOFError) as e:
-            raise SpamjobError(f"cannot read {source.path} (block {block}): {str(e).splitlines()[0]}") from None
+            raise _read_error(source, str(e).splitlines()[0], csv, f" (block {block})") from None
         block += 1
 
 

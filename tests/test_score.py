@@ -539,6 +539,9 @@ def test_odd_but_valid_inputs_are_scored(classifier_dir, tmp_path):
               "--block-mb", "64")
     assert r.exit_code == 0, r.output
     assert predictions(tmp_path / "b")["truncated"].tolist() == [True, False]
+    r = score(str(tmp_path / "big.csv"), "--model", str(classifier_dir), "--out", str(tmp_path / "c"),
+              "--block-mb", "1")
+    assert r.exit_code == 1 and "a row is longer than --block-mb 1; raise --block-mb" in r.output
 
 
 def test_symlinked_files_and_folders_are_followed_alike(classifier_dir, tmp_path):
