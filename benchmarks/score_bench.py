@@ -205,7 +205,8 @@ def main() -> None:
         extra = f"  (process incl. start-up: {r['n'] / r['process_s']:,.1f} msg/s)" if "process_s" in r else ""
         if r.get("threads"):
             t = r["threads"]
-            extra += f"  threads: {t['threads']}" + (f" (free CPUs {t['free_cpus']})" if t.get("free_cpus") is not None else "")
+            extra += (f"  model workers: {t['workers']} x 1 thread" if t.get("workers") else f"  threads: {t['threads']}")
+            extra += f" (free CPUs {t['free_cpus']})" if t.get("free_cpus") is not None else ""
         if "agreement" in r:
             extra += f"  agreement with fp32: {r['agreement']['same_prediction'] * 100:.2f}%"
         print(f"{r['name']:<78} {r['n']:>9,} {r['s']:>9.2f} {r['msg_per_s']:>10,.1f} "

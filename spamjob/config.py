@@ -304,8 +304,8 @@ class ScoreConfig:
     window_rows: int = option(16384, min=1)
     """Rows read, tokenized and length-sorted together (the bucketing window)."""
     batch_tokens: int | None = option(None, min=1)
-    """Padded tokens per forward pass [1024 on CPU, where activations that fit the cache win
-    (measured: 51 msg/s at 1024 vs 20 at 16384 for gpt2-small); 65536 on GPU]."""
+    """Padded tokens per forward pass [512 on CPU, where each model worker's activations fit its core's
+    cache (gpt2-small: 51 msg/s at 1024 vs 20 at 16384 with 2 shared threads); 65536 on GPU]."""
     mixed_precision: MixedPrecision = "auto"
     """auto: bf16 on GPU, fp32 on CPU."""
     compile: bool = False
@@ -313,8 +313,9 @@ class ScoreConfig:
     quantize: Quantize | None = None
     """CPU only: dynamic int8 Linear layers; agreement with fp32 goes in the report."""
     threads: int | None = option(None, min=1)
-    """CPU threads per process [the CPUs this process may use (affinity mask, cgroup CPU quota) divided by
-    the job's processes on this machine]."""
+    """CPU: model workers per process, one torch thread each, every worker on its own batches
+    [the CPUs this process may use (affinity mask, cgroup CPU quota) divided by the job's
+    processes on this machine]; GPU or --compile: torch's threads."""
     tokenize_workers: int | None = option(None, min=0)
     """Tokenizer processes [GPU: up to 8; CPU: 0 = in the reading thread]."""
     overwrite: bool = False

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import queue
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
 
@@ -15,13 +16,19 @@ from spamjob.text import encode, pad_batch, rows_within
 
 
 class Predictor:
-    """Token ids -> spam probabilities, in length-sorted, token-budgeted batches; order restored."""
+    """Token ids -> spam probabilities, in length-sorted, token-budgeted batches; order restored.
 
-    def __init__(self, clf, device: torch.device, mixed_precision: str, batch_tokens: int):
+    With `workers` > 1 the batches of a window are spread over that many threads, each running
+    the model on its own batch (torch's intra-op threads set to 1 by the caller): no thread
+    waits for another inside an operator, so a worker that loses its core to another process
+    delays only its own batch (CPU scoring; benchmarks/RESULTS.md, quiet and loaded)."""
+
+    def __init__(self, clf, device: torch.device, mixed_precision: str, batch_tokens: int, workers: int = 1):
         self.clf, self.device = clf, device
         self.model = clf.model.to(device).eval()
         self.batch_tokens = batch_tokens
         self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mixed_precision)
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="spamjob-model") if workers > 1 else None
 
     def __call__(self, ids: list[list[int]]) -> np.ndarray:
         n = len(ids)
@@ -32,21 +39,29 @@ class Predictor:
         lengths = np.minimum(np.fromiter((len(s) for s in ids), dtype=np.int64, count=n), max_len)
         order = np.argsort(lengths, kind="stable")
         widths = np.full(n, max_len) if self.clf.padding == "fixed" else np.maximum(lengths[order], 1)
-        # Probabilities stay on the device until the window is done: one transfer and one
-        # synchronisation per window, so a GPU runs batch k while Python pads batch k+1.
-        pending = []
+        batches = []
         start = 0
         while start < n:
             end = start + rows_within(widths, self.batch_tokens, start)
-            b = pad_batch([ids[i] for i in order[start:end]], max_len, padding=self.clf.padding)
-            with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.dtype,
-                                                        enabled=self.dtype is not None):
-                logits = self.model(b.input_ids.to(self.device, non_blocking=True),
-                                    b.lengths.to(self.device, non_blocking=True))
-            pending.append(torch.softmax(logits.float(), dim=-1)[:, 1])
+            batches.append([ids[i] for i in order[start:end]])
             start = end
+        # Probabilities stay on the device until the window is done: one transfer and one
+        # synchronisation per window, so a GPU runs batch k while Python pads batch k+1.
+        pending = list((self.pool.map if self.pool else map)(self._forward, batches))
         probs[order] = torch.cat(pending).cpu().numpy()  # batches cover `order` front to back
         return probs
+
+    def _forward(self, rows: list[list[int]]) -> torch.Tensor:
+        """P(spam) of one batch, on the device."""
+        b = pad_batch(rows, self.clf.max_length, padding=self.clf.padding)
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
+            logits = self.model(b.input_ids.to(self.device, non_blocking=True),
+                                b.lengths.to(self.device, non_blocking=True))
+        return torch.softmax(logits.float(), dim=-1)[:, 1]
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
 
 
 def prefetch(items: Iterator, depth: int = 2) -> Iterator:

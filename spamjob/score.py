@@ -125,7 +125,7 @@ class ScoreJob:
     agreement: Agreement | None
     me: int  # this process's place among every process of every --shard task...
     total: int  # ...and their number: unit k is done by process k % total
-    threads: dict = field(default_factory=dict)  # torch's intra-op threads in this process, and why
+    threads: dict = field(default_factory=dict)  # torch's threads (or model workers) in this process, and why
     windows: int = 0  # windows written by this process (the crash tests' kill point counts them)
     bar: tqdm | None = field(default=None, repr=False)
 
@@ -150,8 +150,9 @@ def setup(cfg: ScoreConfig) -> ScoreJob:
     gpu = torch.cuda.is_available()
     accelerator = Accelerator(cpu=not gpu)
     world, out = accelerator.num_processes, Path(cfg.out)
-    threads = apply_threads(cfg.threads)
-    workers = cfg.tokenize_workers if cfg.tokenize_workers is not None else (
+    # CPU: one single-threaded model worker per CPU (torch.compile'd models keep one caller).
+    threads = apply_threads(cfg.threads, workers=not gpu and not cfg.compile)
+    tok_workers = cfg.tokenize_workers if cfg.tokenize_workers is not None else (
         min(8, max((os.cpu_count() or 1) // world - 1, 0)) if gpu else 0)
     csv = CsvOptions(cfg.delimiter, cfg.encoding, cfg.block_mb << 20)
     inputs = []
@@ -161,7 +162,7 @@ def setup(cfg: ScoreConfig) -> ScoreJob:
     schema = output_schema(inputs)
     scorer = BatchScorer(cfg.model, device=accelerator.device, mixed_precision=cfg.mixed_precision,
                          batch_tokens=cfg.batch_tokens, quantize=cfg.quantize, compile=cfg.compile,
-                         tokenize_workers=workers)  # its tokenizer processes start with the first window
+                         tokenize_workers=tok_workers, workers=threads.get("workers", 1))  # its tokenizer processes start with the first window
     model_fp = {"path": str(Path(cfg.model).resolve()), "sha256": scorer.classifier.config.get("model_sha256")}
     # Everything that decides a prediction is in the plan: a rerun with any other value is another job.
     predictions = {"mixed_precision": scorer.mixed_precision, "quantize": cfg.quantize}

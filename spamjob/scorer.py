@@ -46,11 +46,15 @@ class Window:
 
 
 class BatchScorer:
-    """A classifier loaded once (per process or per engine worker) that scores Arrow tables."""
+    """A classifier loaded once (per process or per engine worker) that scores Arrow tables.
+
+    `workers` > 1 (CPU): that many threads each run the model on their own batches, and torch's
+    intra-op threads are set to 1 for the process (`spamjob score` picks one worker per CPU it
+    may use; see spamjob.threads)."""
 
     def __init__(self, model: str | os.PathLike, *, device: str | torch.device | None = None,
                  mixed_precision: str = "auto", batch_tokens: int | None = None, quantize: str | None = None,
-                 compile: bool = False, tokenize_workers: int = 0):
+                 compile: bool = False, tokenize_workers: int = 0, workers: int = 1):
         from spamjob.artifact import load_classifier
 
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -59,15 +63,17 @@ class BatchScorer:
             raise SpamjobError("--quantize int8 is for CPU scoring (dynamic int8 kernels); on GPU use bf16")
         self.classifier = clf = load_classifier(model)
         self.mixed_precision = resolve_mixed_precision(mixed_precision, gpu)
-        batch_tokens = batch_tokens or (65536 if gpu else 1024)
+        batch_tokens = batch_tokens or (65536 if gpu else 512)
+        if workers > 1 and torch.get_num_threads() != 1:
+            torch.set_num_threads(1)
         self.reference: Predictor | None = None  # fp32, to measure what int8 changes
         if quantize == "int8":
-            self.reference = Predictor(clf, device, "no", batch_tokens)
+            self.reference = Predictor(clf, device, "no", batch_tokens, workers)
             quantized = copy.copy(clf)
             quantized.model = torch.ao.quantization.quantize_dynamic(clf.model, {torch.nn.Linear}, dtype=torch.qint8)
-            self.predictor = Predictor(quantized, device, "no", batch_tokens)
+            self.predictor = Predictor(quantized, device, "no", batch_tokens, workers)
         else:
-            self.predictor = Predictor(clf, device, self.mixed_precision, batch_tokens)
+            self.predictor = Predictor(clf, device, self.mixed_precision, batch_tokens, workers)
         if compile:
             self.predictor.model = torch.compile(self.predictor.model, dynamic=True)
         self.tokenize = TokenizerPool(clf.tokenizer, Path(model) / "tokenizer", tokenize_workers)
@@ -115,7 +121,10 @@ class BatchScorer:
         return table
 
     def close(self) -> None:
-        """Stop the tokenizer processes, if any."""
+        """Stop the model workers and tokenizer processes, if any."""
+        for predictor in (self.predictor, self.reference):
+            if predictor is not None:
+                predictor.close()
         self.tokenize.close()
 
 

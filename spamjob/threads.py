@@ -5,6 +5,8 @@ a Kubernetes pod's CPU limit, a Slurm step's cgroup, a CPU affinity mask, severa
 one node, or cores that other processes keep busy. Threads beyond that share cores, and
 OpenMP threads that wait for a descheduled sibling spin instead of sleeping: several-fold
 slowdowns on a shared machine (benchmarks/RESULTS.md, quiet and loaded side by side).
+CPU scoring avoids the barriers altogether: one single-threaded model worker per CPU, each
+on its own batches (`spamjob.predict.Predictor`).
 
 The busy share is read from /proc/stat between `start_cpu_reading()` (the CLI calls it first
 thing) and the choice, with this process's own CPU time added back, so measuring costs no
@@ -97,23 +99,31 @@ def free_cpus(since=None) -> float | None:
     return idle + (second[1] - first[1]) / wall
 
 
-def choose_threads(requested: int | None = None) -> dict:
-    """`requested` (--threads), else this process's share of the usable CPUs, lowered to the CPUs
-    other processes leave free. Returns the choice and what it was made from."""
+def choose_threads(requested: int | None = None, independent: bool = False) -> dict:
+    """`requested` (--threads), else this process's share of the usable CPUs. Threads that share
+    each operator wait for one another at its end (an OpenMP barrier), so they are lowered to
+    the CPUs other processes leave free; `independent` threads (model workers that each run
+    their own batches) wait for nobody and keep the whole share. Returns the choice and what
+    it was made from."""
     if requested:
         return {"threads": requested, "reason": "--threads"}
     usable, local, free = usable_cpus(), local_processes(), free_cpus()
     share = max(1, usable // local)
-    threads = share if free is None else max(1, min(share, math.floor(free + 0.5)))
+    threads = share if free is None or independent else max(1, min(share, math.floor(free + 0.5)))
     return {"threads": threads, "usable_cpus": usable, "local_processes": local,
             "free_cpus": None if free is None else round(free, 2)}
 
 
-def apply_threads(requested: int | None = None) -> dict:
-    """Set torch's intra-op threads to the choice of `choose_threads`; returns that choice."""
+def apply_threads(requested: int | None = None, workers: bool = False) -> dict:
+    """Set torch's intra-op threads to the choice of `choose_threads`; returns that choice. With
+    `workers` (CPU scoring), the threads are model workers of one intra-op thread each: the
+    choice gains `workers` and torch keeps one thread per caller."""
     import torch
 
-    choice = choose_threads(requested)
-    if torch.get_num_threads() != choice["threads"]:
-        torch.set_num_threads(choice["threads"])
+    choice = choose_threads(requested, independent=workers)
+    if workers:
+        choice["workers"] = choice["threads"]
+    intra = 1 if workers else choice["threads"]
+    if torch.get_num_threads() != intra:
+        torch.set_num_threads(intra)
     return choice

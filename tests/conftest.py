@@ -84,6 +84,18 @@ def _assets_only_where_asked(request, monkeypatch):
             monkeypatch.delenv(var, raising=False)
 
 
+@pytest.fixture(autouse=True)
+def _torch_threads_restored():
+    """Jobs run in the test process set torch's threads for the process (CPU scoring: 1 per model
+    worker); later tests get the count back."""
+    import torch
+
+    before = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != before:
+        torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def assets() -> dict[str, str]:
     """The located assets, also exported as SPAMJOB_TOKENIZER and TIKTOKEN_CACHE_DIR for subprocesses."""

@@ -260,6 +260,24 @@ def test_predictions_do_not_depend_on_batching(sms_path, classifier_dir):
     for budget in (64, 700, 100_000):
         together = Predictor(clf, torch.device("cpu"), "no", budget)(ids)
         np.testing.assert_allclose(together, alone, atol=1e-5, rtol=0)
+    spread = Predictor(clf, torch.device("cpu"), "no", 64, workers=3)  # batches spread over model workers
+    try:
+        np.testing.assert_allclose(spread(ids), alone, atol=1e-5, rtol=0)
+        assert spread(ids[:1]).shape == (1,) and spread([]).shape == (0,)
+    finally:
+        spread.close()
+
+
+def test_cpu_scoring_records_its_model_workers(classifier_dir, data_dir, tmp_path):
+    """On CPU, --threads N is N model workers of one torch thread each; the results do not change."""
+    outs = {}
+    for n in (1, 3):
+        r = score(str(data_dir / "validation.csv"), "--model", str(classifier_dir), "--out", str(tmp_path / str(n)),
+                  "--threads", str(n), "--batch-tokens", "200")
+        assert r.exit_code == 0, r.output
+        assert report(tmp_path / str(n))["threads"] == {"threads": n, "reason": "--threads", "workers": n}
+        outs[n] = predictions(tmp_path / str(n))
+    pd.testing.assert_frame_equal(outs[1], outs[3], check_exact=False, atol=1e-5)
 
 
 def test_memory_stays_flat_with_ten_times_the_rows(sms_path, classifier_dir, tmp_path):

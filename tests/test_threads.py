@@ -55,6 +55,22 @@ def test_busy_cpus_lower_the_count(monkeypatch):
         assert threads.choose_threads()["threads"] == expected, free
 
 
+def test_independent_workers_keep_the_share_under_load(monkeypatch):
+    """Model workers wait for nobody, so busy CPUs do not lower their number (OpenMP threads do)."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    monkeypatch.setattr(threads, "cgroup_cpu_quota", lambda root=None: None)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.setattr(threads, "free_cpus", lambda since=None: 0.3)
+    assert threads.choose_threads()["threads"] == 1
+    assert threads.choose_threads(independent=True)["threads"] == 2  # 4 CPUs / 2 local ranks
+    before = torch.get_num_threads()
+    try:
+        choice = threads.apply_threads(workers=True)
+        assert choice["workers"] == 2 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_free_cpus_sees_a_busy_process():
     import subprocess
     import sys
