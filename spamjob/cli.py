@@ -245,6 +245,21 @@ def score(**params) -> None:
         click.echo(report["pending"])
 
 
+@cli.command("report")
+@click.argument("folder", type=click.Path(file_okay=False))
+@click.option("--label-column", default=None, help="Column of ham/spam or 0/1 labels: adds accuracy, precision, "
+                                                   "recall, F1.")
+def report_cmd(folder, label_column) -> None:
+    """Recount FOLDER/predictions/ (written by `spamjob score`, `--engine ray` or Spark) into
+    FOLDER/report.json, report.md and report.png, with the counts `spamjob score` reports."""
+    from spamjob.recount import recount
+
+    r = recount(folder, label_column)
+    acc = f"; accuracy {r['accuracy'] * 100:.2f}%" if r["accuracy"] is not None else ""
+    click.echo(f"counted {r['rows']['read']:,} rows ({r['rows']['scored']:,} scored, {r['rows']['flagged']:,} flagged, "
+               f"{r['rows']['rejected']:,} rejected lines){acc}; report: {Path(folder) / 'report.md'}")
+
+
 @cli.command()
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Job folder: data/, model/, scored/ (predictions and report), run.json.")

@@ -27,6 +27,7 @@ PARQUET_SUFFIXES = (".parquet", ".pq")
 CSV_SUFFIXES = (".csv", ".tsv", ".txt")
 COMPRESSED = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd"}
 TEXT_CANDIDATES = ("Text", "text", "message", "sms")
+PREDICTIONS = "predictions"  # in a scoring output: the parts, one Parquet/CSV dataset
 OUTPUT_MARKER = "_plan.json"  # what makes a folder a scoring output (spamjob.score writes it first)
 
 

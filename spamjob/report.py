@@ -11,6 +11,10 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import pyarrow as pa
 
 from spamjob.fsutil import atomic_path, write_json
 
@@ -56,6 +60,30 @@ class Counts:
         c = cls(**{k: v for k, v in d.items() if k not in ("flagged", "rejected")})
         c.flagged, c.rejected = Counter(d["flagged"]), Counter(d["rejected"])
         return c
+
+
+def count_rows(columns: Mapping[str, pa.Array], labels: list[int | None] | None) -> Counts:
+    """Counts of scored rows as scoring writes them (`error`, `spam_probability`, `truncated`)
+    and their labels (0 ham, 1 spam, None unknown): the one rule of `spamjob score` (per
+    window) and `spamjob report` (per batch of any engine's predictions)."""
+    c = Counts()
+    errors = columns["error"].cast(pa.string())
+    scored = errors.is_null().to_numpy(zero_copy_only=False)
+    probs = columns["spam_probability"].cast(pa.float64()).to_numpy(zero_copy_only=False)[scored]
+    predicted = probs > 0.5
+    c.rows_read, c.rows_scored, c.predicted_spam = len(errors), int(scored.sum()), int(predicted.sum())
+    c.truncated = columns["truncated"].cast(pa.bool_()).true_count
+    c.flagged = Counter(e for e in errors.to_pylist() if e is not None)
+    bins = np.minimum((probs * BINS).astype(np.int64), BINS - 1)
+    c.histogram = np.bincount(bins, minlength=BINS).tolist()
+    if labels is None:
+        return c
+    c.unknown_labels = sum(label is None for label in labels)
+    for label, p in zip(np.asarray(labels, dtype=object)[scored], predicted):
+        if label is not None:
+            c.labeled += 1
+            c.confusion[label][int(p)] += 1
+    return c
 
 
 def metrics(c: Counts) -> dict:
@@ -116,9 +144,13 @@ def markdown(r: dict) -> str:
         f"- rows read: {rows['read']:,}; scored: {rows['scored']:,}; flagged: {rows['flagged']:,}; "
         f"rejected: {rows['rejected']:,}; truncated: {rows['truncated']:,}",
         f"- spam rate: {_pct(r['spam_rate'])} ({r['predicted']['spam']:,} spam, {r['predicted']['ham']:,} ham)",
-        f"- wall time: {r['wall_time_s']:.1f} s; {r['rows_per_s']:,.1f} rows/s; processes: {r['num_processes']}",
-        f"- model: `{r['model']['path']}` (sha256 {r['model']['sha256'][:16]}...)",
     ]
+    if "wall_time_s" in r:  # `spamjob score`'s own report (a recount knows no timing)
+        lines.append(f"- wall time: {r['wall_time_s']:.1f} s; {r['rows_per_s']:,.1f} rows/s; processes: {r['num_processes']}")
+    if r.get("recounted_from"):
+        lines.append(f"- recounted from `{r['recounted_from']['folder']}` ({r['recounted_from']['parts']:,} parts)")
+    if r.get("model"):
+        lines.append(f"- model: `{r['model']['path']}` (sha256 {(r['model']['sha256'] or '')[:16]}...)")
     if r["accuracy"] is not None:
         m = r["labels"]
         (tn, fp), (fn, tp) = m["confusion_matrix"]["counts"]

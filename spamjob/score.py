@@ -33,15 +33,14 @@ from spamjob.config import ScoreConfig
 from spamjob.errors import SpamjobError
 from spamjob.faults import kill_point, pause_point
 from spamjob.fsutil import atomic_path, locked, read_json, sha256_file, write_json
-from spamjob.io import OUTPUT_MARKER, Chunk, CsvOptions, PartWriter, Source, discover, iter_csv_blocks, \
+from spamjob.io import OUTPUT_MARKER, PREDICTIONS, Chunk, CsvOptions, PartWriter, Source, discover, iter_csv_blocks, \
     iter_parquet_unit, parquet_layout, parquet_units, schema_of
 from spamjob.predict import prefetch
-from spamjob.report import BINS, Counts
+from spamjob.report import Counts, count_rows
 from spamjob.scorer import BatchScorer, Window
 from spamjob.threads import apply_threads
 
 PLAN = OUTPUT_MARKER  # "_plan.json", written first: it makes --out a scoring output
-PREDICTIONS = "predictions"  # the parts: one Parquet/CSV dataset
 INT8_SAMPLE = 512  # rows of the first window scored in fp32 too: the fp32 pass costs what it measures
 
 
@@ -286,7 +285,7 @@ def _score_window(job: ScoreJob, chunk: Chunk, inp: Input, window: Window, label
         job.agreement.same = int(((ref > 0.5) == (probs[: len(ref)] > 0.5)).sum())
         job.agreement.max_abs_diff = float(np.abs(ref - probs[: len(ref)]).max())
     new = job.scorer.output_columns(window, probs)
-    _count(counts, window, probs, new["truncated"], labels)
+    counts += count_rows(new, labels)
     n, mine = window.num_rows, set(inp.columns.keep)
     kept = {f.name: _kept(inp, chunk.batch.column(f.name)) if f.name in mine else pa.nulls(n, f.type)
             for f in job.schema if f.name not in new}
@@ -297,30 +296,6 @@ def _kept(inp: Input, values: pa.Array) -> pa.Array:
     """A kept column as it came: Parquet columns bit for bit; CSV fields (read as bytes so that bad
     bytes never crash the reader) as text, invalid bytes replaced by U+FFFD."""
     return utf8_column(values) if inp.source.kind == "csv" else values
-
-
-def _count(counts: Counts, window: Window, probs: np.ndarray, truncated: pa.Array, labels: list | None) -> None:
-    """Add one window to the unit's integer counts (the report is their sum)."""
-    predicted = probs > 0.5
-    counts.rows_read += window.num_rows
-    counts.rows_scored += len(window.ok)
-    counts.predicted_spam += int(predicted.sum())
-    counts.truncated += truncated.true_count
-    for e in window.errors:
-        if e is not None:
-            counts.flagged[e] += 1
-    if len(window.ok):
-        hist = np.minimum((probs * BINS).astype(np.int64), BINS - 1)
-        counts.histogram = [a + int(b) for a, b in zip(counts.histogram, np.bincount(hist, minlength=BINS))]
-    if labels is None:
-        return
-    for i, p in zip(window.ok, predicted):
-        if labels[i] is None:
-            counts.unknown_labels += 1
-        else:
-            counts.labeled += 1
-            counts.confusion[labels[i]][int(p)] += 1
-    counts.unknown_labels += sum(1 for i, e in enumerate(window.errors) if e is not None and labels[i] is None)
 
 
 def _commit(out: Path, unit: Unit, writer: PartWriter, schema: pa.Schema, counts: Counts, rejects: list[dict],
