@@ -1,0 +1,132 @@
+"""Ray Data and Spark score like `spamjob score`: the same four columns on the same rows, and
+`spamjob report` on their output gives the same counts. The engines are optional extras
+(`spamjob[ray]`, `spamjob[spark]`, both installed by .ci/run); without them these tests skip."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from spamjob.cli import cli
+
+pytestmark = pytest.mark.slow  # a Ray cluster and a SparkSession: ~45 s on 2 cores
+COUNTED = ("accuracy", "rows", "flagged_by_reason", "spam_rate", "predicted", "labels", "spam_probability_histogram")
+ODD = [None, b"", b"   ", b"bad \xff\xfe bytes", "free <|endoftext|> prize".encode(), ("win " * 300).encode()]
+
+
+@pytest.fixture(scope="module")
+def rows(sms_path, tmp_path_factory) -> Path:
+    """~400 rows: SMS messages plus null, empty, blank, invalid-UTF-8, special-token and over-length texts."""
+    sms = pd.read_csv(sms_path, sep="\t", header=None, names=["Label", "Text"]).head(394)
+    texts = [t.encode() for t in sms["Text"]] + ODD
+    labels = sms["Label"].tolist() + ["ham", "spam", None, "spam", "spam", "maybe"]
+    table = pa.table({"id": pa.array(range(len(texts)), pa.int64()), "Text": pa.array(texts, pa.binary()),
+                      "Label": pa.array(labels, pa.string())})
+    path = tmp_path_factory.mktemp("engines") / "rows.parquet"
+    pq.write_table(table, path, row_group_size=100)
+    return path
+
+
+@pytest.fixture(scope="module")
+def by_spamjob(rows, classifier_dir, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("engines") / "spamjob"
+    r = CliRunner().invoke(cli, ["score", str(rows), "--model", str(classifier_dir), "--out", str(out),
+                                 "--label-column", "Label", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    return out
+
+
+def same_predictions(a: pd.DataFrame, b: pd.DataFrame) -> None:
+    a, b = a.sort_values("id").reset_index(drop=True), b.sort_values("id").reset_index(drop=True)
+    assert a["id"].tolist() == b["id"].tolist()
+    for col in ("prediction", "truncated", "error"):
+        assert a[col].tolist() == b[col].tolist(), col
+    pa_, pb = a["spam_probability"].to_numpy(float), b["spam_probability"].to_numpy(float)
+    assert np.array_equal(np.isnan(pa_), np.isnan(pb))
+    assert np.nanmax(np.abs(pa_ - pb)) <= 1e-6
+
+
+def same_report(engine_out: Path, spamjob_out: Path) -> None:
+    r = CliRunner().invoke(cli, ["report", str(engine_out), "--label-column", "Label"])
+    assert r.exit_code == 0, r.output
+    mine, theirs = (json.loads((d / "report.json").read_text()) for d in (engine_out, spamjob_out))
+    assert {k: mine[k] for k in COUNTED} == {k: theirs[k] for k in COUNTED}
+
+
+# --- Ray ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    ray = pytest.importorskip("ray")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 << 20, log_to_driver=False,
+             configure_logging=False)
+    yield ray
+    ray.shutdown()
+
+
+def test_ray_scores_like_spamjob(ray_cluster, rows, by_spamjob, classifier_dir, tmp_path):
+    from spamjob.engines.ray import Scorer, score_dataset
+
+    class WithPid(Scorer):
+        def __call__(self, batch):
+            out = super().__call__(batch)
+            return out.append_column("pid", pa.array([os.getpid()] * out.num_rows, pa.int64()))
+
+    ds = ray_cluster.data.read_parquet(str(rows))
+    scored = score_dataset(ds, str(classifier_dir), actors=2, batch_rows=50, scorer=WithPid).materialize()
+    table = pa.concat_tables(ray_cluster.get(scored.to_arrow_refs()))
+    assert table.num_rows == 400 and len(set(table.column("pid").to_pylist())) == 2  # 2 actors on 2 CPUs, both busy
+    same_predictions(table.to_pandas(), pd.read_parquet(by_spamjob / "predictions"))
+    scored.drop_columns(["pid"]).write_parquet(str(tmp_path / "predictions"))  # Ray's own writer and file names
+    same_report(tmp_path, by_spamjob)
+
+
+# --- Spark ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def spark():
+    pytest.importorskip("pyspark")
+    import sys
+
+    from pyspark.sql import SparkSession
+
+    os.environ["PYSPARK_PYTHON"] = os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
+    session = (SparkSession.builder.master("local[2]").appName("spamjob-tests").config("spark.ui.enabled", "false")
+               .config("spark.sql.shuffle.partitions", "2").config("spark.driver.memory", "1g").getOrCreate())
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+
+
+def test_spark_scores_like_spamjob(spark, rows, by_spamjob, classifier_dir, tmp_path):
+    from spamjob.engines.spark import score_dataframe
+
+    scored = score_dataframe(spark.read.parquet(str(rows)).repartition(3), classifier_dir)
+    scored.write.parquet(str(tmp_path / "predictions"))  # part-*.parquet, _SUCCESS, .crc files
+    same_predictions(pd.read_parquet(tmp_path / "predictions"), pd.read_parquet(by_spamjob / "predictions"))
+    same_report(tmp_path, by_spamjob)
+
+
+def test_spark_sql_function(spark, rows, by_spamjob, classifier_dir):
+    from spamjob.engines.spark import spam_udf
+
+    spark.udf.register("spam", spam_udf(classifier_dir, batch_size=64))
+    want = pd.read_parquet(by_spamjob / "predictions")
+    want = want[want["error"] != "invalid UTF-8 in text"]  # Spark strings: pandas cannot hold such bytes
+    spark.read.parquet(str(rows)).where(f"id IN ({','.join(map(str, want['id']))})") \
+        .selectExpr("id", "CAST(Text AS STRING) AS Text").createOrReplaceTempView("msgs")
+    got = spark.sql("SELECT id, spam(Text) AS s FROM msgs").select("id", "s.*").toPandas()
+    got["truncated"] = got["truncated"] == 1
+    assert len(got) == len(want) == 399
+    same_predictions(got, want)
