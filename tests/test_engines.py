@@ -130,3 +130,27 @@ def test_spark_sql_function(spark, rows, by_spamjob, classifier_dir):
     got["truncated"] = got["truncated"] == 1
     assert len(got) == len(want) == 399
     same_predictions(got, want)
+
+
+def test_spark_submit_job(rows, by_spamjob, classifier_dir, tmp_path):
+    """jobs/spark_score.py as spark-submit runs it: predictions, the report, one-line errors."""
+    pytest.importorskip("pyspark")
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, str(repo / "jobs" / "spark_score.py"), str(rows), "--model", str(classifier_dir),
+           "--out", str(tmp_path / "o"), "--label-column", "Label"]
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1"}
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "scored 396 of 400 rows on Spark" in r.stdout and (tmp_path / "o" / "predictions" / "_SUCCESS").is_file()
+    mine, theirs = (json.loads((d / "report.json").read_text()) for d in (tmp_path / "o", by_spamjob))
+    assert {k: mine[k] for k in COUNTED} == {k: theirs[k] for k in COUNTED}
+    again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)  # the folder exists
+    assert again.returncode == 1 and again.stderr.startswith("Error: ") and "already exists" in again.stderr
+    assert len(again.stderr.strip().splitlines()) == 1, again.stderr[-2000:]  # refused before Spark starts
+    missing = subprocess.run([*cmd[:2], str(tmp_path / "none.parquet"), *cmd[3:], "--overwrite"], capture_output=True,
+                             text=True, env=env, timeout=300)
+    assert missing.returncode == 1 and missing.stderr.strip().splitlines()[-1].startswith("Error: ")
+    assert "Traceback" not in missing.stderr and "none.parquet" in missing.stderr

@@ -56,3 +56,17 @@ def test_functions_are_short():
                 if n > LONGEST and "#" not in lines[node.lineno - 1]:
                     long.append(f"{module}.{node.name} ({n} lines)")
     assert not long, f"functions over {LONGEST} lines without a reason on their def line: {', '.join(long)}"
+
+
+def test_core_never_imports_the_engines():
+    """ray and pyspark are optional extras: only spamjob/engines/ may import them."""
+    engines = {"ray", "pyspark"}
+    found = []
+    for module in MODULES:
+        for node in ast.walk(ast.parse((PACKAGE / f"{module}.py").read_text())):
+            names = ([node.module or ""] if isinstance(node, ast.ImportFrom)
+                     else [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            found += [f"{module}: {n}" for n in names if n.split(".")[0] in engines or n.startswith("spamjob.engines")]
+    assert not found
+    engine_files = sorted(p.name for p in (PACKAGE / "engines").glob("*.py"))
+    assert engine_files == ["__init__.py", "ray.py", "spark.py"]
