@@ -116,6 +116,7 @@ PrefixCacheMode = Literal["auto", "off"]
 Compute = Literal["fast", "reference"]
 OutputFormat = Literal["parquet", "csv"]
 Quantize = Literal["int8"]
+Engine = Literal["spamjob", "ray"]
 
 PRESETS = {
     # The book's recipe: last padded position, padding to the longest training message,
@@ -325,9 +326,15 @@ class ScoreConfig:
     --out and the last to finish writes the report and _SUCCESS."""
     progress: bool = option(True, flag="--no-progress")
     """A progress bar on the main process; --no-progress turns it off."""
+    engine: Engine = "spamjob"
+    """spamjob: its own work units over accelerate's processes (resume, exactly-once parts, rejects/);
+    ray: Ray Data actors on a Ray cluster (`pip install 'spamjob[ray]'`), inputs may be URIs
+    (s3://, gs://), the same predictions/ folder and report."""
+    ray_address: str | None = None
+    """--engine ray: the cluster to join [$RAY_ADDRESS, else a local one on this machine's CPUs]."""
 
     def __post_init__(self) -> None:
-        problems = field_problems(self) + self._csv_problems()
+        problems = field_problems(self) + self._csv_problems() + self._engine_problems()
         if not self.inputs:
             problems.append("give at least one input file, folder or glob")
         if self.keep_columns is not None and len(set(self.keep_columns)) < len(self.keep_columns):
@@ -351,6 +358,14 @@ class ScoreConfig:
         except LookupError:
             problems.append(f"encoding {self.encoding!r} is not one Python knows (e.g. utf-8, latin-1, cp1252)")
         return problems
+
+    def _engine_problems(self) -> list[str]:
+        if self.engine != "ray":
+            return ["--ray-address needs --engine ray"] if self.ray_address else []
+        unsupported = {"--format csv": self.format == "csv", "--shard": self.shard, "--compile": self.compile,
+                       "--threads": self.threads, "--tokenize-workers": self.tokenize_workers,
+                       "--id-column": self.id_column, f"--encoding {self.encoding}": self.encoding.lower() != "utf-8"}
+        return [f"{name} is not supported with --engine ray" for name, used in unsupported.items() if used]
 
     def plan_options(self) -> dict:
         """What decides the output files: a rerun with other values is a different job."""

@@ -13,7 +13,7 @@ import glob
 import hashlib
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Iterator
 
 import pyarrow as pa
@@ -50,7 +50,8 @@ class Source:
         return {"path": self.path, "size": self.size, "mtime_ns": self.mtime_ns}
 
 
-def _kind(path: Path) -> tuple[str, str | None] | None:
+def kind_of(path: PurePath) -> tuple[str, str | None] | None:
+    """("parquet" | "csv", compression) from the file name, None for an unknown type."""
     suffixes = [s.lower() for s in path.suffixes]
     compression = COMPRESSED.get(suffixes[-1]) if suffixes else None
     base = suffixes[-2] if compression and len(suffixes) > 1 else (suffixes[-1] if suffixes else "")
@@ -74,26 +75,26 @@ def discover(patterns: list[str] | tuple[str, ...]) -> list[Source]:
         p = Path(pattern).expanduser()
         if p.is_file():
             candidates = [p]
-            if _kind(p) is None:
+            if kind_of(p) is None:
                 raise SpamjobError(f"{p}: unknown input type; expected .parquet, .csv, .tsv or .txt (optionally .gz)")
             if (output := scoring_output_of(p)) is not None:
                 raise SpamjobError(f"{p} is inside {output}, a spamjob scoring output; it is never an input")
         elif p.is_dir():
             if (output := scoring_output_of(p)) is not None:
                 raise SpamjobError(f"{p} is (inside) {output}, a spamjob scoring output; it is never an input")
-            candidates = sorted(f for f in _walk(p) if _kind(f) is not None and scoring_output_of(f, p, marked) is None)
+            candidates = sorted(f for f in _walk(p) if kind_of(f) is not None and scoring_output_of(f, p, marked) is None)
             if not candidates:
                 raise SpamjobError(f"folder {p} holds no .parquet/.csv/.tsv/.txt files")
         else:
             candidates = sorted(Path(m) for m in glob.glob(str(p), recursive=True) if Path(m).is_file())
-            candidates = [c for c in candidates if _kind(c) is not None and scoring_output_of(c, None, marked) is None]
+            candidates = [c for c in candidates if kind_of(c) is not None and scoring_output_of(c, None, marked) is None]
             if not candidates:
                 raise SpamjobError(f"no input matches {pattern!r}")
         for c in candidates:
             real = str(c.resolve())
             if real not in seen:
                 st = c.stat()
-                kind, compression = _kind(c)  # type: ignore[misc]
+                kind, compression = kind_of(c)  # type: ignore[misc]
                 seen[real] = Source(real, kind, compression, st.st_size, st.st_mtime_ns)
     return list(seen.values())
 

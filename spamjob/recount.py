@@ -29,6 +29,14 @@ TYPES = {"prediction": pa.string(), "spam_probability": pa.float64(), "truncated
 
 def recount(out: str | Path, label_column: str | None = None) -> dict:
     """Count `out/predictions/` (and `out/rejects/`), write report.json/md/png into `out`; returns the report."""
+    total, per_input, extra = count_folder(out, label_column)
+    report = build(total, per_input, extra)
+    write(out, report)
+    return report
+
+
+def count_folder(out: str | Path, label_column: str | None = None) -> tuple[Counts, dict[str, Counts], dict]:
+    """The counts of `out/predictions/` (and `out/rejects/`): in all, per input, and what they came from."""
     out = Path(out)
     dataset, fmt = _dataset(out / PREDICTIONS, label_column)
     missing = [c for c in (*OUTPUT_COLUMNS, *([label_column] if label_column else [])) if c not in dataset.schema.names]
@@ -51,9 +59,7 @@ def recount(out: str | Path, label_column: str | None = None) -> dict:
     extra = {"recounted_from": {"folder": str((out / PREDICTIONS).resolve()), "format": fmt,
                                 "parts": len(dataset.files), "label_column": label_column},
              "model": manifest["plan"]["model"] if manifest else None, "spamjob_version": __version__}
-    report = build(total, per_input, extra)
-    write(out, report)
-    return report
+    return total, per_input, extra
 
 
 def _count_part(fragment: ds.Fragment, schema: pa.Schema, label_column: str | None) -> Counts:

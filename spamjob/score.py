@@ -131,6 +131,8 @@ class ScoreJob:
 
 def main(cfg: ScoreConfig) -> dict:
     """Score every input; returns the report ({} on processes other than the main one)."""
+    if cfg.engine == "ray":
+        return _on_ray(cfg)
     wall0 = time.perf_counter()
     job = setup(cfg)
     try:
@@ -140,6 +142,14 @@ def main(cfg: ScoreConfig) -> dict:
         job.bar.close()
         job.scorer.close()
     return finish(job, wall0)
+
+
+def _on_ray(cfg: ScoreConfig) -> dict:
+    try:
+        from spamjob.engines.ray import run_job  # the optional extra, imported only when asked for
+    except ImportError:
+        raise SpamjobError("--engine ray needs Ray: pip install 'spamjob[ray]'") from None
+    return run_job(cfg)
 
 
 def setup(cfg: ScoreConfig) -> ScoreJob:

@@ -91,6 +91,32 @@ def test_ray_scores_like_spamjob(ray_cluster, rows, by_spamjob, classifier_dir, 
     same_report(tmp_path, by_spamjob)
 
 
+def test_score_engine_ray_from_the_cli(ray_cluster, rows, by_spamjob, classifier_dir, tmp_path):
+    """`spamjob score --engine ray` joins a cluster (here the tests' one), writes the same layout and
+    report; a rerun of the finished job does nothing; bad options are one line before any work."""
+    import subprocess
+    import sys
+
+    address = ray_cluster.get_runtime_context().gcs_address
+    cmd = [sys.executable, "-m", "spamjob.cli", "score", str(rows), "--model", str(classifier_dir), "--out",
+           str(tmp_path / "o"), "--label-column", "Label", "--engine", "ray", "--ray-address", address, "--no-progress"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "scored 396 of 400 rows" in r.stdout
+    same_predictions(pd.read_parquet(tmp_path / "o" / "predictions"), pd.read_parquet(by_spamjob / "predictions"))
+    mine, theirs = (json.loads((d / "report.json").read_text()) for d in (tmp_path / "o", by_spamjob))
+    assert {k: mine[k] for k in COUNTED} == {k: theirs[k] for k in COUNTED} and mine["engine"] == "ray"
+    assert (tmp_path / "o" / "_SUCCESS").is_file()
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "scored 396 of 400 rows" in again.stdout
+    for bad, says in ((["--shard", "0/2"], "--shard is not supported with --engine ray"),
+                      (["--text-column", "nope"], "the inputs have no text column 'nope'")):
+        r = subprocess.run([*cmd[:-1], "--out", str(tmp_path / "bad"), *bad], capture_output=True, text=True,
+                           timeout=300)
+        assert r.returncode == 1 and r.stderr.strip().splitlines()[-1].startswith("Error: ") and says in r.stderr
+        assert "Traceback" not in r.stderr and not (tmp_path / "bad").exists()
+
+
 # --- Spark ----------------------------------------------------------------------------------
 
 

@@ -18,6 +18,9 @@ and batches travel as Arrow tables (no pandas: null texts stay null). `spamjob s
 from __future__ import annotations
 
 import math
+import shutil
+import time
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pyarrow as pa
@@ -62,9 +65,142 @@ def score_dataset(ds: "ray.data.Dataset", model: str, *, actors: int | None = No
         actors = actors or max(1, int(gpus // num_gpus))
         cpus_per_actor = cpus_per_actor or min(1.0, max(cpus - 1, 0.25) / actors)
     else:
-        actors = actors or max(1, int(cpus) // 2)
+        actors = actors or _actors()
         cpus_per_actor = cpus_per_actor or max(cpus - 1, 0.25) / actors
     ds = ds.repartition(target_num_rows_per_block=batch_rows)  # streaming: every actor gets blocks
     return ds.map_batches(scorer, fn_constructor_kwargs={"model": str(model), "text_column": text_column, **options},
                           batch_format="pyarrow", batch_size=batch_rows, num_cpus=cpus_per_actor,
                           num_gpus=num_gpus or None, compute=ray.data.ActorPoolStrategy(size=actors))
+
+
+# --- `spamjob score --engine ray` -----------------------------------------------------------
+
+OWNED = ("predictions", "report.json", "report.md", "report.png", "_plan.json", "_SUCCESS")
+
+
+def run_job(cfg) -> dict:
+    """`spamjob score --engine ray`: read the inputs with Ray Data, score on an actor pool, write
+    OUT/predictions/ (Parquet, Ray's file names), then the report (`spamjob report`) and `_SUCCESS`."""
+    from spamjob.fsutil import read_json, write_json
+
+    wall0 = time.perf_counter()
+    out = Path(cfg.out)
+    groups = _input_groups(cfg)
+    plan = {"engine": "ray", "model": str(Path(cfg.model).resolve()), "inputs": [p for g in groups for p in g[2]],
+            "options": {**cfg.plan_options(), "mixed_precision": cfg.mixed_precision, "quantize": cfg.quantize}}
+    if (out / "_SUCCESS").is_file() and (out / "_plan.json").is_file() and read_json(out / "_plan.json") == plan:
+        return {**read_json(out / "report.json"), "already_done": True}
+    _init(cfg.ray_address)
+    ds = _read(groups)
+    _check_columns(ds.schema().names, cfg)  # before any file is written
+    _clear(out, plan, cfg.overwrite)
+    write_json(out / "_plan.json", plan)
+    options = {"mixed_precision": cfg.mixed_precision, "batch_tokens": cfg.batch_tokens, "quantize": cfg.quantize}
+    scored = score_dataset(ds, cfg.model, text_column=cfg.text_column, batch_rows=min(cfg.window_rows, BATCH_ROWS),
+                           **options)
+    if cfg.keep_columns is not None:
+        scored = scored.select_columns([*cfg.keep_columns, "prediction", "spam_probability", "truncated", "error"])
+    tmp = out / ".predictions.ray.part"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        scored.write_parquet(str(tmp))
+    except (ray.exceptions.RayError, pa.ArrowException, OSError, ValueError) as e:
+        lines = [line for line in str(e).strip().splitlines() if line.strip()]
+        raise SpamjobError(f"the Ray job failed: {lines[-1] if lines else type(e).__name__}") from None
+    tmp.rename(out / "predictions")
+    report = _report(out, cfg, wall0)
+    (out / "_SUCCESS").touch()
+    return report
+
+
+def _report(out: Path, cfg, wall0: float) -> dict:
+    from spamjob import report as rep
+    from spamjob.recount import count_folder
+
+    total, per_input, extra = count_folder(out, cfg.label_column)
+    wall = time.perf_counter() - wall0
+    extra.update({"engine": "ray", "wall_time_s": round(wall, 3), "rows_per_s": round(total.rows_read / wall, 2),
+                  "num_processes": _actors(), "model": {"path": str(Path(cfg.model).resolve()), "sha256": None},
+                  "mixed_precision": cfg.mixed_precision, "quantize": cfg.quantize})
+    report = rep.build(total, per_input, extra)
+    rep.write(out, report)
+    return report
+
+
+def _actors() -> int:
+    """Actors the default pool would use on this cluster (recorded as the job's processes)."""
+    return max(1, int(ray.cluster_resources().get("CPU", 1.0)) // 2)
+
+
+def _input_groups(cfg) -> list[tuple[str, str, list[str]]]:
+    """(kind, delimiter, paths) per way of reading: local inputs found as `spamjob score` finds
+    them; URIs (s3://, gs://, hdfs://) by their suffix, a folder URI as Parquet."""
+    from spamjob.io import CsvOptions, discover, kind_of
+
+    csv = CsvOptions(cfg.delimiter, cfg.encoding)
+    groups: dict[tuple[str, str], list[str]] = {}
+    local = [i for i in cfg.inputs if "://" not in i]
+    for src in discover(local) if local else []:
+        groups.setdefault((src.kind, csv.delimiter_for(src) if src.kind == "csv" else ""), []).append(src.path)
+    for uri in (i for i in cfg.inputs if "://" in i):
+        kind = (kind_of(PurePosixPath(uri)) or ("parquet", None))[0]
+        tsv = uri.lower().removesuffix(".gz").endswith(".tsv")
+        groups.setdefault((kind, cfg.delimiter or ("\t" if tsv else ",") if kind == "csv" else ""), []).append(uri)
+    return [(kind, delim, paths) for (kind, delim), paths in groups.items()]
+
+
+def _read(groups: list[tuple[str, str, list[str]]]) -> "ray.data.Dataset":
+    import pyarrow.csv as pacsv
+
+    parts = [ray.data.read_parquet(paths) if kind == "parquet" else
+             ray.data.read_csv(paths, parse_options=pacsv.ParseOptions(delimiter=delim, newlines_in_values=True))
+             for kind, delim, paths in groups]
+    return parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
+
+
+def _check_columns(names: list[str], cfg) -> None:
+    from spamjob.io import TEXT_CANDIDATES
+
+    text = cfg.text_column or next((c for c in TEXT_CANDIDATES if c in names), None)
+    wanted = {"text column": text, "--label-column": cfg.label_column}
+    wanted.update({f"--keep-columns {c}": c for c in cfg.keep_columns or ()})
+    missing = [f"{what} {name!r}" if name else f"{what} ({' / '.join(TEXT_CANDIDATES)})"
+               for what, name in wanted.items() if (name or what == "text column") and name not in names]
+    if missing:
+        raise SpamjobError(f"the inputs have no {', '.join(missing)} (columns: {', '.join(names)})")
+
+
+def _clear(out: Path, plan: dict, overwrite: bool) -> None:
+    """An unfinished run of the same plan is redone; another folder needs --overwrite, which deletes
+    only what this job writes and refuses when anything else is there."""
+    from spamjob.fsutil import read_json
+
+    if not out.exists() or not any(out.iterdir()):
+        out.mkdir(parents=True, exist_ok=True)
+        return
+    old = read_json(out / "_plan.json") if (out / "_plan.json").is_file() else None
+    if old != plan and not overwrite:
+        raise SpamjobError(f"output folder {out} holds another job's output; pass --overwrite to replace it, "
+                           "or choose another --out")
+    foreign = [p for p in out.iterdir() if p.name not in OWNED and p.name != ".predictions.ray.part"]
+    if foreign:
+        raise SpamjobError(f"--overwrite would delete {foreign[0]}, which spamjob did not write; clear {out} by hand")
+    for p in out.iterdir():
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
+
+
+def _init(address: str | None) -> None:
+    """Join `address` ($RAY_ADDRESS), else start a local cluster on the CPUs this process may use."""
+    import os
+
+    from spamjob.threads import usable_cpus
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # offline clusters: no usage report
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    kwargs = {} if address else {"num_cpus": usable_cpus(), "include_dashboard": False}
+    try:
+        ray.init(address=address, log_to_driver=False, configure_logging=False, **kwargs)
+    except (ConnectionError, ValueError, RuntimeError) as e:
+        raise SpamjobError(f"cannot join the Ray cluster {address}: {str(e).splitlines()[0]}") from None
