@@ -51,6 +51,9 @@ def main(inputs, model, out, fmt, text_column, label_column, mixed_precision, qu
     reader = spark.read.option("header", True) if fmt == "csv" else spark.read
     try:
         df = reader.format(fmt).load(list(inputs))
+        cores = spark.sparkContext.defaultParallelism
+        if df.rdd.getNumPartitions() < cores:  # a few files make few tasks: spread them over every core
+            df = df.repartition(cores)
         scored = score_dataframe(df, model, text_column=text_column, mixed_precision=mixed_precision, quantize=quantize)
         scored.write.mode("overwrite" if overwrite else "errorifexists").parquet(f"{out.rstrip('/')}/predictions")
     except PySparkException as e:  # a missing input, an existing output, a failed task: one line

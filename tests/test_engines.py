@@ -180,3 +180,19 @@ def test_spark_submit_job(rows, by_spamjob, classifier_dir, tmp_path):
                              text=True, env=env, timeout=300)
     assert missing.returncode == 1 and missing.stderr.strip().splitlines()[-1].startswith("Error: ")
     assert "Traceback" not in missing.stderr and "none.parquet" in missing.stderr
+
+
+def test_engines_bench_runs_all_three(sms_path):
+    """benchmarks/engines_bench.py in a small size: one row per engine, all agreeing."""
+    pytest.importorskip("ray")
+    pytest.importorskip("pyspark")
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, "benchmarks/engines_bench.py", "--n", "300", "--sms", str(sms_path)],
+                       cwd=repo, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    rows = [line.split() for line in r.stdout.splitlines() if line.split()[:1] in (["spamjob"], ["ray"], ["spark"])]
+    assert [row[0] for row in rows] == ["spamjob", "ray", "spark"]
+    assert all("same label 100.00%," in line for line in r.stdout.splitlines()[2:]), r.stdout
