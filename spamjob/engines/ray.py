@@ -10,9 +10,9 @@ Ray's documented pattern for offline batch inference (`map_batches` over a calla
 an `ActorPoolStrategy`), with defaults that avoid its pitfalls: actors reserve fractional
 CPUs so that reading and writing tasks always find one (a pool holding every CPU hangs),
 blocks are cut (streaming) to one batch each (else a few small files make one block and one
-actor does all the work),
-and batches travel as Arrow tables (no pandas: null texts stay null). `spamjob score
---engine ray` runs this on the same inputs and writes the same folder layout.
+actor does all the work), and batches travel as Arrow tables (no pandas: null texts stay
+null). `spamjob score --engine ray` runs this on the same inputs and writes the same folder
+layout.
 """
 
 from __future__ import annotations
@@ -57,20 +57,25 @@ def score_dataset(ds: "ray.data.Dataset", model: str, *, actors: int | None = No
     reading and writing always find one."""
     if not ray.is_initialized():
         ray.init()
+    actors, default_cpus = pool_size(num_gpus, actors)
+    cpus_per_actor = cpus_per_actor or default_cpus
+    ds = ds.repartition(target_num_rows_per_block=batch_rows)  # streaming: every actor gets blocks
+    return ds.map_batches(scorer, fn_constructor_kwargs={"model": str(model), "text_column": text_column, **options},
+                          batch_format="pyarrow", batch_size=batch_rows, num_cpus=cpus_per_actor,
+                          num_gpus=num_gpus or None, compute=ray.data.ActorPoolStrategy(size=actors))
+
+
+def pool_size(num_gpus: float = 0, actors: int | None = None) -> tuple[int, float]:
+    """(actors, CPUs per actor) by default on this cluster: see `score_dataset`."""
     cpus = ray.cluster_resources().get("CPU", 1.0)
     if num_gpus:
         gpus = ray.cluster_resources().get("GPU", 0.0)
         if gpus < num_gpus:
             raise SpamjobError(f"num_gpus={num_gpus} per actor, but the Ray cluster has {gpus:g} GPU(s)")
         actors = actors or max(1, int(gpus // num_gpus))
-        cpus_per_actor = cpus_per_actor or min(1.0, max(cpus - 1, 0.25) / actors)
-    else:
-        actors = actors or _actors()
-        cpus_per_actor = cpus_per_actor or max(cpus - 1, 0.25) / actors
-    ds = ds.repartition(target_num_rows_per_block=batch_rows)  # streaming: every actor gets blocks
-    return ds.map_batches(scorer, fn_constructor_kwargs={"model": str(model), "text_column": text_column, **options},
-                          batch_format="pyarrow", batch_size=batch_rows, num_cpus=cpus_per_actor,
-                          num_gpus=num_gpus or None, compute=ray.data.ActorPoolStrategy(size=actors))
+        return actors, min(1.0, max(cpus - 1, 0.25) / actors)
+    actors = actors or max(1, int(cpus) // 2)
+    return actors, max(cpus - 1, 0.25) / actors
 
 
 # --- `spamjob score --engine ray` -----------------------------------------------------------
@@ -86,7 +91,11 @@ def run_job(cfg) -> dict:
     wall0 = time.perf_counter()
     out = Path(cfg.out)
     groups = _input_groups(cfg)
-    plan = {"engine": "ray", "model": str(Path(cfg.model).resolve()), "inputs": [p for g in groups for p in g[2]],
+    if not (Path(cfg.model) / "config.json").is_file():
+        raise SpamjobError(f"{cfg.model}: not a run folder of `spamjob train` (no config.json)")
+    model = {"path": str(Path(cfg.model).resolve()),
+             "sha256": read_json(Path(cfg.model) / "config.json").get("model_sha256")}
+    plan = {"engine": "ray", "model": model, "inputs": [_fingerprint(p) for g in groups for p in g[2]],
             "options": {**cfg.plan_options(), "mixed_precision": cfg.mixed_precision, "quantize": cfg.quantize}}
     if (out / "_SUCCESS").is_file() and (out / "_plan.json").is_file() and read_json(out / "_plan.json") == plan:
         return {**read_json(out / "report.json"), "already_done": True}
@@ -96,8 +105,9 @@ def run_job(cfg) -> dict:
     _clear(out, plan, cfg.overwrite)
     write_json(out / "_plan.json", plan)
     options = {"mixed_precision": cfg.mixed_precision, "batch_tokens": cfg.batch_tokens, "quantize": cfg.quantize}
-    scored = score_dataset(ds, cfg.model, text_column=cfg.text_column, batch_rows=min(cfg.window_rows, BATCH_ROWS),
-                           **options)
+    num_gpus = 1 if ray.cluster_resources().get("GPU", 0) else 0  # one GPU per actor, bf16 by default
+    scored = score_dataset(ds, cfg.model, num_gpus=num_gpus, text_column=cfg.text_column,
+                           batch_rows=min(cfg.window_rows, BATCH_ROWS), **options)
     if cfg.keep_columns is not None:
         scored = scored.select_columns([*cfg.keep_columns, "prediction", "spam_probability", "truncated", "error"])
     tmp = out / ".predictions.ray.part"
@@ -108,28 +118,31 @@ def run_job(cfg) -> dict:
         lines = [line for line in str(e).strip().splitlines() if line.strip()]
         raise SpamjobError(f"the Ray job failed: {lines[-1] if lines else type(e).__name__}") from None
     tmp.rename(out / "predictions")
-    report = _report(out, cfg, wall0)
+    report = _report(out, cfg, wall0, model, pool_size(num_gpus)[0])
     (out / "_SUCCESS").touch()
     return report
 
 
-def _report(out: Path, cfg, wall0: float) -> dict:
+def _report(out: Path, cfg, wall0: float, model: dict, actors: int) -> dict:
     from spamjob import report as rep
     from spamjob.recount import count_folder
 
     total, per_input, extra = count_folder(out, cfg.label_column)
     wall = time.perf_counter() - wall0
     extra.update({"engine": "ray", "wall_time_s": round(wall, 3), "rows_per_s": round(total.rows_read / wall, 2),
-                  "num_processes": _actors(), "model": {"path": str(Path(cfg.model).resolve()), "sha256": None},
+                  "num_processes": actors, "model": model,
                   "mixed_precision": cfg.mixed_precision, "quantize": cfg.quantize})
     report = rep.build(total, per_input, extra)
     rep.write(out, report)
     return report
 
 
-def _actors() -> int:
-    """Actors the default pool would use on this cluster (recorded as the job's processes)."""
-    return max(1, int(ray.cluster_resources().get("CPU", 1.0)) // 2)
+def _fingerprint(path: str) -> dict:
+    """A local input's path, size and time (a changed file is another job); a URI's name only."""
+    if "://" in path:
+        return {"path": path}
+    st = Path(path).stat()
+    return {"path": path, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
 def _input_groups(cfg) -> list[tuple[str, str, list[str]]]:
