@@ -80,10 +80,7 @@ class BatchScorer:
 
     def prepare(self, texts: pa.Array) -> Window:
         """Decode and flag a text column and tokenize what is scored (thread-safe: no model)."""
-        values, bad = as_strings(texts) if len(texts) else ([], [])
-        errors = [_error(t, b) for t, b in zip(values, bad)]
-        ok = [i for i, e in enumerate(errors) if e is None]
-        return Window(errors, ok, self.tokenize([values[i] for i in ok]) if ok else [])
+        return prepare_window(texts, self.tokenize)
 
     def predict(self, window: Window) -> np.ndarray:
         """P(spam) of the scored rows of a window, in `window.ok` order."""
@@ -105,9 +102,10 @@ class BatchScorer:
                 "spam_probability": pa.array(spam_prob, type=pa.float64(), mask=~scored),
                 "truncated": pa.array(truncated), "error": pa.array(window.errors, type=pa.string())}
 
-    def score_table(self, table: pa.Table | pa.RecordBatch, text_column: str | None = None) -> pa.Table:
+    def score_table(self, table: pa.Table | pa.RecordBatch, text_column: str | None = None,
+                    window: Window | None = None) -> pa.Table:
         """`table` with the four output columns appended (the text column: given, else the first of
-        Text, text, message, sms)."""
+        Text, text, message, sms); `window`: its rows already prepared (e.g. by an earlier CPU stage)."""
         table = pa.Table.from_batches([table]) if isinstance(table, pa.RecordBatch) else table
         column = text_column or next((c for c in TEXT_CANDIDATES if c in table.column_names), None)
         if column not in table.column_names:
@@ -115,7 +113,7 @@ class BatchScorer:
         clash = [c for c in OUTPUT_COLUMNS if c in table.column_names]
         if clash:
             raise SpamjobError(f"input column(s) {', '.join(clash)} would collide with the output")
-        window = self.prepare(table.column(column).combine_chunks())
+        window = window or self.prepare(table.column(column).combine_chunks())
         for name, values in self.output_columns(window, self.predict(window)).items():
             table = table.append_column(name, values)
         return table
@@ -126,6 +124,14 @@ class BatchScorer:
             if predictor is not None:
                 predictor.close()
         self.tokenize.close()
+
+
+def prepare_window(texts: pa.Array, tokenize) -> Window:
+    """Decode and flag a text column; `tokenize` (texts -> token ids) what is scored."""
+    values, bad = as_strings(texts) if len(texts) else ([], [])
+    errors = [_error(t, b) for t, b in zip(values, bad)]
+    ok = [i for i, e in enumerate(errors) if e is None]
+    return Window(errors, ok, tokenize([values[i] for i in ok]) if ok else [])
 
 
 def _error(text: str | None, bad_bytes: bool) -> str | None:

@@ -89,6 +89,10 @@ def test_ray_scores_like_spamjob(ray_cluster, rows, by_spamjob, classifier_dir, 
     same_predictions(table.to_pandas(), pd.read_parquet(by_spamjob / "predictions"))
     scored.drop_columns(["pid"]).write_parquet(str(tmp_path / "predictions"))  # Ray's own writer and file names
     same_report(tmp_path, by_spamjob)
+    staged = score_dataset(ds, str(classifier_dir), actors=1, batch_rows=64, tokenize_stage=True)  # as for GPUs
+    staged = pa.concat_tables(ray_cluster.get(staged.to_arrow_refs()))
+    same_predictions(staged.to_pandas(), pd.read_parquet(by_spamjob / "predictions"))
+    assert staged.column_names == table.drop_columns(["pid"]).column_names  # the stage's columns are gone
 
 
 def test_score_engine_ray_from_the_cli(ray_cluster, rows, by_spamjob, classifier_dir, tmp_path):

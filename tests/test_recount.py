@@ -76,7 +76,7 @@ def test_recount_errors_are_one_line(classifier_dir, inputs, tmp_path):
     part = next((out / "predictions").iterdir())
     part.write_bytes(part.read_bytes()[:-40])  # a damaged part
     r = run("report", str(out))
-    assert r.exit_code == 1 and f"{part}: cannot read this part" in r.output
+    assert r.exit_code == 1 and "cannot read" in r.output and part.name in r.output  # the file is named
     (out / "predictions" / "notes.txt").write_text("x")
     r = run("report", str(out))
     assert r.exit_code == 1 and "expected only .parquet or only .csv part files" in r.output

@@ -27,9 +27,12 @@ import pyarrow as pa
 import ray
 
 from spamjob.errors import SpamjobError
-from spamjob.scorer import BatchScorer
+from spamjob.scorer import BatchScorer, Window, prepare_window
 
 BATCH_ROWS = 4096  # rows per map_batches call: one length-sorted window
+WAIT_FOR_ACTORS_S = 600
+IDS, ERRORS = "__spamjob_token_ids", "__spamjob_error"  # what the tokenizing stage hands the actors
+_TOKENIZERS: dict = {}  # per worker process: model folder -> its tokenizer
 
 
 class Scorer:
@@ -42,24 +45,58 @@ class Scorer:
         self.text_column = text_column
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        return self.scorer.score_table(batch, self.text_column)
+        if IDS not in batch.column_names:
+            return self.scorer.score_table(batch, self.text_column)
+        ids, errors = batch.column(IDS).to_pylist(), batch.column(ERRORS).to_pylist()
+        ok = [i for i, e in enumerate(errors) if e is None]
+        window = Window(errors, ok, [ids[i] for i in ok])
+        return self.scorer.score_table(batch.drop_columns([IDS, ERRORS]), self.text_column, window)
+
+
+def tokenize(batch: pa.Table, model: str, text_column: str | None = None) -> pa.Table:
+    """The CPU stage before GPU actors: decode, flag and tokenize (no model loaded), so that the
+    actors only run the model. Adds two columns that `Scorer` reads and drops."""
+    from spamjob.io import TEXT_CANDIDATES
+    from spamjob.text import encode, load_tokenizer
+
+    if model not in _TOKENIZERS:
+        folder = Path(model) / "tokenizer"  # a run folder carries its tokenizer files
+        _TOKENIZERS[model] = load_tokenizer(folder if folder.is_dir() else None)
+    column = text_column or next((c for c in TEXT_CANDIDATES if c in batch.column_names), None)
+    if column not in batch.column_names:
+        raise SpamjobError(f"no text column {column or ' / '.join(TEXT_CANDIDATES)!r} in {batch.column_names}")
+    window = prepare_window(batch.column(column).combine_chunks(), lambda texts: encode(_TOKENIZERS[model], texts))
+    ids: list = [None] * window.num_rows
+    for i, row in zip(window.ok, window.ids):
+        ids[i] = row
+    return batch.append_column(IDS, pa.array(ids, pa.list_(pa.int32()))).append_column(
+        ERRORS, pa.array(window.errors, pa.string()))
 
 
 def score_dataset(ds: "ray.data.Dataset", model: str, *, actors: int | None = None, num_gpus: float = 0,
                   cpus_per_actor: float | None = None, text_column: str | None = None,
-                  batch_rows: int = BATCH_ROWS, scorer: type = Scorer, **options: Any) -> "ray.data.Dataset":
+                  batch_rows: int = BATCH_ROWS, scorer: type = Scorer, tokenize_stage: bool | None = None,
+                  **options: Any) -> "ray.data.Dataset":
     """`ds` with `prediction`, `spam_probability`, `truncated` and `error` added (lazily, like
     any Ray dataset). `options` go to `BatchScorer` (mixed_precision, batch_tokens, quantize);
-    `scorer` may be a subclass of `Scorer` that post-processes each scored batch.
+    `scorer` may be a subclass of `Scorer` that post-processes each scored batch;
+    `tokenize_stage` (default: with GPUs) tokenizes in CPU tasks before the actors.
 
-    Defaults: with `num_gpus`, one actor per `num_gpus` of the cluster's GPUs (bf16); on CPU,
+    The pool starts once all its actors have loaded the model (Ray's `wait_for_min_actors_s`,
+    set to 10 minutes unless you set it). Defaults: with `num_gpus`, one actor per `num_gpus` of the cluster's GPUs (bf16); on CPU,
     one actor per two CPUs; CPU actors share all but one of the cluster's CPUs, so that
     reading and writing always find one."""
     if not ray.is_initialized():
         ray.init()
     actors, default_cpus = pool_size(num_gpus, actors)
     cpus_per_actor = cpus_per_actor or default_cpus
+    context = ray.data.DataContext.get_current()
+    if context.wait_for_min_actors_s <= 0:  # start once every actor holds the model; a pool the cluster
+        context.wait_for_min_actors_s = WAIT_FOR_ACTORS_S  # cannot place fails with Ray's timeout, never hangs
     ds = ds.repartition(target_num_rows_per_block=batch_rows)  # streaming: every actor gets blocks
+    if tokenize_stage if tokenize_stage is not None else bool(num_gpus):
+        ds = ds.map_batches(tokenize, fn_kwargs={"model": str(model), "text_column": text_column},
+                            batch_format="pyarrow", batch_size=batch_rows, num_cpus=0.5)
     return ds.map_batches(scorer, fn_constructor_kwargs={"model": str(model), "text_column": text_column, **options},
                           batch_format="pyarrow", batch_size=batch_rows, num_cpus=cpus_per_actor,
                           num_gpus=num_gpus or None, compute=ray.data.ActorPoolStrategy(size=actors))
