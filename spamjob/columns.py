@@ -11,7 +11,9 @@ from spamjob.config import ScoreConfig
 from spamjob.errors import SpamjobError
 from spamjob.io import TEXT_CANDIDATES, Source
 
-OUTPUT_COLUMNS = ("prediction", "spam_probability", "truncated", "error")
+OUTPUT_TYPES = {"prediction": pa.string(), "spam_probability": pa.float64(), "truncated": pa.bool_(),
+                "error": pa.string()}  # what scoring adds to every row
+OUTPUT_COLUMNS = tuple(OUTPUT_TYPES)
 
 
 @dataclass(frozen=True)

@@ -17,14 +17,13 @@ import pyarrow.csv as pacsv
 import pyarrow.dataset as ds
 
 from spamjob import __version__
-from spamjob.columns import OUTPUT_COLUMNS, labels_of
+from spamjob.columns import OUTPUT_COLUMNS, OUTPUT_TYPES, labels_of
 from spamjob.errors import SpamjobError
 from spamjob.fsutil import read_json
 from spamjob.io import PREDICTIONS
 from spamjob.report import Counts, build, count_rows, write
 
 FORMATS = {".parquet": "parquet", ".csv": "csv"}
-TYPES = {"prediction": pa.string(), "spam_probability": pa.float64(), "truncated": pa.bool_(), "error": pa.string()}
 
 
 def recount(out: str | Path, label_column: str | None = None) -> dict:
@@ -84,7 +83,7 @@ def _dataset(folder: Path, label_column: str | None) -> tuple[ds.Dataset, str]:
         raise SpamjobError(f"{folder}: expected only .parquet or only .csv part files, found {found}")
     fmt = file_format = kinds.pop()
     if fmt == "csv":  # one type per column whatever a part holds (a part may have no scored row)
-        types = {**TYPES, **({label_column: pa.string()} if label_column else {})}
+        types = {**OUTPUT_TYPES, **({label_column: pa.string()} if label_column else {})}
         file_format = ds.CsvFileFormat(convert_options=pacsv.ConvertOptions(
             column_types=types, strings_can_be_null=True, quoted_strings_can_be_null=False))  # as spamjob writes nulls
     try:

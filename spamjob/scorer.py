@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from spamjob.columns import OUTPUT_COLUMNS, as_strings
+from spamjob.columns import OUTPUT_COLUMNS, OUTPUT_TYPES, as_strings
 from spamjob.config import resolve_mixed_precision
 from spamjob.errors import SpamjobError
 from spamjob.io import TEXT_CANDIDATES
@@ -98,8 +98,8 @@ class BatchScorer:
         ham, spam = self.classifier.labels
         labels = np.where(spam_prob > 0.5, spam, ham).astype(object)  # argmax of two logits: a tie is ham
         labels[~scored] = None
-        return {"prediction": pa.array(labels, type=pa.string()),
-                "spam_probability": pa.array(spam_prob, type=pa.float64(), mask=~scored),
+        return {"prediction": pa.array(labels, type=OUTPUT_TYPES["prediction"]),
+                "spam_probability": pa.array(spam_prob, type=OUTPUT_TYPES["spam_probability"], mask=~scored),
                 "truncated": pa.array(truncated), "error": pa.array(window.errors, type=pa.string())}
 
     def score_table(self, table: pa.Table | pa.RecordBatch, text_column: str | None = None,
@@ -107,9 +107,7 @@ class BatchScorer:
         """`table` with the four output columns appended (the text column: given, else the first of
         Text, text, message, sms); `window`: its rows already prepared (e.g. by an earlier CPU stage)."""
         table = pa.Table.from_batches([table]) if isinstance(table, pa.RecordBatch) else table
-        column = text_column or next((c for c in TEXT_CANDIDATES if c in table.column_names), None)
-        if column not in table.column_names:
-            raise SpamjobError(f"no text column {column or ' / '.join(TEXT_CANDIDATES)!r} in {table.column_names}")
+        column = text_column_of(table.column_names, text_column)
         clash = [c for c in OUTPUT_COLUMNS if c in table.column_names]
         if clash:
             raise SpamjobError(f"input column(s) {', '.join(clash)} would collide with the output")
@@ -124,6 +122,14 @@ class BatchScorer:
             if predictor is not None:
                 predictor.close()
         self.tokenize.close()
+
+
+def text_column_of(names: list[str], given: str | None = None) -> str:
+    """The text column among `names`: `given`, else the first of Text, text, message, sms."""
+    column = given or next((c for c in TEXT_CANDIDATES if c in names), None)
+    if column not in names:
+        raise SpamjobError(f"no text column {column or ' / '.join(TEXT_CANDIDATES)!r} in {names}")
+    return column
 
 
 def prepare_window(texts: pa.Array, tokenize) -> Window:

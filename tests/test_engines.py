@@ -96,13 +96,14 @@ def test_ray_scores_like_spamjob(ray_cluster, rows, by_spamjob, classifier_dir, 
 
 
 def test_score_engine_ray_from_the_cli(ray_cluster, rows, by_spamjob, classifier_dir, tmp_path):
-    """`spamjob score --engine ray` joins a cluster (here the tests' one), writes the same layout and
-    report; a rerun of the finished job does nothing; bad options are one line before any work."""
+    """`spamjob score --engine ray` joins a cluster (here the tests' one), reads a URI (file://, as
+    s3:// or gs://), writes the same layout and report; a rerun of the finished job does nothing;
+    bad options are one line before any work."""
     import subprocess
     import sys
 
     address = ray_cluster.get_runtime_context().gcs_address
-    cmd = [sys.executable, "-m", "spamjob.cli", "score", str(rows), "--model", str(classifier_dir), "--out",
+    cmd = [sys.executable, "-m", "spamjob.cli", "score", rows.as_uri(), "--model", str(classifier_dir), "--out",
            str(tmp_path / "o"), "--label-column", "Label", "--engine", "ray", "--ray-address", address, "--no-progress"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -114,7 +115,8 @@ def test_score_engine_ray_from_the_cli(ray_cluster, rows, by_spamjob, classifier
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "scored 396 of 400 rows" in again.stdout
     for bad, says in ((["--shard", "0/2"], "--shard is not supported with --engine ray"),
-                      (["--text-column", "nope"], "the inputs have no text column 'nope'")):
+                      (["--text-column", "nope"], "the inputs have no text column 'nope'"),
+                      (["--label-column", "nah"], "the inputs have no --label-column 'nah'")):
         r = subprocess.run([*cmd[:-1], "--out", str(tmp_path / "bad"), *bad], capture_output=True, text=True,
                            timeout=300)
         assert r.returncode == 1 and r.stderr.strip().splitlines()[-1].startswith("Error: ") and says in r.stderr

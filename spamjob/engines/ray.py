@@ -27,7 +27,7 @@ import pyarrow as pa
 import ray
 
 from spamjob.errors import SpamjobError
-from spamjob.scorer import BatchScorer, Window, prepare_window
+from spamjob.scorer import BatchScorer, Window, prepare_window, text_column_of
 
 BATCH_ROWS = 4096  # rows per map_batches call: one length-sorted window
 WAIT_FOR_ACTORS_S = 600
@@ -56,15 +56,12 @@ class Scorer:
 def tokenize(batch: pa.Table, model: str, text_column: str | None = None) -> pa.Table:
     """The CPU stage before GPU actors: decode, flag and tokenize (no model loaded), so that the
     actors only run the model. Adds two columns that `Scorer` reads and drops."""
-    from spamjob.io import TEXT_CANDIDATES
     from spamjob.text import encode, load_tokenizer
 
     if model not in _TOKENIZERS:
         folder = Path(model) / "tokenizer"  # a run folder carries its tokenizer files
         _TOKENIZERS[model] = load_tokenizer(folder if folder.is_dir() else None)
-    column = text_column or next((c for c in TEXT_CANDIDATES if c in batch.column_names), None)
-    if column not in batch.column_names:
-        raise SpamjobError(f"no text column {column or ' / '.join(TEXT_CANDIDATES)!r} in {batch.column_names}")
+    column = text_column_of(batch.column_names, text_column)
     window = prepare_window(batch.column(column).combine_chunks(), lambda texts: encode(_TOKENIZERS[model], texts))
     ids: list = [None] * window.num_rows
     for i, row in zip(window.ok, window.ids):
@@ -209,13 +206,12 @@ def _read(groups: list[tuple[str, str, list[str]]]) -> "ray.data.Dataset":
 
 
 def _check_columns(names: list[str], cfg) -> None:
-    from spamjob.io import TEXT_CANDIDATES
-
-    text = cfg.text_column or next((c for c in TEXT_CANDIDATES if c in names), None)
-    wanted = {"text column": text, "--label-column": cfg.label_column}
-    wanted.update({f"--keep-columns {c}": c for c in cfg.keep_columns or ()})
-    missing = [f"{what} {name!r}" if name else f"{what} ({' / '.join(TEXT_CANDIDATES)})"
-               for what, name in wanted.items() if (name or what == "text column") and name not in names]
+    try:
+        text_column_of(names, cfg.text_column)
+    except SpamjobError as e:
+        raise SpamjobError(f"the inputs have {e}") from None
+    wanted = [("--label-column", cfg.label_column), *(("--keep-columns", c) for c in cfg.keep_columns or ())]
+    missing = [f"{what} {name!r}" for what, name in wanted if name and name not in names]
     if missing:
         raise SpamjobError(f"the inputs have no {', '.join(missing)} (columns: {', '.join(names)})")
 
