@@ -245,6 +245,20 @@ def score(**params) -> None:
         click.echo(report["pending"])
 
 
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["hf"]), default="hf", show_default=True,
+              help="hf: a transformers GPT2ForSequenceClassification folder (from_pretrained, pipeline).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder to write.")
+def export(run_dir, fmt, out) -> None:
+    """Write the classifier in RUN_DIR in another library's layout, loadable without spamjob."""
+    from spamjob.export import export_hf
+
+    export_hf(run_dir, out)
+    click.echo(f"exported {run_dir} to {out} ({fmt}): AutoModelForSequenceClassification.from_pretrained({out!r}); "
+               "tokenize with truncation=True")
+
+
 @cli.command("report")
 @click.argument("folder", type=click.Path(file_okay=False))
 @click.option("--label-column", default=None, help="Column of ham/spam or 0/1 labels: adds accuracy, precision, "
