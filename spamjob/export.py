@@ -47,6 +47,9 @@ def export_hf(run_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
         save_file(state, str(tmp), metadata={"format": "pt"})
     write_json(out / "config.json", hf_config(clf))
     _tokenizer(clf, Path(run_dir), out)
+    if (Path(run_dir) / "README.md").is_file():  # the model card, for the Hub
+        with atomic_path(out / "README.md") as tmp:
+            shutil.copyfile(Path(run_dir) / "README.md", tmp)
     return out
 
 

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from spamjob import __version__
 from spamjob.batches import PrefixCache, Shard, make_loader, to_device
+from spamjob.card import write_card
 from spamjob.checkpoints import TrainState, check_resume, save_checkpoint, save_trainable_only, start_state
 from spamjob.config import TrainConfig, resolve_mixed_precision
 from spamjob.console import say
@@ -101,6 +102,7 @@ def main(cfg: TrainConfig) -> dict:
             _write_artifact(run, state.history, metrics, plots)
             metrics["wall_time_s"] = round(time.perf_counter() - wall0, 3)
             write_json(out / "metrics.json", metrics)
+            write_card(out, read_json(out / "config.json"), metrics)
     accelerator.wait_for_everyone()
     metrics["wall_time_s"] = round(time.perf_counter() - wall0, 3)
     accelerator.end_training()
