@@ -169,9 +169,10 @@ def setup(cfg: ScoreConfig) -> ScoreJob:
         schema = schema_of(source, csv)
         inputs.append(Input(source, schema, resolve_columns(source, schema, cfg)))
     schema = output_schema(inputs)
+    # The tokenizer processes start with the first window.
     scorer = BatchScorer(cfg.model, device=accelerator.device, mixed_precision=cfg.mixed_precision,
                          batch_tokens=cfg.batch_tokens, quantize=cfg.quantize, compile=cfg.compile,
-                         tokenize_workers=tok_workers, workers=threads.get("workers", 1))  # its tokenizer processes start with the first window
+                         tokenize_workers=tok_workers, workers=threads.get("workers", 1))
     model_fp = {"path": str(Path(cfg.model).resolve()), "sha256": scorer.classifier.config.get("model_sha256")}
     # Everything that decides a prediction is in the plan: a rerun with any other value is another job.
     predictions = {"mixed_precision": scorer.mixed_precision, "quantize": cfg.quantize}
