@@ -70,6 +70,13 @@ class Classifier:
         return self.config.get("padding", "fixed") if self.pooling == "last" else "dynamic"
 
     @property
+    def threshold(self) -> float:
+        """Spam when P(spam) > threshold: the operating point chosen in training (0.5 before it existed)."""
+        from spamjob.operating import threshold_of
+
+        return threshold_of(self.config)
+
+    @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 

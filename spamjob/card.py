@@ -39,6 +39,17 @@ def _front_matter(config: dict, metrics: dict) -> str:
     return "---\n" + "".join(f"{k}: {json.dumps(v)}\n" for k, v in meta.items()) + "---\n\n"
 
 
+def _operating_point(op: dict) -> str:
+    """The threshold, its rule and its test figures beside the argmax's."""
+    def figures(m: dict) -> str:
+        return f"precision {m['precision'] * 100:.2f}%, recall {m['recall'] * 100:.2f}%, accuracy {m['accuracy'] * 100:.2f}%"
+
+    how = (f"picked on the validation split by the rule `{op['rule']}`" if op["rule_met"] else
+           f"no threshold met the rule `{op['rule']}` on the validation split, so the argmax is kept")
+    return (f"Operating point: spam when P(spam) > {op['threshold']:.4g} ({how}; `spamjob score --threshold` "
+            f"overrides it). On test: {figures(op['test'])}; at 0.5 (argmax): {figures(op['test_at_0.5'])}.")
+
+
 def _body(config: dict, metrics: dict) -> str:
     t, arch = config["training"], config["architecture"]
     random = t["weights"] == "random"
@@ -71,7 +82,7 @@ messages ham or spam, by spamjob `{config['spamjob_version']}`.
 |---|---|---|
 {splits}
 
-Operating point: spam when P(spam) > 0.5 (argmax of the two logits).
+{_operating_point(metrics["operating_point"])}
 
 ## Use
 

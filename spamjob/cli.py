@@ -210,16 +210,19 @@ def train_config(auto_resume: bool = False, **options) -> TrainConfig:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per text.")
 @click.option("--batch-tokens", type=click.IntRange(min=1), default=1024, show_default=True,
               help="Padded tokens per forward pass.")
-def classify(texts, run_dir, as_json, batch_tokens) -> None:
+@click.option("--threshold", type=click.FloatRange(0, 1, max_open=True), default=None, metavar="P",
+              help="Spam when P(spam) > P [the classifier's operating point; 0.5 is the argmax].")
+def classify(texts, run_dir, as_json, batch_tokens, threshold) -> None:
     """Label TEXTS (or lines of stdin) as ham or spam with a trained classifier."""
     from spamjob.artifact import load_classifier
 
     if not texts:
         texts = tuple(line.rstrip("\r\n") for line in click.get_text_stream("stdin"))
     clf = load_classifier(run_dir)
+    threshold = clf.threshold if threshold is None else threshold
     probs, truncated = clf.spam_probability(list(texts), batch_tokens=batch_tokens)
     for text, p, cut in zip(texts, probs, truncated):
-        label = clf.labels[int(p > 0.5)]  # argmax of the two logits: a tie is ham, as in training
+        label = clf.labels[int(p > threshold)]
         if as_json:
             click.echo(json.dumps({"text": text, "label": label, "spam_probability": p, "truncated": cut}))
         else:
@@ -305,8 +308,9 @@ def run(out, source, train_args, score_args) -> None:
     if PartialState().is_main_process:
         acc = summary["test_accuracy"]
         stages = ", ".join(f"{k}: {v}" for k, v in summary["stages"].items())
+        at = "" if summary.get("threshold") is None else f" at threshold {summary['threshold']:.4g}"
         click.echo(f"job done in {summary['wall_time_s']:.1f} s ({stages}); test accuracy "
-                   f"{'n/a' if acc is None else f'{acc * 100:.2f}%'}; report: {summary['report']}")
+                   f"{'n/a' if acc is None else f'{acc * 100:.2f}%'}{at}; report: {summary['report']}")
 
 
 def _stage_options(command: click.Command, args: list[str], fixed: dict[str, Path]) -> dict:

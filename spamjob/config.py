@@ -10,6 +10,7 @@ from types import UnionType
 from typing import Literal, Union, get_args, get_origin, get_type_hints
 
 from spamjob.errors import SpamjobError
+from spamjob.operating import parse_rule
 
 
 @dataclass(frozen=True)
@@ -122,11 +123,11 @@ PRESETS = {
     # The book's recipe: last padded position, padding to the longest training message,
     # last block + final norm, fp32, and its compute (no frozen-prefix cache).
     "reference": {"pooling": "last", "padding": "fixed", "trainable": "last-block", "prefix_cache": "off",
-                  "compute": "reference", "mixed_precision": "no"},
+                  "compute": "reference", "mixed_precision": "no", "threshold_rule": "argmax"},
     # Better and cheaper: the last real token, batches padded to their own longest row,
     # frozen blocks run once per example, the last block on the pooled row only; bf16 on GPU.
     "default": {"pooling": "last-token", "padding": "dynamic", "trainable": "last-block", "prefix_cache": "auto",
-                "compute": "fast", "mixed_precision": "auto"},
+                "compute": "fast", "mixed_precision": "auto", "threshold_rule": "f1"},
 }
 Preset = Literal[tuple(PRESETS)]
 
@@ -243,6 +244,10 @@ class TrainConfig:
     threads: int | None = option(None, min=1)
     """CPU threads per process [the CPUs this process may use (affinity mask, cgroup CPU quota) divided by
     the job's processes on this machine]."""
+    threshold_rule: str | None = option(None, metavar="RULE")
+    """How the spam threshold is picked on the validation split: f1 (best F1), precision>=X (most recall
+    with at least that precision), recall>=X (most precision with at least that recall) or argmax (0.5);
+    saved in config.json, used by score and classify [default preset: f1; reference: argmax]."""
     cache_budget_mb: int = option(4096, min=0)
     """Largest prefix cache per process; over it the frozen blocks run every step."""
     tokenizer: str | None = option(None, folder=True)
@@ -263,6 +268,11 @@ class TrainConfig:
             )
         if self.data is not None and self.source is not None:
             problems.append("give --data or --source, not both")
+        if self.threshold_rule is not None:
+            try:
+                parse_rule(self.threshold_rule)
+            except SpamjobError as e:
+                problems.append(str(e).replace("threshold rule", "threshold-rule"))
         if problems:
             raise SpamjobError("; ".join(problems))
 
@@ -313,6 +323,9 @@ class ScoreConfig:
     """torch.compile the model."""
     quantize: Quantize | None = None
     """CPU only: dynamic int8 Linear layers; agreement with fp32 goes in the report."""
+    threshold: float | None = option(None, metavar="P")
+    """Spam when P(spam) > P [the classifier's operating point from training, config.json; 0.5 is the
+    argmax of the two logits]."""
     threads: int | None = option(None, min=1)
     """CPU: model workers per process, one torch thread each, every worker on its own batches
     [the CPUs this process may use (affinity mask, cgroup CPU quota) divided by the job's
@@ -337,6 +350,8 @@ class ScoreConfig:
         problems = field_problems(self) + self._csv_problems() + self._engine_problems()
         if not self.inputs:
             problems.append("give at least one input file, folder or glob")
+        if self.threshold is not None and not 0 <= self.threshold < 1:
+            problems.append(f"threshold must be in [0, 1), got {self.threshold}")
         if self.keep_columns is not None and len(set(self.keep_columns)) < len(self.keep_columns):
             problems.append(f"keep-columns names a column twice: {','.join(self.keep_columns)}")
         if self.shard is not None:

@@ -92,7 +92,8 @@ def hf_config(clf) -> dict:
             "label2id": {name: i for i, name in labels.items()},
             "bos_token_id": PAD_ID, "eos_token_id": PAD_ID, "pad_token_id": PAD_ID, "torch_dtype": "float32",
             "spamjob": {"max_length": clf.max_length, "pooling": clf.pooling,
-                        "model_sha256": clf.config.get("model_sha256")}}
+                        "model_sha256": clf.config.get("model_sha256"),
+                        "spam_threshold": clf.threshold}}  # pipelines take the argmax; spam when P(spam) > this
 
 
 def _tokenizer(clf, run_dir: Path, out: Path) -> None:

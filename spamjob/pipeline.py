@@ -55,6 +55,7 @@ def run(out: str | os.PathLike, source: str | None, train_cfg: TrainConfig, scor
         "spamjob_version": __version__, "stages": stages, "wall_time_s": round(time.perf_counter() - t0, 3),
         "data": str(paths.data), "model": str(paths.model), "scored": str(paths.scored),
         "report": str(paths.scored / "report.md"), "test_accuracy": report.get("accuracy"),
+        "threshold": (report.get("threshold") or {}).get("value"),
     }
     if state.is_main_process:
         write_json(paths.root / "run.json", summary)

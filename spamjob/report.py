@@ -16,9 +16,14 @@ from typing import Mapping
 import numpy as np
 import pyarrow as pa
 
+from spamjob.config import LABELS
 from spamjob.fsutil import atomic_path, write_json
+from spamjob.operating import summarize
 
 BINS = 20  # spam-probability histogram bins of width 0.05
+# Precision/recall curve thresholds: 0.1 apart in logit from -10 to 10 (P 4.5e-5 .. 0.99995), fine
+# where a spam filter's operating points lie (near 0 and 1), as integer counts that add up.
+CURVE_EDGES = 1 / (1 + np.exp(-np.linspace(-10, 10, 201)))
 
 
 @dataclass
@@ -34,7 +39,10 @@ class Counts:
     labeled: int = 0  # scored rows with a known label
     unknown_labels: int = 0  # rows whose label is neither ham/spam nor 0/1
     confusion: list = field(default_factory=lambda: [[0, 0], [0, 0]])  # [true][predicted], 0 = ham
+    confusion_at_half: list = field(default_factory=lambda: [[0, 0], [0, 0]])  # the same with spam = P > 0.5
     histogram: list = field(default_factory=lambda: [0] * BINS)
+    by_label: list = field(default_factory=lambda: [[0] * (len(CURVE_EDGES) + 1) for _ in range(2)])
+    """[true label][curve bin]: bin b holds CURVE_EDGES[b-1] < P(spam) <= CURVE_EDGES[b]."""
 
     def __iadd__(self, other: "Counts") -> "Counts":
         for name in ("rows_read", "rows_scored", "predicted_spam", "truncated", "labeled", "unknown_labels"):
@@ -44,6 +52,8 @@ class Counts:
         for t in range(2):
             for p in range(2):
                 self.confusion[t][p] += other.confusion[t][p]
+                self.confusion_at_half[t][p] += other.confusion_at_half[t][p]
+            self.by_label[t] = [a + b for a, b in zip(self.by_label[t], other.by_label[t])]
         self.histogram = [a + b for a, b in zip(self.histogram, other.histogram)]
         return self
 
@@ -52,7 +62,8 @@ class Counts:
             "rows_read": self.rows_read, "rows_scored": self.rows_scored, "predicted_spam": self.predicted_spam,
             "truncated": self.truncated, "flagged": dict(sorted(self.flagged.items())),
             "rejected": dict(sorted(self.rejected.items())), "labeled": self.labeled,
-            "unknown_labels": self.unknown_labels, "confusion": self.confusion, "histogram": self.histogram,
+            "unknown_labels": self.unknown_labels, "confusion": self.confusion,
+            "confusion_at_half": self.confusion_at_half, "histogram": self.histogram, "by_label": self.by_label,
         }
 
     @classmethod
@@ -63,14 +74,15 @@ class Counts:
 
 
 def count_rows(columns: Mapping[str, pa.Array], labels: list[int | None] | None) -> Counts:
-    """Counts of scored rows as scoring writes them (`error`, `spam_probability`, `truncated`)
-    and their labels (0 ham, 1 spam, None unknown): the one rule of `spamjob score` (per
-    window) and `spamjob report` (per batch of any engine's predictions)."""
+    """Counts of scored rows as scoring writes them (`error`, `prediction`, `spam_probability`,
+    `truncated`) and their labels (0 ham, 1 spam, None unknown): the one rule of `spamjob score`
+    (per window) and `spamjob report` (per batch of any engine's predictions). Predicted spam is
+    what the `prediction` column says (at the threshold the scorer used)."""
     c = Counts()
     errors = columns["error"].cast(pa.string())
     scored = errors.is_null().to_numpy(zero_copy_only=False)
     probs = columns["spam_probability"].cast(pa.float64()).to_numpy(zero_copy_only=False)[scored]
-    predicted = probs > 0.5
+    predicted = (columns["prediction"].cast(pa.string()).to_numpy(zero_copy_only=False) == LABELS[1])[scored]
     c.rows_read, c.rows_scored, c.predicted_spam = len(errors), int(scored.sum()), int(predicted.sum())
     c.truncated = columns["truncated"].cast(pa.bool_()).true_count
     c.flagged = Counter(e for e in errors.to_pylist() if e is not None)
@@ -79,44 +91,58 @@ def count_rows(columns: Mapping[str, pa.Array], labels: list[int | None] | None)
     if labels is None:
         return c
     c.unknown_labels = sum(label is None for label in labels)
-    for label, p in zip(np.asarray(labels, dtype=object)[scored], predicted):
-        if label is not None:
-            c.labeled += 1
-            c.confusion[label][int(p)] += 1
+    known = np.array([label is not None for label in labels], dtype=bool)[scored]
+    truth = np.array([label or 0 for label in labels], dtype=np.int64)[scored][known]
+    probs, predicted = probs[known], predicted[known]
+    c.labeled = len(truth)
+    for t in range(2):
+        mine = truth == t
+        c.confusion[t] = [int((mine & ~predicted).sum()), int((mine & predicted).sum())]
+        c.confusion_at_half[t] = [int((mine & (probs <= 0.5)).sum()), int((mine & (probs > 0.5)).sum())]
+        curve_bins = np.searchsorted(CURVE_EDGES, probs[mine], side="left")
+        c.by_label[t] = np.bincount(curve_bins, minlength=len(CURVE_EDGES) + 1).tolist()
     return c
 
 
-def metrics(c: Counts) -> dict:
-    """Accuracy, precision, recall and F1 of the spam class from the confusion counts."""
-    (tn, fp), (fn, tp) = c.confusion
-    n = tn + fp + fn + tp
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    return {
-        "accuracy": (tp + tn) / n if n else None,
-        "precision": precision if n else None,
-        "recall": recall if n else None,
-        "f1": 2 * precision * recall / (precision + recall) if n and precision + recall else (0.0 if n else None),
-        "confusion_matrix": {"labels": ["ham", "spam"], "rows": "true label", "columns": "prediction",
-                             "counts": c.confusion},
-        "examples": n,
-    }
+def pr_curve(c: Counts) -> dict[str, list[float]]:
+    """Precision and recall of the spam class at each CURVE_EDGES threshold (spam = P > threshold)
+    that flags at least one labeled row."""
+    ham, spam = (np.asarray(h, dtype=np.int64) for h in c.by_label)
+    tp, fp = np.cumsum(spam[::-1])[::-1][1:], np.cumsum(ham[::-1])[::-1][1:]  # rows in bins above edge k
+    keep = tp + fp > 0
+    positives = max(int(spam.sum()), 1)
+    return {"threshold": [round(float(t), 6) for t in CURVE_EDGES[keep]],
+            "precision": [round(float(x), 6) for x in (tp / np.maximum(tp + fp, 1))[keep]],
+            "recall": [round(float(x), 6) for x in (tp / positives)[keep]]}
+
+
+def metrics(confusion: list) -> dict:
+    """Accuracy, precision, recall and F1 of the spam class from [true][predicted] counts."""
+    (tn, fp), (fn, tp) = confusion
+    figures = summarize(tn, fp, fn, tp)
+    return {**{k: figures[k] for k in ("accuracy", "precision", "recall", "f1")},
+            "confusion_matrix": {"labels": ["ham", "spam"], "rows": "true label", "columns": "prediction",
+                                 "counts": confusion},
+            "examples": figures["examples"]}
 
 
 def build(total: Counts, per_input: dict[str, Counts], extra: dict) -> dict:
-    """The report dictionary (report.json)."""
+    """The report dictionary (report.json); `extra` may name the `threshold` the predictions used."""
     has_labels = total.labeled > 0
-    m = metrics(total) if has_labels else {}
+    if has_labels:
+        labels = {**metrics(total.confusion), "unknown_labels": total.unknown_labels,
+                  "at_0.5": metrics(total.confusion_at_half), "pr_curve": pr_curve(total)}
+    else:
+        labels = {"labeled_rows": 0, "unknown_labels": total.unknown_labels}
     return {
-        **({"accuracy": m["accuracy"]} if has_labels else {"accuracy": None}),
+        "accuracy": labels["accuracy"] if has_labels else None,
         "rows": {"read": total.rows_read, "scored": total.rows_scored, "flagged": sum(total.flagged.values()),
                  "rejected": sum(total.rejected.values()), "truncated": total.truncated},
         "flagged_by_reason": dict(sorted(total.flagged.items())),
         "rejected_by_reason": dict(sorted(total.rejected.items())),
         "spam_rate": total.predicted_spam / total.rows_scored if total.rows_scored else None,
         "predicted": {"ham": total.rows_scored - total.predicted_spam, "spam": total.predicted_spam},
-        "labels": ({**m, "unknown_labels": total.unknown_labels} if has_labels
-                   else {"labeled_rows": 0, "unknown_labels": total.unknown_labels}),
+        "labels": labels,
         "spam_probability_histogram": {"bin_edges": [i / BINS for i in range(BINS + 1)], "counts": total.histogram},
         "inputs": {path: c.to_dict() for path, c in per_input.items()},
         **extra,
@@ -151,6 +177,9 @@ def markdown(r: dict) -> str:
         lines.append(f"- recounted from `{r['recounted_from']['folder']}` ({r['recounted_from']['parts']:,} parts)")
     if r.get("model"):
         lines.append(f"- model: `{r['model']['path']}` (sha256 {(r['model']['sha256'] or '')[:16]}...)")
+    if r.get("threshold"):
+        t = r["threshold"]
+        lines.append(f"- spam when P(spam) > {t['value']:.4g} ({t['source']})")
     if r["accuracy"] is not None:
         m = r["labels"]
         (tn, fp), (fn, tp) = m["confusion_matrix"]["counts"]
@@ -160,7 +189,11 @@ def markdown(r: dict) -> str:
             f"F1 {_pct(m['f1'])} over {m['examples']:,} labeled rows ({m['unknown_labels']:,} with unknown labels)",
             "", "| true \\ predicted | ham | spam |", "|---|---|---|", f"| ham | {tn:,} | {fp:,} |",
             f"| spam | {fn:,} | {tp:,} |",
+            "", "| threshold | precision | recall | F1 | accuracy |", "|---|---|---|---|---|",
         ]
+        for name, at in ((_threshold_name(r), m), ("0.5 (argmax)", m["at_0.5"])):
+            lines.append(f"| {name} | {_pct(at['precision'])} | {_pct(at['recall'])} | {_pct(at['f1'])} | "
+                         f"{_pct(at['accuracy'])} |")
     for title, key in (("Flagged rows", "flagged_by_reason"), ("Rejected lines", "rejected_by_reason")):
         if r[key]:
             lines += ["", f"## {title}", "", "| reason | rows |", "|---|---|"]
@@ -172,30 +205,23 @@ def markdown(r: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _threshold_name(r: dict) -> str:
+    return f"{r['threshold']['value']:.4g} (used)" if r.get("threshold") else "as predicted"
+
+
 def plot(path: Path, r: dict) -> Path:
-    """Confusion matrix (when labels exist) and spam-probability histogram."""
+    """Confusion matrix and precision/recall curve (when labels exist) and spam-probability histogram."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     with_labels = r["accuracy"] is not None
-    fig, axes = plt.subplots(1, 2 if with_labels else 1, figsize=(9 if with_labels else 5, 3.5))
+    fig, axes = plt.subplots(1, 3 if with_labels else 1, figsize=(13 if with_labels else 5, 3.5))
     axes = list(axes) if with_labels else [axes]
     if with_labels:
-        counts = r["labels"]["confusion_matrix"]["counts"]
-        ax = axes.pop(0)
-        ax.imshow(counts, cmap="Blues")
-        top = max(max(row) for row in counts) or 1
-        for t in range(2):
-            for p in range(2):
-                ax.text(p, t, f"{counts[t][p]:,}", ha="center", va="center",
-                        color="white" if counts[t][p] > top / 2 else "black")
-        ax.set_xticks([0, 1], ["ham", "spam"])
-        ax.set_yticks([0, 1], ["ham", "spam"])
-        ax.set_xlabel("prediction")
-        ax.set_ylabel("label")
-        ax.set_title(f"accuracy {_pct(r['accuracy'])}")
+        _confusion_panel(axes.pop(0), r)
+        _pr_panel(axes.pop(0), r)
     ax = axes[0]
     h = r["spam_probability_histogram"]
     edges = h["bin_edges"]
@@ -208,3 +234,32 @@ def plot(path: Path, r: dict) -> Path:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
     return path
+
+
+def _confusion_panel(ax, r: dict) -> None:
+    counts = r["labels"]["confusion_matrix"]["counts"]
+    ax.imshow(counts, cmap="Blues")
+    top = max(max(row) for row in counts) or 1
+    for t in range(2):
+        for p in range(2):
+            ax.text(p, t, f"{counts[t][p]:,}", ha="center", va="center",
+                    color="white" if counts[t][p] > top / 2 else "black")
+    ax.set_xticks([0, 1], ["ham", "spam"])
+    ax.set_yticks([0, 1], ["ham", "spam"])
+    ax.set_xlabel("prediction")
+    ax.set_ylabel("label")
+    ax.set_title(f"accuracy {_pct(r['accuracy'])}")
+
+
+def _pr_panel(ax, r: dict) -> None:
+    """Precision against recall over thresholds, the threshold used and 0.5 marked."""
+    m = r["labels"]
+    ax.plot(m["pr_curve"]["recall"], m["pr_curve"]["precision"], "-", lw=1.2)
+    ax.plot([m["recall"]], [m["precision"]], "o", label=f"threshold {_threshold_name(r)}")
+    ax.plot([m["at_0.5"]["recall"]], [m["at_0.5"]["precision"]], "x", label="0.5 (argmax)")
+    ax.set_xlabel("recall (spam)")
+    ax.set_ylabel("precision (spam)")
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(0, 1.02)
+    ax.legend(loc="lower left", fontsize=8)
+    ax.set_title("precision / recall")

@@ -36,6 +36,7 @@ from spamjob.fsutil import atomic_path, locked, read_json, sha256_file, write_js
 from spamjob.io import OUTPUT_MARKER, PREDICTIONS, Chunk, CsvOptions, PartWriter, Source, discover, iter_csv_blocks, \
     iter_parquet_unit, parquet_layout, parquet_units, schema_of
 from spamjob.predict import prefetch
+from spamjob.operating import threshold_record
 from spamjob.report import Counts, count_rows
 from spamjob.scorer import BatchScorer, Window
 from spamjob.threads import apply_threads
@@ -172,10 +173,10 @@ def setup(cfg: ScoreConfig) -> ScoreJob:
     # The tokenizer processes start with the first window.
     scorer = BatchScorer(cfg.model, device=accelerator.device, mixed_precision=cfg.mixed_precision,
                          batch_tokens=cfg.batch_tokens, quantize=cfg.quantize, compile=cfg.compile,
-                         tokenize_workers=tok_workers, workers=threads.get("workers", 1))
+                         tokenize_workers=tok_workers, workers=threads.get("workers", 1), threshold=cfg.threshold)
     model_fp = {"path": str(Path(cfg.model).resolve()), "sha256": scorer.classifier.config.get("model_sha256")}
     # Everything that decides a prediction is in the plan: a rerun with any other value is another job.
-    predictions = {"mixed_precision": scorer.mixed_precision, "quantize": cfg.quantize}
+    predictions = {"mixed_precision": scorer.mixed_precision, "quantize": cfg.quantize, "threshold": scorer.threshold}
     plan = {"spamjob_version": __version__, "model": model_fp, "inputs": [i.source.fingerprint() for i in inputs],
             "options": {**cfg.plan_options(), **predictions}}
     if accelerator.is_main_process:
@@ -293,7 +294,8 @@ def _score_window(job: ScoreJob, chunk: Chunk, inp: Input, window: Window, label
     if job.agreement is not None and job.agreement.rows == 0 and window.ids:
         ref = job.scorer.reference(window.ids[:INT8_SAMPLE])
         job.agreement.rows = len(ref)
-        job.agreement.same = int(((ref > 0.5) == (probs[: len(ref)] > 0.5)).sum())
+        t = job.scorer.threshold
+        job.agreement.same = int(((ref > t) == (probs[: len(ref)] > t)).sum())
         job.agreement.max_abs_diff = float(np.abs(ref - probs[: len(ref)]).max())
     new = job.scorer.output_columns(window, probs)
     counts += count_rows(new, labels)
@@ -452,6 +454,7 @@ def _write_report(job: ScoreJob, wall0: float, peak_mb: float) -> dict:
         "model": job.plan["model"],
         "mixed_precision": job.scorer.mixed_precision,
         "quantize": cfg.quantize,
+        "threshold": threshold_record(job.scorer.classifier.config, cfg.threshold),
         "peak_rss_mb": round(peak_mb, 1),
         "output": {"folder": str(out.resolve()), "format": cfg.format, "parts": len(parts),
                    "columns": job.schema.names, "filled_with_nulls": _filled_with_nulls(job)},

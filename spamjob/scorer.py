@@ -48,13 +48,14 @@ class Window:
 class BatchScorer:
     """A classifier loaded once (per process or per engine worker) that scores Arrow tables.
 
+    `threshold`: spam when P(spam) > it [the classifier's operating point, config.json].
     `workers` > 1 (CPU): that many threads each run the model on their own batches, and torch's
     intra-op threads are set to 1 for the process (`spamjob score` picks one worker per CPU it
     may use; see spamjob.threads)."""
 
     def __init__(self, model: str | os.PathLike, *, device: str | torch.device | None = None,
                  mixed_precision: str = "auto", batch_tokens: int | None = None, quantize: str | None = None,
-                 compile: bool = False, tokenize_workers: int = 0, workers: int = 1):
+                 compile: bool = False, tokenize_workers: int = 0, workers: int = 1, threshold: float | None = None):
         from spamjob.artifact import load_classifier
 
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -62,6 +63,7 @@ class BatchScorer:
         if quantize == "int8" and gpu:
             raise SpamjobError("--quantize int8 is for CPU scoring (dynamic int8 kernels); on GPU use bf16")
         self.classifier = clf = load_classifier(model)
+        self.threshold = clf.threshold if threshold is None else float(threshold)  # spam when P(spam) > it
         self.mixed_precision = resolve_mixed_precision(mixed_precision, gpu)
         batch_tokens = batch_tokens or (65536 if gpu else 512)
         if workers > 1 and torch.get_num_threads() != 1:
@@ -96,7 +98,7 @@ class BatchScorer:
         truncated = np.zeros(n, dtype=bool)
         truncated[ok] = [len(s) > self.classifier.max_length for s in window.ids]
         ham, spam = self.classifier.labels
-        labels = np.where(spam_prob > 0.5, spam, ham).astype(object)  # argmax of two logits: a tie is ham
+        labels = np.where(spam_prob > self.threshold, spam, ham).astype(object)  # at 0.5: the argmax, a tie is ham
         labels[~scored] = None
         return {"prediction": pa.array(labels, type=OUTPUT_TYPES["prediction"]),
                 "spam_probability": pa.array(spam_prob, type=OUTPUT_TYPES["spam_probability"], mask=~scored),

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
@@ -32,6 +33,7 @@ from spamjob.errors import SpamjobError
 from spamjob.faults import kill_point
 from spamjob.fsutil import atomic_path, read_json, sha256_file, write_json
 from spamjob.model import GPTModel, SpamClassifier, first_trainable_block, freeze, replace_head
+from spamjob.operating import ARGMAX, choose, counts_at, curve, parse_rule, thin
 from spamjob.plots import PlotProcess, plot_process
 from spamjob.text import encode, load_tokenizer
 from spamjob.threads import apply_threads
@@ -264,42 +266,82 @@ def _eval_pair(run: Run, num_batches: int, what: str) -> list[float]:
     return (s[:, 0] / s[:, 1] if what == "loss" else s[:, 3] / s[:, 4]).tolist()
 
 
-@torch.no_grad()
-def evaluate_sums(model: torch.nn.Module, loader: DataLoader, device, autocast, num_batches: int | None = None
-                  ) -> torch.Tensor:
-    """Sums over (at most num_batches) batches: [batch-mean loss, batches, example loss, correct, examples]."""
+def _logits(model: torch.nn.Module, loader: DataLoader, device, autocast, num_batches: int | None = None):
+    """(fp32 logits, labels) of (at most num_batches) batches, in eval mode without gradients."""
     was_training = model.training
     model.eval()
+    try:
+        for i, batch in enumerate(loader):
+            if num_batches is not None and i >= num_batches:
+                break
+            labels = batch.pop("labels").to(device)
+            with torch.no_grad(), autocast():
+                logits = model(**to_device(batch, device)).float()
+            yield logits, labels
+    finally:
+        model.train(was_training)
+
+
+def evaluate_sums(model: torch.nn.Module, loader: DataLoader, device, autocast, num_batches: int | None = None,
+                  probs: list | None = None) -> torch.Tensor:
+    """Sums over (at most num_batches) batches: [batch-mean loss, batches, example loss, correct, examples];
+    with `probs`, (P(spam), label) tensors of every batch are appended to it."""
     out = torch.zeros(5, dtype=torch.float64)
-    for i, batch in enumerate(loader):
-        if num_batches is not None and i >= num_batches:
-            break
-        labels = batch.pop("labels").to(device)
-        with autocast():
-            logits = model(**to_device(batch, device)).float()
+    for logits, labels in _logits(model, loader, device, autocast, num_batches):
         losses = F.cross_entropy(logits, labels, reduction="none")
         out += torch.tensor([losses.mean().item(), 1, losses.sum().item(),
                              (logits.argmax(-1) == labels).sum().item(), len(labels)], dtype=torch.float64)
-    model.train(was_training)
+        if probs is not None:
+            probs.append((torch.softmax(logits, dim=-1)[:, 1].cpu(), labels.cpu()))
     return out
 
 
 def evaluate(run: Run) -> dict:
-    """Accuracy and loss on the full splits: every row of every shard once, sums over processes."""
+    """Accuracy and loss on the full splits (every row of every shard once, sums over processes), and
+    the operating point: the threshold run.cfg.threshold_rule picks on validation, applied to test."""
     accelerator = run.accelerator
     model = accelerator.unwrap_model(run.classifier)
-    final = {}
+    final, probs = {}, {}
     for name in SPLITS:
         shard = run.shards[name]
         # Counts and example-loss sums do not depend on batching; on cached activations the
         # pooled last block is cheap, so larger batches only save per-batch overhead.
         batch_size = run.cfg.batch_size if shard.cache is None else max(run.cfg.batch_size, 64)
         loader = make_loader(shard, batch_size, run.cfg.padding, run.max_length, train=False)
-        s = accelerator.reduce(evaluate_sums(model, loader, accelerator.device, accelerator.autocast)
+        pairs = [] if name != "train" else None
+        s = accelerator.reduce(evaluate_sums(model, loader, accelerator.device, accelerator.autocast, probs=pairs)
                                .to(accelerator.device), "sum").cpu()
         final[name] = {"accuracy": s[3].item() / s[4].item(), "loss": s[2].item() / s[4].item(),
                        "examples": int(s[4].item()), "truncated": shard.truncated_total}
+        if pairs is not None:
+            probs[name] = _gather_probs(pairs, accelerator)
+    final["operating_point"] = operating_point(probs, run.cfg.threshold_rule)
     return final
+
+
+def _gather_probs(pairs: list, accelerator) -> tuple[np.ndarray, np.ndarray]:
+    """(P(spam), label) of every row of a split, from all processes (each row once)."""
+    from accelerate.utils import gather_object
+
+    p = torch.cat([a for a, _ in pairs]).double().numpy() if pairs else np.empty(0)
+    y = torch.cat([b for _, b in pairs]).numpy() if pairs else np.empty(0, dtype=np.int64)
+    if accelerator.num_processes > 1:
+        parts = gather_object([(p, y)])
+        p, y = np.concatenate([a for a, _ in parts]), np.concatenate([b for _, b in parts])
+    return p, y
+
+
+def operating_point(probs: dict[str, tuple[np.ndarray, np.ndarray]], rule: str) -> dict:
+    """The threshold `rule` picks on validation, its figures on validation and test (and test at
+    0.5, the argmax), and the validation precision/recall curve (thinned for metrics.json)."""
+    val_p, val_y = probs["validation"]
+    chosen = choose(val_p, val_y, parse_rule(rule))
+    if not chosen["rule_met"]:
+        say(f"operating point: no threshold meets {chosen['rule']} on the validation split; using 0.5 (argmax)")
+    test_p, test_y = probs["test"]
+    return {**chosen, "test": counts_at(test_p, test_y, chosen["threshold"]),
+            "test_at_0.5": counts_at(test_p, test_y, ARGMAX),
+            "validation_curve": thin(curve(val_p, val_y)) if (val_y == 1).any() else None}
 
 
 def _metrics(run: Run, state: TrainState, final: dict, cache_info: dict, phases: dict) -> dict:
@@ -414,6 +456,7 @@ def _write_artifact(run: Run, history: list[dict], metrics: dict, plots: PlotPro
         "max_length": run.max_length,
         "pooling": cfg.pooling,
         "padding": cfg.padding,
+        "operating_point": {k: metrics["operating_point"][k] for k in ("rule", "threshold", "rule_met")},
         "training": cfg.to_dict(),
         "base_weights": {"source": cfg.weights, "folder": str(model.weights_dir) if model.weights_dir else None},
         "data": {"folder": str(data_dir), "sha256": data,
@@ -431,7 +474,11 @@ def _write_artifact(run: Run, history: list[dict], metrics: dict, plots: PlotPro
 def summary(metrics: dict, out: str) -> str:
     """The final lines a run prints."""
     acc = " | ".join(f"{n} {metrics[n]['accuracy'] * 100:.2f}% ({metrics[n]['examples']})" for n in SPLITS)
+    op = metrics["operating_point"]
+    at = op["test"]
     return (f"accuracy: {acc}\n"
+            f"operating point ({op['rule']}, on validation): spam when P(spam) > {op['threshold']:.4g}; test precision "
+            f"{at['precision'] * 100:.2f}%, recall {at['recall'] * 100:.2f}%, accuracy {at['accuracy'] * 100:.2f}%\n"
             f"trained {metrics['epochs']} epochs, {metrics['examples_seen']:,} examples in {metrics['train_time_s']:.1f} s "
             f"({metrics['train_examples_per_s']} examples/s) on {metrics['num_processes']} process(es), "
             f"wall {metrics['wall_time_s']:.1f} s\n"

@@ -23,7 +23,11 @@ def test_training_writes_a_model_card(classifier_dir):
     assert result == {"type": "accuracy", "value": round(metrics["test"]["accuracy"], 4)}
     assert "**Random weights.**" in body and "English SMS" in body
     assert f"| test | 300 | {metrics['test']['accuracy'] * 100:.2f}% |" in body
-    assert config["data"]["sha256"]["train.csv"] in body and "spam when P(spam) > 0.5" in body
+    assert config["data"]["sha256"]["train.csv"] in body
+    op = metrics["operating_point"]
+    assert f"spam when P(spam) > {config['operating_point']['threshold']:.4g}" in body and "rule `f1`" in body
+    assert f"precision {op['test']['precision'] * 100:.2f}%" in body
+    assert f"at 0.5 (argmax): precision {op['test_at_0.5']['precision'] * 100:.2f}%" in body
 
 
 def test_pretrained_runs_name_their_base_model():

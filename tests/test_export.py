@@ -49,6 +49,7 @@ def test_transformers_gives_spamjob_probabilities(classifier_dir, exported, text
         probs = torch.softmax(model(**batch).logits, -1)[:, 1].numpy()
     np.testing.assert_allclose(probs, want, atol=1e-5, rtol=0)
     assert model.config.id2label == {0: "ham", 1: "spam"}
+    assert model.config.spamjob["spam_threshold"] == clf.threshold  # the operating point travels along
 
 
 def test_transformers_pipeline(classifier_dir, exported, texts):

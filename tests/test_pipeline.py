@@ -32,7 +32,10 @@ def test_run_end_to_end_then_resume_after_kill(sms_path, tmp_path):
     assert run["stages"] == {"fetch": "done", "prepare": "skipped (done before)", "train": "resumed", "score": "done"}
     metrics = json.loads((out / "model" / "metrics.json").read_text())
     report = json.loads((out / "scored" / "report.json").read_text())
-    assert report["accuracy"] == metrics["test"]["accuracy"] == run["test_accuracy"]
+    op = metrics["operating_point"]
+    assert report["accuracy"] == op["test"]["accuracy"] == run["test_accuracy"]
+    assert report["labels"]["at_0.5"]["accuracy"] == metrics["test"]["accuracy"]
+    assert run["threshold"] == op["threshold"] == report["threshold"]["value"]
     assert report["rows"]["read"] == 300 and list((out / "scored" / "predictions").glob("*.csv"))
     assert "test accuracy" in r.stdout and str(out / "scored" / "report.md") in r.stdout
     again = spamjob(*args)

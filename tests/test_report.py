@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 from collections import Counter
 
-from spamjob.report import Counts, build, metrics, write
+import numpy as np
+import pyarrow as pa
+
+from spamjob.operating import counts_at
+from spamjob.report import CURVE_EDGES, Counts, build, count_rows, metrics, pr_curve, write
 
 
 def test_counts_add_and_round_trip():
@@ -23,10 +27,33 @@ def test_counts_add_and_round_trip():
 
 
 def test_metrics_from_confusion():
-    m = metrics(Counts(confusion=[[50, 10], [5, 35]]))  # tn fp / fn tp
+    m = metrics([[50, 10], [5, 35]])  # tn fp / fn tp
     assert m["accuracy"] == 0.85 and m["precision"] == 35 / 45 and m["recall"] == 35 / 40
     assert abs(m["f1"] - 2 * (35 / 45) * (35 / 40) / ((35 / 45) + (35 / 40))) < 1e-12
-    assert metrics(Counts())["accuracy"] is None
+    assert metrics(Counts().confusion)["accuracy"] is None
+
+
+def output(probs: np.ndarray, threshold: float) -> dict[str, pa.Array]:
+    return {"prediction": pa.array(np.where(probs > threshold, "spam", "ham")), "spam_probability": pa.array(probs),
+            "truncated": pa.array(np.zeros(len(probs), dtype=bool)), "error": pa.nulls(len(probs), pa.string())}
+
+
+def test_counts_follow_the_prediction_column_and_give_the_curve_and_the_argmax():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 3000)
+    probs = 1 / (1 + np.exp(-(rng.normal(0, 2, 3000) + 2 * labels - 1)))
+    threshold = 0.8
+    total = Counts()
+    for part in np.array_split(np.arange(3000), 7):  # counts summed over units
+        total += count_rows(output(probs[part], threshold), labels[part].tolist())
+    r = build(total, {}, {"threshold": {"value": threshold, "source": "--threshold"}})["labels"]
+    at, half = counts_at(probs, labels, threshold), counts_at(probs, labels, 0.5)
+    for key in ("accuracy", "precision", "recall", "f1"):
+        assert r[key] == at[key] and r["at_0.5"][key] == half[key]
+    curve = pr_curve(total)
+    for i in range(0, len(curve["threshold"]), 25):
+        exact = counts_at(probs, labels, CURVE_EDGES[CURVE_EDGES.round(6) == curve["threshold"][i]][0])
+        assert (curve["precision"][i], curve["recall"][i]) == (round(exact["precision"], 6), round(exact["recall"], 6))
 
 
 def test_report_files(tmp_path):
@@ -39,6 +66,7 @@ def test_report_files(tmp_path):
     assert [f.name for f in files] == ["report.json", "report.md", "report.png"]
     md = (tmp_path / "report.md").read_text()
     assert "accuracy 77.78%" in md and "| null text | 1 |" in md and "| `/in.csv` | 10 | 9 | 1 | 0 |" in md
+    assert "| 0.5 (argmax) |" in md and r["labels"]["pr_curve"] == {"threshold": [], "precision": [], "recall": []}
     assert (tmp_path / "report.png").read_bytes()[:4] == b"\x89PNG"
     unlabeled = build(Counts(rows_read=1, rows_scored=1, histogram=[1] + [0] * 19), {}, extra)
     assert unlabeled["accuracy"] is None and unlabeled["labels"] == {"labeled_rows": 0, "unknown_labels": 0}

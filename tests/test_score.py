@@ -16,6 +16,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 from click.testing import CliRunner
 
 from spamjob.cli import cli
@@ -46,21 +47,45 @@ def test_scoring_the_test_split_reproduces_training_accuracy(classifier_dir, dat
     out = tmp_path / "o"
     r = score(str(data_dir / "test.csv"), "--model", str(classifier_dir), "--out", str(out), "--label-column", "Label")
     assert r.exit_code == 0, r.output
-    trained = json.loads((classifier_dir / "metrics.json").read_text())["test"]["accuracy"]
+    metrics = json.loads((classifier_dir / "metrics.json").read_text())
+    at = metrics["operating_point"]["test"]  # training's figures at the threshold it chose
+    threshold = json.loads((classifier_dir / "config.json").read_text())["operating_point"]["threshold"]
     rep = report(out)
-    assert rep["accuracy"] == trained and rep["labels"]["examples"] == 300
+    assert rep["threshold"]["value"] == threshold and "rule f1" in rep["threshold"]["source"]
+    assert rep["accuracy"] == at["accuracy"] and rep["labels"]["examples"] == 300
+    assert (rep["labels"]["precision"], rep["labels"]["recall"]) == (at["precision"], at["recall"])
+    assert rep["labels"]["at_0.5"]["accuracy"] == metrics["test"]["accuracy"]  # training's argmax accuracy
     assert rep["rows"] == {"read": 300, "scored": 300, "flagged": 0, "rejected": 0, "truncated": 0}
     assert "accuracy" in r.output and str(out / "report.md") in r.output
     df = predictions(out)
     src = pd.read_csv(data_dir / "test.csv")
     assert df["Text"].tolist() == src["Text"].tolist()  # every row, in input order
     assert set(df["prediction"]) <= {"ham", "spam"} and df["error"].isna().all()
-    assert ((df["spam_probability"] > 0.5) == (df["prediction"] == "spam")).all()
+    assert ((df["spam_probability"] > threshold) == (df["prediction"] == "spam")).all()
     assert (out / "_SUCCESS").exists() and (out / "report.md").exists()
     assert (out / "report.png").read_bytes()[:4] == b"\x89PNG"
     manifest = json.loads((out / "_manifest.json").read_text())
     assert manifest["rows"] == 300 and manifest["plan"]["model"]["sha256"]
     assert manifest["plan"]["inputs"][0]["size"] == (data_dir / "test.csv").stat().st_size
+
+
+def test_threshold_half_reproduces_the_argmax(classifier_dir, data_dir, tmp_path):
+    from spamjob.artifact import load_classifier
+    from spamjob.text import encode, pad_batch
+
+    r = score(str(data_dir / "test.csv"), "--model", str(classifier_dir), "--out", str(tmp_path / "o"),
+              "--label-column", "Label", "--threshold", "0.5")
+    assert r.exit_code == 0, r.output
+    df, rep = predictions(tmp_path / "o"), report(tmp_path / "o")
+    clf = load_classifier(classifier_dir)
+    ids = [s[: clf.max_length] for s in encode(clf.tokenizer, df["Text"].tolist())]
+    b = pad_batch(ids, clf.max_length, padding=clf.padding)
+    with torch.no_grad():
+        argmax = clf.model(b.input_ids, b.lengths).argmax(-1).numpy()  # the two logits, unbatched path
+    assert (df["prediction"] == np.where(argmax == 1, "spam", "ham")).all()
+    metrics = json.loads((classifier_dir / "metrics.json").read_text())
+    assert rep["accuracy"] == metrics["test"]["accuracy"] and rep["threshold"]["source"] == "--threshold"
+    assert rep["labels"]["confusion_matrix"]["counts"] == rep["labels"]["at_0.5"]["confusion_matrix"]["counts"]
 
 
 def test_messy_csv_every_record_accounted_for(classifier_dir, tmp_path):

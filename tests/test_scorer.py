@@ -31,7 +31,9 @@ def test_score_table_adds_the_four_columns(scorer):
     assert [p is None for p in probs] == [False, True, True, False, False, False]
     labels = out.column("prediction").to_pylist()
     assert labels[1] is None and labels[2] is None
-    assert all(label == ("spam" if p > 0.5 else "ham") for label, p in zip(labels, probs) if p is not None)
+    t = scorer.threshold
+    assert t == scorer.classifier.config["operating_point"]["threshold"]  # chosen in training (rule f1)
+    assert all(label == ("spam" if p > t else "ham") for label, p in zip(labels, probs) if p is not None)
     scored = [t for t in TEXTS if t and t.strip()]
     alone, _ = scorer.classifier.spam_probability(scored)
     np.testing.assert_allclose([p for p in probs if p is not None], alone, atol=1e-6, rtol=0)

@@ -227,6 +227,7 @@ def test_resume_after_sigkill_matches_uninterrupted(data_dir, tmp_path):
         ("ok", ["--resume"], "--resume: no completed epoch checkpoint"),
         ("ok", ["--weights", "hf"], "--n-layers, --emb-dim, --n-heads only apply to --weights random"),
         ("ok", ["--batch-size", "2000"], "less than one batch of 2000"),
+        ("ok", ["--threshold-rule", "precision>=1.5"], "threshold-rule must be f1 | precision>=X"),
         ("no-dir", [], "is not a folder; run `spamjob prepare"),
     ],
 )

@@ -27,6 +27,7 @@ import pyarrow as pa
 import ray
 
 from spamjob.errors import SpamjobError
+from spamjob.operating import threshold_record
 from spamjob.scorer import BatchScorer, Window, prepare_window, text_column_of
 
 BATCH_ROWS = 4096  # rows per map_batches call: one length-sorted window
@@ -127,10 +128,12 @@ def run_job(cfg) -> dict:
     groups = _input_groups(cfg)
     if not (Path(cfg.model) / "config.json").is_file():
         raise SpamjobError(f"{cfg.model}: not a run folder of `spamjob train` (no config.json)")
-    model = {"path": str(Path(cfg.model).resolve()),
-             "sha256": read_json(Path(cfg.model) / "config.json").get("model_sha256")}
+    config = read_json(Path(cfg.model) / "config.json")
+    model = {"path": str(Path(cfg.model).resolve()), "sha256": config.get("model_sha256")}
+    threshold = threshold_record(config, cfg.threshold)
     plan = {"engine": "ray", "model": model, "inputs": [_fingerprint(p) for g in groups for p in g[2]],
-            "options": {**cfg.plan_options(), "mixed_precision": cfg.mixed_precision, "quantize": cfg.quantize}}
+            "options": {**cfg.plan_options(), "mixed_precision": cfg.mixed_precision, "quantize": cfg.quantize,
+                        "threshold": threshold["value"]}}
     if (out / "_SUCCESS").is_file() and (out / "_plan.json").is_file() and read_json(out / "_plan.json") == plan:
         return {**read_json(out / "report.json"), "already_done": True}
     _init(cfg.ray_address)
@@ -138,7 +141,8 @@ def run_job(cfg) -> dict:
     _check_columns(ds.schema().names, cfg)  # before any file is written
     _clear(out, plan, cfg.overwrite)
     write_json(out / "_plan.json", plan)
-    options = {"mixed_precision": cfg.mixed_precision, "batch_tokens": cfg.batch_tokens, "quantize": cfg.quantize}
+    options = {"mixed_precision": cfg.mixed_precision, "batch_tokens": cfg.batch_tokens, "quantize": cfg.quantize,
+               "threshold": threshold["value"]}
     num_gpus = 1 if ray.cluster_resources().get("GPU", 0) else 0  # one GPU per actor, bf16 by default
     scored = score_dataset(ds, cfg.model, num_gpus=num_gpus, text_column=cfg.text_column,
                            batch_rows=min(cfg.window_rows, BATCH_ROWS), **options)
@@ -152,19 +156,19 @@ def run_job(cfg) -> dict:
         lines = [line for line in str(e).strip().splitlines() if line.strip()]
         raise SpamjobError(f"the Ray job failed: {lines[-1] if lines else type(e).__name__}") from None
     tmp.rename(out / "predictions")
-    report = _report(out, cfg, wall0, model, pool_size(num_gpus)[0])
+    report = _report(out, cfg, wall0, {"model": model, "threshold": threshold}, pool_size(num_gpus)[0])
     (out / "_SUCCESS").touch()
     return report
 
 
-def _report(out: Path, cfg, wall0: float, model: dict, actors: int) -> dict:
+def _report(out: Path, cfg, wall0: float, facts: dict, actors: int) -> dict:
     from spamjob import report as rep
     from spamjob.recount import count_folder
 
     total, per_input, extra = count_folder(out, cfg.label_column)
     wall = time.perf_counter() - wall0
     extra.update({"engine": "ray", "wall_time_s": round(wall, 3), "rows_per_s": round(total.rows_read / wall, 2),
-                  "num_processes": actors, "model": model,
+                  "num_processes": actors, **facts,
                   "mixed_precision": cfg.mixed_precision, "quantize": cfg.quantize})
     report = rep.build(total, per_input, extra)
     rep.write(out, report)
