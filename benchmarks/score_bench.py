@@ -6,7 +6,10 @@
     padded per batch (tiktoken ids, the same weights; HF's score head has no bias, so its
     probabilities differ slightly, its cost does not);
 (c) spamjob end to end: `spamjob score` on a Parquet file, Parquet out (its own process;
-    job time from report.json, process time including start-up also shown).
+    job time from report.json, process time including start-up also shown);
+(d) ONNX Runtime (`--variants onnx,onnx-int8`) on the graph `spamjob export --format onnx
+    [--quantize int8]` writes: tokenize, length-sorted token-budgeted batches, session.run
+    (export time not counted; agreement of labels with spamjob's fp32 shown).
 
 Messages are resampled with replacement from the SMS Spam Collection. The classifier is
 a gpt2-small-sized model with random weights (or --model RUN_DIR).
@@ -127,6 +130,29 @@ def hf_loop(model, tokenizer, texts: list[str], device: torch.device, batch: int
     return probs
 
 
+def onnx_rows(run_dir: Path, clf, texts: list[str], variants: list[str], tmp: Path, batch_tokens: int) -> list[dict]:
+    """(d): ONNX Runtime on the exported graph(s), tokenization included in the time."""
+    if not variants:
+        return []
+    import onnxruntime as ort
+
+    from spamjob.export_onnx import export_onnx, probabilities
+    from spamjob.text import encode
+
+    export_onnx(run_dir, tmp / "onnx", quantize="int8" if "onnx-int8" in variants else None, texts=texts[:64])
+    want = clf.spam_probability(texts[:400])[0]  # spamjob fp32, for the agreement of labels
+    rows = []
+    for variant in variants:
+        path = tmp / "onnx" / ("model.int8.onnx" if variant == "onnx-int8" else "model.onnx")
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        t, probs = timed(lambda: probabilities(session, encode(clf.tokenizer, texts), clf, batch_tokens))
+        same = float(((probs[:400] > clf.threshold) == (np.asarray(want) > clf.threshold)).mean())
+        rows.append({"name": f"(d) ONNX Runtime {'int8' if variant == 'onnx-int8' else 'fp32'}, "
+                             f"{batch_tokens}-token length-sorted batches", "n": len(texts), "s": t,
+                     "agreement": {"same_prediction": same, "rows": min(400, len(texts))}})
+    return rows
+
+
 def timed(fn, *args) -> tuple[float, np.ndarray]:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
@@ -143,7 +169,9 @@ def main() -> None:
     ap.add_argument("--n-reference", type=int, default=400, help="messages for the slow loop (a)")
     ap.add_argument("--model", type=Path, help="a trained run folder instead of random gpt2-small weights")
     ap.add_argument("--spamjob-args", default="", help="extra `spamjob score` options for (c)")
-    ap.add_argument("--variants", default="fp32", help="comma list of (c) variants: fp32, int8 (CPU), compile")
+    ap.add_argument("--variants", default="fp32",
+                    help="comma list of variants: (c) fp32, int8 (CPU), compile; (d) onnx, onnx-int8")
+    ap.add_argument("--onnx-batch-tokens", type=int, default=512, help="padded tokens per ONNX Runtime call")
     ap.add_argument("--smoke", action="store_true", help="2-layer 32-dim model, 200 messages")
     ap.add_argument("--sms", type=Path, default=SMS, help="the SMS Spam Collection file messages are drawn from")
     ap.add_argument("--json", type=Path)
@@ -176,7 +204,10 @@ def main() -> None:
             results.append({"name": "(b) transformers GPT2ForSequenceClassification, batch 256, length-sorted",
                             "n": a.n, "s": t})
             del hf
-            for variant in a.variants.split(","):
+            variants = a.variants.split(",")
+            results += onnx_rows(run_dir, clf, texts, [v for v in variants if v.startswith("onnx")], tmp,
+                                 a.onnx_batch_tokens)
+            for variant in (v for v in variants if not v.startswith("onnx")):
                 extra = {"fp32": [], "int8": ["--quantize", "int8"], "compile": ["--compile"]}[variant]
                 out = tmp / f"out-{variant}"
                 cmd = [sys.executable, "-m", "spamjob.cli", "score", str(tmp / "in.parquet"), "--model", str(run_dir),

@@ -86,8 +86,10 @@ messages ham or spam, by spamjob `{config['spamjob_version']}`.
 
 ## Use
 
-`spamjob classify --model RUN_DIR "text"`, `spamjob score` for files, or `spamjob export RUN_DIR
---format hf` for a transformers folder (tokenize with `truncation=True`).
+`spamjob classify --model RUN_DIR "text"`, `spamjob score` for files, `spamjob export RUN_DIR
+--format hf` for a transformers folder (tokenize with `truncation=True`; a pipeline takes the
+argmax, the threshold above is `config.json`'s `spamjob.spam_threshold`), `--format onnx` for
+ONNX Runtime, or `spamjob push RUN_DIR OWNER/NAME` for the Hub.
 
 ## Limitations
 

@@ -250,16 +250,45 @@ def score(**params) -> None:
 
 @cli.command()
 @click.argument("run_dir", type=click.Path(file_okay=False))
-@click.option("--format", "fmt", type=click.Choice(["hf"]), default="hf", show_default=True,
-              help="hf: a transformers GPT2ForSequenceClassification folder (from_pretrained, pipeline).")
+@click.option("--format", "fmt", type=click.Choice(["hf", "onnx"]), default="hf", show_default=True,
+              help="hf: a transformers GPT2ForSequenceClassification folder (from_pretrained, pipeline); onnx: "
+                   "model.onnx with the pooling inside (ONNX Runtime, Triton), checked with onnxruntime.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder to write.")
-def export(run_dir, fmt, out) -> None:
+@click.option("--quantize", type=click.Choice(["int8"]), default=None,
+              help="onnx: also model.int8.onnx (dynamic int8), with its agreement with fp32 spamjob.")
+def export(run_dir, fmt, out, quantize) -> None:
     """Write the classifier in RUN_DIR in another library's layout, loadable without spamjob."""
-    from spamjob.export import export_hf
+    if fmt == "hf":
+        from spamjob.export import export_hf
 
-    export_hf(run_dir, out)
-    click.echo(f"exported {run_dir} to {out} ({fmt}): AutoModelForSequenceClassification.from_pretrained({out!r}); "
-               "tokenize with truncation=True")
+        if quantize:
+            raise SpamjobError("--quantize is for --format onnx")
+        export_hf(run_dir, out)
+        click.echo(f"exported {run_dir} to {out} (hf): AutoModelForSequenceClassification.from_pretrained({out!r}); "
+                   "tokenize with truncation=True")
+        return
+    from spamjob.export_onnx import export_onnx
+
+    checks = export_onnx(run_dir, out, quantize)["checked_with_onnxruntime"]
+    line = (f"exported {run_dir} to {out}/model.onnx: ONNX Runtime matches spamjob within "
+            f"{checks['fp32']['max_abs_diff']:.1e} on {checks['fp32']['messages']} messages")
+    if "int8" in checks:
+        line += f"; model.int8.onnx agrees on {checks['int8']['agreement'] * 100:.2f}% of labels"
+    click.echo(line)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.argument("repo_id")
+@click.option("--private", is_flag=True, help="Create the repository private (an existing one keeps its visibility).")
+def push(run_dir, repo_id, private) -> None:
+    """Upload the classifier in RUN_DIR to the Hugging Face Hub as REPO_ID (OWNER/NAME): its
+    transformers export and model card, one commit. Token: $HF_TOKEN or `hf auth login`."""
+    from spamjob.push import push as upload
+
+    done = upload(run_dir, repo_id, private)
+    click.echo(f"pushed {run_dir} to {done.repo_url} ({len(done.files)} files: {', '.join(done.files)}); "
+               f"commit {done.commit_url}")
 
 
 @cli.command("report")

@@ -47,3 +47,18 @@ def test_gpu_check_stops_with_one_line_without_the_data(tmp_path):
     env = {**os.environ, "SHARED": str(tmp_path / "missing"), "OUT": str(tmp_path / "out")}
     r = subprocess.run(["bash", "benchmarks/gpu_check.sh"], cwd=REPO, env=env, capture_output=True, text=True)
     assert r.returncode == 1 and r.stderr.strip().count("\n") == 0 and "set SHARED" in r.stderr
+
+
+@pytest.mark.slow
+def test_score_bench_smoke_with_onnx_runtime_rows(assets, tmp_path):
+    pytest.importorskip("onnxruntime")
+    r = subprocess.run([sys.executable, "benchmarks/score_bench.py", "--smoke", "--sms", str(assets["SMS"]),
+                        "--variants", "fp32,int8,onnx,onnx-int8", "--json", str(tmp_path / "s.json")],
+                       cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    rows = json.loads((tmp_path / "s.json").read_text())["results"]
+    names = [x["name"] for x in rows]
+    assert [n[:3] for n in names] == ["(a)", "(b)", "(d)", "(d)", "(c)", "(c)"]
+    assert "ONNX Runtime fp32" in names[2] and "ONNX Runtime int8" in names[3]
+    assert all(x["msg_per_s"] > 0 for x in rows) and rows[2]["agreement"]["same_prediction"] == 1.0
+    assert "ONNX Runtime int8" in r.stdout and "agreement with fp32" in r.stdout

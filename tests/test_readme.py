@@ -79,7 +79,10 @@ def test_every_readme_command_runs(network, tmp_path):
     assert run["test_accuracy"] is not None and (sandbox / "runs" / "demo" / "scored" / "report.png").exists()
     trained = json.loads((sandbox / "runs" / "r1" / "metrics.json").read_text())
     scored = json.loads((sandbox / "scored" / "test" / "report.json").read_text())
-    assert scored["accuracy"] == trained["test"]["accuracy"]
+    assert scored["accuracy"] == trained["operating_point"]["test"]["accuracy"]  # at the threshold training chose
+    assert scored["labels"]["at_0.5"]["accuracy"] == trained["test"]["accuracy"]
+    assert (sandbox / "exports" / "r1-onnx" / "model.int8.onnx").exists()
+    assert (sandbox / "exports" / "r1-hf" / "model.safetensors").exists()
     for d in ("two-ranks", "two-ranks-b"):
         assert json.loads((sandbox / "runs" / d / "metrics.json").read_text())["num_processes"] == 2
     assert json.loads((sandbox / "runs" / "reference" / "config.json").read_text())["pooling"] == "last"

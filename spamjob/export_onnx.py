@@ -1,0 +1,170 @@
+"""A trained classifier as an ONNX graph (`spamjob export --format onnx [--quantize int8]`), for
+ONNX Runtime, Triton and other servers; checked against spamjob with ONNX Runtime.
+
+The graph takes right-padded `input_ids` and `attention_mask` (int64, batch x sequence, both
+axes dynamic) and returns `logits` (batch x 2) and `spam_probability` (batch): the pooling is
+inside, read at the last real token (`last-token`) or at the last position of a row padded
+to max_length (`last`, the reference's; pad such rows to max_length). Token ids are GPT-2's
+(tiktoken "gpt2"), `<|endoftext|>` in a message encoded as plain text, cut at max_length.
+
+`--quantize int8` adds `model.int8.onnx` (ONNX Runtime's dynamic int8 MatMuls); its label
+agreement with fp32 spamjob is measured on the same messages and written down.
+`onnxruntime` and `onnx` are an optional extra: `pip install 'spamjob[onnx]'`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from spamjob.artifact import Classifier, load_classifier
+from spamjob.errors import SpamjobError
+from spamjob.fsutil import atomic_path, write_json
+from spamjob.text import PAD_ID, TOKENIZER_FILES, encode, pad_batch, rows_within, tokenizer_files
+
+INPUTS, OUTPUTS = ("input_ids", "attention_mask"), ("logits", "spam_probability")
+OPSET = 17
+TOLERANCE = 1e-4  # fp32 ONNX Runtime vs spamjob, largest |difference| in P(spam)
+SAMPLE = ["WINNER!! As a valued network customer you have been selected to receive a £900 prize reward!",
+          "Ok lar... Joking wif u oni...", "hi <|endoftext|> there", "<|endoftext|>", "a",
+          "Free entry in 2 a wkly comp to win FA Cup final tkts 21st May 2005. " * 12]  # the last: over-length
+
+
+class _Graph(torch.nn.Module):
+    """What the ONNX file computes: lengths from the mask, the pooled classifier, P(spam)."""
+
+    def __init__(self, clf: Classifier):
+        super().__init__()
+        self.model = clf.model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.model(input_ids, attention_mask.sum(-1))
+        return logits, torch.softmax(logits, dim=-1)[:, 1]
+
+
+def export_onnx(run_dir: str | os.PathLike, out: str | os.PathLike, quantize: str | None = None,
+                texts: list[str] | None = None) -> dict:
+    """model.onnx (+ model.int8.onnx), tokenizer/, spamjob_onnx.json and the model card in `out`,
+    checked with ONNX Runtime on `texts` (default: SAMPLE and up to 500 test-split messages)."""
+    ort = _onnxruntime()
+    clf = load_classifier(run_dir)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    _export_graph(clf, out / "model.onnx")
+    texts = texts or sample_texts(clf)
+    want = np.asarray(clf.spam_probability(texts)[0])
+    ids = encode(clf.tokenizer, texts)
+    got = probabilities(ort.InferenceSession(str(out / "model.onnx")), ids, clf)
+    diff = float(np.abs(got - want).max())
+    if diff > TOLERANCE:
+        raise SpamjobError(f"the ONNX graph differs from spamjob by {diff:.2e} > {TOLERANCE:g}; not exported")
+    checks = {"fp32": {"messages": len(texts), "max_abs_diff": diff}}
+    if quantize == "int8":
+        checks["int8"] = _quantize(out, ids, clf, want)
+    meta = describe(clf, checks)
+    _copy_extras(Path(run_dir), out)
+    write_json(out / "spamjob_onnx.json", meta)
+    return meta
+
+
+def _onnxruntime():
+    """The onnxruntime module; a one-line error when it or onnx (the exporter and quantizer need it) is missing."""
+    import importlib.util
+
+    try:
+        import onnxruntime
+    except ImportError:
+        onnxruntime = None
+    if onnxruntime is None or importlib.util.find_spec("onnx") is None:
+        raise SpamjobError("--format onnx needs onnx and onnxruntime: pip install 'spamjob[onnx]'")
+    return onnxruntime
+
+
+def _export_graph(clf: Classifier, path: Path) -> None:
+    """torch.onnx.export with dynamic batch and sequence axes, written under a temporary name."""
+    width = clf.max_length if clf.padding == "fixed" else min(clf.max_length, 8)
+    example = (torch.full((2, width), PAD_ID, dtype=torch.long), torch.ones((2, width), dtype=torch.long))
+    axes = {name: {0: "batch", 1: "sequence"} for name in INPUTS} | {"logits": {0: "batch"},
+                                                                       "spam_probability": {0: "batch"}}
+    # The TorchScript exporter (torch >= 2.9 defaults to the dynamo one, which needs onnxscript).
+    legacy = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
+    with atomic_path(path) as tmp, torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer notes on the context-length check and indexing: expected
+        torch.onnx.export(_Graph(clf).eval(), example, str(tmp), input_names=list(INPUTS),
+                          output_names=list(OUTPUTS), dynamic_axes=axes, opset_version=OPSET, **legacy)
+
+
+def probabilities(session, ids: list[list[int]], clf: Classifier, batch_tokens: int = 4096) -> np.ndarray:
+    """P(spam) from an ONNX Runtime session: rows cut to max_length, length-sorted, right-padded
+    per batch (every row to max_length for `last` pooling), order restored."""
+    n = len(ids)
+    lengths = np.minimum([len(s) for s in ids], clf.max_length)
+    order = np.argsort(lengths, kind="stable")
+    widths = np.full(n, clf.max_length) if clf.padding == "fixed" else np.maximum(lengths[order], 1)
+    probs = np.empty(n)
+    start = 0
+    while start < n:
+        take = order[start : start + rows_within(widths, batch_tokens, start)]
+        b = pad_batch([ids[i] for i in take], clf.max_length, padding=clf.padding)
+        x = b.input_ids.numpy()
+        mask = (np.arange(x.shape[1])[None, :] < b.lengths.numpy()[:, None]).astype(np.int64)
+        probs[take] = session.run(["spam_probability"], {"input_ids": x, "attention_mask": mask})[0]
+        start += len(take)
+    return probs
+
+
+def _quantize(out: Path, ids: list[list[int]], clf: Classifier, want: np.ndarray) -> dict:
+    """model.int8.onnx and how often its labels agree with fp32 spamjob's."""
+    import onnxruntime
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # its advice to pre-process the graph is for convolutional nets
+    try:
+        with atomic_path(out / "model.int8.onnx") as tmp:
+            quantize_dynamic(str(out / "model.onnx"), str(tmp), weight_type=QuantType.QInt8)
+    finally:
+        root.setLevel(level)
+    got = probabilities(onnxruntime.InferenceSession(str(out / "model.int8.onnx")), ids, clf)
+    t = clf.threshold
+    return {"messages": len(ids), "agreement": float(((got > t) == (want > t)).mean()),
+            "max_abs_diff": float(np.abs(got - want).max())}
+
+
+def sample_texts(clf: Classifier, limit: int = 500) -> list[str]:
+    """SAMPLE plus up to `limit` messages of the run's test split (when its data folder is there)."""
+    from spamjob.data import load_split
+
+    folder = (clf.config.get("data") or {}).get("folder")
+    try:
+        test = load_split(Path(folder), "test")["Text"].astype(str).tolist()[:limit] if folder else []
+    except SpamjobError:
+        test = []
+    return SAMPLE + test
+
+
+def describe(clf: Classifier, checks: dict) -> dict:
+    """spamjob_onnx.json: how to feed the graph and what its outputs mean."""
+    return {"format": "spamjob-onnx/1", "inputs": list(INPUTS), "outputs": list(OUTPUTS), "opset": OPSET,
+            "tokenizer": {"encoding": "gpt2", "special_tokens_as_text": True, "folder": "tokenizer"},
+            "max_length": clf.max_length, "pooling": clf.pooling, "padding": clf.padding, "pad_id": PAD_ID,
+            "pad_to_max_length": clf.padding == "fixed", "labels": clf.labels, "spam_threshold": clf.threshold,
+            "model_sha256": clf.config.get("model_sha256"), "checked_with_onnxruntime": checks}
+
+
+def _copy_extras(run_dir: Path, out: Path) -> None:
+    """The tokenizer files and the model card beside the graph."""
+    files = tokenizer_files(run_dir / "tokenizer")
+    for src, name in zip(files or (), TOKENIZER_FILES):
+        with atomic_path(out / "tokenizer" / name) as tmp:
+            shutil.copyfile(src, tmp)
+    if (run_dir / "README.md").is_file():
+        shutil.copyfile(run_dir / "README.md", out / "README.md")
