@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -26,14 +28,38 @@ class MultiHeadAttention(nn.Module):
         self.W_v = nn.Linear(d_in, d_out, bias=qkv_bias)
         self.out_proj = nn.Linear(d_out, d_out)
         self.dropout = dropout
+        self.W_qkv: nn.Linear | None = None  # set by fuse_qkv (scoring): one matmul instead of three
+
+    def fuse_qkv(self) -> None:
+        """Replace W_q, W_k, W_v by one Linear(d, 3d) holding the same weights (inference only)."""
+        projections = (self.W_q, self.W_k, self.W_v)
+        bias = projections[0].bias is not None
+        fused = nn.Linear(projections[0].in_features, 3 * projections[0].out_features, bias=bias,
+                          device=projections[0].weight.device, dtype=projections[0].weight.dtype)
+        with torch.no_grad():
+            fused.weight.copy_(torch.cat([p.weight for p in projections]))
+            if bias:
+                fused.bias.copy_(torch.cat([p.bias for p in projections]))
+        del self.W_q, self.W_k, self.W_v
+        self.W_qkv = fused
+
+    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries, keys and values of x (..., d), each (..., d)."""
+        if self.W_qkv is not None:
+            return self.W_qkv(x).chunk(3, dim=-1)
+        return self.W_q(x), self.W_k(x), self.W_v(x)
+
+    def qkv_params(self) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        """(weight, bias) of the query, key and value projections (views into W_qkv when fused)."""
+        if self.W_qkv is not None:
+            w, b = self.W_qkv.weight.chunk(3), self.W_qkv.bias
+            return [(w[i], None if b is None else b.chunk(3)[i]) for i in range(3)]
+        return [(p.weight, p.bias) for p in (self.W_q, self.W_k, self.W_v)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t, _ = x.shape
         # (B, T, d) -> (B, nh, T, hs)
-        q, k, v = (
-            proj(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
-            for proj in (self.W_q, self.W_k, self.W_v)
-        )
+        q, k, v = (y.reshape(b, t, self.num_heads, self.head_dim).transpose(1, 2) for y in self.project(x))
         # Fused kernel (flash / memory-efficient on GPU); scale 1/sqrt(hs) as in GPT-2.
         y = F.scaled_dot_product_attention(
             q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0
@@ -51,31 +77,37 @@ class MultiHeadAttention(nn.Module):
         trainable last block then costs almost nothing per cached token. Projections that
         are not plain `nn.Linear` (LoRA adapters, int8 layers) run as modules instead.
         """
-        if not (type(self.W_k) is nn.Linear and type(self.W_v) is nn.Linear):
+        projections = [self.W_qkv] if self.W_qkv is not None else [self.W_q, self.W_k, self.W_v]
+        if any(type(p) is not nn.Linear for p in projections):
             return self._attend_at_projected(x, pos)  # LoRA adapters, int8 layers: use their forward
         b, t, d = x.shape
         nh, hs = self.num_heads, self.head_dim
         rows = torch.arange(b, device=x.device)
-        q = self.W_q(x[rows, pos]).view(b, nh, hs)
-        u = torch.einsum("bhs,hsd->bhd", q, self.W_k.weight.view(nh, hs, d))  # keys folded into the query
+        (wq, bq), (wk, bk), (wv, bv) = self.qkv_params()
+        q = F.linear(x[rows, pos], wq, bq).view(b, nh, hs)
+        u = torch.einsum("bhs,hsd->bhd", q, wk.view(nh, hs, d))  # keys folded into the query
         scores = torch.einsum("bhd,btd->bht", u, x)
-        if self.W_k.bias is not None:
-            scores = scores + torch.einsum("bhs,hs->bh", q, self.W_k.bias.view(nh, hs))[:, :, None]
+        if bk is not None:
+            scores = scores + torch.einsum("bhs,hs->bh", q, bk.view(nh, hs))[:, :, None]
         hidden = torch.arange(t, device=x.device)[None, None, :] > pos[:, None, None]
         weights = torch.softmax((scores * hs**-0.5).masked_fill(hidden, float("-inf")).float(), dim=-1)
         weights = F.dropout(weights, self.dropout, self.training).to(x.dtype)
         mixed = torch.einsum("bht,btd->bhd", weights, x)  # weighted inputs, then the value projection
-        y = torch.einsum("bhd,hsd->bhs", mixed, self.W_v.weight.view(nh, hs, d))
-        if self.W_v.bias is not None:
-            y = y + self.W_v.bias.view(nh, hs)
+        y = torch.einsum("bhd,hsd->bhs", mixed, wv.view(nh, hs, d))
+        if bv is not None:
+            y = y + bv.view(nh, hs)
         return self.out_proj(y.reshape(b, nh * hs))
 
     def _attend_at_projected(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """attend_at through the projection modules' own forward: keys and values at every position."""
         b, t, _ = x.shape
         rows = torch.arange(b, device=x.device)
-        q = self.W_q(x[rows, pos]).view(b, 1, self.num_heads, self.head_dim).transpose(1, 2)  # (B, nh, 1, hs)
-        k, v = (proj(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2) for proj in (self.W_k, self.W_v))
+        if self.W_qkv is None:  # keys and values at every position, the query at `pos` only
+            q, k, v = self.W_q(x[rows, pos]), self.W_k(x), self.W_v(x)
+        else:
+            q, (_, k, v) = self.W_qkv(x[rows, pos]).chunk(3, dim=-1)[0], self.W_qkv(x).chunk(3, dim=-1)
+        q = q.reshape(b, 1, self.num_heads, self.head_dim).transpose(1, 2)  # (B, nh, 1, hs)
+        k, v = (y.reshape(b, t, self.num_heads, self.head_dim).transpose(1, 2) for y in (k, v))
         mask = (torch.arange(t, device=x.device)[None, :] <= pos[:, None]).view(b, 1, 1, t)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
         return self.out_proj(y.reshape(b, -1))
@@ -201,14 +233,15 @@ def classify(
     pos = pooled_positions(lengths.to(x.device), x.shape[1], pooling)
     rows = torch.arange(x.shape[0], device=x.device)
     blocks = model.transformer_blocks[start:]
+    head_dtype = model.final_norm.scale.dtype  # fp32 also in a bf16 scoring model (see for_scoring)
     if not pooled_only:
         for block in blocks:
             x = block(x)
-        return model.out_head(model.final_norm(x))[rows, pos]
+        return model.out_head(model.final_norm(x.to(head_dtype)))[rows, pos]
     for block in blocks[:-1]:
         x = block(x)
     h = blocks[-1].forward_at(x, pos) if len(blocks) else x[rows, pos]
-    return model.out_head(model.final_norm(h))
+    return model.out_head(model.final_norm(h.to(head_dtype)))
 
 
 class SpamClassifier(nn.Module):
@@ -229,6 +262,18 @@ class SpamClassifier(nn.Module):
     def forward(self, input_ids=None, lengths=None, hidden=None, start: int = 0) -> torch.Tensor:
         return classify(self.gpt, input_ids, lengths, self.pooling, start=start, x=hidden,
                         pooled_only=self.pooled_only)
+
+
+def for_scoring(classifier: SpamClassifier, dtype: torch.dtype) -> SpamClassifier:
+    """A copy for inference: query/key/value fused into one matmul per block, embeddings and blocks
+    stored in `dtype` (no autocast, no per-batch weight casts), final norm and head kept fp32."""
+    scoring = copy.deepcopy(classifier).eval()
+    gpt = scoring.gpt
+    for block in gpt.transformer_blocks:
+        block.attention.fuse_qkv()
+    for module in (gpt.token_emb, gpt.pos_emb, gpt.drop_emb, gpt.transformer_blocks):
+        module.to(dtype)
+    return scoring
 
 
 def replace_head(model: GPTModel, num_classes: int = 2, seed: int | None = 123) -> GPTModel:

@@ -12,6 +12,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from spamjob.model import for_scoring
 from spamjob.text import encode, pad_batch, rows_within
 
 
@@ -25,9 +26,11 @@ class Predictor:
 
     def __init__(self, clf, device: torch.device, mixed_precision: str, batch_tokens: int, workers: int = 1):
         self.clf, self.device = clf, device
-        self.model = clf.model.to(device).eval()
         self.batch_tokens = batch_tokens
+        # bf16: a bf16 copy of the model with fused Q/K/V (head fp32); fp16 stays fp32 under autocast.
         self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mixed_precision)
+        model = for_scoring(clf.model, torch.bfloat16) if self.dtype is torch.bfloat16 else clf.model
+        self.model = model.to(device).eval()
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="spamjob-model") if workers > 1 else None
 
     def __call__(self, ids: list[list[int]]) -> np.ndarray:
@@ -54,7 +57,8 @@ class Predictor:
     def _forward(self, rows: list[list[int]]) -> torch.Tensor:
         """P(spam) of one batch, on the device."""
         b = pad_batch(rows, self.clf.max_length, padding=self.clf.padding)
-        with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.float16,
+                                                    enabled=self.dtype is torch.float16):
             logits = self.model(b.input_ids.to(self.device, non_blocking=True),
                                 b.lengths.to(self.device, non_blocking=True))
         return torch.softmax(logits.float(), dim=-1)[:, 1]

@@ -10,6 +10,7 @@ from spamjob.errors import SpamjobError
 from spamjob.model import (
     GPTModel,
     MultiHeadAttention,
+    SpamClassifier,
     classify,
     count_params,
     first_trainable_block,
@@ -179,3 +180,22 @@ def test_generate_greedy_crops_to_context():
     with torch.no_grad():  # each new token is the argmax over the last `context` tokens
         nxt = model(out[:, 34 - 32 : 34])[:, -1].argmax(-1)
     assert out[:, 34].tolist() == nxt.tolist()
+
+
+@pytest.mark.parametrize("pooling", ["last-token", "last"])
+def test_fused_qkv_scoring_copy_equals_the_model_in_fp32(pooling):
+    from spamjob.model import for_scoring
+
+    torch.manual_seed(0)
+    gpt = GPTModel(GPTConfig(vocab_size=300, context_length=32, emb_dim=32, n_heads=4, n_layers=3))
+    replace_head(gpt, 2, seed=1)
+    clf = SpamClassifier(gpt, pooling).eval()
+    ids, lengths = torch.randint(0, 300, (5, 17)), torch.tensor([17, 3, 9, 1, 12])
+    fused = for_scoring(clf, torch.float32)
+    assert all(b.attention.W_qkv is not None and not hasattr(b.attention, "W_q")
+               for b in fused.gpt.transformer_blocks)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(ids, lengths), clf(ids, lengths), atol=1e-6, rtol=0)
+        full = SpamClassifier(fused.gpt, pooling, pooled_only=False)  # every position through the last block
+        torch.testing.assert_close(full(ids, lengths), clf(ids, lengths), atol=1e-6, rtol=0)
+    assert gpt.transformer_blocks[0].attention.W_qkv is None  # the original is left as it was

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 from spamjob.artifact import load_classifier
+from spamjob.config import GPTConfig
 from spamjob.predict import Predictor, TokenizerPool, prefetch
 from spamjob.text import encode
 
@@ -74,3 +76,57 @@ def test_tokenizer_pool_equals_the_plain_loop(clf, classifier_dir):
         assert pooled(texts[:10]) == plain(texts[:10])  # small windows stay in the calling thread
     finally:
         pooled.close()
+
+
+def to_copies(model, layers_input) -> list:
+    """The aten::_to_copy calls (dtype or device casts) of one forward, with their input shapes."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        model(*layers_input)
+    return [e.input_shapes for e in prof.events() if e.name == "aten::_to_copy"]
+
+
+def test_bf16_scoring_model_casts_no_weights():
+    """bf16 scoring stores the model in bf16: no per-batch weight casts (autocast made ~20 per
+    block); the few casts left (the pooled row to the fp32 head, scalars) do not grow with depth."""
+    from spamjob.model import GPTModel, SpamClassifier, for_scoring, replace_head
+
+    inputs = (torch.randint(0, 300, (4, 20)), torch.tensor([20, 5, 13, 1]))
+    counts = {}
+    for layers in (2, 6):
+        gpt = GPTModel(GPTConfig(vocab_size=300, context_length=32, emb_dim=64, n_heads=2, n_layers=layers))
+        replace_head(gpt, 2, seed=1)
+        scoring = for_scoring(SpamClassifier(gpt, "last-token").eval(), torch.bfloat16)
+        copies = to_copies(scoring, inputs)
+        assert all(math.prod(s[0]) <= 4 * 64 for s in copies if s and s[0]), copies  # pooled rows, never a weight
+        counts[layers] = len(copies)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            autocast = to_copies(SpamClassifier(gpt, "last-token").eval(), inputs)
+        assert len(autocast) > 5 * layers  # the old way: weights re-cast every forward
+    assert counts[2] == counts[6] <= 4
+    assert scoring.gpt.out_head.weight.dtype == torch.float32 and scoring(*inputs).dtype == torch.float32
+
+
+@pytest.fixture(scope="module")
+def trained(data_dir, tmp_path_factory):
+    """A classifier that learned something (every layer, 3 epochs), so labels are not coin flips."""
+    from spamjob.config import TrainConfig
+    from spamjob.train import main
+
+    out = tmp_path_factory.mktemp("trained") / "run"
+    main(TrainConfig(data=str(data_dir), out=str(out), weights="random", n_layers=2, emb_dim=64, n_heads=2,
+                     epochs=3, trainable="all", lr=5e-4, eval_freq=1000))
+    return load_classifier(out)
+
+
+def test_bf16_labels_agree_with_fp32(trained, sms_path):
+    import pandas as pd
+
+    texts = pd.read_csv(sms_path, sep="\t", header=None, names=["Label", "Text"])["Text"].tolist()[:1000]
+    ids = encode(trained.tokenizer, texts)
+    fp32 = Predictor(trained, torch.device("cpu"), "no", 512)(ids)
+    bf16 = Predictor(trained, torch.device("cpu"), "bf16", 512)(ids)
+    for t in (0.5, trained.threshold):
+        assert ((fp32 > t) == (bf16 > t)).mean() >= 0.995
+    assert 0 < np.abs(fp32 - bf16).max() < 0.05  # bf16 did run, and stays close
