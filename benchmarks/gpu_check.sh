@@ -35,13 +35,19 @@ step() {  # step NAME LIMIT_S COMMAND...: run with a time limit, output to the s
   [ "$rc" -eq 0 ] || status=1
 }
 
+# What every step needs, checked before any step runs (matplotlib is optional: plots only).
+if ! "$PY" -c 'import torch, accelerate, transformers, tiktoken, pyarrow, pandas, click, safetensors, tqdm' 2>"$OUT/env.err"; then
+  echo "gpu_check: $PY lacks a package every step needs: $(tail -n 1 "$OUT/env.err")" >&2
+  exit 1
+fi
 {
   date -u
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || echo "no nvidia-smi"
   "$PY" -c 'import sys, torch; print(sys.version.split()[0], "torch", torch.__version__, "cuda", torch.cuda.is_available(),
 torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu")'
-  "$PY" -c 'import accelerate, transformers, tiktoken, pyarrow, pandas, click, safetensors, matplotlib
+  "$PY" -c 'import accelerate, transformers, tiktoken
 print("accelerate", accelerate.__version__, "transformers", transformers.__version__, "tiktoken", tiktoken.__version__)'
+  "$PY" -c 'import matplotlib; print("matplotlib", matplotlib.__version__)' 2>/dev/null || echo "no matplotlib: runs without plots"
 } 2>&1 | tee "$OUT/env.txt"
 
 step prepare 120 "$PY" -m spamjob.cli prepare --source "$SHARED/data/SMSSpamCollection" --out "$work/data"

@@ -11,13 +11,23 @@
 #       only one process with accelerate 1.x); this script does that.
 # Several machines: run it on each with NUM_MACHINES, MACHINE_RANK, MAIN_PROCESS_IP and
 #       MAIN_PROCESS_PORT set (Slurm: see jobs/README.md); processes per machine as above.
-# ACCELERATE_CONFIG overrides the config file; SPAMJOB_DRY_RUN=1 prints the command only.
+# ACCELERATE_CONFIG overrides the config file; SPAMJOB_DRY_RUN=1 prints the command only;
+# PYTHON names the interpreter that counts the GPUs (default python3); SPAMJOB_GPUS skips the count.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 config="${ACCELERATE_CONFIG:-$here/../accelerate_config.yaml}"
 machines="${NUM_MACHINES:-1}"
 
-gpus="${SPAMJOB_GPUS:-$(python -c 'import torch; print(torch.cuda.device_count())' 2>/dev/null || echo 0)}"
+# The Python that has torch and spamjob ($PYTHON, else python3); counting GPUs must not fail
+# silently, or a GPU machine would run on its CPU.
+py="${PYTHON:-python3}"
+if [ -z "${SPAMJOB_GPUS:-}" ]; then
+  command -v "$py" >/dev/null || { echo "launch.sh: $py not found; set PYTHON to the interpreter with torch" >&2; exit 1; }
+  gpus=$("$py" -c 'import torch; print(torch.cuda.device_count())') ||
+    { echo "launch.sh: $py cannot import torch; set PYTHON, or SPAMJOB_GPUS to the GPU count" >&2; exit 1; }
+else
+  gpus="$SPAMJOB_GPUS"
+fi
 cmd=(accelerate launch --config_file "$config" --num_machines "$machines" --machine_rank "${MACHINE_RANK:-0}")
 if [ -n "${MAIN_PROCESS_IP:-}" ]; then
   cmd+=(--main_process_ip "$MAIN_PROCESS_IP" --main_process_port "${MAIN_PROCESS_PORT:-29500}")

@@ -11,8 +11,11 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from spamjob.console import say
 from spamjob.errors import SpamjobError
 from spamjob.fsutil import atomic_path
+
+NO_MATPLOTLIB = 3  # the plotting child's exit status when matplotlib cannot be imported
 
 
 def plot_values(path: str | os.PathLike, examples: list[int], series: dict[str, list[float]], epochs: int,
@@ -93,13 +96,17 @@ class PlotProcess:
             pass
 
     def wait(self) -> None:
-        """Block until the plots are written; a failure in the child is one SpamjobError line."""
+        """Block until the plots are written; a failure in the child is one SpamjobError line, a
+        missing matplotlib a warning (the plots are optional: history.jsonl holds their figures)."""
         code = self._proc.wait()
-        if code:
-            self._err.seek(0)
-            lines = self._err.read().decode(errors="replace").strip().splitlines()
-            raise SpamjobError(f"writing the training plots failed: {lines[-1] if lines else f'exit status {code}'}")
+        self._err.seek(0)
+        lines = self._err.read().decode(errors="replace").strip().splitlines()
         self._err.close()
+        last = lines[-1] if lines else f"exit status {code}"
+        if code == NO_MATPLOTLIB:
+            say(f"warning: no loss.png / accuracy.png: {last}; history.jsonl holds the same figures")
+        elif code:
+            raise SpamjobError(f"writing the training plots failed: {last}")
 
     def cancel(self) -> None:
         """Stop the child if it still runs (the job failed before the plots were due)."""
@@ -110,7 +117,11 @@ class PlotProcess:
 
 
 def _child() -> None:
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError as e:
+        print(f"matplotlib cannot be imported ({e})", file=sys.stderr)
+        sys.exit(NO_MATPLOTLIB)
 
     matplotlib.use("Agg")
     import matplotlib.pyplot  # noqa: F401  (the slow part, done while the parent works)

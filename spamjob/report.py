@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from spamjob.config import LABELS
+from spamjob.console import say
 from spamjob.fsutil import atomic_path, write_json
 from spamjob.operating import summarize
 
@@ -155,7 +156,8 @@ def write(out: str | os.PathLike, report: dict) -> list[Path]:
     write_json(out / "report.json", report)
     with atomic_path(out / "report.md") as tmp:
         tmp.write_text(markdown(report))
-    return [out / "report.json", out / "report.md", plot(out / "report.png", report)]
+    png = plot(out / "report.png", report)
+    return [out / "report.json", out / "report.md", *([png] if png else [])]
 
 
 def _pct(x) -> str:
@@ -177,6 +179,8 @@ def markdown(r: dict) -> str:
         lines.append(f"- recounted from `{r['recounted_from']['folder']}` ({r['recounted_from']['parts']:,} parts)")
     if r.get("model"):
         lines.append(f"- model: `{r['model']['path']}` (sha256 {(r['model']['sha256'] or '')[:16]}...)")
+    if r.get("padding_note"):
+        lines.append(f"- note: {r['padding_note']}")
     if r.get("threshold"):
         t = r["threshold"]
         lines.append(f"- spam when P(spam) > {t['value']:.4g} ({t['source']})")
@@ -209,9 +213,14 @@ def _threshold_name(r: dict) -> str:
     return f"{r['threshold']['value']:.4g} (used)" if r.get("threshold") else "as predicted"
 
 
-def plot(path: Path, r: dict) -> Path:
-    """Confusion matrix and precision/recall curve (when labels exist) and spam-probability histogram."""
-    import matplotlib
+def plot(path: Path, r: dict) -> Path | None:
+    """Confusion matrix and precision/recall curve (when labels exist) and spam-probability histogram;
+    None, with a warning, where matplotlib cannot be imported (the figures are in report.json)."""
+    try:
+        import matplotlib
+    except ImportError as e:
+        say(f"warning: no {path.name}: matplotlib cannot be imported ({e}); report.json and report.md are complete")
+        return None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

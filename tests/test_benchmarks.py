@@ -62,3 +62,15 @@ def test_score_bench_smoke_with_onnx_runtime_rows(assets, tmp_path):
     assert "ONNX Runtime fp32" in names[2] and "ONNX Runtime int8" in names[3]
     assert all(x["msg_per_s"] > 0 for x in rows) and rows[2]["agreement"]["same_prediction"] == 1.0
     assert "ONNX Runtime int8" in r.stdout and "agreement with fp32" in r.stdout
+
+
+def test_gpu_check_stops_before_any_step_without_its_packages(assets, tmp_path):
+    fake = tmp_path / "fake"
+    (fake / "accelerate").mkdir(parents=True)
+    (fake / "accelerate" / "__init__.py").write_text("raise ImportError('no accelerate here (test)')\n")
+    env = {**os.environ, "SHARED": str(shared_layout(assets, tmp_path / "shared")), "OUT": str(tmp_path / "out"),
+           "PYTHON": sys.executable, "PYTHONPATH": str(fake)}
+    r = subprocess.run(["bash", "benchmarks/gpu_check.sh"], cwd=REPO, env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 1 and "lacks a package every step needs" in r.stderr and "no accelerate here" in r.stderr
+    assert r.stderr.strip().count("\n") == 0 and "== prepare" not in r.stdout

@@ -31,6 +31,23 @@ def test_shell_scripts_pass_bash_n_and_shellcheck(script):
     assert r.returncode == 0, r.stdout
 
 
+def test_launcher_never_falls_back_to_the_cpu_silently(tmp_path):
+    """Counting GPUs must work or stop the launch: a missing interpreter or one without torch is one
+    line and exit 1, not a CPU run on a GPU machine."""
+    broken = tmp_path / "python-without-torch"
+    broken.write_text("#!/bin/sh\necho 'ModuleNotFoundError: No module named torch' >&2\nexit 1\n")
+    broken.chmod(0o755)
+    base = {k: v for k, v in os.environ.items() if k != "SPAMJOB_GPUS"}
+    for python, message in ((str(tmp_path / "nowhere"), "not found; set PYTHON"),
+                            (str(broken), "cannot import torch; set PYTHON, or SPAMJOB_GPUS")):
+        r = subprocess.run(["bash", str(JOBS / "launch.sh"), "jobs/finetune.py"], capture_output=True, text=True,
+                           env={**base, "PYTHON": python, "SPAMJOB_DRY_RUN": "1"})
+        assert r.returncode == 1 and message in r.stderr and "accelerate launch" not in r.stderr
+    r = subprocess.run(["bash", str(JOBS / "launch.sh"), "jobs/finetune.py"], capture_output=True, text=True,
+                       env={**base, "PYTHON": str(broken), "SPAMJOB_GPUS": "2", "SPAMJOB_DRY_RUN": "1"})
+    assert r.returncode == 0 and "--multi_gpu --num_processes 2" in r.stderr
+
+
 def test_yaml_templates_parse():
     job = yaml.safe_load((JOBS / "k8s" / "finetune-job.yaml").read_text())
     cron = yaml.safe_load((JOBS / "k8s" / "score-cronjob.yaml").read_text())

@@ -48,3 +48,31 @@ def test_cancelled_plot_process_is_gone(tmp_path):
 def test_child_exits_quietly_when_the_parent_sends_nothing():
     r = subprocess.run([sys.executable, "-m", "spamjob.plots"], input=b"", capture_output=True, timeout=120)
     assert r.returncode == 0 and r.stderr == b""
+
+
+@pytest.mark.slow
+def test_without_matplotlib_train_and_score_complete_and_say_so(data_dir, tmp_path):
+    """Plots are optional: with `import matplotlib` failing, a run still writes its classifier,
+    metrics and report (and _SUCCESS), and says which pictures are missing."""
+    import os
+
+    fake = tmp_path / "fake"
+    (fake / "matplotlib").mkdir(parents=True)
+    (fake / "matplotlib" / "__init__.py").write_text("raise ImportError('matplotlib is broken here (test)')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(fake), os.environ.get("PYTHONPATH", "")])}
+
+    def spamjob(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "spamjob.cli", *args], env=env, capture_output=True, text=True,
+                              timeout=300)
+
+    run, scored = tmp_path / "run", tmp_path / "scored"
+    r = spamjob("train", "--data", str(data_dir), "--out", str(run), "--weights", "random", "--n-layers", "1",
+                "--emb-dim", "32", "--n-heads", "2", "--epochs", "1")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "warning: no loss.png / accuracy.png: matplotlib cannot be imported" in r.stdout + r.stderr
+    assert (run / "metrics.json").is_file() and (run / "README.md").is_file() and not (run / "loss.png").exists()
+    r = spamjob("score", str(data_dir / "test.csv"), "--model", str(run), "--out", str(scored), "--label-column",
+                "Label", "--no-progress")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "warning: no report.png: matplotlib cannot be imported" in r.stdout + r.stderr
+    assert (scored / "_SUCCESS").is_file() and (scored / "report.md").is_file() and not (scored / "report.png").exists()
