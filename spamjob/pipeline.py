@@ -41,11 +41,10 @@ def run(out: str | os.PathLike, source: str | None, train_cfg: TrainConfig, scor
 
     The stage configs come with the paths of `JobPaths(out)` (data, model, scored, the test split).
     """
-    from accelerate import PartialState
-
     from spamjob.data import default_source
+    from spamjob.processes import partial_state
 
-    paths, state, t0 = JobPaths(Path(out)), PartialState(), time.perf_counter()
+    paths, state, t0 = JobPaths(Path(out)), partial_state(), time.perf_counter()
     src = source or default_source()
     stages = {"fetch": _fetch(src, train_cfg, state)}
     stages["prepare"] = _prepare(src, paths, train_cfg.seed, state)

@@ -155,10 +155,10 @@ def _on_ray(cfg: ScoreConfig) -> dict:
 
 def setup(cfg: ScoreConfig) -> ScoreJob:
     """The scorer (model loaded once), the inputs and their columns, the plan checked against --out."""
-    from accelerate import Accelerator
+    from spamjob.processes import accelerator as make_accelerator
 
     gpu = torch.cuda.is_available()
-    accelerator = Accelerator(cpu=not gpu)
+    accelerator = make_accelerator(cpu=not gpu)
     world, out = accelerator.num_processes, Path(cfg.out)
     # CPU: one single-threaded model worker per CPU (torch.compile'd models keep one caller).
     threads = apply_threads(cfg.threads, workers=not gpu and not cfg.compile)
@@ -455,6 +455,7 @@ def _write_report(job: ScoreJob, wall0: float, peak_mb: float) -> dict:
         "mixed_precision": job.scorer.mixed_precision,
         "quantize": cfg.quantize,
         "threshold": threshold_record(job.scorer.classifier.config, cfg.threshold),
+        **padding_note(job.scorer.classifier),
         "peak_rss_mb": round(peak_mb, 1),
         "output": {"folder": str(out.resolve()), "format": cfg.format, "parts": len(parts),
                    "columns": job.schema.names, "filled_with_nulls": _filled_with_nulls(job)},
@@ -469,6 +470,15 @@ def _write_report(job: ScoreJob, wall0: float, peak_mb: float) -> dict:
     with atomic_path(out / "_SUCCESS") as tmp:
         tmp.write_text("")
     return report
+
+
+def padding_note(clf) -> dict:
+    """For a `last`-pooling classifier (the reference recipe): why its scoring costs several times more."""
+    if clf.padding != "fixed":
+        return {}
+    return {"padding_note": f"every row is padded to max_length {clf.max_length}: this classifier reads the last "
+                            "padded position (`last` pooling, the reference recipe), so scoring costs several times "
+                            "the compute of a `last-token` classifier (about max_length / mean message length)"}
 
 
 def _filled_with_nulls(job: ScoreJob) -> dict[str, list[str]]:

@@ -112,10 +112,10 @@ def main(cfg: TrainConfig) -> dict:
 
 
 def _accelerator(cfg: TrainConfig):
-    from accelerate import Accelerator
+    from spamjob.processes import accelerator
 
     gpu = torch.cuda.is_available()
-    return Accelerator(cpu=not gpu, mixed_precision=resolve_mixed_precision(cfg.mixed_precision, gpu),
+    return accelerator(cpu=not gpu, mixed_precision=resolve_mixed_precision(cfg.mixed_precision, gpu),
                        gradient_accumulation_steps=cfg.grad_accum)
 
 
@@ -224,35 +224,44 @@ def fit(run: Run, state: TrainState) -> TrainState:
 
 
 def _train_epoch(run: Run, state: TrainState, epoch: int) -> None:
-    """One pass over the training loader; evaluation lines every --eval-freq steps."""
-    cfg, accelerator, classifier, optimizer = run.cfg, run.accelerator, run.classifier, run.optimizer
-    device, world = accelerator.device, accelerator.num_processes
-    classifier.train()
+    """One pass over the training loader; evaluation lines every --eval-freq steps. The loss stays on
+    the device (no per-step synchronisation) and is read once per --eval-freq steps for the bar."""
+    cfg, accelerator = run.cfg, run.accelerator
+    world = accelerator.num_processes
+    run.classifier.train()
     # tqdm counts steps but never iterates the loader: every extra iterator of a shuffled
     # DataLoader draws from the global RNG and would change the reference's batch order.
     bar = tqdm(total=len(run.train_loader), desc=f"epoch {epoch + 1}/{cfg.epochs}",
                disable=not accelerator.is_main_process, leave=False)
     running = None
     for batch in run.train_loader:
-        labels = batch.pop("labels").to(device)
-        with accelerator.accumulate(classifier):
-            logits = classifier(**to_device(batch, device))
-            loss = F.cross_entropy(logits.float(), labels)
-            accelerator.backward(loss)
-            optimizer.step()
-            optimizer.zero_grad()
-        state.examples_seen += len(labels) * world
+        state.examples_seen += len(batch["labels"]) * world
+        loss = train_step(run.classifier, run.optimizer, accelerator, batch)
+        running = loss if running is None else running.mul(0.9).add_(loss, alpha=0.1)
         state.global_step += 1
-        running = loss.item() if running is None else 0.9 * running + 0.1 * loss.item()
-        bar.set_postfix(loss=f"{running:.3f}", refresh=False)
         bar.update()
         if state.global_step % cfg.eval_freq == 0:
+            bar.set_postfix(loss=f"{running.item():.3f}", refresh=False)
             train_loss, val_loss = _eval_pair(run, cfg.eval_iter, "loss")
             state.history.append({"kind": "eval", "epoch": epoch + 1, "step": state.global_step,
                                   "examples_seen": state.examples_seen, "train_loss": train_loss,
                                   "val_loss": val_loss})
             say(f"Ep {epoch + 1} (Step {state.global_step:06d}): Train loss {train_loss:.3f}, Val loss {val_loss:.3f}")
     bar.close()
+
+
+def train_step(classifier: torch.nn.Module, optimizer: torch.optim.Optimizer, accelerator, batch: dict
+               ) -> torch.Tensor:
+    """One optimizer step (or accumulation step) on one batch; the loss, detached, still on the device."""
+    device = accelerator.device
+    labels = batch.pop("labels").to(device, non_blocking=True)
+    with accelerator.accumulate(classifier):
+        logits = classifier(**to_device(batch, device))
+        loss = F.cross_entropy(logits.float(), labels)
+        accelerator.backward(loss)
+        optimizer.step()
+        optimizer.zero_grad()
+    return loss.detach()
 
 
 def _eval_pair(run: Run, num_batches: int, what: str) -> list[float]:
@@ -286,14 +295,15 @@ def evaluate_sums(model: torch.nn.Module, loader: DataLoader, device, autocast, 
                   probs: list | None = None) -> torch.Tensor:
     """Sums over (at most num_batches) batches: [batch-mean loss, batches, example loss, correct, examples];
     with `probs`, (P(spam), label) tensors of every batch are appended to it."""
-    out = torch.zeros(5, dtype=torch.float64)
+    out = torch.zeros(5, dtype=torch.float64, device=device)  # summed on the device: one transfer at the end
+    one = torch.ones((), dtype=torch.float64, device=device)
     for logits, labels in _logits(model, loader, device, autocast, num_batches):
-        losses = F.cross_entropy(logits, labels, reduction="none")
-        out += torch.tensor([losses.mean().item(), 1, losses.sum().item(),
-                             (logits.argmax(-1) == labels).sum().item(), len(labels)], dtype=torch.float64)
+        losses = F.cross_entropy(logits, labels, reduction="none").double()
+        out += torch.stack([losses.mean(), one, losses.sum(), (logits.argmax(-1) == labels).sum().double(),
+                            one * len(labels)])
         if probs is not None:
-            probs.append((torch.softmax(logits, dim=-1)[:, 1].cpu(), labels.cpu()))
-    return out
+            probs.append((torch.softmax(logits, dim=-1)[:, 1], labels))
+    return out.cpu()
 
 
 def evaluate(run: Run) -> dict:
@@ -323,8 +333,8 @@ def _gather_probs(pairs: list, accelerator) -> tuple[np.ndarray, np.ndarray]:
     """(P(spam), label) of every row of a split, from all processes (each row once)."""
     from accelerate.utils import gather_object
 
-    p = torch.cat([a for a, _ in pairs]).double().numpy() if pairs else np.empty(0)
-    y = torch.cat([b for _, b in pairs]).numpy() if pairs else np.empty(0, dtype=np.int64)
+    p = torch.cat([a for a, _ in pairs]).double().cpu().numpy() if pairs else np.empty(0)
+    y = torch.cat([b for _, b in pairs]).cpu().numpy() if pairs else np.empty(0, dtype=np.int64)
     if accelerator.num_processes > 1:
         parts = gather_object([(p, y)])
         p, y = np.concatenate([a for a, _ in parts]), np.concatenate([b for _, b in parts])
@@ -401,7 +411,10 @@ def _maybe_cache(gpt: GPTModel, shards: dict, cfg: TrainConfig, max_length: int,
         say("prefix cache: off (pooling 'last' with dynamic padding reads a batch-dependent position)")
         return info
     widths = {n: [max_length if cfg.padding == "fixed" else max(len(s), 1) for s in sh.ids] for n, sh in shards.items()}
-    need = sum(sum(w) for w in widths.values()) * gpt.cfg.emb_dim * 4 / 2**20
+    # Computed in bf16 on a GPU, kept in bf16 there (half the memory); fp32 otherwise.
+    on_gpu_bf16 = accelerator.device.type == "cuda" and accelerator.mixed_precision == "bf16"
+    dtype = torch.bfloat16 if on_gpu_bf16 else torch.float32
+    need = sum(sum(w) for w in widths.values()) * gpt.cfg.emb_dim * dtype.itemsize / 2**20
     if need > cfg.cache_budget_mb:
         info["reason"] = f"needs {need:.0f} MB > budget {cfg.cache_budget_mb} MB"
         say(f"prefix cache: off, it would need {need:.0f} MB per process, over --cache-budget-mb "
@@ -409,8 +422,10 @@ def _maybe_cache(gpt: GPTModel, shards: dict, cfg: TrainConfig, max_length: int,
         return info
     t0 = time.perf_counter()
     for name, shard in shards.items():
-        shard.cache = PrefixCache.build(gpt, shard.ids, widths[name], start, accelerator.device, accelerator.autocast)
-    info.update(used=True, megabytes=round(sum(s.cache.megabytes for s in shards.values()), 1),
+        shard.cache = PrefixCache.build(gpt, shard.ids, widths[name], start, accelerator.device, accelerator.autocast,
+                                        dtype=dtype)
+    info.update(used=True, dtype=str(dtype).removeprefix("torch."),
+                megabytes=round(sum(s.cache.megabytes for s in shards.values()), 1),
                 build_s=round(time.perf_counter() - t0, 3))
     say(f"prefix cache: blocks 0-{start - 1} run once per example ({info['megabytes']:.1f} MB, {info['build_s']:.1f} s)")
     return info

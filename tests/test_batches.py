@@ -40,7 +40,7 @@ def test_prefix_cache_holds_each_example_as_if_run_alone():
 def test_gather_pads_by_repeating_the_last_row():
     rows = torch.arange(6.0)[:, None].repeat(1, 2)  # example 0: rows 0-2, example 1: rows 3-4, example 2: row 5
     cache = PrefixCache(rows, torch.tensor([3, 2, 1]), start=1)
-    got = cache.gather(torch.tensor([2, 0, 1]))
+    got = cache.gather([2, 0, 1])
     assert got.shape == (3, 3, 2)
     assert got[:, :, 0].tolist() == [[5, 5, 5], [0, 1, 2], [3, 4, 4]]
 
@@ -66,3 +66,61 @@ def test_cached_loader_hands_out_activations():
     s.cache = PrefixCache(torch.randn(9, 4), torch.tensor([3, 1, 5]), start=2)
     b = next(iter(make_loader(s, 3, "dynamic", 8, train=False)))
     assert set(b) == {"hidden", "lengths", "start", "labels"} and b["hidden"].shape == (3, 5, 4) and b["start"] == 2
+
+
+class Syncs:
+    """Counts the ops that make the host wait for the device (a value read back, a data-dependent shape)."""
+
+    def __enter__(self):
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        calls = self.calls = []
+        watched = {torch.ops.aten._local_scalar_dense.default, torch.ops.aten.nonzero.default}
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                if func in watched:
+                    calls.append(str(func))
+                return func(*args, **(kwargs or {}))
+
+        self.mode = Mode()
+        self.mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.mode.__exit__(*exc)
+
+
+def test_a_cached_training_step_has_no_sync_point():
+    """Batch from the cached loader, forward, loss, backward, fused AdamW step: nothing read back."""
+    from accelerate import Accelerator
+
+    from spamjob.model import SpamClassifier, freeze, replace_head
+    from spamjob.train import train_step
+
+    gpt = tiny_gpt()
+    replace_head(gpt, 2, seed=1)
+    freeze(gpt, "last-block")
+    s = shard()
+    s.cache = PrefixCache.build(gpt, s.ids, [len(x) for x in s.ids], 2, torch.device("cpu"), contextlib.nullcontext)
+    accelerator = Accelerator(cpu=True)
+    classifier = SpamClassifier(gpt, "last-token").train()
+    optimizer = torch.optim.AdamW([p for p in classifier.parameters() if p.requires_grad], lr=1e-3, fused=True)
+    classifier, optimizer = accelerator.prepare(classifier, optimizer)
+    batches = iter(make_loader(s, 4, "dynamic", 16, train=True))
+    train_step(classifier, optimizer, accelerator, next(batches))  # the first step creates the optimizer state
+    with Syncs() as syncs:
+        loss = train_step(classifier, optimizer, accelerator, next(batches))
+    assert syncs.calls == []
+    with Syncs() as syncs:
+        loss.item()  # what the loop did twice per step before
+    assert syncs.calls == ["aten._local_scalar_dense.default"]
+
+
+def test_prefix_cache_can_keep_bf16_rows_at_half_the_memory():
+    """On a GPU with bf16 the cache keeps what bf16 computed, in bf16 (the train loop asks for it there)."""
+    gpt, widths = tiny_gpt(), [len(s) for s in IDS]
+    fp32 = PrefixCache.build(gpt, IDS, widths, 2, torch.device("cpu"), contextlib.nullcontext)
+    bf16 = PrefixCache.build(gpt, IDS, widths, 2, torch.device("cpu"), contextlib.nullcontext, dtype=torch.bfloat16)
+    assert bf16.rows.dtype == torch.bfloat16 and bf16.megabytes == fp32.megabytes / 2
+    torch.testing.assert_close(bf16.gather([2, 0]).float(), fp32.gather([2, 0]), atol=0.05, rtol=0.02)

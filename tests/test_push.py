@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # each push is a fresh `spamjob` process (~4 s): end-to-end checks
+
 TOKEN = "hf_standin_write_token"
 
 

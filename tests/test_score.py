@@ -613,3 +613,18 @@ def test_an_unterminated_quote_is_rejected_not_merged(classifier_dir, tmp_path):
         (str((tmp_path / "u.csv").resolve()), "unterminated quote: the last field runs to the end of the file")]
     assert rejects[0]["text"].startswith("never closed\n3,swallowed")
     assert report(tmp_path / "o")["rows"]["rejected"] == 1
+
+
+def test_last_pooling_classifier_report_says_rows_are_padded(data_dir, classifier_dir, tmp_path):
+    from spamjob.config import TrainConfig
+    from spamjob.train import main
+
+    run = tmp_path / "ref"
+    main(TrainConfig(data=str(data_dir), out=str(run), weights="random", n_layers=1, emb_dim=32, n_heads=2,
+                     epochs=1, preset="reference", eval_freq=1000))
+    for model, note in ((run, True), (classifier_dir, False)):
+        out = tmp_path / f"o-{model.name}"
+        r = score(str(data_dir / "validation.csv"), "--model", str(model), "--out", str(out))
+        assert r.exit_code == 0, r.output
+        assert ("padding_note" in report(out)) == note
+        assert ("padded to max_length 120" in (out / "report.md").read_text()) == note
