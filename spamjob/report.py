@@ -174,7 +174,9 @@ def markdown(r: dict) -> str:
         f"- spam rate: {_pct(r['spam_rate'])} ({r['predicted']['spam']:,} spam, {r['predicted']['ham']:,} ham)",
     ]
     if "wall_time_s" in r:  # `spamjob score`'s own report (a recount knows no timing)
-        lines.append(f"- wall time: {r['wall_time_s']:.1f} s; {r['rows_per_s']:,.1f} rows/s; processes: {r['num_processes']}")
+        steady = f" ({r['steady_rows_per_s']:,.1f} after the first window)" if r.get("steady_rows_per_s") else ""
+        lines.append(f"- wall time: {r['wall_time_s']:.1f} s; {r['rows_per_s']:,.1f} rows/s{steady}; "
+                     f"processes: {r['num_processes']}")
     if r.get("recounted_from"):
         lines.append(f"- recounted from `{r['recounted_from']['folder']}` ({r['recounted_from']['parts']:,} parts)")
     if r.get("model"):

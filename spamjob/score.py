@@ -12,8 +12,8 @@ sidecars, so it is the same as an uninterrupted run's. `_SUCCESS` is written las
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 import re
 import resource
 import shutil
@@ -35,11 +35,11 @@ from spamjob.faults import kill_point, pause_point
 from spamjob.fsutil import atomic_path, locked, read_json, sha256_file, write_json
 from spamjob.io import OUTPUT_MARKER, PREDICTIONS, Chunk, CsvOptions, PartWriter, Source, discover, iter_csv_blocks, \
     iter_parquet_unit, parquet_layout, parquet_units, schema_of
-from spamjob.predict import prefetch
 from spamjob.operating import threshold_record
 from spamjob.report import Counts, count_rows
 from spamjob.scorer import BatchScorer, Window
-from spamjob.threads import apply_threads
+from spamjob.stages import Writer, prefetch
+from spamjob.threads import apply_threads, tokenizer_workers
 
 PLAN = OUTPUT_MARKER  # "_plan.json", written first: it makes --out a scoring output
 INT8_SAMPLE = 512  # rows of the first window scored in fp32 too: the fp32 pass costs what it measures
@@ -111,6 +111,25 @@ class Agreement:
 
 
 @dataclass
+class Steady:
+    """Rows this process scored after its first window, from the moment that window was written: the
+    rate without start-up (model load, CUDA init, tokenizer processes, first-window warm-up)."""
+
+    rows: int = 0
+    start: float | None = None
+
+    def add(self, rows: int) -> None:
+        if self.start is None:
+            self.start = time.perf_counter()
+        else:
+            self.rows += rows
+
+    def rate(self) -> float:
+        seconds = time.perf_counter() - self.start if self.start is not None else 0.0
+        return self.rows / seconds if self.rows and seconds > 0 else 0.0
+
+
+@dataclass
 class ScoreJob:
     """What `setup` resolves before any row is scored."""
 
@@ -127,6 +146,7 @@ class ScoreJob:
     total: int  # ...and their number: unit k is done by process k % total
     threads: dict = field(default_factory=dict)  # torch's threads (or model workers) in this process, and why
     windows: int = 0  # windows written by this process (the crash tests' kill point counts them)
+    steady: Steady = field(default_factory=Steady)
     bar: tqdm | None = field(default=None, repr=False)
 
 
@@ -137,8 +157,7 @@ def main(cfg: ScoreConfig) -> dict:
     wall0 = time.perf_counter()
     job = setup(cfg)
     try:
-        for unit, chunks in plan_units(job):
-            score_unit(job, unit, chunks)
+        score_all(job)
     finally:
         job.bar.close()
         job.scorer.close()
@@ -162,8 +181,7 @@ def setup(cfg: ScoreConfig) -> ScoreJob:
     world, out = accelerator.num_processes, Path(cfg.out)
     # CPU: one single-threaded model worker per CPU (torch.compile'd models keep one caller).
     threads = apply_threads(cfg.threads, workers=not gpu and not cfg.compile)
-    tok_workers = cfg.tokenize_workers if cfg.tokenize_workers is not None else (
-        min(8, max((os.cpu_count() or 1) // world - 1, 0)) if gpu else 0)
+    tok_workers = cfg.tokenize_workers if cfg.tokenize_workers is not None else tokenizer_workers(gpu)
     csv = CsvOptions(cfg.delimiter, cfg.encoding, cfg.block_mb << 20)
     inputs = []
     for source in discover(cfg.inputs):  # bad inputs fail here, before the model is loaded
@@ -251,56 +269,128 @@ def _record(path: Path) -> dict | None:
     return {"size": path.stat().st_size, "sha256": sha256_file(path)}
 
 
-def score_unit(job: ScoreJob, unit: Unit, chunks: Iterator[Chunk]) -> None:
-    """Score one unit into its part (temporary name), then commit it; reading and tokenizing run
-    a window ahead in a background thread. The unit's lock keeps a concurrent run on the same
-    --out off it (that run waits, then finds it committed)."""
-    with locked(_lock_path(job.out, unit.name)):
-        if _committed(job, unit):
-            return
-        _remove_temporaries(job.out, unit.name)  # a dead process's leftovers of this unit
-        _score_unit_locked(job, unit, chunks)
+@dataclass
+class Item:
+    """A window of a unit on its way through the stages; `chunk` None marks the end of the unit."""
+
+    unit: Unit
+    chunk: Chunk | None = None
+    window: Window | None = None
+    labels: list | None = None
 
 
-def _score_unit_locked(job: ScoreJob, unit: Unit, chunks: Iterator[Chunk]) -> None:
-    inp = next(i for i in job.inputs if i.source == unit.source)
-    cols, schema = inp.columns, job.schema
-    writer = PartWriter(job.out / PREDICTIONS / f"{unit.name}.{job.cfg.format}", job.cfg.format)
-    counts, rejects = Counts(), []
-    prepared = ((c, job.scorer.prepare(c.batch.column(cols.text)),
-                 labels_of(c.batch.column(cols.label)) if cols.label and c.batch.num_rows else None) for c in chunks)
+def score_all(job: ScoreJob) -> None:
+    """Every unit of this process through one chain of stages, each in its own thread: reading and
+    tokenizing (running ahead, across units), the model (window k+1, of this unit or the next,
+    launched before window k is collected) and writing; a unit commits in the writer thread after
+    its last write, still under its lock."""
+    read = prefetch(_items(job), name="spamjob-read")
+    items = prefetch((_prepare(job, item) for item in read), name="spamjob-tokenize")
+    writer, current, pending, ended = Writer(), None, None, []  # ended: units whose last window may be pending
     try:
-        for chunk, window, labels in prefetch(prepared):
-            rejects += chunk.rejects
-            for r in chunk.rejects:
-                counts.rejected[r["reason"]] += 1
-            table = _score_window(job, chunk, inp, window, labels, counts)
-            if table.num_rows:
-                writer.write(table.cast(schema))
-            job.bar.update(table.num_rows)
-            job.windows += 1
-            kill_point("SPAMJOB_KILL_AFTER_WINDOWS", job.windows)  # crash tests
-            pause_point("SPAMJOB_PAUSE_AFTER_WINDOWS", job.windows)  # concurrency tests
-        _commit(job.out, unit, writer, schema, counts, rejects, job.cfg.format)
+        for item in items:
+            current = current or OpenUnit(job, item.unit)
+            if item.chunk is None:
+                ended.append(current)
+                current = None
+            elif not current.done_before:
+                launched = job.scorer.launch(item.window)
+                _collect(job, pending, writer, ended)
+                pending = (current, item, launched)
+        _collect(job, pending, writer, ended)
+        writer.join()
     except BaseException:
-        writer.abort()
+        writer.close()
+        for unit in [*ended, *([current] if current else [])]:
+            unit.abort()
         raise
+    writer.close()
 
 
-def _score_window(job: ScoreJob, chunk: Chunk, inp: Input, window: Window, labels: list | None,
-                  counts: Counts) -> pa.Table:
-    """Predict one window, count it, and build its output table (kept columns + the four new ones)."""
-    probs = job.scorer.predict(window)
-    if job.agreement is not None and job.agreement.rows == 0 and window.ids:
-        ref = job.scorer.reference(window.ids[:INT8_SAMPLE])
+def _items(job: ScoreJob) -> Iterator[Item]:
+    """The chunks of this process's units, read lazily, each unit closed by an end marker."""
+    for unit, chunks in plan_units(job):
+        for chunk in chunks:
+            yield Item(unit, chunk)
+        yield Item(unit)
+
+
+def _prepare(job: ScoreJob, item: Item) -> Item:
+    """Decode, flag and tokenize a window and read its labels (no model: the tokenizing stage)."""
+    if item.chunk is not None:
+        cols, batch = _input_of(job, item.unit).columns, item.chunk.batch
+        item.window = job.scorer.prepare(batch.column(cols.text))
+        item.labels = labels_of(batch.column(cols.label)) if cols.label and batch.num_rows else None
+    return item
+
+
+def _input_of(job: ScoreJob, unit: Unit) -> Input:
+    return next(i for i in job.inputs if i.source == unit.source)
+
+
+class OpenUnit:
+    """A unit being scored: held under its lock (a concurrent run on the same --out waits, then finds
+    it committed), its part written under a temporary name, its counts and rejects."""
+
+    def __init__(self, job: ScoreJob, unit: Unit):
+        self.unit, self.inp = unit, _input_of(job, unit)
+        self._lock = contextlib.ExitStack()
+        self._lock.enter_context(locked(_lock_path(job.out, unit.name)))
+        self.done_before = _committed(job, unit)  # by another run, while this one waited for the lock
+        if not self.done_before:
+            _remove_temporaries(job.out, unit.name)  # a dead process's leftovers of this unit
+        self.part = PartWriter(job.out / PREDICTIONS / f"{unit.name}.{job.cfg.format}", job.cfg.format)
+        self.counts, self.rejects = Counts(), []
+
+    def commit(self, job: ScoreJob) -> None:
+        """Part, rejects, sidecar (the writer thread, after the unit's last write); then the lock goes."""
+        if not self.done_before:
+            _commit(job.out, self.unit, self.part, job.schema, self.counts, self.rejects, job.cfg.format)
+        self._lock.close()
+
+    def abort(self) -> None:
+        self.part.abort()
+        self._lock.close()
+
+
+def _collect(job: ScoreJob, pending: tuple | None, writer: Writer, ended: list[OpenUnit]) -> None:
+    """Window k back from the device: counted, its table built and handed to the writer; then the
+    commits of the units that have ended (their last window was this one, or they had none)."""
+    if pending is not None:
+        unit, item, launched = pending
+        unit.rejects += item.chunk.rejects
+        for r in item.chunk.rejects:
+            unit.counts.rejected[r["reason"]] += 1
+        table = _score_window(job, item, unit.inp, launched.result(), unit.counts)
+        writer.submit(_write_window, job, unit.part, table)
+        job.bar.update(table.num_rows)
+        job.steady.add(table.num_rows)
+    while ended:
+        writer.submit(ended.pop(0).commit, job)
+
+
+def _write_window(job: ScoreJob, part: PartWriter, table: pa.Table) -> None:
+    """The writer thread's work for one window (the crash tests' points count written windows)."""
+    if table.num_rows:
+        part.write(table.cast(job.schema))
+    job.windows += 1
+    kill_point("SPAMJOB_KILL_AFTER_WINDOWS", job.windows)  # crash tests
+    pause_point("SPAMJOB_PAUSE_AFTER_WINDOWS", job.windows)  # concurrency tests
+
+
+def _score_window(job: ScoreJob, item: Item, inp: Input, probs: np.ndarray, counts: Counts) -> pa.Table:
+    """Count a predicted window and build its output table (kept columns + the four new ones)."""
+    window = item.window
+    if job.agreement is not None and job.agreement.rows == 0 and len(window.ids):
+        ref = job.scorer.reference(window.ids.take(np.arange(min(INT8_SAMPLE, len(window.ids)))))
         job.agreement.rows = len(ref)
         t = job.scorer.threshold
         job.agreement.same = int(((ref > t) == (probs[: len(ref)] > t)).sum())
         job.agreement.max_abs_diff = float(np.abs(ref - probs[: len(ref)]).max())
     new = job.scorer.output_columns(window, probs)
-    counts += count_rows(new, labels)
+    counts += count_rows(new, item.labels)
     n, mine = window.num_rows, set(inp.columns.keep)
-    kept = {f.name: _kept(inp, chunk.batch.column(f.name)) if f.name in mine else pa.nulls(n, f.type)
+    kept = {f.name: _kept(inp, item.chunk.batch.column(f.name)) if f.name in mine else pa.nulls(n, f.type)
             for f in job.schema if f.name not in new}
     return pa.table({**kept, **new})
 
@@ -409,18 +499,19 @@ def finish(job: ScoreJob, wall0: float) -> dict:
     accelerator = job.accelerator
     peak = torch.tensor([resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0], device=accelerator.device)
     peak = accelerator.reduce(peak, "max").item()
+    steady = accelerator.reduce(torch.tensor([job.steady.rate()], device=accelerator.device), "sum").item()
     accelerator.wait_for_everyone()
     report = None
     if accelerator.is_main_process:
         _remove_temporaries(job.out)  # e.g. a killed --shard task's: nobody holds their units now
         with locked(_lock_path(job.out, REPORT_LOCK)):
-            report = _write_report(job, wall0, peak)
+            report = _write_report(job, wall0, peak, steady)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return report if report is not None else {}
 
 
-def _write_report(job: ScoreJob, wall0: float, peak_mb: float) -> dict:
+def _write_report(job: ScoreJob, wall0: float, peak_mb: float, steady: float) -> dict:
     """Check every unit committed, sum the sidecars, write the report, the manifest and `_SUCCESS`."""
     from spamjob import report as rep
 
@@ -449,6 +540,7 @@ def _write_report(job: ScoreJob, wall0: float, peak_mb: float) -> dict:
     extra = {
         "wall_time_s": round(wall, 3),
         "rows_per_s": round(total.rows_read / wall, 2) if wall else None,
+        "steady_rows_per_s": round(steady, 2) if steady else None,  # after each process's first window
         "num_processes": job.accelerator.num_processes,
         "threads": job.threads,
         "model": job.plan["model"],

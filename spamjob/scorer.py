@@ -28,7 +28,9 @@ from spamjob.columns import OUTPUT_COLUMNS, OUTPUT_TYPES, as_strings
 from spamjob.config import resolve_mixed_precision
 from spamjob.errors import SpamjobError
 from spamjob.io import TEXT_CANDIDATES
-from spamjob.predict import Predictor, TokenizerPool
+from spamjob.predict import Launched, Predictor
+from spamjob.tokenize_pool import TokenizerPool
+from spamjob.tokens import TokenIds
 
 
 @dataclass(frozen=True)
@@ -38,7 +40,7 @@ class Window:
 
     errors: list[str | None]
     ok: list[int]  # row indices that are scored
-    ids: list[list[int]]  # their token ids, in the same order
+    ids: TokenIds  # their token ids, in the same order
 
     @property
     def num_rows(self) -> int:
@@ -62,7 +64,14 @@ class BatchScorer:
         gpu = device.type == "cuda"
         if quantize == "int8" and gpu:
             raise SpamjobError("--quantize int8 is for CPU scoring (dynamic int8 kernels); on GPU use bf16")
-        self.classifier = clf = load_classifier(model)
+        # The tokenizer processes start first: they load their tokenizers while the model loads.
+        self.tokenize = TokenizerPool(None, Path(model) / "tokenizer", tokenize_workers)
+        try:
+            self.classifier = clf = load_classifier(model)
+        except BaseException:
+            self.tokenize.close()
+            raise
+        self.tokenize.tok = clf.tokenizer  # the calling thread's tokenizer (small windows)
         self.threshold = clf.threshold if threshold is None else float(threshold)  # spam when P(spam) > it
         self.mixed_precision = resolve_mixed_precision(mixed_precision, gpu)
         batch_tokens = batch_tokens or (65536 if gpu else 512)
@@ -78,7 +87,6 @@ class BatchScorer:
             self.predictor = Predictor(clf, device, self.mixed_precision, batch_tokens, workers)
         if compile:
             self.predictor.model = torch.compile(self.predictor.model, dynamic=True)
-        self.tokenize = TokenizerPool(clf.tokenizer, Path(model) / "tokenizer", tokenize_workers)
 
     def prepare(self, texts: pa.Array) -> Window:
         """Decode and flag a text column and tokenize what is scored (thread-safe: no model)."""
@@ -86,7 +94,11 @@ class BatchScorer:
 
     def predict(self, window: Window) -> np.ndarray:
         """P(spam) of the scored rows of a window, in `window.ok` order."""
-        return self.predictor(window.ids)
+        return self.launch(window).result()
+
+    def launch(self, window: Window) -> Launched:
+        """`predict`, split: the window goes onto the device now, `.result()` collects it later."""
+        return self.predictor.launch(window.ids)
 
     def output_columns(self, window: Window, probs: np.ndarray) -> dict[str, pa.Array]:
         """The four columns scoring adds, one value per row of the window."""
@@ -96,7 +108,7 @@ class BatchScorer:
         spam_prob = np.full(n, np.nan)
         spam_prob[ok] = probs
         truncated = np.zeros(n, dtype=bool)
-        truncated[ok] = [len(s) > self.classifier.max_length for s in window.ids]
+        truncated[ok] = window.ids.lengths > self.classifier.max_length
         ham, spam = self.classifier.labels
         labels = np.where(spam_prob > self.threshold, spam, ham).astype(object)  # at 0.5: the argmax, a tie is ham
         labels[~scored] = None
@@ -139,7 +151,7 @@ def prepare_window(texts: pa.Array, tokenize) -> Window:
     values, bad = as_strings(texts) if len(texts) else ([], [])
     errors = [_error(t, b) for t, b in zip(values, bad)]
     ok = [i for i, e in enumerate(errors) if e is None]
-    return Window(errors, ok, tokenize([values[i] for i in ok]) if ok else [])
+    return Window(errors, ok, tokenize([values[i] for i in ok]) if ok else TokenIds.from_lists([]))
 
 
 def _error(text: str | None, bad_bytes: bool) -> str | None:

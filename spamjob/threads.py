@@ -127,3 +127,10 @@ def apply_threads(requested: int | None = None, workers: bool = False) -> dict:
     if torch.get_num_threads() != intra:
         torch.set_num_threads(intra)
     return choice
+
+
+def tokenizer_workers(gpu: bool) -> int:
+    """Tokenizer processes for GPU scoring: this process's share of the usable CPUs (affinity mask,
+    cgroup quota, local ranks) less the one running the model loop, at most 8; none on the CPU,
+    where the CPUs run the model."""
+    return min(8, max(usable_cpus() // local_processes() - 1, 0)) if gpu else 0

@@ -1,10 +1,9 @@
-"""spamjob.predict: token-budgeted batches with input order restored, the prefetch thread, the tokenizer pool."""
+"""spamjob.predict and spamjob.tokenize_pool: token-budgeted batches with input order restored, the bf16
+scoring model, the tokenizer processes."""
 
 from __future__ import annotations
 
 import math
-import threading
-import time
 
 import numpy as np
 import pytest
@@ -12,7 +11,8 @@ import torch
 
 from spamjob.artifact import load_classifier
 from spamjob.config import GPTConfig
-from spamjob.predict import Predictor, TokenizerPool, prefetch
+from spamjob.predict import Predictor
+from spamjob.tokenize_pool import TokenizerPool
 from spamjob.text import encode
 
 TEXTS = ["free entry to win a car", "", "ok see you", "URGENT! call now " * 20, "hi <|endoftext|>", "yes"] * 7
@@ -32,39 +32,8 @@ def test_predictor_matches_one_at_a_time_in_input_order(clf, batch_tokens):
     assert Predictor(clf, torch.device("cpu"), "no", 64)([]).shape == (0,)
 
 
-def test_prefetch_runs_ahead_keeps_order_and_reraises():
-    seen = []
-
-    def items():
-        for i in range(5):
-            seen.append(i)
-            yield i
-
-    it = prefetch(items(), depth=2)
-    assert next(it) == 0
-    time.sleep(0.2)
-    assert seen == [0, 1, 2, 3]  # one handed out, two queued, one waiting to be queued
-    assert list(it) == [1, 2, 3, 4]
-
-    def failing():
-        yield 1
-        raise ValueError("bad block")
-
-    it = prefetch(failing())
-    assert next(it) == 1
-    with pytest.raises(ValueError, match="bad block"):
-        next(it)
-
-
-def test_prefetch_thread_stops_when_the_consumer_does():
-    before = threading.active_count()
-    it = prefetch(iter(range(1000)), depth=1)
-    assert next(it) == 0
-    it.close()
-    deadline = time.time() + 5
-    while threading.active_count() > before and time.time() < deadline:
-        time.sleep(0.05)
-    assert threading.active_count() == before
+def as_lists(tokens) -> list[list[int]]:
+    return [tokens.row(i).tolist() for i in range(len(tokens))]
 
 
 def test_tokenizer_pool_equals_the_plain_loop(clf, classifier_dir):
@@ -72,10 +41,24 @@ def test_tokenizer_pool_equals_the_plain_loop(clf, classifier_dir):
     plain = TokenizerPool(clf.tokenizer, classifier_dir / "tokenizer", workers=0)
     pooled = TokenizerPool(clf.tokenizer, classifier_dir / "tokenizer", workers=2)
     try:
-        assert pooled(texts) == plain(texts) == encode(clf.tokenizer, texts)
-        assert pooled(texts[:10]) == plain(texts[:10])  # small windows stay in the calling thread
+        assert as_lists(pooled(texts)) == as_lists(plain(texts)) == encode(clf.tokenizer, texts)
+        assert as_lists(pooled(texts[:10])) == as_lists(plain(texts[:10]))  # small windows stay in this thread
     finally:
         pooled.close()
+
+
+def test_tokenizer_processes_never_import_torch(classifier_dir):
+    """A worker imports the tokenizer and numpy only (torch: ~2 s and ~230 MB per process)."""
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    from spamjob.tokenize_pool import _worker_init
+
+    with cf.ProcessPoolExecutor(1, mp_context=mp.get_context("spawn"), initializer=_worker_init,
+                                initargs=(str(classifier_dir / "tokenizer"),)) as pool:
+        # a builtin, so that the worker imports nothing of this test module (which imports torch)
+        loaded = pool.submit(eval, "list(__import__('sys').modules)").result()
+    assert "tiktoken" in loaded and "spamjob.tokenize_pool" in loaded and "torch" not in loaded
 
 
 def to_copies(model, layers_input) -> list:

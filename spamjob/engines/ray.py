@@ -23,12 +23,14 @@ import time
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import ray
 
 from spamjob.errors import SpamjobError
 from spamjob.operating import threshold_record
 from spamjob.scorer import BatchScorer, Window, prepare_window, text_column_of
+from spamjob.tokens import TokenIds
 
 BATCH_ROWS = 4096  # rows per map_batches call: one length-sorted window
 WAIT_FOR_ACTORS_S = 600
@@ -48,27 +50,30 @@ class Scorer:
     def __call__(self, batch: pa.Table) -> pa.Table:
         if IDS not in batch.column_names:
             return self.scorer.score_table(batch, self.text_column)
-        ids, errors = batch.column(IDS).to_pylist(), batch.column(ERRORS).to_pylist()
+        errors = batch.column(ERRORS).to_pylist()
         ok = [i for i, e in enumerate(errors) if e is None]
-        window = Window(errors, ok, [ids[i] for i in ok])
+        ids = batch.column(IDS).combine_chunks().take(pa.array(ok, pa.int64()))  # list<int32>, flat underneath
+        offsets = ids.offsets.to_numpy().astype(np.int64)
+        window = Window(errors, ok, TokenIds(ids.flatten().to_numpy().astype(np.int32), offsets - offsets[0]))
         return self.scorer.score_table(batch.drop_columns([IDS, ERRORS]), self.text_column, window)
 
 
 def tokenize(batch: pa.Table, model: str, text_column: str | None = None) -> pa.Table:
     """The CPU stage before GPU actors: decode, flag and tokenize (no model loaded), so that the
     actors only run the model. Adds two columns that `Scorer` reads and drops."""
-    from spamjob.text import encode, load_tokenizer
+    from spamjob.text import encode_flat, load_tokenizer
 
     if model not in _TOKENIZERS:
         folder = Path(model) / "tokenizer"  # a run folder carries its tokenizer files
         _TOKENIZERS[model] = load_tokenizer(folder if folder.is_dir() else None)
     column = text_column_of(batch.column_names, text_column)
-    window = prepare_window(batch.column(column).combine_chunks(), lambda texts: encode(_TOKENIZERS[model], texts))
-    ids: list = [None] * window.num_rows
-    for i, row in zip(window.ok, window.ids):
-        ids[i] = row
-    return batch.append_column(IDS, pa.array(ids, pa.list_(pa.int32()))).append_column(
-        ERRORS, pa.array(window.errors, pa.string()))
+    window = prepare_window(batch.column(column).combine_chunks(), lambda texts: encode_flat(_TOKENIZERS[model], texts))
+    lengths = np.zeros(window.num_rows, dtype=np.int32)  # rows not scored: null, no tokens
+    lengths[window.ok] = window.ids.lengths
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    mask = pa.array([e is not None for e in window.errors], pa.bool_())
+    ids = pa.ListArray.from_arrays(pa.array(offsets), pa.array(window.ids.values, pa.int32()), mask=mask)
+    return batch.append_column(IDS, ids).append_column(ERRORS, pa.array(window.errors, pa.string()))
 
 
 def score_dataset(ds: "ray.data.Dataset", model: str, *, actors: int | None = None, num_gpus: float = 0,
