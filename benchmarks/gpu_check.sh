@@ -9,7 +9,8 @@
 # Runs without installing spamjob (PYTHONPATH=repo root) with the dataset and tokenizer
 # files under $SHARED (default ../shared; any copy with the same layout). Everything it
 # prints also goes to $OUT (default ./gpu-check): env.txt, finetune.txt/.json,
-# score.txt/.json. Each step has its own time limit, so one slow step cannot eat the others'.
+# score.txt/.json, host.txt, ray.txt. Each step has its own time limit, so one slow step cannot
+# eat the others'.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 SHARED=${SHARED:-../shared}
@@ -65,13 +66,26 @@ step launcher 180 bash -c launcher
 if [ -n "${SMOKE:-}" ]; then
   step finetune 300 "$PY" benchmarks/finetune_bench.py --data "$work/data" --smoke --json "$OUT/finetune.json"
   step score 300 "$PY" benchmarks/score_bench.py --smoke --sms "$SHARED/data/SMSSpamCollection" --json "$OUT/score.json"
+  step host 120 "$PY" benchmarks/score_bench.py --host-only --n 5000 --host-workers 1 --sms "$SHARED/data/SMSSpamCollection"
 else
   # gpt2-small dims, 5 epochs each: the reference preset (~15 s of training on an H200 with
   # the book's code) and the default; bf16 is the GPU default.
   step finetune 240 "$PY" benchmarks/finetune_bench.py --data "$work/data" --json "$OUT/finetune.json"
-  # 400,000 messages for (b) and (c), 20,000 for the slow reference loop (a).
-  step score 300 "$PY" benchmarks/score_bench.py --n 400000 --n-reference 20000 \
-    --sms "$SHARED/data/SMSSpamCollection" --spamjob-args "--window-rows 65536" --json "$OUT/score.json"
+  # 20,000 messages for the slow reference loop (a), 400,000 for transformers (b), 2,000,000 for
+  # spamjob (c) with and without --compile: whole-job and steady-state rates, bf16 vs fp32
+  # agreement, GPU memory peak.
+  step score 420 "$PY" benchmarks/score_bench.py --n 400000 --n-spamjob 2000000 --n-reference 20000 \
+    --variants fp32,compile --sms "$SHARED/data/SMSSpamCollection" --spamjob-args "--window-rows 65536" \
+    --json "$OUT/score.json"
+  # The host's microseconds per message per stage (budget for 100,000 msg/s: 10 us).
+  step host 120 "$PY" benchmarks/score_bench.py --host-only --n 200000 --host-workers 8 \
+    --sms "$SHARED/data/SMSSpamCollection"
+fi
+if "$PY" -c 'import ray' 2>/dev/null; then  # the Ray path on the GPU (one GPU per actor), when installed
+  step ray 240 "$PY" benchmarks/engines_bench.py --engines spamjob,ray --n "$([ -n "${SMOKE:-}" ] && echo 2000 || echo 400000)" \
+    --sms "$SHARED/data/SMSSpamCollection"
+else
+  echo "== ray: not installed here, skipped" | tee "$OUT/ray.txt"
 fi
 echo "gpu_check: $([ $status -eq 0 ] && echo "all steps passed" || echo "a step FAILED"); logs in $OUT"
 exit $status

@@ -6,7 +6,8 @@
     padded per batch (tiktoken ids, the same weights; HF's score head has no bias, so its
     probabilities differ slightly, its cost does not);
 (c) spamjob end to end: `spamjob score` on a Parquet file, Parquet out (its own process;
-    job time from report.json, process time including start-up also shown);
+    job time from report.json, process time including start-up and the steady-state rate
+    after the first window also shown; bf16 runs: label agreement with fp32 on 20,000 rows);
 (d) ONNX Runtime (`--variants onnx,onnx-int8`) on the graph `spamjob export --format onnx
     [--quantize int8]` writes: tokenize, length-sorted token-budgeted batches, session.run
     (export time not counted; agreement of labels with spamjob's fp32 shown).
@@ -203,6 +204,19 @@ def host_only(a) -> None:
             print(f"  {'total on the critical path':<62} {total:>7.2f} us  (budget for 100,000 msg/s: 10 us)")
 
 
+def bf16_agreement(clf, out: Path, texts: list[str], device: torch.device) -> dict:
+    """Labels of a bf16 run's first rows against fp32 on the same device (the classifier's threshold)."""
+    import pyarrow.parquet as pq
+
+    from spamjob.predict import Predictor
+    from spamjob.text import encode
+
+    got = pq.read_table(out / "predictions").column("spam_probability").to_numpy()[: len(texts)]
+    want = Predictor(clf, device, "no", 65536 if device.type == "cuda" else 512)(encode(clf.tokenizer, texts))
+    t = clf.threshold
+    return {"same_prediction": float(((got > t) == (want > t)).mean()), "rows": len(texts)}
+
+
 def timed(fn, *args) -> tuple[float, np.ndarray]:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
@@ -216,6 +230,7 @@ def timed(fn, *args) -> tuple[float, np.ndarray]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=None, help="messages for (b) and (c) [2,000; --host-only: 50,000]")
+    ap.add_argument("--n-spamjob", type=int, default=None, help="messages for (c) only [--n]")
     ap.add_argument("--n-reference", type=int, default=400, help="messages for the slow loop (a)")
     ap.add_argument("--model", type=Path, help="a trained run folder instead of random gpt2-small weights")
     ap.add_argument("--spamjob-args", default="", help="extra `spamjob score` options for (c)")
@@ -252,7 +267,9 @@ def main() -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        pq.write_table(pa.table({"text": texts}), tmp / "in.parquet", row_group_size=max(a.n // 8, 1))
+        n_c = a.n_spamjob or a.n
+        texts_c = texts if n_c == a.n else messages(n_c, seed=1, sms=a.sms)
+        pq.write_table(pa.table({"text": texts_c}), tmp / "in.parquet", row_group_size=max(n_c // 8, 1))
 
         with background_load(a.background_load):  # every pipeline runs beside the same competing processes
             t, _ = timed(reference_loop, clf, texts[: a.n_reference], device)
@@ -281,7 +298,10 @@ def main() -> None:
                        "n": rep["rows"]["read"], "s": rep["wall_time_s"], "process_s": process_s}
                 if "quantization_agreement" in rep:
                     row["agreement"] = rep["quantization_agreement"]
-                row["threads"] = rep.get("threads")
+                elif label == "bf16":
+                    row["agreement"] = bf16_agreement(clf, out, texts_c[:20000], device)
+                row["threads"], row["steady"] = rep.get("threads"), rep.get("steady_rows_per_s")
+                row["peak_gpu_mb"] = rep.get("peak_gpu_mb")
                 results.append(row)
 
     for r in results:
@@ -296,6 +316,8 @@ def main() -> None:
             t = r["threads"]
             extra += (f"  model workers: {t['workers']} x 1 thread" if t.get("workers") else f"  threads: {t['threads']}")
             extra += f" (free CPUs {t['free_cpus']})" if t.get("free_cpus") is not None else ""
+        if r.get("steady"):
+            extra += f"  steady state: {r['steady']:,.1f} msg/s"
         if "agreement" in r:
             extra += f"  agreement with fp32: {r['agreement']['same_prediction'] * 100:.2f}%"
         print(f"{r['name']:<78} {r['n']:>9,} {r['s']:>9.2f} {r['msg_per_s']:>10,.1f} "

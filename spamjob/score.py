@@ -497,21 +497,23 @@ def _window(chunk: Chunk, rows: int) -> Iterator[Chunk]:
 def finish(job: ScoreJob, wall0: float) -> dict:
     """Peak memory of every process; then, on the main process, the report, manifest and `_SUCCESS`."""
     accelerator = job.accelerator
-    peak = torch.tensor([resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0], device=accelerator.device)
-    peak = accelerator.reduce(peak, "max").item()
+    gpu_mb = torch.cuda.max_memory_allocated() / 2**20 if accelerator.device.type == "cuda" else 0.0
+    peaks = torch.tensor([resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, gpu_mb],
+                         device=accelerator.device)
+    peak, peak_gpu = accelerator.reduce(peaks, "max").tolist()
     steady = accelerator.reduce(torch.tensor([job.steady.rate()], device=accelerator.device), "sum").item()
     accelerator.wait_for_everyone()
     report = None
     if accelerator.is_main_process:
         _remove_temporaries(job.out)  # e.g. a killed --shard task's: nobody holds their units now
         with locked(_lock_path(job.out, REPORT_LOCK)):
-            report = _write_report(job, wall0, peak, steady)
+            report = _write_report(job, wall0, {"peak_rss_mb": peak, "peak_gpu_mb": peak_gpu or None}, steady)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return report if report is not None else {}
 
 
-def _write_report(job: ScoreJob, wall0: float, peak_mb: float, steady: float) -> dict:
+def _write_report(job: ScoreJob, wall0: float, peaks: dict, steady: float) -> dict:
     """Check every unit committed, sum the sidecars, write the report, the manifest and `_SUCCESS`."""
     from spamjob import report as rep
 
@@ -548,7 +550,7 @@ def _write_report(job: ScoreJob, wall0: float, peak_mb: float, steady: float) ->
         "quantize": cfg.quantize,
         "threshold": threshold_record(job.scorer.classifier.config, cfg.threshold),
         **padding_note(job.scorer.classifier),
-        "peak_rss_mb": round(peak_mb, 1),
+        **{k: round(v, 1) if v else None for k, v in peaks.items()},  # per process, the largest
         "output": {"folder": str(out.resolve()), "format": cfg.format, "parts": len(parts),
                    "columns": job.schema.names, "filled_with_nulls": _filled_with_nulls(job)},
         "spamjob_version": __version__,

@@ -41,6 +41,8 @@ def test_gpu_check_smoke_runs_every_step(assets, tmp_path):
     score = json.loads((out / "score.json").read_text())["results"]
     assert [x["name"][:3] for x in score] == ["(a)", "(b)", "(c)"] and all(x["msg_per_s"] > 0 for x in score)
     assert "'num_processes': 1" in (out / "launcher.txt").read_text()
+    assert "total on the critical path" in (out / "host.txt").read_text()
+    assert "ray" in (out / "ray.txt").read_text()  # run when Ray is installed, else said to be skipped
 
 
 def test_gpu_check_stops_with_one_line_without_the_data(tmp_path):
