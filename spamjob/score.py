@@ -112,7 +112,7 @@ class Agreement:
 
 @dataclass
 class Steady:
-    """Rows this process scored after its first window, from the moment that window was written: the
+    """Rows this process scored after its first window, from the moment that window was collected: the
     rate without start-up (model load, CUDA init, tokenizer processes, first-window warm-up)."""
 
     rows: int = 0
@@ -188,7 +188,7 @@ def setup(cfg: ScoreConfig) -> ScoreJob:
         schema = schema_of(source, csv)
         inputs.append(Input(source, schema, resolve_columns(source, schema, cfg)))
     schema = output_schema(inputs)
-    # The tokenizer processes start with the first window.
+    # The tokenizer processes (GPU) start first and load their tokenizers while the model loads.
     scorer = BatchScorer(cfg.model, device=accelerator.device, mixed_precision=cfg.mixed_precision,
                          batch_tokens=cfg.batch_tokens, quantize=cfg.quantize, compile=cfg.compile,
                          tokenize_workers=tok_workers, workers=threads.get("workers", 1), threshold=cfg.threshold)
