@@ -175,8 +175,7 @@ def markdown(r: dict) -> str:
     ]
     if "wall_time_s" in r:  # `spamjob score`'s own report (a recount knows no timing)
         steady = f" ({r['steady_rows_per_s']:,.1f} after the first window)" if r.get("steady_rows_per_s") else ""
-        lines.append(f"- wall time: {r['wall_time_s']:.1f} s; {r['rows_per_s']:,.1f} rows/s{steady}; "
-                     f"processes: {r['num_processes']}")
+        lines.append(f"- wall time: {r['wall_time_s']:.1f} s; {r['rows_per_s']:,.1f} rows/s{steady}; {workers(r)}")
     if r.get("recounted_from"):
         lines.append(f"- recounted from `{r['recounted_from']['folder']}` ({r['recounted_from']['parts']:,} parts)")
     if r.get("model"):
@@ -209,6 +208,11 @@ def markdown(r: dict) -> str:
         lines.append(f"| `{path}` | {c['rows_read']:,} | {c['rows_scored']:,} | {sum(c['flagged'].values()):,} | "
                      f"{sum(c['rejected'].values()):,} |")
     return "\n".join(lines) + "\n"
+
+
+def workers(r: dict) -> str:
+    """Who scored: `spamjob score`'s processes, or the Ray actors of `--engine ray`."""
+    return f"Ray actors: {r['actors']}" if r.get("actors") else f"processes: {r['num_processes']}"
 
 
 def _threshold_name(r: dict) -> str:

@@ -36,7 +36,7 @@ from spamjob.fsutil import atomic_path, locked, read_json, sha256_file, write_js
 from spamjob.io import OUTPUT_MARKER, PREDICTIONS, Chunk, CsvOptions, PartWriter, Source, discover, iter_csv_blocks, \
     iter_parquet_unit, parquet_layout, parquet_units, schema_of
 from spamjob.operating import threshold_record
-from spamjob.report import Counts, count_rows
+from spamjob.report import Counts, count_rows, workers
 from spamjob.scorer import BatchScorer, Window
 from spamjob.stages import Writer, prefetch
 from spamjob.threads import apply_threads, tokenizer_workers
@@ -596,5 +596,5 @@ def summary(report: dict, out: str) -> str:
     r = report["rows"]
     acc = f"; accuracy {report['accuracy'] * 100:.2f}%" if report.get("accuracy") is not None else ""
     return (f"scored {r['scored']:,} of {r['read']:,} rows ({r['flagged']:,} flagged, {r['rejected']:,} rejected lines)"
-            f"{acc} in {report['wall_time_s']:.1f} s ({report['rows_per_s']:,.1f} rows/s) on "
-            f"{report['num_processes']} process(es); report: {Path(out) / 'report.md'}")
+            f"{acc} in {report['wall_time_s']:.1f} s ({report['rows_per_s']:,.1f} rows/s), "
+            f"{workers(report)}; report: {Path(out) / 'report.md'}")

@@ -111,6 +111,8 @@ def test_score_engine_ray_from_the_cli(ray_cluster, rows, by_spamjob, classifier
     same_predictions(pd.read_parquet(tmp_path / "o" / "predictions"), pd.read_parquet(by_spamjob / "predictions"))
     mine, theirs = (json.loads((d / "report.json").read_text()) for d in (tmp_path / "o", by_spamjob))
     assert {k: mine[k] for k in COUNTED} == {k: theirs[k] for k in COUNTED} and mine["engine"] == "ray"
+    assert mine["num_processes"] == 1 and mine["actors"] >= 1 and "Ray actors: " in r.stdout
+    assert f"Ray actors: {mine['actors']}" in (tmp_path / "o" / "report.md").read_text()
     assert (tmp_path / "o" / "_SUCCESS").is_file()
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "scored 396 of 400 rows" in again.stdout

@@ -173,7 +173,7 @@ def _report(out: Path, cfg, wall0: float, facts: dict, actors: int) -> dict:
     total, per_input, extra = count_folder(out, cfg.label_column)
     wall = time.perf_counter() - wall0
     extra.update({"engine": "ray", "wall_time_s": round(wall, 3), "rows_per_s": round(total.rows_read / wall, 2),
-                  "num_processes": actors, **facts,
+                  "num_processes": 1, "actors": actors, **facts,  # one driver process; the actors score
                   "mixed_precision": cfg.mixed_precision, "quantize": cfg.quantize})
     report = rep.build(total, per_input, extra)
     rep.write(out, report)
