@@ -27,7 +27,9 @@ import torch
 from spamjob.artifact import Classifier, load_classifier
 from spamjob.errors import SpamjobError
 from spamjob.fsutil import atomic_path, write_json
-from spamjob.text import PAD_ID, TOKENIZER_FILES, encode, pad_batch, rows_within, tokenizer_files
+from spamjob.predict import sorted_batches
+from spamjob.text import PAD_ID, TOKENIZER_FILES, encode, tokenizer_files
+from spamjob.tokens import TokenIds
 
 INPUTS, OUTPUTS = ("input_ids", "attention_mask"), ("logits", "spam_probability")
 OPSET = 17
@@ -104,19 +106,12 @@ def _export_graph(clf: Classifier, path: Path) -> None:
 def probabilities(session, ids: list[list[int]], clf: Classifier, batch_tokens: int = 4096) -> np.ndarray:
     """P(spam) from an ONNX Runtime session: rows cut to max_length, length-sorted, right-padded
     per batch (every row to max_length for `last` pooling), order restored."""
-    n = len(ids)
-    lengths = np.minimum([len(s) for s in ids], clf.max_length)
-    order = np.argsort(lengths, kind="stable")
-    widths = np.full(n, clf.max_length) if clf.padding == "fixed" else np.maximum(lengths[order], 1)
-    probs = np.empty(n)
-    start = 0
-    while start < n:
-        take = order[start : start + rows_within(widths, batch_tokens, start)]
-        b = pad_batch([ids[i] for i in take], clf.max_length, padding=clf.padding)
-        x = b.input_ids.numpy()
-        mask = (np.arange(x.shape[1])[None, :] < b.lengths.numpy()[:, None]).astype(np.int64)
+    tokens = TokenIds.from_lists(ids)
+    probs = np.empty(len(tokens))
+    for take in sorted_batches(tokens, clf.max_length, clf.padding, batch_tokens)[1]:
+        x, lengths = tokens.padded(take, clf.max_length, clf.padding, PAD_ID)
+        mask = (np.arange(x.shape[1])[None, :] < lengths[:, None]).astype(np.int64)
         probs[take] = session.run(["spam_probability"], {"input_ids": x, "attention_mask": mask})[0]
-        start += len(take)
     return probs
 
 

@@ -41,15 +41,7 @@ class Predictor:
         n = len(tokens)
         if not n:
             return Launched(np.empty(0, dtype=np.int64), None, None)
-        lengths = np.minimum(tokens.lengths, self.clf.max_length)
-        order = np.argsort(lengths, kind="stable")
-        widths = np.full(n, self.clf.max_length) if self.clf.padding == "fixed" else np.maximum(lengths[order], 1)
-        batches = []
-        start = 0
-        while start < n:
-            end = start + rows_within(widths, self.batch_tokens, start)
-            batches.append(order[start:end])
-            start = end
+        order, batches = sorted_batches(tokens, self.clf.max_length, self.clf.padding, self.batch_tokens)
         pending = torch.cat(list((self.pool.map if self.pool else map)(lambda rows: self._forward(tokens, rows),
                                                                        batches)))
         if self.device.type != "cuda":
@@ -72,6 +64,21 @@ class Predictor:
     def close(self) -> None:
         if self.pool is not None:
             self.pool.shutdown(cancel_futures=True)
+
+
+def sorted_batches(tokens: TokenIds, max_length: int, padding: str, batch_tokens: int
+                   ) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Rows sorted by kept length, and that order cut into batches of at most `batch_tokens` padded
+    tokens (at least one row each); the batches cover the order front to back."""
+    lengths = np.minimum(tokens.lengths, max_length)
+    order = np.argsort(lengths, kind="stable")
+    widths = np.full(len(order), max_length) if padding == "fixed" else np.maximum(lengths[order], 1)
+    batches, start = [], 0
+    while start < len(order):
+        end = start + rows_within(widths, batch_tokens, start)
+        batches.append(order[start:end])
+        start = end
+    return order, batches
 
 
 class Launched:
