@@ -7,6 +7,7 @@ batches (`ParquetFile.iter_batches`), CSV through Arrow's streaming reader
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import functools
 import glob
@@ -134,7 +135,8 @@ class CsvOptions:
 
     delimiter: str | None = None  # None: tab for .tsv, comma otherwise
     encoding: str = "utf-8"
-    block_bytes: int = 16 << 20  # one work unit per block of the streaming reader
+    block_bytes: int = 16 << 20  # one work unit per block
+    split: bool = True  # large uncompressed files: each process reads only its blocks (spamjob.csvsplit)
 
     def delimiter_for(self, source: Source) -> str:
         if self.delimiter:
@@ -164,10 +166,10 @@ def schema_of(source: Source, csv: CsvOptions) -> pa.Schema | None:
         message = str(e).splitlines()[0] if str(e) else type(e).__name__
         if "Empty CSV file" in message:
             return None
-        raise _read_error(source, message, csv) from None
+        raise read_error(source, message, csv) from None
 
 
-def _read_error(source: Source, message: str, csv: CsvOptions, where: str = "") -> SpamjobError:
+def read_error(source: Source, message: str, csv: CsvOptions, where: str = "") -> SpamjobError:
     if "straddl" in message:  # Arrow's words for a row longer than its block
         return SpamjobError(f"{source.path}{where}: a row is longer than --block-mb {csv.block_bytes >> 20}; "
                             "raise --block-mb")
@@ -178,18 +180,18 @@ def _csv_schema(source: Source, csv: CsvOptions, block: int) -> pa.Schema:
     # Closed explicitly: a reader left to the garbage collector can keep a native read-ahead
     # thread busy past the interpreter's teardown (see spamjob.cli.run_standalone).
     with _open_stream(source) as f, contextlib.closing(pacsv.open_csv(
-            f, read_options=_read_options(csv, block), parse_options=_parse_options(source, csv, lambda row: "skip"),
+            f, read_options=read_options(csv, block), parse_options=parse_options(source, csv, lambda row: "skip"),
             convert_options=pacsv.ConvertOptions(auto_dict_encode=False))) as reader:
         return reader.schema
 
 
-def _read_options(csv: CsvOptions, block: int) -> pacsv.ReadOptions:
+def read_options(csv: CsvOptions, block: int, encoding: str | None = None) -> pacsv.ReadOptions:
     # Single-threaded parsing: rejected rows then carry their row number, and blocks
     # (work units) are the same on every run.
-    return pacsv.ReadOptions(use_threads=False, block_size=block, encoding=csv.encoding)
+    return pacsv.ReadOptions(use_threads=False, block_size=block, encoding=encoding or csv.encoding)
 
 
-def _parse_options(source: Source, csv: CsvOptions, handler) -> pacsv.ParseOptions:
+def parse_options(source: Source, csv: CsvOptions, handler) -> pacsv.ParseOptions:
     return pacsv.ParseOptions(delimiter=csv.delimiter_for(source), newlines_in_values=True,
                               invalid_row_handler=handler)
 
@@ -239,46 +241,106 @@ def iter_parquet_unit(source: Source, row_group: int, columns: list[str], batch_
 
 def iter_csv_blocks(source: Source, csv: CsvOptions, column_types: dict[str, pa.DataType]
                     ) -> Iterator[tuple[int, Chunk]]:
-    """(block index, chunk) for every block of a CSV/TSV file, rejects attached to the block that met them.
-
-    Blocks are handed out one behind the reader, so that the last can be checked once the end
-    of the file is known (`_unterminated_last_record`).
+    """(block index, chunk) for every block of a CSV/TSV file read whole, rejects attached to the
+    block that met them (a block without rows joins the one before). The file is read with `end_line` after it (`settle_end`), so blocks are
+    handed out one behind the reader: the last is settled once the end line has been parsed.
     """
     if source.size == 0:
         return
     pending: list[dict] = []
 
     def on_invalid(row) -> str:
-        pending.append({"file": source.path, "line": row.number, "reason":
-                        f"expected {row.expected_columns} fields, found {row.actual_columns}", "text": row.text})
+        pending.append(csv_reject(source, row))
         return "skip"
 
-    with _open_stream(source) as raw:
-        f = _TailReader(raw)
+    with _utf8_stream(source, csv) as raw:
+        f = _WithEndLine(raw, end_line(csv.delimiter_for(source), len(column_types)))
         try:
             reader = pacsv.open_csv(
-                f, read_options=_read_options(csv, csv.block_bytes), parse_options=_parse_options(source, csv, on_invalid),
+                f, read_options=read_options(csv, csv.block_bytes, "utf8"),
+                parse_options=parse_options(source, csv, on_invalid),
                 convert_options=pacsv.ConvertOptions(column_types=column_types, strings_can_be_null=False,
                                                      quoted_strings_can_be_null=False, auto_dict_encode=False),
             )
-        except (pa.ArrowInvalid, OSError, EOFError) as e:
-            if "Empty CSV file" in str(e):
-                return
-            raise _read_error(source, str(e).splitlines()[0] if str(e) else type(e).__name__, csv) from None
+        except (pa.ArrowInvalid, OSError, EOFError, UnicodeDecodeError) as e:
+            raise read_error(source, str(e).splitlines()[0] if str(e) else type(e).__name__, csv) from None
         with contextlib.closing(reader):  # on every path, the generator's early close included (see schema_of)
             held, block, first = None, 0, 0
             for batch in _batches(reader, source, csv):
+                if held is not None and not batch.num_rows:  # its rejects join the block before
+                    held[1].rejects.extend(pending)
+                    pending = []
+                    continue
                 if held is not None:
                     yield held
                 held, pending = (block, Chunk(batch, first, pending)), []
                 first += batch.num_rows
                 block += 1
-            schema = reader.schema
-    if held is not None:
-        held = (held[0], _unterminated_last_record(held[1], f.tail, source))
-        yield held
-    if pending:  # rows rejected after the last batch
-        yield block, Chunk(pa.RecordBatch.from_pylist([], schema=schema), first, pending)
+    if held is None:
+        held = (0, Chunk(pa.RecordBatch.from_pylist([], schema=_binary_schema(column_types)), 0))
+    last = settle_end(source, Chunk(held[1].batch, held[1].first_row, held[1].rejects + pending), f.added)
+    if last.batch.num_rows or last.rejects:  # (a block of the end line alone is none)
+        yield held[0], last
+
+
+def _utf8_stream(source: Source, csv: CsvOptions):
+    """The file's bytes as UTF-8 (decompressed, transcoded from --encoding), so that the end line
+    can be added in UTF-8 whatever the file's encoding."""
+    stream = _open_stream(source)
+    if codecs.lookup(csv.encoding).name == "utf-8":
+        return stream
+    return contextlib.closing(pa.transcoding_input_stream(stream, csv.encoding, "utf-8"))
+
+
+END_MARK = b"\x1fspamjob: end of input\x1f"
+
+
+def end_line(delimiter: str, columns: int) -> bytes:
+    """A line parsed after an input's own bytes: it comes out as a row of its own (its first field
+    END_MARK) only when those bytes end outside any quoted field."""
+    return END_MARK + delimiter.encode() * (columns - 1) + b"\n"
+
+
+def ends_clean(batch: pa.RecordBatch) -> bool:
+    """The end line came out as the last row (see `end_line`)."""
+    return batch.num_rows > 0 and batch.column(0)[batch.num_rows - 1].as_py() == END_MARK
+
+
+def settle_end(source: Source, chunk: Chunk, added: bytes) -> Chunk:
+    """The last chunk of an input read with `added` (a newline if it lacked one, then `end_line`)
+    after it: the end line dropped; or, when a quote opened in the last record never closes (it took
+    the end line into its field), that record moved to the rejects without what was added. It is
+    the last reject (its field count is off) or else the last row."""
+    batch, rejects = chunk.batch, chunk.rejects
+    if ends_clean(batch):
+        return Chunk(batch.slice(0, batch.num_rows - 1), chunk.first_row, rejects)
+    cut = len(added) - len(added.lstrip(b"\n"))  # the newline added before the end line, if any
+    if rejects and END_MARK.decode() in rejects[-1]["text"]:
+        text = rejects[-1]["text"]
+        text = text[: text.rfind(END_MARK.decode()) - cut]
+        return Chunk(batch, chunk.first_row, [*rejects[:-1], unterminated_reject(source, text)])
+    if not batch.num_rows:
+        return chunk
+    last = batch.column(batch.num_columns - 1)[batch.num_rows - 1].as_py()
+    text = last[: last.rfind(END_MARK) - cut].decode("utf-8", "replace")
+    return Chunk(batch.slice(0, batch.num_rows - 1), chunk.first_row, [*rejects, unterminated_reject(source, text)])
+
+
+def _binary_schema(column_types: dict[str, pa.DataType]) -> pa.Schema:
+    return pa.schema([pa.field(n, t) for n, t in column_types.items()])
+
+
+def csv_reject(source: Source, row, from_byte: int | None = None) -> dict:
+    """A line Arrow could not parse (`pyarrow.csv.InvalidRow`). `line` is the record's number, 1 for
+    the header; in a block read on its own (`from_byte`), counted from the block's first byte."""
+    where = {"line": row.number} if from_byte is None else {"line": row.number, "from_byte": from_byte}
+    return {"file": source.path, **where, "reason": f"expected {row.expected_columns} fields, found {row.actual_columns}",
+            "text": row.text}
+
+
+def unterminated_reject(source: Source, text: str) -> dict:
+    return {"file": source.path, "line": None, "text": text[:1000],
+            "reason": "unterminated quote: the last field runs to the end of the file"}
 
 
 def _batches(reader, source: Source, csv: CsvOptions) -> Iterator[pa.RecordBatch]:
@@ -289,39 +351,28 @@ def _batches(reader, source: Source, csv: CsvOptions) -> Iterator[pa.RecordBatch
         except StopIteration:
             return
         except (pa.ArrowInvalid, OSError, EOFError) as e:
-            raise _read_error(source, str(e).splitlines()[0], csv, f" (block {block})") from None
+            raise read_error(source, str(e).splitlines()[0], csv, f" (block {block})") from None
         block += 1
 
 
-class _TailReader:
-    """A file object over an Arrow input stream that remembers the last bytes read."""
+class _WithEndLine:
+    """A file object over an Arrow input stream that adds `end` after the last byte (a newline
+    before it when the input does not end with one); `added` is what it added."""
 
     closed = False
 
-    def __init__(self, stream):
-        self.stream, self.tail = stream, b""
+    def __init__(self, stream, end: bytes):
+        self.stream, self.end, self.last, self.added = stream, end, b"\n", b""
 
     def read(self, n: int = -1) -> bytes:
         data = self.stream.read(n)
         if data:
-            self.tail = (self.tail + data)[-8:]
-        return data
-
-
-def _unterminated_last_record(chunk: Chunk, tail: bytes, source: Source) -> Chunk:
-    """A quote opened in the last field and never closed makes the parser take the rest of the file
-    as that field. Such a field spans lines (the rest of the file), yet the file does not end with
-    the closing quote: the record goes to the rejects instead of being scored as one huge text."""
-    batch = chunk.batch
-    if not batch.num_rows or not batch.num_columns:
-        return chunk
-    last = batch.column(batch.num_columns - 1)[batch.num_rows - 1].as_py()
-    text = last.decode("utf-8", "replace") if isinstance(last, bytes) else last
-    if text is None or not ("\n" in text or "\r" in text) or tail.rstrip(b"\r\n")[-1:] == b'"':
-        return chunk
-    reject = {"file": source.path, "line": None, "text": text[:1000],
-              "reason": "unterminated quote: the last field runs to the end of the file"}
-    return Chunk(batch.slice(0, batch.num_rows - 1), chunk.first_row, [*chunk.rejects, reject])
+            self.last = data[-1:]
+            return data
+        if self.added:
+            return b""
+        self.added = (b"" if self.last in (b"\n", b"\r") else b"\n") + self.end
+        return self.added
 
 
 class PartWriter:

@@ -80,3 +80,34 @@ def test_part_writer_is_atomic(tmp_path):
     empty = PartWriter(tmp_path / "e.parquet", "parquet")
     empty.commit(pa.schema([("a", pa.string())]))
     assert pq.read_table(tmp_path / "e.parquet").num_rows == 0
+
+
+def test_the_end_of_a_csv_file_is_read_exactly(tmp_path):
+    """The end line parsed after the file (spamjob.io.end_line) says whether its last quote closed:
+    a last multi-line row followed by a malformed line stays a row (the byte-tail guess this
+    replaced rejected it), an open quote in the last field or an earlier one is one reject."""
+    types = {"a": pa.binary(), "b": pa.binary()}
+    cases = {
+        'a,b\n1,"x\ny"\n2,3,4': ([{"a": b"1", "b": b"x\ny"}], [("expected 2 fields, found 3", "2,3,4")]),
+        'a,b\n1,2\n3,"open\nmore': ([{"a": b"1", "b": b"2"}],
+                                   [("unterminated quote: the last field runs to the end of the file", "open\nmore")]),
+        'a,b\n1,2\n"open,\nx\n': ([{"a": b"1", "b": b"2"}],
+                                 [("unterminated quote: the last field runs to the end of the file", '"open,\nx\n')]),
+        'a,b\n1,"ends ""quoted"""\n': ([{"a": b"1", "b": b'ends "quoted"'}], []),
+        "a,b\n1,2": ([{"a": b"1", "b": b"2"}], []),
+    }
+    for i, (text, (rows, rejects)) in enumerate(cases.items()):
+        (tmp_path / f"{i}.csv").write_text(text)
+        src = discover([str(tmp_path / f"{i}.csv")])[0]
+        blocks = list(iter_csv_blocks(src, CsvOptions(), types))
+        assert [r for _, c in blocks for r in c.batch.to_pylist()] == rows, text
+        assert [(r["reason"], r["text"]) for _, c in blocks for r in c.rejects] == rejects, text
+
+
+def test_csv_in_utf16_is_read_as_utf8(tmp_path):
+    (tmp_path / "w.csv").write_bytes('text,n\ncafé,1\n"a, b",2\n'.encode("utf-16"))
+    src = discover([str(tmp_path / "w.csv")])[0]
+    opt = CsvOptions(encoding="utf-16")
+    assert schema_of(src, opt).names == ["text", "n"]
+    [(_, chunk)] = iter_csv_blocks(src, opt, {"text": pa.binary(), "n": pa.binary()})
+    assert chunk.batch.column("text").to_pylist() == ["café".encode(), b"a, b"]
