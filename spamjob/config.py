@@ -117,6 +117,7 @@ PrefixCacheMode = Literal["auto", "off"]
 Compute = Literal["fast", "reference"]
 OutputFormat = Literal["parquet", "csv"]
 Quantize = Literal["int8"]
+CsvSplit = Literal["auto", "off"]
 Engine = Literal["spamjob", "ray"]
 
 PRESETS = {
@@ -312,6 +313,10 @@ class ScoreConfig:
     """Encoding of CSV/TSV inputs."""
     block_mb: int = option(16, min=1)
     """CSV work-unit size (one part per block)."""
+    csv_split: CsvSplit = "auto"
+    """auto: each process reads only its own blocks of an uncompressed UTF-8/Latin-1 CSV file larger
+    than one block (a file whose stray quotes hide where its records start is then read whole, as the
+    report says); off: every process reads each CSV file whole, scoring its own blocks."""
     window_rows: int = option(16384, min=1)
     """Rows read, tokenized and length-sorted together (the bucketing window)."""
     batch_tokens: int | None = option(None, min=1)
@@ -385,7 +390,7 @@ class ScoreConfig:
     def plan_options(self) -> dict:
         """What decides the output files: a rerun with other values is a different job."""
         keys = ("format", "text_column", "id_column", "label_column", "keep_columns", "delimiter", "encoding",
-                "block_mb")
+                "block_mb", "csv_split")
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items() if k in keys}
 
 

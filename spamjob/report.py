@@ -182,6 +182,8 @@ def markdown(r: dict) -> str:
         lines.append(f"- model: `{r['model']['path']}` (sha256 {(r['model']['sha256'] or '')[:16]}...)")
     if r.get("padding_note"):
         lines.append(f"- note: {r['padding_note']}")
+    for path, reason in (r.get("csv_read_whole") or {}).items():
+        lines.append(f"- `{path}` was read whole, not in byte blocks: {reason}")
     if r.get("threshold"):
         t = r["threshold"]
         lines.append(f"- spam when P(spam) > {t['value']:.4g} ({t['source']})")

@@ -33,6 +33,7 @@ from spamjob.config import ScoreConfig
 from spamjob.errors import SpamjobError
 from spamjob.faults import kill_point, pause_point
 from spamjob.fsutil import atomic_path, locked, read_json, sha256_file, write_json
+from spamjob.csvsplit import SplitError, block_count, read_block
 from spamjob.io import OUTPUT_MARKER, PREDICTIONS, Chunk, CsvOptions, PartWriter, Source, discover, iter_csv_blocks, \
     iter_parquet_unit, parquet_layout, parquet_units, schema_of
 from spamjob.operating import threshold_record
@@ -51,6 +52,7 @@ class Unit:
 
     source: Source
     index: int
+    split: bool = False  # a byte block of a CSV file, read on its own (spamjob.csvsplit)
 
     @property
     def name(self) -> str:
@@ -145,6 +147,7 @@ class ScoreJob:
     me: int  # this process's place among every process of every --shard task...
     total: int  # ...and their number: unit k is done by process k % total
     threads: dict = field(default_factory=dict)  # torch's threads (or model workers) in this process, and why
+    split: list[Input] = field(default_factory=list)  # CSV inputs read in byte blocks when the job started
     windows: int = 0  # windows written by this process (the crash tests' kill point counts them)
     steady: Steady = field(default_factory=Steady)
     bar: tqdm | None = field(default=None, repr=False)
@@ -158,6 +161,10 @@ def main(cfg: ScoreConfig) -> dict:
     job = setup(cfg)
     try:
         score_all(job)
+        if job.split:  # files whose byte blocks failed their check: read whole now, by every process
+            job.accelerator.wait_for_everyone()
+            if fell_back := [i for i in job.split if not _split_blocks(job, i)]:
+                score_all(job, fell_back)
     finally:
         job.bar.close()
         job.scorer.close()
@@ -182,7 +189,7 @@ def setup(cfg: ScoreConfig) -> ScoreJob:
     # CPU: one single-threaded model worker per CPU (torch.compile'd models keep one caller).
     threads = apply_threads(cfg.threads, workers=not gpu and not cfg.compile)
     tok_workers = cfg.tokenize_workers if cfg.tokenize_workers is not None else tokenizer_workers(gpu)
-    csv = CsvOptions(cfg.delimiter, cfg.encoding, cfg.block_mb << 20)
+    csv = CsvOptions(cfg.delimiter, cfg.encoding, cfg.block_mb << 20, split=cfg.csv_split == "auto")
     inputs = []
     for source in discover(cfg.inputs):  # bad inputs fail here, before the model is loaded
         schema = schema_of(source, csv)
@@ -205,48 +212,111 @@ def setup(cfg: ScoreConfig) -> ScoreJob:
     k, n = map(int, (cfg.shard or "0/1").split("/"))
     job = ScoreJob(cfg, accelerator, out, scorer, inputs, schema, csv, plan, Agreement() if cfg.quantize else None,
                    me=k * world + accelerator.process_index, total=n * world, threads=threads)
+    job.split = [i for i in inputs if _split_blocks(job, i)]
     rows = sum(parquet_layout(i.source)[1] for i in inputs if i.source.kind == "parquet" and i.columns is not None)
     job.bar = tqdm(total=(rows // world) or None, unit="rows", desc=f"scoring (rank {accelerator.process_index})",
                    disable=not (cfg.progress and accelerator.is_main_process), leave=False)
     return job
 
 
-def plan_units(job: ScoreJob) -> Iterator[tuple[Unit, Iterator[Chunk]]]:
-    """This process's units not committed before, each with its chunks (read lazily).
+def plan_units(job: ScoreJob, inputs: list[Input]) -> Iterator[tuple[Unit, Iterator[Chunk]]]:
+    """This process's units of `inputs` not committed before, each with its chunks (read lazily).
 
-    Parquet row groups are dealt round-robin over all inputs; CSV blocks round-robin within
-    each file (their number is known only once the file is read). An empty file (no header,
-    no schema) is one empty unit, so it is still accounted for.
+    Units known before reading (Parquet row groups, byte blocks of CSV files read in blocks, the
+    one unit of an empty file) are dealt round-robin over all inputs; the blocks of a CSV file read
+    whole round-robin within the file (their number is known only once it is read). A file whose
+    blocks fail their check in this round is read whole in the next (`main`): a block and a whole
+    file's block of the same index share a unit name and lock.
     """
-    fixed = [(i, Unit(i.source, g)) for i in job.inputs if i.source.kind == "parquet" or i.columns is None
-             for g in (parquet_units(i.source) if i.columns is not None else [0])]
+    split = {inp.source.path for inp in inputs if _split_blocks(job, inp)}  # once: a fall-back waits for round 2
+    fixed = [(inp, unit) for inp in inputs for unit in _fixed_units(job, inp, inp.source.path in split)]
     for k, (inp, unit) in enumerate(fixed):
         if k % job.total == job.me and not _committed(job, unit):
-            yield unit, (_parquet_chunks(job, inp, unit) if inp.columns is not None else iter(()))
-    for si, inp in enumerate(job.inputs):
-        if inp.source.kind == "csv" and inp.columns is not None:
-            yield from _csv_units(job, inp, si)
+            yield unit, _chunks(job, inp, unit)
+    for inp in inputs:
+        if inp.source.kind == "csv" and inp.columns is not None and inp.source.path not in split:
+            yield from _csv_units(job, inp, job.inputs.index(inp))
 
 
-def _parquet_chunks(job: ScoreJob, inp: Input, unit: Unit) -> Iterator[Chunk]:
+def _fixed_units(job: ScoreJob, inp: Input, split: bool) -> list[Unit]:
+    if inp.columns is None:
+        return [Unit(inp.source, 0)]
+    if inp.source.kind == "parquet":
+        return [Unit(inp.source, g) for g in parquet_units(inp.source)]
+    return [Unit(inp.source, k, split=True) for k in range(block_count(inp.source, job.csv))] if split else []
+
+
+def _chunks(job: ScoreJob, inp: Input, unit: Unit) -> Iterator[Chunk]:
+    if inp.columns is None:
+        return iter(())
+    if unit.split:
+        return _block_chunks(job, inp, unit)
     cols = inp.columns
     needed = list(dict.fromkeys([*cols.keep, cols.text, *([cols.label] if cols.label else [])]))
     return iter_parquet_unit(inp.source, unit.index, needed, job.cfg.window_rows)
 
 
+def _block_chunks(job: ScoreJob, inp: Input, unit: Unit) -> Iterator[Chunk]:
+    """The windows of a byte block; when its check fails, the file falls back to being read whole
+    (the unit then commits nothing)."""
+    if not _split_blocks(job, inp):  # another process's block failed its check
+        return
+    try:
+        chunk = read_block(inp.source, job.csv, inp.schema.names, _binary_types(inp), unit.index)
+    except SplitError as e:
+        _fall_back(job, inp.source, str(e))
+        return
+    yield from _window(chunk, job.cfg.window_rows)
+
+
+def _binary_types(inp: Input) -> dict[str, pa.DataType]:
+    return {name: pa.binary() for name in inp.schema.names}  # decoded per value: bad bytes never crash
+
+
 def _csv_units(job: ScoreJob, inp: Input, si: int) -> Iterator[tuple[Unit, Iterator[Chunk]]]:
-    """The blocks of one CSV file that are this process's; records the file's unit count when read."""
-    types = {name: pa.binary() for name in inp.schema.names}  # decoded per value: bad bytes never crash
+    """The blocks of a CSV file read whole that are this process's; records the file's unit count
+    when read. A file that fell back from byte blocks is dealt over this task's processes only, so
+    that each --shard task finishes it whatever the others do (the unit locks keep it done once)."""
+    record = _source_record(job, inp.source)
+    me, total = ((job.accelerator.process_index, job.accelerator.num_processes) if "reason" in record
+                 else (job.me, job.total))
     n_blocks = 0
-    for block, chunk in iter_csv_blocks(inp.source, job.csv, types):
+    for block, chunk in iter_csv_blocks(inp.source, job.csv, _binary_types(inp)):
         n_blocks = block + 1
         unit = Unit(inp.source, block)
-        if (si + block) % job.total == job.me and not _committed(job, unit):
+        if (si + block) % total == me and not _committed(job, unit):
             yield unit, _window(chunk, job.cfg.window_rows)
-    if n_blocks == 0 and si % job.total == job.me and not _committed(job, Unit(inp.source, 0)):
+    if n_blocks == 0 and si % total == me and not _committed(job, Unit(inp.source, 0)):
         yield Unit(inp.source, 0), iter(())
     if job.accelerator.is_main_process:
-        write_json(job.out / "_sources" / f"{inp.source.key}.json", {"path": inp.source.path, "units": max(n_blocks, 1)})
+        write_json(_source_path(job, inp.source), {**record, "path": inp.source.path, "units": max(n_blocks, 1)})
+
+
+def _split_blocks(job: ScoreJob, inp: Input) -> int:
+    """Byte blocks of a CSV input read in blocks; 0 when it is read whole (always, or since a block's
+    check failed: its `_sources` record says why)."""
+    if inp.source.kind != "csv" or inp.columns is None or "reason" in _source_record(job, inp.source):
+        return 0
+    return block_count(inp.source, job.csv)
+
+
+def _source_path(job: ScoreJob, source: Source) -> Path:
+    return job.out / "_sources" / f"{source.key}.json"
+
+
+def _source_record(job: ScoreJob, source: Source) -> dict:
+    path = _source_path(job, source)
+    return read_json(path) if path.is_file() else {}
+
+
+def _fall_back(job: ScoreJob, source: Source, reason: str) -> None:
+    """Mark a CSV file to be read whole and uncommit its byte blocks, under the file's lock (which the
+    commit of a byte block takes too, so that none commits after this)."""
+    with locked(_lock_path(job.out, source.key)):
+        write_json(_source_path(job, source), {"path": source.path, "reason": reason})
+        for folder in ("_parts", PREDICTIONS, "rejects"):  # sidecars first: a unit without one is not done
+            for path in (job.out / folder).glob(f"part-{source.key}-*"):
+                path.unlink()
 
 
 def _committed(job: ScoreJob, unit: Unit) -> bool:
@@ -279,12 +349,12 @@ class Item:
     labels: list | None = None
 
 
-def score_all(job: ScoreJob) -> None:
+def score_all(job: ScoreJob, inputs: list[Input] | None = None) -> None:
     """Every unit of this process through one chain of stages, each in its own thread: reading and
     tokenizing (running ahead, across units), the model (window k+1, of this unit or the next,
     launched before window k is collected) and writing; a unit commits in the writer thread after
     its last write, still under its lock."""
-    read = prefetch(_items(job), name="spamjob-read")
+    read = prefetch(_items(job, job.inputs if inputs is None else inputs), name="spamjob-read")
     items = prefetch((_prepare(job, item) for item in read), name="spamjob-tokenize")
     writer, current, pending, ended = Writer(), None, None, []  # ended: units whose last window may be pending
     try:
@@ -307,9 +377,9 @@ def score_all(job: ScoreJob) -> None:
     writer.close()
 
 
-def _items(job: ScoreJob) -> Iterator[Item]:
+def _items(job: ScoreJob, inputs: list[Input]) -> Iterator[Item]:
     """The chunks of this process's units, read lazily, each unit closed by an end marker."""
-    for unit, chunks in plan_units(job):
+    for unit, chunks in plan_units(job, inputs):
         for chunk in chunks:
             yield Item(unit, chunk)
         yield Item(unit)
@@ -343,9 +413,15 @@ class OpenUnit:
         self.counts, self.rejects = Counts(), []
 
     def commit(self, job: ScoreJob) -> None:
-        """Part, rejects, sidecar (the writer thread, after the unit's last write); then the lock goes."""
-        if not self.done_before:
-            _commit(job.out, self.unit, self.part, job.schema, self.counts, self.rejects, job.cfg.format)
+        """Part, rejects, sidecar (the writer thread, after the unit's last write); then the lock goes.
+        A byte block commits under its file's lock, and not at all once the file fell back."""
+        with locked(_lock_path(job.out, self.unit.source.key)) if self.unit.split else contextlib.nullcontext():
+            if self.done_before:
+                pass
+            elif self.unit.split and "reason" in _source_record(job, self.unit.source):
+                self.part.abort()
+            else:
+                _commit(job.out, self.unit, self.part, job.schema, self.counts, self.rejects, job.cfg.format)
         self._lock.close()
 
     def abort(self) -> None:
@@ -446,7 +522,7 @@ OWNED_FILES = {PLAN, "_manifest.json", "_SUCCESS", "report.json", "report.md", "
 OWNED_FOLDERS = {"_parts", "_sources", "_locks", PREDICTIONS, "rejects"}
 _OWNED_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[^.]+\.part$")  # atomic_path's and PartWriter's
 _UNIT_FILE = re.compile(
-    r"^(?P<unit>part-[0-9a-f]{12}-\d{6}|report)\.(parquet|csv|json|jsonl|lock)$|^[0-9a-f]{12}\.json$")
+    r"^(?P<unit>part-[0-9a-f]{12}-\d{6}|report)\.(parquet|csv|json|jsonl|lock)$|^[0-9a-f]{12}\.(json|lock)$")
 REPORT_LOCK = "report"  # held while the report files are written
 
 
@@ -550,6 +626,8 @@ def _write_report(job: ScoreJob, wall0: float, peaks: dict, steady: float) -> di
         "quantize": cfg.quantize,
         "threshold": threshold_record(job.scorer.classifier.config, cfg.threshold),
         **padding_note(job.scorer.classifier),
+        "csv_read_whole": {i.source.path: r["reason"] for i in job.inputs
+                           if "reason" in (r := _source_record(job, i.source))} or None,
         **{k: round(v, 1) if v else None for k, v in peaks.items()},  # per process, the largest
         "output": {"folder": str(out.resolve()), "format": cfg.format, "parts": len(parts),
                    "columns": job.schema.names, "filled_with_nulls": _filled_with_nulls(job)},
@@ -583,13 +661,13 @@ def _filled_with_nulls(job: ScoreJob) -> dict[str, list[str]]:
 
 
 def _unit_count(job: ScoreJob, inp: Input) -> int:
-    """Units of an input: its row groups (Parquet), its blocks as recorded when read (CSV), 1 if empty."""
+    """Units of an input: its row groups (Parquet), its byte blocks (a CSV file read in blocks), its
+    blocks as recorded when read (a CSV file read whole), 1 if empty."""
     if inp.columns is None:
         return 1
     if inp.source.kind == "parquet":
         return len(parquet_units(inp.source))
-    meta = job.out / "_sources" / f"{inp.source.key}.json"
-    return read_json(meta)["units"] if meta.is_file() else 1
+    return _split_blocks(job, inp) or _source_record(job, inp.source).get("units", 1)
 
 
 def summary(report: dict, out: str) -> str:

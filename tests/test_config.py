@@ -60,7 +60,8 @@ def test_train_config_reports_every_problem_in_one_line():
 def test_score_config_validation():
     ok = ScoreConfig(inputs=("a.csv",), model="m", out="o", shard="1/3")
     assert ok.plan_options() == {"format": "parquet", "text_column": None, "id_column": None, "label_column": None,
-                                 "keep_columns": None, "delimiter": None, "encoding": "utf-8", "block_mb": 16}
+                                 "keep_columns": None, "delimiter": None, "encoding": "utf-8", "block_mb": 16,
+                                 "csv_split": "auto"}
     with pytest.raises(SpamjobError) as e:
         ScoreConfig(inputs=(), model="m", out="o", format="xlsx", mixed_precision="fp8", quantize="int4",
                     window_rows=0)

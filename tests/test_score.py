@@ -628,3 +628,70 @@ def test_last_pooling_classifier_report_says_rows_are_padded(data_dir, classifie
         assert r.exit_code == 0, r.output
         assert ("padding_note" in report(out)) == note
         assert ("padded to max_length 120" in (out / "report.md").read_text()) == note
+
+
+def _large_csvs(sms_path: Path, folder: Path) -> tuple[Path, Path]:
+    """Two CSV files over one 1 MB block: one as pandas writes it (quoted newlines, commas, doubled
+    quotes), one whose quotes no writer makes ("...\\nb"y), so that its blocks fail their check."""
+    pairs = _messages(sms_path, 14000, 4)
+    texts = [f"{a}\n{b}" if i % 3 == 0 else f"{a} {b}" for i, (a, b) in enumerate(zip(pairs[::2], pairs[1::2]))]
+    folder.mkdir()
+    split = folder / "split.csv"
+    pd.DataFrame({"id": range(len(texts)), "text": texts, "label": ["ham", "spam"] * 3500}).to_csv(split, index=False)
+    odd = folder / "odd.csv"
+    odd.write_text("id,text,label\n" + "".join(f'{i},"{texts[i][:150].replace(chr(34), "")} {"a" * 60}\nb"y,ham\n' for i in range(6000)))
+    assert split.stat().st_size > 1 << 20 and odd.stat().st_size > 1 << 20
+    return split, odd
+
+
+def test_large_csv_read_in_blocks_equals_reading_it_whole(sms_path, classifier_dir, tmp_path):
+    """--csv-split auto (the default): each block read on its own; a file whose blocks fail their
+    check is read whole in the same run (the report says why); the output is the same as --csv-split off."""
+    split, odd = _large_csvs(sms_path, tmp_path / "in")
+    common = [str(split), str(odd), "--model", str(classifier_dir), "--label-column", "label", "--block-mb", "1",
+              "--id-column", "id"]
+    r = score(*common, "--out", str(tmp_path / "auto"))
+    assert r.exit_code == 0, r.output
+    r = score(*common, "--out", str(tmp_path / "off"), "--csv-split", "off")
+    assert r.exit_code == 0, r.output
+    auto, off = report(tmp_path / "auto"), report(tmp_path / "off")
+    assert list(auto["csv_read_whole"]) == [str(odd.resolve())] and off["csv_read_whole"] is None
+    assert "does not end at a record's end" in auto["csv_read_whole"][str(odd.resolve())]
+    assert "was read whole, not in byte blocks" in (tmp_path / "auto" / "report.md").read_text()
+    for key in ("rows", "labels", "inputs", "predicted"):
+        assert auto[key] == off[key], key
+    a, b = predictions(tmp_path / "auto"), predictions(tmp_path / "off")
+    pd.testing.assert_frame_equal(a, b)
+    assert len(a) == 7000 + 6000 and a["text"].str.contains("\n").any()
+    parts = sorted(p.name for p in (tmp_path / "auto" / "predictions").iterdir())
+    split_key = json.loads((tmp_path / "auto" / "_plan.json").read_text())["inputs"][0]["path"]
+    blocks = -(-split.stat().st_size // (1 << 20))
+    assert split_key == str(split.resolve()) and sum(p.startswith("part-") for p in parts) == blocks + 2
+    again = score(*common, "--out", str(tmp_path / "auto"))  # a rerun finds every unit committed
+    assert again.exit_code == 0, again.output
+    assert {k: v for k, v in report(tmp_path / "auto").items() if k not in TIMING} == \
+        {k: v for k, v in auto.items() if k not in TIMING}
+    for shard in ("0/2", "1/2"):  # the first task's fall-back reads all of odd.csv; the second finds it done
+        r = score(*common, "--out", str(tmp_path / "shards"), "--shard", shard)
+        assert r.exit_code == 0, r.output
+    pd.testing.assert_frame_equal(predictions(tmp_path / "shards"), b)
+    assert report(tmp_path / "shards")["csv_read_whole"] == auto["csv_read_whole"]
+
+
+@pytest.mark.slow
+def test_two_ranks_read_large_csv_blocks_like_one_process_reading_whole(sms_path, classifier_dir, tmp_path):
+    """Two gloo ranks, each reading only its byte blocks (and both reading the file that falls back)."""
+    split, odd = _large_csvs(sms_path, tmp_path / "in")
+    common = [str(split), str(odd), "--model", str(classifier_dir), "--label-column", "label", "--no-progress",
+              "--block-mb", "1"]
+    one = _run([sys.executable, "jobs/score.py", *common, "--out", str(tmp_path / "one"), "--csv-split", "off"])
+    assert one.returncode == 0, one.stderr
+    two = _run(["accelerate", "launch", "--config_file", "accelerate_config.yaml", "--multi_gpu", "--num_processes",
+                "2", "jobs/score.py", *common, "--out", str(tmp_path / "two")], env={"ACCELERATE_USE_CPU": "1"})
+    assert two.returncode == 0, two.stderr[-3000:]
+    r1, r2 = report(tmp_path / "one"), report(tmp_path / "two")
+    assert r2["num_processes"] == 2 and list(r2["csv_read_whole"]) == [str(odd.resolve())]
+    for key in ("rows", "labels", "inputs", "predicted"):
+        assert r1[key] == r2[key], key
+    pd.testing.assert_frame_equal(predictions(tmp_path / "one"), predictions(tmp_path / "two"),
+                                  check_exact=False, atol=1e-5)
