@@ -76,3 +76,15 @@ def test_gpu_check_stops_before_any_step_without_its_packages(assets, tmp_path):
                        timeout=120)
     assert r.returncode == 1 and "lacks a package every step needs" in r.stderr and "no accelerate here" in r.stderr
     assert r.stderr.strip().count("\n") == 0 and "== prepare" not in r.stdout
+
+
+def test_csv_read_bench_smoke(assets):
+    r = subprocess.run([sys.executable, "benchmarks/csv_read_bench.py", "--mb", "3", "--block-mb", "1",
+                        "--processes", "1,2", "--sms", str(assets["SMS"])], cwd=REPO, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "blocks checked equal to the whole file's records" in r.stdout
+    rows = [line.split("|") for line in r.stdout.splitlines() if line.strip()[:1].isdigit() and "|" in line]
+    assert [int(x[0]) for x in rows] == [1, 2]
+    off_mb, auto_mb = (float(rows[1][k].split()[1].replace(",", "")) for k in (1, 2))
+    assert auto_mb < off_mb  # two processes: each reads about half the file, not all of it
