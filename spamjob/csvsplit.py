@@ -1,18 +1,19 @@
 """One block of a large uncompressed CSV file, read without reading the rest of the file.
 
-Block k is bytes [k*B, (k+1)*B); its records are those that start in it. Whether a newline
-ends a record (it is outside quotes) depends in general on everything before it, so the first
-record start of each block is inferred from the bytes just after k*B (`record_start`), and
-the block before checks that inference exactly: it parses its own bytes with Arrow followed
-by `spamjob.io.end_line`, which comes out as a row of its own only when the parse ends outside
-any quoted field, that is, only when the next block's inferred start is a real record start.
-Block 0 starts at byte 0 (the header), so when every block's check passes, every start is
-right (by induction) and the blocks together are exactly the file's records. A failed check
-raises SplitError: the scoring job then reads that file whole (never a lost or doubled row).
-"""
+Block k is bytes [k*B, (k+1)*B): its records run from the first record start at or after k*B
+to the first at or after (k+1)*B. Whether a newline ends a record (it is outside quotes)
+depends in general on everything before it, so the first record start of each block is
+inferred from the bytes just after k*B (`record_start`), and the block before checks that
+inference exactly: it parses its own bytes with Arrow followed by `spamjob.io.end_line`, which
+comes out as a row of its own only when the parse ends outside any quoted field, that is, only
+when the next block's inferred start is a real record start. Block 0 starts at byte 0 (the
+header), so when every block's check passes, every start is right (by induction) and the
+blocks together are exactly the file's records. A failed check raises SplitError: the scoring
+job then reads that file whole (never a lost or doubled row)."""
 
 from __future__ import annotations
 
+import codecs
 import math
 
 import numpy as np
@@ -25,7 +26,7 @@ from spamjob.io import Chunk, CsvOptions, Source, csv_reject, end_line, ends_cle
 
 LOOK = 1 << 16  # bytes looked at after k*B to infer the first record start (more when none is found)
 QUOTE, LF, CR = ord('"'), ord("\n"), ord("\r")
-SPLIT_ENCODINGS = {"utf-8", "utf-8-sig", "ascii", "latin-1", "iso8859-1", "cp1252"}  # newline, quote: one byte
+SPLIT_ENCODINGS = {"utf-8", "utf-8-sig", "ascii", "iso8859-1", "cp1252"}  # (codecs names) newline, quote: one byte
 
 
 class SplitError(SpamjobError):
@@ -34,8 +35,6 @@ class SplitError(SpamjobError):
 
 def block_count(source: Source, csv: CsvOptions) -> int:
     """Byte blocks of a file read in blocks; 0 for a file read whole (compressed, small, another encoding)."""
-    import codecs
-
     if (not csv.split or source.kind != "csv" or source.compression is not None or source.size <= csv.block_bytes
             or codecs.lookup(csv.encoding).name not in SPLIT_ENCODINGS):
         return 0

@@ -313,10 +313,15 @@ def _fall_back(job: ScoreJob, source: Source, reason: str) -> None:
     """Mark a CSV file to be read whole and uncommit its byte blocks, under the file's lock (which the
     commit of a byte block takes too, so that none commits after this)."""
     with locked(_lock_path(job.out, source.key)):
-        write_json(_source_path(job, source), {"path": source.path, "reason": reason})
-        for folder in ("_parts", PREDICTIONS, "rejects"):  # sidecars first: a unit without one is not done
+        if "reason" in _source_record(job, source):  # another task's did: its whole-file units may be here
+            return
+        # Data files, then sidecars (a sidecar whose files are gone is redone), then the mark: a kill
+        # before it leaves the file to be split again, and the same check to fail again.
+        for folder in (PREDICTIONS, "rejects", "_parts"):
+            kill_point("SPAMJOB_KILL_IN_FALL_BACK", folder)  # crash tests
             for path in (job.out / folder).glob(f"part-{source.key}-*"):
                 path.unlink()
+        write_json(_source_path(job, source), {"path": source.path, "reason": reason})
 
 
 def _committed(job: ScoreJob, unit: Unit) -> bool:
@@ -416,11 +421,9 @@ class OpenUnit:
         """Part, rejects, sidecar (the writer thread, after the unit's last write); then the lock goes.
         A byte block commits under its file's lock, and not at all once the file fell back."""
         with locked(_lock_path(job.out, self.unit.source.key)) if self.unit.split else contextlib.nullcontext():
-            if self.done_before:
-                pass
-            elif self.unit.split and "reason" in _source_record(job, self.unit.source):
+            if self.unit.split and "reason" in _source_record(job, self.unit.source):
                 self.part.abort()
-            else:
+            elif not self.done_before:
                 _commit(job.out, self.unit, self.part, job.schema, self.counts, self.rejects, job.cfg.format)
         self._lock.close()
 

@@ -631,16 +631,18 @@ def test_last_pooling_classifier_report_says_rows_are_padded(data_dir, classifie
 
 
 def _large_csvs(sms_path: Path, folder: Path) -> tuple[Path, Path]:
-    """Two CSV files over one 1 MB block: one as pandas writes it (quoted newlines, commas, doubled
-    quotes), one whose quotes no writer makes ("...\\nb"y), so that its blocks fail their check."""
+    """CSV files over one 1 MB block: split.csv as pandas writes it (quoted newlines, commas, doubled
+    quotes); odd.csv the same for its first block and more, then records whose quotes no writer
+    makes ("...\nb"y), so that its second block fails its check after its first passed."""
     pairs = _messages(sms_path, 14000, 4)
     texts = [f"{a}\n{b}" if i % 3 == 0 else f"{a} {b}" for i, (a, b) in enumerate(zip(pairs[::2], pairs[1::2]))]
     folder.mkdir()
-    split = folder / "split.csv"
+    split, odd = folder / "split.csv", folder / "odd.csv"
     pd.DataFrame({"id": range(len(texts)), "text": texts, "label": ["ham", "spam"] * 3500}).to_csv(split, index=False)
-    odd = folder / "odd.csv"
-    odd.write_text("id,text,label\n" + "".join(f'{i},"{texts[i][:150].replace(chr(34), "")} {"a" * 60}\nb"y,ham\n' for i in range(6000)))
-    assert split.stat().st_size > 1 << 20 and odd.stat().st_size > 1 << 20
+    good = pd.DataFrame({"id": range(6500), "text": texts[:6500], "label": "ham"}).to_csv(index=False)
+    bad = "".join(f'{6500 + i},"{t[:150].replace(chr(34), "")} {"a" * 60}\nb"y,ham\n' for i, t in enumerate(texts[:6000]))
+    odd.write_text(good + bad)
+    assert split.stat().st_size > 1 << 20 and len(good) > 1 << 20 and odd.stat().st_size > 2 << 20
     return split, odd
 
 
@@ -662,11 +664,11 @@ def test_large_csv_read_in_blocks_equals_reading_it_whole(sms_path, classifier_d
         assert auto[key] == off[key], key
     a, b = predictions(tmp_path / "auto"), predictions(tmp_path / "off")
     pd.testing.assert_frame_equal(a, b)
-    assert len(a) == 7000 + 6000 and a["text"].str.contains("\n").any()
+    assert len(a) == 7000 + 12500 and a["text"].str.contains("\n").any()
     parts = sorted(p.name for p in (tmp_path / "auto" / "predictions").iterdir())
     split_key = json.loads((tmp_path / "auto" / "_plan.json").read_text())["inputs"][0]["path"]
     blocks = -(-split.stat().st_size // (1 << 20))
-    assert split_key == str(split.resolve()) and sum(p.startswith("part-") for p in parts) == blocks + 2
+    assert split_key == str(split.resolve()) and sum(p.startswith("part-") for p in parts) == blocks + 3
     again = score(*common, "--out", str(tmp_path / "auto"))  # a rerun finds every unit committed
     assert again.exit_code == 0, again.output
     assert {k: v for k, v in report(tmp_path / "auto").items() if k not in TIMING} == \
@@ -676,6 +678,24 @@ def test_large_csv_read_in_blocks_equals_reading_it_whole(sms_path, classifier_d
         assert r.exit_code == 0, r.output
     pd.testing.assert_frame_equal(predictions(tmp_path / "shards"), b)
     assert report(tmp_path / "shards")["csv_read_whole"] == auto["csv_read_whole"]
+
+
+@pytest.mark.slow
+def test_a_kill_while_a_file_falls_back_then_rerun_equals_reading_whole(sms_path, classifier_dir, tmp_path):
+    """SIGKILL after a fall-back deleted the file's committed parts, before its sidecars and its mark:
+    the rerun splits it again, fails the same check, and ends with the output of reading it whole."""
+    split, odd = _large_csvs(sms_path, tmp_path / "in")
+    base = [sys.executable, "-m", "spamjob.cli", "score", str(split), str(odd), "--model", str(classifier_dir),
+            "--label-column", "label", "--no-progress", "--block-mb", "1", "--window-rows", "2000"]
+    whole = _run([*base, "--out", str(tmp_path / "whole"), "--csv-split", "off"])
+    assert whole.returncode == 0, whole.stderr
+    killed = _run([*base, "--out", str(tmp_path / "k")], env={"SPAMJOB_KILL_IN_FALL_BACK": "_parts"})
+    assert killed.returncode == -signal.SIGKILL
+    assert not (tmp_path / "k" / "_SUCCESS").exists() and not list((tmp_path / "k" / "_sources").glob("*.json"))
+    again = _run([*base, "--out", str(tmp_path / "k")])
+    assert again.returncode == 0, again.stderr
+    pd.testing.assert_frame_equal(predictions(tmp_path / "k"), predictions(tmp_path / "whole"))
+    assert list(report(tmp_path / "k")["csv_read_whole"]) == [str(odd.resolve())]
 
 
 @pytest.mark.slow
