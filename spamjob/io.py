@@ -201,7 +201,7 @@ class Chunk:
     """Rows of one work unit as they stream in: a record batch and the rows that could not be parsed."""
 
     batch: pa.RecordBatch
-    first_row: int  # index of batch row 0 among the input's parsed records
+    first_row: int  # index of batch row 0 among the input's parsed records (0 for a byte block: unknown)
     rejects: list[dict] = field(default_factory=list)
 
 
