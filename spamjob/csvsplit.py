@@ -145,6 +145,6 @@ def _parse(source: Source, csv: CsvOptions, data: bytearray, names: list[str] | 
                               convert_options=pacsv.ConvertOptions(column_types=column_types, strings_can_be_null=False,
                                                                    quoted_strings_can_be_null=False,
                                                                    auto_dict_encode=False))
-    except (pa.ArrowInvalid, OSError, EOFError) as e:
+    except (pa.ArrowInvalid, OSError, EOFError, UnicodeDecodeError) as e:
         where = f" (bytes from {from_byte})" if from_byte is not None else ""
         raise read_error(source, str(e).splitlines()[0] if str(e) else type(e).__name__, csv, where) from None

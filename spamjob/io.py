@@ -170,6 +170,9 @@ def schema_of(source: Source, csv: CsvOptions) -> pa.Schema | None:
 
 
 def read_error(source: Source, message: str, csv: CsvOptions, where: str = "") -> SpamjobError:
+    if "codec can't decode" in message:  # a byte not valid in --encoding (files not UTF-8 are decoded whole)
+        return SpamjobError(f"{source.path}{where}: not {csv.encoding} text ({message.rsplit(': ', 1)[-1]}); "
+                            "check --encoding")
     if "straddl" in message:  # Arrow's words for a row longer than its block
         return SpamjobError(f"{source.path}{where}: a row is longer than --block-mb {csv.block_bytes >> 20}; "
                             "raise --block-mb")
@@ -242,8 +245,9 @@ def iter_parquet_unit(source: Source, row_group: int, columns: list[str], batch_
 def iter_csv_blocks(source: Source, csv: CsvOptions, column_types: dict[str, pa.DataType]
                     ) -> Iterator[tuple[int, Chunk]]:
     """(block index, chunk) for every block of a CSV/TSV file read whole, rejects attached to the
-    block that met them (a block without rows joins the one before). The file is read with `end_line` after it (`settle_end`), so blocks are
-    handed out one behind the reader: the last is settled once the end line has been parsed.
+    block that met them (a block without rows joins the one before). The file is read with
+    `end_line` after it (`settle_end`), so blocks are handed out one behind the reader: the last
+    is settled once the end line has been parsed.
     """
     if source.size == 0:
         return
@@ -277,7 +281,7 @@ def iter_csv_blocks(source: Source, csv: CsvOptions, column_types: dict[str, pa.
                 first += batch.num_rows
                 block += 1
     if held is None:
-        held = (0, Chunk(pa.RecordBatch.from_pylist([], schema=_binary_schema(column_types)), 0))
+        held = (0, Chunk(pa.RecordBatch.from_pylist([], schema=pa.schema(list(column_types.items()))), 0))
     last = settle_end(source, Chunk(held[1].batch, held[1].first_row, held[1].rejects + pending), f.added)
     if last.batch.num_rows or last.rejects:  # (a block of the end line alone is none)
         yield held[0], last
@@ -326,10 +330,6 @@ def settle_end(source: Source, chunk: Chunk, added: bytes) -> Chunk:
     return Chunk(batch.slice(0, batch.num_rows - 1), chunk.first_row, [*rejects, unterminated_reject(source, text)])
 
 
-def _binary_schema(column_types: dict[str, pa.DataType]) -> pa.Schema:
-    return pa.schema([pa.field(n, t) for n, t in column_types.items()])
-
-
 def csv_reject(source: Source, row, from_byte: int | None = None) -> dict:
     """A line Arrow could not parse (`pyarrow.csv.InvalidRow`). `line` is the record's number, 1 for
     the header; in a block read on its own (`from_byte`), counted from the block's first byte."""
@@ -350,7 +350,7 @@ def _batches(reader, source: Source, csv: CsvOptions) -> Iterator[pa.RecordBatch
             yield reader.read_next_batch()
         except StopIteration:
             return
-        except (pa.ArrowInvalid, OSError, EOFError) as e:
+        except (pa.ArrowInvalid, OSError, EOFError, UnicodeDecodeError) as e:
             raise read_error(source, str(e).splitlines()[0], csv, f" (block {block})") from None
         block += 1
 

@@ -715,3 +715,16 @@ def test_two_ranks_read_large_csv_blocks_like_one_process_reading_whole(sms_path
         assert r1[key] == r2[key], key
     pd.testing.assert_frame_equal(predictions(tmp_path / "one"), predictions(tmp_path / "two"),
                                   check_exact=False, atol=1e-5)
+
+
+@pytest.mark.parametrize("split", ["auto", "off"])
+def test_a_byte_not_valid_in_the_encoding_is_one_line(classifier_dir, tmp_path, split):
+    """Files not in UTF-8 are decoded as a stream: a byte the codec cannot decode (deep in the file,
+    past what the schema read) stops the job with one line naming the file and the encoding."""
+    (tmp_path / "cp.csv").write_bytes(b"text\n" + b"ok\n" * 1_000_000 + b"bad \x81 byte\n" + b"ok\n" * 10)
+    r = _run([sys.executable, "-m", "spamjob.cli", "score", str(tmp_path / "cp.csv"), "--encoding", "cp1252",
+              "--model", str(classifier_dir), "--out", str(tmp_path / "o"), "--block-mb", "1", "--csv-split", split,
+              "--no-progress"])
+    assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr[-2000:]
+    assert r.stderr.startswith(f"Error: {(tmp_path / 'cp.csv').resolve()}") and "not cp1252 text" in r.stderr
+    assert "check --encoding" in r.stderr and not (tmp_path / "o" / "_SUCCESS").exists()
