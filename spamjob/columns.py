@@ -121,8 +121,13 @@ def as_strings(arr: pa.Array) -> tuple[list, list[bool]]:
 
 
 def utf8_column(arr: pa.Array) -> pa.Array:
-    """A CSV column read as bytes -> text (invalid bytes replaced by U+FFFD)."""
-    if pa.types.is_binary(arr.type):
+    """A column of bytes (a CSV field read as bytes) -> text (invalid bytes replaced by U+FFFD);
+    any other column as it is."""
+    if pa.types.is_dictionary(arr.type) and not pa.types.is_string(arr.type.value_type):
+        arr = arr.dictionary_decode()
+    if pa.types.is_fixed_size_binary(arr.type) or pa.types.is_binary_view(arr.type):
+        arr = arr.cast(pa.large_binary())
+    if pa.types.is_binary(arr.type) or pa.types.is_large_binary(arr.type):
         values, bad = as_strings(arr)
         return pa.array(values, type=pa.large_string()) if any(bad) else arr.cast(pa.large_string())
     return arr

@@ -221,6 +221,23 @@ def parquet_units(source: Source) -> list[int]:
     return list(range(max(parquet_layout(source)[0], 1)))
 
 
+def parquet_bounds(source: Source, column: str) -> list | None:
+    """[smallest, largest] value of a top-level column, from the footer's statistics alone; None
+    when a row group has none."""
+    meta = pq.ParquetFile(source.path).metadata
+    lows, highs = [], []
+    for g in range(meta.num_row_groups):
+        group = meta.row_group(g)
+        chunk = next((group.column(j) for j in range(group.num_columns) if group.column(j).path_in_schema == column), None)
+        stats = chunk.statistics if chunk is not None else None
+        if stats is None or (not stats.has_min_max and stats.null_count != group.num_rows):
+            return None
+        if stats.has_min_max:
+            lows.append(stats.min)
+            highs.append(stats.max)
+    return [min(lows), max(highs)] if lows else []
+
+
 def iter_parquet_unit(source: Source, row_group: int, columns: list[str], batch_rows: int) -> Iterator[Chunk]:
     """Record batches of one row group (only the needed columns)."""
     if source.size == 0:

@@ -28,16 +28,17 @@ import torch
 from tqdm import tqdm
 
 from spamjob import __version__
-from spamjob.columns import OUTPUT_COLUMNS, Columns, labels_of, resolve_columns, utf8_column
+from spamjob.columns import OUTPUT_COLUMNS, OUTPUT_TYPES, Columns, labels_of, resolve_columns, utf8_column
 from spamjob.config import ScoreConfig
 from spamjob.errors import SpamjobError
 from spamjob.faults import kill_point, pause_point
 from spamjob.fsutil import atomic_path, locked, read_json, sha256_file, write_json
 from spamjob.csvsplit import SplitError, block_count, read_block
 from spamjob.io import OUTPUT_MARKER, PREDICTIONS, Chunk, CsvOptions, PartWriter, Source, discover, iter_csv_blocks, \
-    iter_parquet_unit, parquet_layout, parquet_units, schema_of
+    iter_parquet_unit, parquet_bounds, parquet_layout, parquet_units, schema_of
 from spamjob.operating import threshold_record
 from spamjob.report import Counts, count_rows, workers
+from spamjob.schema import as_csv_text, common_type, conform
 from spamjob.scorer import BatchScorer, Window
 from spamjob.stages import Writer, prefetch
 from spamjob.threads import apply_threads, tokenizer_workers
@@ -68,34 +69,28 @@ class Input:
     columns: Columns | None
 
     def kept_fields(self) -> list[pa.Field]:
-        """The kept columns as they come out: Parquet's as they are, CSV fields as text."""
+        """The kept columns as they come in: Parquet's as they are, CSV fields as text."""
         return [pa.field(c, pa.large_string()) if self.source.kind == "csv" else self.schema.field(c)
                 for c in (self.columns.keep if self.columns is not None else ())]
 
 
-OUTPUT_FIELDS = [pa.field("prediction", pa.string()), pa.field("spam_probability", pa.float64()),
-                 pa.field("truncated", pa.bool_()), pa.field("error", pa.string())]
+OUTPUT_FIELDS = [pa.field(name, t) for name, t in OUTPUT_TYPES.items()]
 
 
-def output_schema(inputs: list[Input]) -> pa.Schema:
+def output_schema(inputs: list[Input], fmt: str) -> pa.Schema:
     """One schema for every part, so that the output folder reads as one dataset: the union of the
-    kept columns (in order of first appearance; an input without one gets nulls), then the four
-    scoring adds. A column whose type differs between inputs takes the type both widen to
-    (string -> large_string, int32 -> int64), else text; a nested one that differs is an error."""
-    by_name: dict[str, list[pa.Field]] = {}
+    kept columns (in order of first appearance; an input without one gets nulls), each of a type
+    that every input's values convert to exactly (spamjob.schema; CSV parts: bytes as text), then the
+    four scoring adds."""
+    by_name: dict[str, list[tuple[str, pa.DataType]]] = {}
     for inp in inputs:
         for f in inp.kept_fields():
-            by_name.setdefault(f.name, []).append(f)
-    kept = []
-    for name, found in by_name.items():
-        try:
-            kept.append(pa.unify_schemas([pa.schema([f]) for f in found], promote_options="permissive").field(0))
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
-            if any(pa.types.is_nested(f.type) for f in found):
-                types = " and ".join(sorted({str(f.type) for f in found}))
-                raise SpamjobError(f"column {name!r} is {types} in different inputs; score them separately "
-                                   "or leave it out with --keep-columns") from None
-            kept.append(pa.field(name, pa.large_string()))
+            by_name.setdefault(f.name, []).append((inp.source.path, f.type))
+    sources = {inp.source.path: inp.source for inp in inputs}
+    kept = [pa.field(name, common_type(name, found, lambda path, col: parquet_bounds(sources[path], col)))
+            for name, found in by_name.items()]
+    if fmt == "csv":
+        kept = [f.with_type(as_csv_text(f.type)) for f in kept]
     return pa.schema(kept + OUTPUT_FIELDS)
 
 
@@ -194,7 +189,7 @@ def setup(cfg: ScoreConfig) -> ScoreJob:
     for source in discover(cfg.inputs):  # bad inputs fail here, before the model is loaded
         schema = schema_of(source, csv)
         inputs.append(Input(source, schema, resolve_columns(source, schema, cfg)))
-    schema = output_schema(inputs)
+    schema = output_schema(inputs, cfg.format)
     # The tokenizer processes (GPU) start first and load their tokenizers while the model loads.
     scorer = BatchScorer(cfg.model, device=accelerator.device, mixed_precision=cfg.mixed_precision,
                          batch_tokens=cfg.batch_tokens, quantize=cfg.quantize, compile=cfg.compile,
@@ -451,7 +446,7 @@ def _collect(job: ScoreJob, pending: tuple | None, writer: Writer, ended: list[O
 def _write_window(job: ScoreJob, part: PartWriter, table: pa.Table) -> None:
     """The writer thread's work for one window (the crash tests' points count written windows)."""
     if table.num_rows:
-        part.write(table.cast(job.schema))
+        part.write(table)
     job.windows += 1
     kill_point("SPAMJOB_KILL_AFTER_WINDOWS", job.windows)  # crash tests
     pause_point("SPAMJOB_PAUSE_AFTER_WINDOWS", job.windows)  # concurrency tests
@@ -469,15 +464,18 @@ def _score_window(job: ScoreJob, item: Item, inp: Input, probs: np.ndarray, coun
     new = job.scorer.output_columns(window, probs)
     counts += count_rows(new, item.labels)
     n, mine = window.num_rows, set(inp.columns.keep)
-    kept = {f.name: _kept(inp, item.chunk.batch.column(f.name)) if f.name in mine else pa.nulls(n, f.type)
+    kept = {f.name: _kept(item.chunk.batch.column(f.name), f.type) if f.name in mine else pa.nulls(n, f.type)
             for f in job.schema if f.name not in new}
-    return pa.table({**kept, **new})
+    return pa.table({**kept, **new}, schema=job.schema)
 
 
-def _kept(inp: Input, values: pa.Array) -> pa.Array:
-    """A kept column as it came: Parquet columns bit for bit; CSV fields (read as bytes so that bad
-    bytes never crash the reader) as text, invalid bytes replaced by U+FFFD."""
-    return utf8_column(values) if inp.source.kind == "csv" else values
+def _kept(values: pa.Array, to: pa.DataType) -> pa.Array:
+    """A kept column in the output's type: exactly (bit for bit where the type is its own); bytes
+    (CSV fields are read as bytes, so that bad bytes never crash the reader) as text where the
+    output's column is text, invalid bytes replaced by U+FFFD."""
+    if pa.types.is_large_string(to):
+        values = utf8_column(values)
+    return conform(values, to)
 
 
 def _commit(out: Path, unit: Unit, writer: PartWriter, schema: pa.Schema, counts: Counts, rejects: list[dict],

@@ -446,6 +446,63 @@ def test_inputs_with_different_columns_give_one_schema(classifier_dir, tmp_path)
     assert r.exit_code == 1 and "column 'n' is" in r.output and not (tmp_path / "o2").exists()
 
 
+def test_text_as_string_dictionary_and_bytes_in_one_job_keeps_every_byte(classifier_dir, tmp_path):
+    """Parquet text as string, dictionary and binary (one value not UTF-8) and a CSV file with a bad
+    byte: one job, every row once, the bad ones flagged, the text column binary holding each input's
+    exact bytes."""
+    pq.write_table(pa.table({"text": ["win a prize", "see you"]}), tmp_path / "a.parquet")
+    pq.write_table(pa.table({"text": pa.array(["call now"]).dictionary_encode()}), tmp_path / "b.parquet")
+    pq.write_table(pa.table({"text": pa.array([b"caf\xe9 \xff bad", b"ok then"], pa.binary())}), tmp_path / "c.parquet")
+    (tmp_path / "d.csv").write_bytes(b"text\nfree \xfe entry\nlunch?\n")
+    r = score(str(tmp_path), "--model", str(classifier_dir), "--out", str(tmp_path / "o"))
+    assert r.exit_code == 0, r.output
+    out = pq.read_table(tmp_path / "o" / "predictions")
+    assert out.schema.field("text").type == pa.large_binary()
+    rows = dict(zip(out.column("text").to_pylist(), out.column("error").to_pylist()))
+    assert rows == {b"win a prize": None, b"see you": None, b"call now": None, b"caf\xe9 \xff bad": "invalid UTF-8 in text",
+                    b"ok then": None, b"free \xfe entry": "invalid UTF-8 in text", b"lunch?": None}
+    r = score(str(tmp_path), "--model", str(classifier_dir), "--out", str(tmp_path / "c"), "--format", "csv")
+    assert r.exit_code == 0, r.output  # CSV parts hold text: bytes as UTF-8, bad ones as U+FFFD
+    texts = pd.concat(pd.read_csv(p) for p in (tmp_path / "c" / "predictions").glob("*.csv"))["text"]
+    assert sorted(texts) == sorted(["win a prize", "see you", "call now", "caf\ufffd \ufffd bad", "ok then",
+                                    "free \ufffd entry", "lunch?"])
+
+
+def test_kept_columns_of_different_types_keep_every_value_or_stop_before_any_file(classifier_dir, tmp_path):
+    import datetime
+    import decimal
+
+    pq.write_table(pa.table({
+        "text": ["a b", "c"], "n": pa.array([1, 2], pa.int32()), "big": pa.array([2**53 + 1, 0], pa.int64()),
+        "amount": pa.array([decimal.Decimal("12345678.91"), None], pa.decimal128(10, 2)),
+        "at": pa.array([datetime.datetime(2026, 1, 2, 3, 4, 5, 6), None], pa.timestamp("us")),
+    }), tmp_path / "a.parquet")
+    pq.write_table(pa.table({
+        "text": ["d e"], "n": pa.array([2**40], pa.int64()), "big": pa.array([0.5], pa.float64()),
+        "amount": pa.array([decimal.Decimal("0.0001")], pa.decimal128(20, 4)),
+        "at": pa.array([1], pa.timestamp("ns")),
+    }), tmp_path / "b.parquet")
+    model = ["--model", str(classifier_dir)]
+    r = score(str(tmp_path / "a.parquet"), str(tmp_path / "b.parquet"), *model, "--out", str(tmp_path / "o"))
+    assert r.exit_code == 0, r.output
+    out = pq.read_table(tmp_path / "o" / "predictions")
+    assert [out.schema.field(c).type for c in ("n", "big", "amount", "at")] == [
+        pa.int64(), pa.large_string(), pa.decimal128(20, 4), pa.timestamp("ns")]
+    by_text = {row["text"]: row for row in out.to_pylist()}
+    assert by_text["a b"]["big"] == str(2**53 + 1) and by_text["d e"]["big"] == "0.5"  # no float64 rounding
+    assert by_text["a b"]["amount"] == decimal.Decimal("12345678.91") and by_text["d e"]["n"] == 2**40
+    assert by_text["a b"]["at"] == pd.Timestamp("2026-01-02 03:04:05.000006")
+    pq.write_table(pa.table({"text": ["f"], "at": pa.array([datetime.datetime(1, 1, 1)], pa.timestamp("us"))}),
+                   tmp_path / "old.parquet")
+    pq.write_table(pa.table({"text": ["g"], "raw": pa.array([b"\xff"], pa.binary())}), tmp_path / "raw.parquet")
+    pq.write_table(pa.table({"text": ["h"], "raw": pa.array([7], pa.int64())}), tmp_path / "raw2.parquet")
+    for pair, message in (((tmp_path / "old.parquet", tmp_path / "b.parquet"), "cannot hold every value"),
+                          ((tmp_path / "raw.parquet", tmp_path / "raw2.parquet"), "column 'raw' is binary and int64")):
+        r = score(*map(str, pair), *model, "--out", str(tmp_path / "o2"))
+        assert r.exit_code == 1 and message in r.output and r.output.count("\n") == 1, r.output
+        assert not (tmp_path / "o2").exists()
+
+
 def test_rerun_redoes_committed_units_whose_files_were_damaged(sms_path, classifier_dir, tmp_path):
     inp = _parquet(tmp_path / "in.parquet", _messages(sms_path, 300), row_group_size=100)
     csv = tmp_path / "bad.csv"
