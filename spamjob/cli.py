@@ -6,6 +6,7 @@ import json
 import os
 import shlex
 import sys
+from collections import Counter
 from pathlib import Path
 
 import click
@@ -213,20 +214,32 @@ def train_config(auto_resume: bool = False, **options) -> TrainConfig:
 @click.option("--threshold", type=click.FloatRange(0, 1, max_open=True), default=None, metavar="P",
               help="Spam when P(spam) > P [the classifier's operating point; 0.5 is the argmax].")
 def classify(texts, run_dir, as_json, batch_tokens, threshold) -> None:
-    """Label TEXTS (or lines of stdin) as ham or spam with a trained classifier."""
-    from spamjob.artifact import load_classifier
+    """Label TEXTS (or lines of stdin) as ham or spam with a trained classifier.
 
-    if not texts:
-        texts = tuple(line.rstrip("\r\n") for line in click.get_text_stream("stdin"))
-    clf = load_classifier(run_dir)
-    threshold = clf.threshold if threshold is None else threshold
-    probs, truncated = clf.spam_probability(list(texts), batch_tokens=batch_tokens)
-    for text, p, cut in zip(texts, probs, truncated):
-        label = clf.labels[int(p > threshold)]
+    Lines are read as bytes and judged as `spamjob score` judges a message: an empty line or
+    one whose bytes are not UTF-8 is not scored (label and probability `-`, or null with
+    --json, which also gives the reason in `error`)."""
+    from spamjob.scorer import BatchScorer
+
+    raw = [os.fsencode(t) for t in texts] or [line.rstrip(b"\r\n") for line in click.get_binary_stream("stdin")]
+    scorer = BatchScorer(run_dir, device="cpu", batch_tokens=batch_tokens, threshold=threshold)
+    try:
+        rows = scorer.score_messages(raw).to_pylist()
+    finally:
+        scorer.close()
+    for row in rows:
+        text = row["text"].decode("utf-8", "replace")
         if as_json:
-            click.echo(json.dumps({"text": text, "label": label, "spam_probability": p, "truncated": cut}))
+            click.echo(json.dumps({"text": text, "label": row["prediction"], "spam_probability": row["spam_probability"],
+                                   "truncated": row["truncated"], "error": row["error"]}))
+        elif row["error"] is None:
+            click.echo(f"{row['prediction']}\t{row['spam_probability']:.4f}\t{text}")
         else:
-            click.echo(f"{label}\t{p:.4f}\t{text}")
+            click.echo(f"-\t-\t{text}")
+    flagged = Counter(row["error"] for row in rows if row["error"] is not None)
+    if flagged and not as_json:
+        why = ", ".join(f"{reason}: {n}" for reason, n in flagged.items())
+        click.echo(f"{sum(flagged.values())} of {len(rows)} lines not scored ({why}); --json gives each reason", err=True)
 
 
 @cli.command()

@@ -130,6 +130,11 @@ class BatchScorer:
             table = table.append_column(name, values)
         return table
 
+    def score_messages(self, messages: list[bytes]) -> pa.Table:
+        """Messages as bytes (lines of a file, command-line words) -> `score_table`'s table, column
+        `text` holding them: decoded, flagged and scored by the same rules as any text column."""
+        return self.score_table(pa.table({"text": pa.array(messages, pa.binary())}))
+
     def close(self) -> None:
         """Stop the model workers and tokenizer processes, if any."""
         for predictor in (self.predictor, self.reference):
