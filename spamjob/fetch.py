@@ -1,7 +1,10 @@
-"""Streamed HTTP downloads: progress bar, timeout, retries with resume, temp name + rename, sha256."""
+"""Streamed HTTP downloads: one process per file at a time, progress bar, timeout, retries with
+resume, temp name + rename, sizes and checksums checked and recorded."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import http.client
 import os
 import time
@@ -13,7 +16,7 @@ from tqdm.auto import tqdm
 
 from spamjob import __version__
 from spamjob.errors import SpamjobError
-from spamjob.fsutil import sha256_file
+from spamjob.fsutil import locked, read_json, sha256_file, write_json
 
 CHUNK = 1 << 20  # 1 MiB reads keep memory flat for multi-GB checkpoints
 
@@ -41,85 +44,126 @@ def download(
 ) -> Path:
     """Download `url` to `dest` unless a complete (and, with `sha256`, verified) copy is there.
 
-    The body is streamed to `dest.part` and renamed onto `dest` only when every byte
-    announced by Content-Length has arrived and the checksum matches. A dropped
-    connection is retried up to `retries` times, resuming with a Range request when
-    the server supports it. Raises SpamjobError with one line on any failure.
+    Every process that wants the file (the ranks of a job, other jobs sharing the cache) takes
+    the file's lock first, so one downloads while the others wait and then only check its copy
+    (`_complete`). The body is streamed to `dest.part` and renamed onto `dest` only when every
+    announced byte has arrived and matches `sha256` and the server's Content-MD5, if any; its
+    size and sha256 are then recorded (`.cache/spamjob/<name>.json` beside it). A dropped
+    connection is retried up to `retries` times, resuming with a Range request; so is a `.part`
+    left by a killed process (no live one writes it: we hold the lock). Raises SpamjobError with
+    one line on any failure.
     """
     dest = Path(dest)
-    if dest.exists():
-        if sha256 is None:
-            return dest  # only ever renamed into place when complete
-        actual = sha256_file(dest)
-        if actual == sha256:
+    with locked(_bookkeeping(dest, ".lock"), remove=True):
+        if _complete(dest, sha256):
             return dest
-        dest.unlink()  # stale or corrupt copy: fetch again
-    if is_offline():
-        hint = f"; {fetch_hint}" if fetch_hint else ""
-        raise SpamjobError(f"offline (SPAMJOB_OFFLINE/HF_HUB_OFFLINE set) and {dest} is missing{hint}")
-
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
-    if part.exists():
-        part.unlink()  # a leftover of an earlier process: its origin is unknown
-    last_error = ""
-    try:
-        for attempt in range(retries + 1):
-            if attempt:
-                time.sleep(min(2.0**attempt * 0.25, 8.0))
-            try:
-                if _fetch_once(url, part, timeout=timeout, progress=progress):
-                    break
-                last_error = "connection closed before the whole file arrived"
-            except urllib.error.HTTPError as e:
-                if e.code in (408, 425, 429) or e.code >= 500:
-                    last_error = f"HTTP {e.code} {e.reason}"
-                    continue
-                raise SpamjobError(f"could not download {url}: HTTP {e.code} {e.reason}") from None
-            except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
-                last_error = str(getattr(e, "reason", e)) or type(e).__name__
-        else:
-            raise SpamjobError(f"could not download {url} after {retries + 1} attempts: {last_error}")
-        if sha256 is not None:
-            actual = sha256_file(part)
-            if actual != sha256:
-                raise SpamjobError(f"checksum mismatch for {url}: expected sha256 {sha256}, got {actual}")
-        os.replace(part, dest)
-    finally:
-        if part.exists():
-            part.unlink()
+        if is_offline():
+            hint = f"; {fetch_hint}" if fetch_hint else ""
+            raise SpamjobError(f"offline (SPAMJOB_OFFLINE/HF_HUB_OFFLINE set) and {dest} is missing{hint}")
+        part = dest.with_name(dest.name + ".part")
+        try:
+            md5 = _fetch(url, part, timeout=timeout, retries=retries, progress=progress)
+            _verify(url, part, sha256, md5)
+            os.replace(part, dest)
+        finally:
+            if part.exists():
+                part.unlink()
+        write_json(_bookkeeping(dest, ".json"), {"url": url, "size": dest.stat().st_size, "sha256": sha256_file(dest)})
     return dest
 
 
-def _fetch_once(url: str, part: Path, *, timeout: float, progress: bool) -> bool:
-    """One request; appends to `part` when resuming. Returns True once the file is complete."""
+def _bookkeeping(dest: Path, suffix: str) -> Path:
+    """Where the lock (while a process fetches or checks the file) and the record of a downloaded
+    file live, as huggingface_hub keeps its own beside a local_dir download: hidden, so that the
+    folder still holds only the files themselves."""
+    return dest.parent / ".cache" / "spamjob" / f"{dest.name}{suffix}"
+
+
+def _complete(dest: Path, sha256: str | None) -> bool:
+    """`dest` is whole: its pinned sha256, else the size recorded when it was fetched (a file put
+    there by hand, or by an older spamjob that renamed only complete files, is taken as it is). A
+    bad copy is removed, to be fetched again."""
+    if not dest.exists():
+        return False
+    record = _bookkeeping(dest, ".json")
+    size = read_json(record).get("size") if record.is_file() else None
+    if sha256 is not None:
+        good = sha256_file(dest) == sha256
+    else:
+        good = size is None or dest.stat().st_size == size
+    if not good:
+        dest.unlink()
+    return good
+
+
+def _fetch(url: str, part: Path, *, timeout: float, retries: int, progress: bool) -> str | None:
+    """Fill `part` with the whole body (resuming what it holds); returns the server's MD5, if any."""
+    last_error = ""
+    for attempt in range(retries + 1):
+        if attempt:
+            time.sleep(min(2.0**attempt * 0.25, 8.0))
+        try:
+            done, md5 = _fetch_once(url, part, timeout=timeout, progress=progress)
+            if done:
+                return md5
+            last_error = "connection closed before the whole file arrived"
+        except urllib.error.HTTPError as e:
+            if e.code in (408, 425, 429) or e.code >= 500:
+                last_error = f"HTTP {e.code} {e.reason}"
+                continue
+            raise SpamjobError(f"could not download {url}: HTTP {e.code} {e.reason}") from None
+        except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
+            last_error = str(getattr(e, "reason", e)) or type(e).__name__
+    raise SpamjobError(f"could not download {url} after {retries + 1} attempts: {last_error}")
+
+
+def _verify(url: str, part: Path, sha256: str | None, md5: str | None) -> None:
+    if sha256 is not None and (actual := sha256_file(part)) != sha256:
+        raise SpamjobError(f"checksum mismatch for {url}: expected sha256 {sha256}, got {actual}")
+    if md5 is not None and (actual := _md5_base64(part)) != md5:
+        raise SpamjobError(f"checksum mismatch for {url}: the server's Content-MD5 is {md5}, the file's {actual}")
+
+
+def _md5_base64(path: Path) -> str:
+    h = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        while block := f.read(CHUNK):
+            h.update(block)
+    return base64.b64encode(h.digest()).decode()
+
+
+def _fetch_once(url: str, part: Path, *, timeout: float, progress: bool) -> tuple[bool, str | None]:
+    """One request, appending to `part` when it holds a start. Returns (complete, the whole
+    file's MD5 as the server states it: Azure Blob storage's x-ms-blob-content-md5, or a full
+    response's Content-MD5)."""
     have = part.stat().st_size if part.exists() else 0
     headers = {"User-Agent": f"spamjob/{__version__}"}
     if have:
         headers["Range"] = f"bytes={have}-"
     req = urllib.request.Request(url, headers=headers)
-    with urllib.request.urlopen(req, timeout=timeout) as resp:
+    try:
+        resp = urllib.request.urlopen(req, timeout=timeout)
+    except urllib.error.HTTPError as e:
+        if e.code != 416 or not have:  # 416: nothing after `have`, e.g. killed before the rename
+            raise
+        total = e.headers.get("Content-Range", "").rpartition("/")[2]
+        if total != str(have):
+            part.unlink()
+            raise
+        return True, e.headers.get("x-ms-blob-content-md5")
+    with resp:
         if have and resp.status != 206:
             have = 0  # server ignored the Range header: start over
         length = resp.headers.get("Content-Length")
         total = have + int(length) if length is not None else None
-        mode = "ab" if have else "wb"
-        with open(part, mode) as f, tqdm(
-            total=total,
-            initial=have,
-            unit="B",
-            unit_scale=True,
-            unit_divisor=1024,
-            desc=Path(url).name[:40],
-            disable=not progress,
-            leave=False,
+        md5 = resp.headers.get("x-ms-blob-content-md5") or (resp.headers.get("Content-MD5") if not have else None)
+        with open(part, "ab" if have else "wb") as f, tqdm(
+            total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024, desc=Path(url).name[:40],
+            disable=not progress, leave=False,
         ) as bar:
             got = have
-            while True:
-                block = resp.read(CHUNK)
-                if not block:
-                    break
+            while block := resp.read(CHUNK):
                 f.write(block)
                 got += len(block)
                 bar.update(len(block))
-    return total is None or got == total
+    return total is None or got == total, md5

@@ -81,20 +81,38 @@ def read_json(path: str | os.PathLike) -> Any:
 
 
 @contextlib.contextmanager
-def locked(path: str | os.PathLike, wait: bool = True) -> Iterator[bool]:
+def locked(path: str | os.PathLike, wait: bool = True, remove: bool = False) -> Iterator[bool]:
     """Hold an advisory lock (flock) on `path`, created if needed, for the block. With `wait` off,
-    yields False at once when another process holds it. Released when the process dies, however."""
+    yields False at once when another process holds it. Released when the process dies, however.
+    With `remove`, the lock file is deleted as the block ends (still held, so that a process
+    waiting on it sees that it is gone and takes a new one: the file's identity is checked)."""
     import fcntl
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
-    try:
+    while True:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
+            os.close(fd)
             yield False
             return
+        if _same_file(fd, path):
+            break
+        os.close(fd)  # removed (or replaced) while we waited: lock the file that is there now
+    try:
         yield True
     finally:
+        if remove:
+            path.unlink(missing_ok=True)
         os.close(fd)  # closing releases the lock
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (held.st_dev, held.st_ino)

@@ -12,6 +12,7 @@ import io
 import json
 import os
 import threading
+import time
 import zipfile
 from pathlib import Path
 from typing import Callable
@@ -29,15 +30,18 @@ TOKENIZER_ROUTE = "/enc"
 class Server:
     """Threaded HTTP server on 127.0.0.1 serving in-memory files.
 
-    `routes` maps a URL path to bytes. Supports HEAD and `Range: bytes=N-`.
+    `routes` maps a URL path to bytes. Supports HEAD and `Range: bytes=N-` (416 past the end).
     `truncate[path] = k` makes the next k GETs of `path` announce the full length
-    but close the connection halfway. `hits[path]` counts GETs.
+    but close the connection halfway; `slow[path] = s` sends it in 64 KB pieces s seconds
+    apart. `hits[path]` counts GETs, `starts[path]` lists the byte each GET started at.
     """
 
     def __init__(self, routes: dict[str, bytes] | None = None, headers: Callable[[str], dict] | None = None):
         self.routes: dict[str, bytes] = dict(routes or {})
         self.truncate: dict[str, int] = {}
+        self.slow: dict[str, float] = {}
         self.hits: dict[str, int] = {}
+        self.starts: dict[str, list[int]] = {}
         self.extra_headers = headers or (lambda path: {})
         server = self
 
@@ -61,6 +65,15 @@ class Server:
                     server.hits[path] = server.hits.get(path, 0) + 1
                 if rng and rng.startswith("bytes="):
                     start = int(rng[6:].split("-")[0])
+                if send_body:
+                    server.starts.setdefault(path, []).append(start)
+                if rng and start >= len(body):
+                    self.send_response(416)
+                    self.send_header("Content-Range", f"bytes */{len(body)}")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                if rng and rng.startswith("bytes="):
                     self.send_response(206)
                     self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
                 else:
@@ -77,6 +90,12 @@ class Server:
                     self.wfile.write(part[: len(part) // 2])
                     self.wfile.flush()
                     self.close_connection = True
+                    return
+                if server.slow.get(path):
+                    for k in range(0, len(part), 1 << 16):
+                        self.wfile.write(part[k: k + (1 << 16)])
+                        self.wfile.flush()
+                        time.sleep(server.slow[path])
                     return
                 self.wfile.write(part)
 

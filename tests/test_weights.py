@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +19,8 @@ from support import Server, hf_greedy, hub_headers, tiny_hf_model, tokenizer_byt
 from spamjob.errors import SpamjobError
 from spamjob.model import generate_greedy
 from spamjob.weights import detect_layout, fetch_hf, fetch_openai, load_folder, load_gpt, read_config
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -150,3 +157,79 @@ def test_openai_download_from_local_server(assets, layouts, tmp_path, monkeypatc
     monkeypatch.setenv("SPAMJOB_OFFLINE", "1")
     with pytest.raises(SpamjobError, match="spamjob download --model gpt2-medium --source openai"):
         fetch_openai("gpt2-medium", tmp_path / "355M")
+
+
+def _launch_two_ranks(args: list[str], env: dict, **popen) -> subprocess.Popen:
+    return subprocess.Popen(["accelerate", "launch", "--config_file", "accelerate_config.yaml", "--multi_gpu",
+                             "--num_processes", "2", "jobs/finetune.py", *args], cwd=REPO, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **env}, **popen)
+
+
+def _kill_tree(pid: int) -> None:
+    """SIGKILL a process and all its descendants at once (torch's launcher starts its ranks in
+    sessions of their own, out of reach of a process-group kill)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    tree, todo = [], [pid]
+    while todo:
+        tree.append(todo.pop())
+        todo += children.get(tree[-1], [])
+    for p in tree:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(p, signal.SIGKILL)
+
+
+def _fetching_run(tmp_path: Path, srv: Server, weights: str, data_dir: Path) -> tuple[list[str], dict]:
+    """`spamjob train --weights WEIGHTS` on two CPU ranks with empty caches, fetching from `srv`."""
+    env = {"ACCELERATE_USE_CPU": "1", "SPAMJOB_CACHE": str(tmp_path / "cache"), "HF_HOME": str(tmp_path / "hf"),
+           "SPAMJOB_OPENAI_URL": srv.url + "/models", "HF_ENDPOINT": srv.url}
+    args = ["--data", str(data_dir), "--weights", weights, "--max-length", "60", "--epochs", "1",
+            "--out", str(tmp_path / "run")]
+    return args, env
+
+
+@pytest.mark.slow
+def test_two_ranks_fetch_each_openai_file_once_and_resume_after_a_kill(assets, layouts, data_dir, tmp_path):
+    """Both ranks build the model; the first to take each file's lock downloads it, the other waits
+    and checks it. A SIGKILL mid-file leaves its .part, which the rerun continues (Range) and checks."""
+    files = {**{p.name: p.read_bytes() for p in layouts["openai"].iterdir()}, **tokenizer_bytes(assets)}
+    routes = {f"/models/124M/{n}": b for n, b in files.items()}
+    data = "/models/124M/model.ckpt.data-00000-of-00001"
+    part = tmp_path / "cache" / "openai" / "124M" / "model.ckpt.data-00000-of-00001.part"
+    with Server(routes) as srv:
+        args, env = _fetching_run(tmp_path, srv, "openai", data_dir)
+        srv.slow[data] = 0.05
+        killed = _launch_two_ranks(args, env)
+        deadline = time.monotonic() + 120
+        while not (part.exists() and part.stat().st_size >= 1 << 20) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        _kill_tree(killed.pid)
+        _, err = killed.communicate(timeout=60)
+        assert part.exists(), err[-3000:]
+        had = part.stat().st_size
+        assert 0 < had < len(files[data.rsplit("/", 1)[1]])
+        srv.slow.clear()
+        again = _launch_two_ranks(args, env)
+        out, err = again.communicate(timeout=600)
+        assert again.returncode == 0, err[-3000:]
+        assert srv.starts[data] == [0, had]  # once whole (killed), then only the rest
+        assert all(n == 1 for path, n in srv.hits.items() if path != data) and len(srv.hits) == len(routes)
+    folder = tmp_path / "cache" / "openai" / "124M"
+    assert {n: (folder / n).read_bytes() for n in files} == files  # every file whole
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["num_processes"] == 2
+
+
+@pytest.mark.slow
+def test_two_ranks_fetch_each_hub_file_once(assets, layouts, data_dir, tmp_path):
+    routes = _hub_routes(layouts["hub"], "openai-community/gpt2", tokenizer_bytes(assets))
+    with Server(routes, headers=lambda p: hub_headers(p, routes)) as srv:
+        args, env = _fetching_run(tmp_path, srv, "hf", data_dir)
+        run = _launch_two_ranks(args, env)
+        out, err = run.communicate(timeout=600)
+        assert run.returncode == 0, err[-3000:]
+        assert srv.hits == {path: 1 for path in routes}
