@@ -14,7 +14,7 @@ import click
 from spamjob import __version__
 from spamjob.config import SIZE_CHOICES, ScoreConfig, TrainConfig
 from spamjob.errors import SpamjobError
-from spamjob.options import from_fields
+from spamjob.options import LocalFolder, from_fields
 from spamjob.threads import start_cpu_reading
 
 start_cpu_reading()  # the thread choice compares the CPUs' idle time from here to the job's start
@@ -54,7 +54,7 @@ class _Group(click.Group):
 @click.option("--offline", is_flag=True, envvar="SPAMJOB_OFFLINE",
               help="Never use the network: read weights, tokenizer and data from the caches only "
                    "(also SPAMJOB_OFFLINE=1).")
-@click.option("--cache", type=click.Path(file_okay=False), default=None, envvar="SPAMJOB_CACHE",
+@click.option("--cache", type=LocalFolder(), default=None, envvar="SPAMJOB_CACHE",
               help="spamjob's cache folder, e.g. a bundle made by `spamjob download --all` "
                    "[$SPAMJOB_CACHE, ~/.cache/spamjob].")
 def cli(offline: bool, cache: str | None) -> None:
@@ -70,7 +70,7 @@ def cli(offline: bool, cache: str | None) -> None:
 @click.option("--source", default=None, metavar="URL|ZIP|FILE",
               help="UCI zip URL [default], a local zip, or an extracted labeled file (TSV label<TAB>text, "
                    "or CSV/TSV with `label` and `text` header).")
-@click.option("--out", "out", type=click.Path(file_okay=False), default="data", show_default=True,
+@click.option("--out", "out", type=LocalFolder(), default="data", show_default=True,
               help="Folder for train/validation/test files and prepare.json.")
 @click.option("--format", "fmt", type=click.Choice(["csv", "parquet"]), default="csv", show_default=True,
               help="parquet writes .parquet files beside the CSVs.")
@@ -81,7 +81,7 @@ def cli(offline: bool, cache: str | None) -> None:
 @click.option("--sha256", default=None, metavar="HEX|none",
               help="Expected sha256 of the extracted file. Default: the UCI file's for zip sources, none for plain files.")
 @click.option("--delimiter", default=None, help="Field separator [tab; comma for .csv].")
-@click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
+@click.option("--cache-dir", type=LocalFolder(), default=None,
               help="Where downloads and extracted files are kept [$SPAMJOB_CACHE/data].")
 def prepare(source, out, fmt, seed, train_frac, val_frac, no_balance, sha256, delimiter, cache_dir) -> None:
     """Download (or read) the SMS Spam Collection, balance it and split it as the reference does."""
@@ -100,9 +100,9 @@ def prepare(source, out, fmt, seed, train_frac, val_frac, no_balance, sha256, de
 @click.option("--model", "size", type=SIZE, default="gpt2-small", show_default=True, help="GPT-2 size.")
 @click.option("--source", type=click.Choice(["hf", "openai"]), default="hf", show_default=True,
               help="hf: Hugging Face Hub safetensors; openai: OpenAI's TensorFlow checkpoint files.")
-@click.option("--dir", "dest", type=click.Path(file_okay=False), default=None,
+@click.option("--dir", "dest", type=LocalFolder(), default=None,
               help="Write a self-contained folder usable as --weights DIR (default: the cache only).")
-@click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
+@click.option("--cache-dir", type=LocalFolder(), default=None,
               help="Cache folder [hf: $HF_HUB_CACHE; openai: $SPAMJOB_CACHE/openai].")
 @click.option("--tokenizer", "tokenizer_only", is_flag=True,
               help="Fetch only the GPT-2 tokenizer files (encoder.json, vocab.bpe), into --dir or the cache.")
@@ -152,9 +152,9 @@ def download(size, source, dest, cache_dir, tokenizer_only, data_only, everythin
               help="Pretrained source or a local folder (HF or OpenAI layout).")
 @click.option("--model", "size", type=SIZE, default=None, help="GPT-2 size [gpt2-small; read from a folder's config].")
 @click.option("--max-new-tokens", type=click.IntRange(min=0), default=50, show_default=True)
-@click.option("--tokenizer", type=click.Path(file_okay=False), default=None,
+@click.option("--tokenizer", type=LocalFolder(), default=None,
               help="Folder with encoder.json + vocab.bpe [the weights folder, $SPAMJOB_TOKENIZER, cache].")
-@click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="Weights cache folder.")
+@click.option("--cache-dir", type=LocalFolder(), default=None, help="Weights cache folder.")
 @click.option("--seed", type=int, default=123, show_default=True, help="Seed of --weights random.")
 @click.option("--json", "as_json", is_flag=True, help="Print prompt, token ids and text as JSON.")
 def generate(prompt, weights, size, max_new_tokens, tokenizer, cache_dir, seed, as_json) -> None:
@@ -206,7 +206,7 @@ def train_config(auto_resume: bool = False, **options) -> TrainConfig:
 
 @cli.command()
 @click.argument("texts", nargs=-1)
-@click.option("--model", "run_dir", required=True, type=click.Path(file_okay=False),
+@click.option("--model", "run_dir", required=True, type=LocalFolder(),
               help="Run folder of `spamjob train`.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per text.")
 @click.option("--batch-tokens", type=click.IntRange(min=1), default=1024, show_default=True,
@@ -262,11 +262,11 @@ def score(**params) -> None:
 
 
 @cli.command()
-@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.argument("run_dir", type=LocalFolder())
 @click.option("--format", "fmt", type=click.Choice(["hf", "onnx"]), default="hf", show_default=True,
               help="hf: a transformers GPT2ForSequenceClassification folder (from_pretrained, pipeline); onnx: "
                    "model.onnx with the pooling inside (ONNX Runtime, Triton), checked with onnxruntime.")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder to write.")
+@click.option("--out", required=True, type=LocalFolder(), help="Folder to write.")
 @click.option("--quantize", type=click.Choice(["int8"]), default=None,
               help="onnx: also model.int8.onnx (dynamic int8), with its agreement with fp32 spamjob.")
 def export(run_dir, fmt, out, quantize) -> None:
@@ -291,7 +291,7 @@ def export(run_dir, fmt, out, quantize) -> None:
 
 
 @cli.command()
-@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.argument("run_dir", type=LocalFolder())
 @click.argument("repo_id")
 @click.option("--private", is_flag=True, help="Create the repository private (an existing one keeps its visibility).")
 def push(run_dir, repo_id, private) -> None:
@@ -305,7 +305,7 @@ def push(run_dir, repo_id, private) -> None:
 
 
 @cli.command("report")
-@click.argument("folder", type=click.Path(file_okay=False))
+@click.argument("folder", type=LocalFolder())
 @click.option("--label-column", default=None, help="Column of ham/spam or 0/1 labels: adds accuracy, precision, "
                                                    "recall, F1.")
 def report_cmd(folder, label_column) -> None:
@@ -320,7 +320,7 @@ def report_cmd(folder, label_column) -> None:
 
 
 @cli.command()
-@click.option("--out", required=True, type=click.Path(file_okay=False),
+@click.option("--out", required=True, type=LocalFolder(),
               help="Job folder: data/, model/, scored/ (predictions and report), run.json.")
 @click.option("--source", default=None, metavar="URL|ZIP|FILE", help="Dataset [the UCI zip].")
 @click.option("--train-args", default="", metavar="'OPTIONS'",

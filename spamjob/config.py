@@ -163,7 +163,21 @@ def field_problems(cfg) -> list[str]:
         low = f.metadata.get("min")
         if value is not None and low is not None and value < low:
             problems.append(f"{name} must be >= {low}, got {value}")
+        if f.metadata.get("folder") and (uri := uri_problem("--" + name, value)):
+            problems.append(uri)
     return problems
+
+
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def uri_problem(option: str, value) -> str | None:
+    """A `scheme://` folder (s3://, gs://, abfs://...) that would otherwise be made locally as a
+    folder named `s3:`; object stores are not supported for folders yet."""
+    if isinstance(value, str) and _URI.match(value):
+        return (f"{option} {value} is a URI; spamjob reads and writes local (or mounted) folders only, "
+                "so give a local path")
+    return None
 
 
 def optional_type(hint):
@@ -296,7 +310,8 @@ class ScoreConfig:
     model: str = option(folder=True)
     """Run folder of `spamjob train` (the classifier)."""
     out: str = option(folder=True)
-    """Output folder: predictions/ (the parts), rejects/, report.json/.md/.png, _manifest.json, _SUCCESS."""
+    """Output folder (local or mounted): predictions/ (the parts), rejects/, report.json/.md/.png,
+    _manifest.json, _SUCCESS."""
     format: OutputFormat = "parquet"
     """File format of the prediction parts."""
     text_column: str | None = None

@@ -11,7 +11,7 @@ from typing import Callable, get_origin
 
 import click
 
-from spamjob.config import SIZE_CHOICES, choices, field_types, optional_type
+from spamjob.config import SIZE_CHOICES, choices, field_types, optional_type, uri_problem
 
 
 def from_fields(cls, exclude: tuple[str, ...] = ()) -> Callable:
@@ -33,6 +33,19 @@ def field_docs(cls) -> dict[str, str]:
     return {a.target.id: " ".join(b.value.value.split()) for a, b in zip(body, body[1:])
             if isinstance(a, ast.AnnAssign) and isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant)
             and isinstance(b.value.value, str)}
+
+
+class LocalFolder(click.Path):
+    """A folder path; a URI (s3://...) is a one-line error naming the option, never a local `s3:`."""
+
+    def __init__(self):
+        super().__init__(file_okay=False)
+
+    def convert(self, value, param, ctx):
+        option = param.opts[0] if param is not None and param.opts else "a folder"
+        if (problem := uri_problem(option if option.startswith("-") else option.upper(), value)) is not None:
+            raise click.ClickException(problem)
+        return super().convert(value, param, ctx)
 
 
 class CommaList(click.ParamType):
@@ -66,7 +79,7 @@ def _type(hint, meta) -> click.ParamType:
     if meta.get("sizes"):
         return click.Choice(SIZE_CHOICES, case_sensitive=False)
     if meta.get("folder"):
-        return click.Path(file_okay=False)
+        return LocalFolder()
     if get_origin(hint) is tuple:
         return CommaList()
     low = meta.get("min")

@@ -108,3 +108,32 @@ def test_every_config_field_is_an_option_with_its_docstring_as_help(cls, command
             assert params[f.name].help == docs[f.name]
     cli_only = set(params) - {f.name for f in dataclasses.fields(cls)}
     assert cli_only <= {"auto_resume"}, cli_only
+
+
+@pytest.mark.parametrize("args", [
+    ["score", "in.csv", "--model", "m", "--out", "s3://bucket/scored"],
+    ["score", "in.csv", "--model", "m", "--out", "gs://bucket/scored", "--engine", "ray"],
+    ["train", "--weights", "random", "--out", "s3://bucket/run"],
+    ["export", "m", "--out", "abfs://container/export"],
+    ["prepare", "--out", "s3://bucket/data"],
+    ["download", "--tokenizer", "--dir", "s3://bucket/tok"],
+    ["run", "--out", "s3://bucket/job"],
+    ["report", "s3://bucket/scored"],
+])
+def test_a_uri_for_a_folder_is_one_line_naming_the_option(args, tmp_path):
+    """Object stores are not supported for folders: never a local folder named `s3:`."""
+    r = subprocess.run([sys.executable, "-m", "spamjob.cli", *args], capture_output=True, text=True, cwd=tmp_path,
+                       timeout=300)
+    option = next((a for a in args if a.startswith("--") and "://" in args[args.index(a) + 1]), "FOLDER")
+    assert r.returncode == 1 and r.stderr.startswith(f"Error: {option} ") and "is a URI" in r.stderr, r.stderr
+    assert r.stderr.count("\n") == 1 and list(tmp_path.iterdir()) == []
+
+
+def test_a_uri_for_a_folder_is_refused_by_the_configs_too():
+    from spamjob.config import ScoreConfig, TrainConfig
+    from spamjob.errors import SpamjobError
+
+    with pytest.raises(SpamjobError, match="--out s3://b/x is a URI"):
+        ScoreConfig(inputs=("a.csv",), model="m", out="s3://b/x")
+    with pytest.raises(SpamjobError, match="--out gs://b/r is a URI"):
+        TrainConfig(out="gs://b/r")
