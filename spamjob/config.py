@@ -399,7 +399,7 @@ class ScoreConfig:
             return ["--ray-address needs --engine ray"] if self.ray_address else []
         unsupported = {"--format csv": self.format == "csv", "--shard": self.shard, "--compile": self.compile,
                        "--threads": self.threads, "--tokenize-workers": self.tokenize_workers,
-                       "--id-column": self.id_column, f"--encoding {self.encoding}": self.encoding.lower() != "utf-8"}
+                       f"--encoding {self.encoding}": self.encoding.lower() != "utf-8"}
         return [f"{name} is not supported with --engine ray" for name, used in unsupported.items() if used]
 
     def plan_options(self) -> dict:

@@ -116,8 +116,20 @@ def test_score_engine_ray_from_the_cli(ray_cluster, rows, by_spamjob, classifier
     assert (tmp_path / "o" / "_SUCCESS").is_file()
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "scored 396 of 400 rows" in again.stdout
+    # --id-column: first in the output, as spamjob score puts it (to join predictions back).
+    with_id = [*cmd[:-1], "--out", str(tmp_path / "id"), "--id-column", "Label", "--keep-columns", "Text,id"]
+    r = subprocess.run(with_id, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    local = CliRunner().invoke(cli, ["score", str(rows), "--model", str(classifier_dir), "--out", str(tmp_path / "l"),
+                                     "--id-column", "Label", "--keep-columns", "Text,id", "--no-progress"])
+    assert local.exit_code == 0, local.output
+    ray_df, local_df = (pd.read_parquet(tmp_path / d / "predictions") for d in ("id", "l"))
+    assert list(ray_df.columns) == list(local_df.columns) == ["Label", "Text", "id", "prediction", "spam_probability",
+                                                              "truncated", "error"]
+    same_predictions(ray_df, local_df)
     for bad, says in ((["--shard", "0/2"], "--shard is not supported with --engine ray"),
                       (["--text-column", "nope"], "the inputs have no text column 'nope'"),
+                      (["--id-column", "key"], "the inputs have no --id-column 'key'"),
                       (["--label-column", "nah"], "the inputs have no --label-column 'nah'")):
         r = subprocess.run([*cmd[:-1], "--out", str(tmp_path / "bad"), *bad], capture_output=True, text=True,
                            timeout=300)

@@ -27,6 +27,7 @@ import numpy as np
 import pyarrow as pa
 import ray
 
+from spamjob.columns import OUTPUT_COLUMNS
 from spamjob.errors import SpamjobError
 from spamjob.operating import threshold_record
 from spamjob.scorer import BatchScorer, Window, prepare_window, text_column_of
@@ -142,8 +143,12 @@ def run_job(cfg) -> dict:
     if (out / "_SUCCESS").is_file() and (out / "_plan.json").is_file() and read_json(out / "_plan.json") == plan:
         return {**read_json(out / "report.json"), "already_done": True}
     _init(cfg.ray_address)
-    ds = _read(groups)
-    _check_columns(ds.schema().names, cfg)  # before any file is written
+    try:
+        ds = _read(groups)
+        names = ds.schema().names
+    except (ImportError, ray.exceptions.RayError, pa.ArrowException, OSError, ValueError) as e:
+        raise SpamjobError(f"Ray cannot read the inputs: {_last_line(e)}") from None
+    _check_columns(names, cfg)  # before any file is written
     _clear(out, plan, cfg.overwrite)
     write_json(out / "_plan.json", plan)
     options = {"mixed_precision": cfg.mixed_precision, "batch_tokens": cfg.batch_tokens, "quantize": cfg.quantize,
@@ -151,19 +156,23 @@ def run_job(cfg) -> dict:
     num_gpus = 1 if ray.cluster_resources().get("GPU", 0) else 0  # one GPU per actor, bf16 by default
     scored = score_dataset(ds, cfg.model, num_gpus=num_gpus, text_column=cfg.text_column,
                            batch_rows=min(cfg.window_rows, BATCH_ROWS), **options)
-    if cfg.keep_columns is not None:
-        scored = scored.select_columns([*cfg.keep_columns, "prediction", "spam_probability", "truncated", "error"])
+    scored = scored.select_columns([*_kept(names, cfg), *OUTPUT_COLUMNS])
     tmp = out / ".predictions.ray.part"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         scored.write_parquet(str(tmp))
     except (ray.exceptions.RayError, pa.ArrowException, OSError, ValueError) as e:
-        lines = [line for line in str(e).strip().splitlines() if line.strip()]
-        raise SpamjobError(f"the Ray job failed: {lines[-1] if lines else type(e).__name__}") from None
+        raise SpamjobError(f"the Ray job failed: {_last_line(e)}") from None
     tmp.rename(out / "predictions")
     report = _report(out, cfg, wall0, {"model": model, "threshold": threshold}, pool_size(num_gpus)[0])
     (out / "_SUCCESS").touch()
     return report
+
+
+def _last_line(e: BaseException) -> str:
+    """What a Ray error says last (its own traceback text comes first), or its type."""
+    lines = [line for line in str(e).strip().splitlines() if line.strip()]
+    return lines[-1] if lines else type(e).__name__
 
 
 def _report(out: Path, cfg, wall0: float, facts: dict, actors: int) -> dict:
@@ -214,12 +223,20 @@ def _read(groups: list[tuple[str, str, list[str]]]) -> "ray.data.Dataset":
     return parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
 
 
+def _kept(names: list[str], cfg) -> list[str]:
+    """The input columns in the output, as `spamjob score` keeps them: --keep-columns (all), the
+    --id-column first."""
+    keep = list(cfg.keep_columns) if cfg.keep_columns is not None else names
+    return [cfg.id_column, *(c for c in keep if c != cfg.id_column)] if cfg.id_column else keep
+
+
 def _check_columns(names: list[str], cfg) -> None:
     try:
         text_column_of(names, cfg.text_column)
     except SpamjobError as e:
         raise SpamjobError(f"the inputs have {e}") from None
-    wanted = [("--label-column", cfg.label_column), *(("--keep-columns", c) for c in cfg.keep_columns or ())]
+    wanted = [("--label-column", cfg.label_column), ("--id-column", cfg.id_column),
+              *(("--keep-columns", c) for c in cfg.keep_columns or ())]
     missing = [f"{what} {name!r}" for what, name in wanted if name and name not in names]
     if missing:
         raise SpamjobError(f"the inputs have no {', '.join(missing)} (columns: {', '.join(names)})")
