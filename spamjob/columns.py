@@ -4,6 +4,7 @@ decoded without ever crashing on bad bytes."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterable
 
 import pyarrow as pa
 
@@ -57,11 +58,23 @@ def resolve_columns(source: Source, schema: pa.Schema | None, cfg: ScoreConfig) 
     if cfg.id_column:  # kept, and first
         keep = (cfg.id_column, *(c for c in keep if c != cfg.id_column))
     _check_nested(source, schema, cfg, keep)
-    clash = [c for c in keep if c in OUTPUT_COLUMNS]
-    if clash:
-        raise SpamjobError(f"{source.path}: input column(s) {', '.join(clash)} would collide with the output; "
-                           "drop them with --keep-columns")
     return Columns(text, cfg.label_column, keep)
+
+
+INPUT_PREFIX = "input_"
+
+
+def renamed_for_output(kept: Iterable[str]) -> dict[str, str]:
+    """Kept input columns whose names scoring takes (a scored input's own prediction,
+    spam_probability, truncated, error) -> their names in the output, one `input_` prefix more; a
+    column already named so (from an earlier scoring) moves one further, so that no two columns
+    share a name and each scoring's columns stay apart (input_prediction, input_input_prediction)."""
+    taken, renamed = set(kept), {}
+    for name in OUTPUT_COLUMNS:
+        while name in taken:
+            renamed[name] = INPUT_PREFIX + name
+            name = INPUT_PREFIX + name
+    return renamed
 
 
 def _textual(t: pa.DataType) -> bool:

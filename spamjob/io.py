@@ -67,8 +67,9 @@ def discover(patterns: list[str] | tuple[str, ...]) -> list[Source]:
     """Files, folders (searched recursively for known suffixes) and globs -> sources, in a stable order.
 
     A pattern that matches nothing, or a file of an unknown type, is an error. A scoring output
-    folder (it holds OUTPUT_MARKER) is never an input: skipped when a folder or glob is walked,
-    an error when named.
+    (a folder holding OUTPUT_MARKER) is skipped when a folder or glob is walked, so that an output
+    inside an input folder is never read; its parts are scored again only when named: a part, or
+    the output's predictions/ folder, of a finished job (`scored_input`).
     """
     seen: dict[str, Source] = {}
     marked = functools.lru_cache(maxsize=None)(lambda folder: (folder / OUTPUT_MARKER).is_file())  # this call only
@@ -78,11 +79,9 @@ def discover(patterns: list[str] | tuple[str, ...]) -> list[Source]:
             candidates = [p]
             if kind_of(p) is None:
                 raise SpamjobError(f"{p}: unknown input type; expected .parquet, .csv, .tsv or .txt (optionally .gz)")
-            if (output := scoring_output_of(p)) is not None:
-                raise SpamjobError(f"{p} is inside {output}, a spamjob scoring output; it is never an input")
+            scored_input(p, p.parent)
         elif p.is_dir():
-            if (output := scoring_output_of(p)) is not None:
-                raise SpamjobError(f"{p} is (inside) {output}, a spamjob scoring output; it is never an input")
+            scored_input(p, p)
             candidates = sorted(f for f in _walk(p) if kind_of(f) is not None and scoring_output_of(f, p, marked) is None)
             if not candidates:
                 raise SpamjobError(f"folder {p} holds no .parquet/.csv/.tsv/.txt files")
@@ -98,6 +97,33 @@ def discover(patterns: list[str] | tuple[str, ...]) -> list[Source]:
                 kind, compression = kind_of(c)  # type: ignore[misc]
                 seen[real] = Source(real, kind, compression, st.st_size, st.st_mtime_ns)
     return list(seen.values())
+
+
+def scored_input(named: Path, folder: Path) -> None:
+    """A named input inside a scoring output must be its predictions/ folder (`folder`), or a part
+    in it, of a finished job: anything else there (the output itself, its bookkeeping, an
+    unfinished job's parts) is an error."""
+    output = scoring_output_of(named)
+    if output is None:
+        return
+    if folder.resolve() != (output / PREDICTIONS).resolve():
+        raise SpamjobError(f"{named} is (inside) {output}, a spamjob scoring output; to score its predictions "
+                           f"again, name {output / PREDICTIONS} or parts in it")
+    if not (output / "_SUCCESS").is_file():
+        raise SpamjobError(f"{named} belongs to an unfinished scoring job ({output} has no _SUCCESS); "
+                           "finish that job first (rerun its command)")
+
+
+def check_out(out: Path, inputs: list[str]) -> None:
+    """--out may neither hold an input (a rerun or --overwrite would change what it reads) nor lie
+    inside another scoring output (its predictions/ would read as more rows)."""
+    out = out.expanduser().resolve()
+    inside = next((path for path in inputs if Path(path).is_relative_to(out)), None)
+    if inside is not None:
+        raise SpamjobError(f"input {inside} lies inside --out {out}; write the output elsewhere")
+    owner = scoring_output_of(out.parent) if out.parent.exists() else None
+    if owner is not None:
+        raise SpamjobError(f"--out {out} lies inside {owner}, another scoring output; write the output elsewhere")
 
 
 def _walk(folder: Path) -> Iterator[Path]:

@@ -28,14 +28,15 @@ import torch
 from tqdm import tqdm
 
 from spamjob import __version__
-from spamjob.columns import OUTPUT_COLUMNS, OUTPUT_TYPES, Columns, labels_of, resolve_columns, utf8_column
+from spamjob.columns import OUTPUT_COLUMNS, OUTPUT_TYPES, Columns, labels_of, renamed_for_output, resolve_columns, \
+    utf8_column
 from spamjob.config import ScoreConfig
 from spamjob.errors import SpamjobError
 from spamjob.faults import kill_point, pause_point
 from spamjob.fsutil import atomic_path, locked, read_json, sha256_file, write_json
 from spamjob.csvsplit import SplitError, block_count, read_block
-from spamjob.io import OUTPUT_MARKER, PREDICTIONS, Chunk, CsvOptions, PartWriter, Source, discover, iter_csv_blocks, \
-    iter_parquet_unit, parquet_bounds, parquet_layout, parquet_units, schema_of
+from spamjob.io import OUTPUT_MARKER, PREDICTIONS, Chunk, CsvOptions, PartWriter, Source, check_out, discover, \
+    iter_csv_blocks, iter_parquet_unit, parquet_bounds, parquet_layout, parquet_units, schema_of
 from spamjob.operating import threshold_record
 from spamjob.report import Counts, count_rows, workers
 from spamjob.schema import as_csv_text, common_type, conform
@@ -68,23 +69,24 @@ class Input:
     schema: pa.Schema | None
     columns: Columns | None
 
-    def kept_fields(self) -> list[pa.Field]:
-        """The kept columns as they come in: Parquet's as they are, CSV fields as text."""
-        return [pa.field(c, pa.large_string()) if self.source.kind == "csv" else self.schema.field(c)
+    def kept_fields(self, renamed: dict[str, str]) -> list[pa.Field]:
+        """The kept columns as they come in (Parquet's as they are, CSV fields as text), under their
+        output names (`renamed`: see columns.renamed_for_output)."""
+        return [pa.field(renamed.get(c, c), pa.large_string() if self.source.kind == "csv" else self.schema.field(c).type)
                 for c in (self.columns.keep if self.columns is not None else ())]
 
 
 OUTPUT_FIELDS = [pa.field(name, t) for name, t in OUTPUT_TYPES.items()]
 
 
-def output_schema(inputs: list[Input], fmt: str) -> pa.Schema:
+def output_schema(inputs: list[Input], fmt: str, renamed: dict[str, str]) -> pa.Schema:
     """One schema for every part, so that the output folder reads as one dataset: the union of the
     kept columns (in order of first appearance; an input without one gets nulls), each of a type
     that every input's values convert to exactly (spamjob.schema; CSV parts: bytes as text), then the
     four scoring adds."""
     by_name: dict[str, list[tuple[str, pa.DataType]]] = {}
     for inp in inputs:
-        for f in inp.kept_fields():
+        for f in inp.kept_fields(renamed):
             by_name.setdefault(f.name, []).append((inp.source.path, f.type))
     sources = {inp.source.path: inp.source for inp in inputs}
     kept = [pa.field(name, common_type(name, found, lambda path, col: parquet_bounds(sources[path], col)))
@@ -142,6 +144,7 @@ class ScoreJob:
     me: int  # this process's place among every process of every --shard task...
     total: int  # ...and their number: unit k is done by process k % total
     threads: dict = field(default_factory=dict)  # torch's threads (or model workers) in this process, and why
+    renamed: dict = field(default_factory=dict)  # kept input columns named as an output column -> input_<name>
     split: list[Input] = field(default_factory=list)  # CSV inputs read in byte blocks when the job started
     windows: int = 0  # windows written by this process (the crash tests' kill point counts them)
     steady: Steady = field(default_factory=Steady)
@@ -186,10 +189,13 @@ def setup(cfg: ScoreConfig) -> ScoreJob:
     tok_workers = cfg.tokenize_workers if cfg.tokenize_workers is not None else tokenizer_workers(gpu)
     csv = CsvOptions(cfg.delimiter, cfg.encoding, cfg.block_mb << 20, split=cfg.csv_split == "auto")
     inputs = []
-    for source in discover(cfg.inputs):  # bad inputs fail here, before the model is loaded
+    sources = discover(cfg.inputs)  # bad inputs fail here, before the model is loaded
+    check_out(out, [s.path for s in sources])
+    for source in sources:
         schema = schema_of(source, csv)
         inputs.append(Input(source, schema, resolve_columns(source, schema, cfg)))
-    schema = output_schema(inputs, cfg.format)
+    renamed = renamed_for_output(c for i in inputs if i.columns is not None for c in i.columns.keep)
+    schema = output_schema(inputs, cfg.format, renamed)
     # The tokenizer processes (GPU) start first and load their tokenizers while the model loads.
     scorer = BatchScorer(cfg.model, device=accelerator.device, mixed_precision=cfg.mixed_precision,
                          batch_tokens=cfg.batch_tokens, quantize=cfg.quantize, compile=cfg.compile,
@@ -206,7 +212,7 @@ def setup(cfg: ScoreConfig) -> ScoreJob:
     # With --shard K/N, this run's processes are ranks K*world .. K*world+world-1 of N*world.
     k, n = map(int, (cfg.shard or "0/1").split("/"))
     job = ScoreJob(cfg, accelerator, out, scorer, inputs, schema, csv, plan, Agreement() if cfg.quantize else None,
-                   me=k * world + accelerator.process_index, total=n * world, threads=threads)
+                   me=k * world + accelerator.process_index, total=n * world, threads=threads, renamed=renamed)
     job.split = [i for i in inputs if _split_blocks(job, i)]
     rows = sum(parquet_layout(i.source)[1] for i in inputs if i.source.kind == "parquet" and i.columns is not None)
     job.bar = tqdm(total=(rows // world) or None, unit="rows", desc=f"scoring (rank {accelerator.process_index})",
@@ -463,8 +469,8 @@ def _score_window(job: ScoreJob, item: Item, inp: Input, probs: np.ndarray, coun
         job.agreement.max_abs_diff = float(np.abs(ref - probs[: len(ref)]).max())
     new = job.scorer.output_columns(window, probs)
     counts += count_rows(new, item.labels)
-    n, mine = window.num_rows, set(inp.columns.keep)
-    kept = {f.name: _kept(item.chunk.batch.column(f.name), f.type) if f.name in mine else pa.nulls(n, f.type)
+    n, mine = window.num_rows, {job.renamed.get(c, c): c for c in inp.columns.keep}  # output name -> input name
+    kept = {f.name: _kept(item.chunk.batch.column(mine[f.name]), f.type) if f.name in mine else pa.nulls(n, f.type)
             for f in job.schema if f.name not in new}
     return pa.table({**kept, **new}, schema=job.schema)
 
@@ -657,7 +663,8 @@ def padding_note(clf) -> dict:
 def _filled_with_nulls(job: ScoreJob) -> dict[str, list[str]]:
     """Per input, the output columns it does not have (null in its rows)."""
     kept = [f.name for f in job.schema if f.name not in OUTPUT_COLUMNS]
-    missing = {i.source.path: [c for c in kept if c not in i.columns.keep] for i in job.inputs if i.columns is not None}
+    missing = {i.source.path: [c for c in kept if c not in {job.renamed.get(k, k) for k in i.columns.keep}]
+               for i in job.inputs if i.columns is not None}
     return {path: cols for path, cols in missing.items() if cols}
 
 

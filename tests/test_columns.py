@@ -5,7 +5,8 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from spamjob.columns import Columns, as_strings, labels_of, resolve_columns, utf8_column
+from spamjob.columns import OUTPUT_COLUMNS, Columns, as_strings, labels_of, renamed_for_output, resolve_columns, \
+    utf8_column
 from spamjob.config import ScoreConfig
 from spamjob.errors import SpamjobError
 from spamjob.io import Source
@@ -50,8 +51,8 @@ def test_label_id_and_kept_columns():
         resolve_columns(PARQUET, s, cfg(id_column="key"))
     with pytest.raises(SpamjobError, match="has no column\\(s\\) a, b for --keep-columns"):
         resolve_columns(PARQUET, s, cfg(keep_columns=("a", "b", "extra")))
-    with pytest.raises(SpamjobError, match="input column\\(s\\) prediction would collide with the output"):
-        resolve_columns(PARQUET, schema(text=pa.string(), prediction=pa.string()), cfg())
+    assert resolve_columns(PARQUET, schema(text=pa.string(), prediction=pa.string()), cfg()).keep == (
+        "text", "prediction")  # a scored input's own prediction is kept (renamed in the output: below)
     assert resolve_columns(PARQUET, schema(text=pa.string(), prediction=pa.string()),
                            cfg(keep_columns=("text",))).keep == ("text",)
 
@@ -72,3 +73,14 @@ def test_utf8_column_and_labels():
     assert labels_of(labels) == [1, 0, 1, 0, None, None, None]
     assert labels_of(pa.array([1, 0, 2])) == [1, 0, None]
     assert labels_of(pa.array([b"spam", b"\xff"], type=pa.binary())) == [1, None]
+
+
+def test_a_scored_inputs_own_columns_take_one_more_prefix():
+    assert renamed_for_output(["text", "Label"]) == {}
+    assert renamed_for_output(["text", "prediction", "error"]) == {"prediction": "input_prediction",
+                                                                    "error": "input_error"}
+    again = renamed_for_output(["text", "input_prediction", "prediction", "spam_probability"])
+    assert again == {"prediction": "input_prediction", "input_prediction": "input_input_prediction",
+                     "spam_probability": "input_spam_probability"}
+    names = ["text", "input_prediction", "prediction", "spam_probability"]
+    assert len({again.get(c, c) for c in names} | set(OUTPUT_COLUMNS)) == len(names) + len(OUTPUT_COLUMNS)

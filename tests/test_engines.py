@@ -137,6 +137,26 @@ def test_score_engine_ray_from_the_cli(ray_cluster, rows, by_spamjob, classifier
         assert "Traceback" not in r.stderr and not (tmp_path / "bad").exists()
 
 
+def test_ray_scores_a_scored_output_again_as_spamjob_does(ray_cluster, by_spamjob, classifier_dir, tmp_path):
+    """--engine ray on a predictions/ folder: the earlier columns renamed input_*, and the report's
+    --label-column prediction (the earlier classifier's) read from the input, not the new one."""
+    import subprocess
+    import sys
+
+    address = ray_cluster.get_runtime_context().gcs_address
+    common = [str(by_spamjob / "predictions"), "--model", str(classifier_dir), "--threshold", "0.6",
+              "--label-column", "prediction", "--no-progress"]
+    r = subprocess.run([sys.executable, "-m", "spamjob.cli", "score", *common, "--out", str(tmp_path / "ray"),
+                        "--engine", "ray", "--ray-address", address], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert CliRunner().invoke(cli, ["score", *common, "--out", str(tmp_path / "local")]).exit_code == 0
+    ray_df, local_df = (pd.read_parquet(tmp_path / d / "predictions") for d in ("ray", "local"))
+    assert list(ray_df.columns) == list(local_df.columns) and "input_prediction" in ray_df.columns
+    same_predictions(ray_df, local_df)
+    mine, theirs = (json.loads((tmp_path / d / "report.json").read_text()) for d in ("ray", "local"))
+    assert mine["accuracy"] == theirs["accuracy"] < 1.0
+
+
 # --- Spark ----------------------------------------------------------------------------------
 
 

@@ -88,3 +88,6 @@ def test_every_readme_command_runs(network, tmp_path):
     assert json.loads((sandbox / "runs" / "reference" / "config.json").read_text())["pooling"] == "last"
     assert (sandbox / "bundle" / "bundle.json").exists() and (sandbox / "runs" / "offline" / "run.json").exists()
     assert (sandbox / "data-parquet" / "test.parquet").exists()
+    strict = json.loads((sandbox / "scored" / "r1-strict" / "report.json").read_text())
+    assert strict["rows"]["scored"] == 300 and strict["accuracy"] is not None  # agreement with scored/r1
+    assert "input_prediction" in strict["output"]["columns"]

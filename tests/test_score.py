@@ -419,10 +419,50 @@ def test_an_output_inside_an_input_folder_is_never_read(classifier_dir, tmp_path
     assert score(*args).exit_code == 0 and report(tmp_path / "in" / "scored")["rows"]["read"] == 30
     r = score(*args, "--label-column", "label", "--overwrite")
     assert r.exit_code == 0 and report(tmp_path / "in" / "scored")["rows"]["read"] == 30
-    for named in ("in/scored", "in/scored/predictions"):
-        r = score(str(tmp_path / named), "--model", str(classifier_dir), "--out", str(tmp_path / "x"))
-        assert r.exit_code == 1 and "a spamjob scoring output; it is never an input" in r.output
-        assert not (tmp_path / "x").exists()
+    r = score(str(tmp_path / "in" / "scored"), "--model", str(classifier_dir), "--out", str(tmp_path / "x"))
+    assert r.exit_code == 1 and "a spamjob scoring output; to score its predictions again, name" in r.output
+    assert not (tmp_path / "x").exists()  # named explicitly, its predictions/ is scored again (below)
+
+
+def test_a_scored_output_named_explicitly_is_scored_again(classifier_dir, data_dir, tmp_path):
+    """Last night's predictions scored by another classifier (here: another operating point): the
+    earlier columns kept as input_*, agreement as accuracy against --label-column prediction."""
+    model = ["--model", str(classifier_dir), "--no-progress"]
+    old, new = tmp_path / "old", tmp_path / "new"
+    assert score(str(data_dir / "test.csv"), *model, "--out", str(old), "--threshold", "0.3").exit_code == 0
+    r = score(str(old / "predictions"), *model, "--out", str(new), "--threshold", "0.6", "--label-column", "prediction")
+    assert r.exit_code == 0, r.output
+    before, after = predictions(old), predictions(new)
+    assert list(after.columns) == ["Label", "Text", "input_prediction", "input_spam_probability", "input_truncated",
+                                   "input_error", "prediction", "spam_probability", "truncated", "error"]
+    joined = before.merge(after, on="Text", suffixes=("_old", ""))
+    assert len(after) == len(before) == 300 and (joined["input_prediction"] == joined["prediction_old"]).all()
+    assert np.allclose(joined["input_spam_probability"], joined["spam_probability_old"])
+    agreement = (after["prediction"] == after["input_prediction"]).mean()
+    assert 0 < agreement < 1 and report(new)["accuracy"] == pytest.approx(agreement)
+    part = next((new / "predictions").glob("*.parquet"))
+    r = score(str(part), *model, "--out", str(tmp_path / "third"), "--keep-columns", "Text,prediction")
+    assert r.exit_code == 0, r.output  # a part named alone; a second generation moves one prefix further
+    assert list(predictions(tmp_path / "third").columns) == ["Text", "input_prediction", "prediction",
+                                                              "spam_probability", "truncated", "error"]
+
+
+@pytest.mark.parametrize("named, out, message", [
+    ("old", "x", "to score its predictions again, name"),
+    ("old/_parts", "x", "to score its predictions again, name"),
+    ("old/predictions", "old", "lies inside --out"),
+    ("old/predictions", "old/predictions/x", "lies inside"),
+    ("unfinished/predictions", "x", "belongs to an unfinished scoring job"),
+])
+def test_what_is_never_scored_again_is_one_line(classifier_dir, data_dir, tmp_path, named, out, message):
+    model = ["--model", str(classifier_dir), "--no-progress"]
+    for done in ("old", "unfinished"):
+        assert score(str(data_dir / "validation.csv"), *model, "--out", str(tmp_path / done)).exit_code == 0
+    (tmp_path / "unfinished" / "_SUCCESS").unlink()
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    r = score(str(tmp_path / named), *model, "--out", str(tmp_path / out), "--overwrite")
+    assert r.exit_code == 1 and message in r.output and r.output.count("\n") == 1, r.output
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing written or deleted
 
 
 def test_inputs_with_different_columns_give_one_schema(classifier_dir, tmp_path):

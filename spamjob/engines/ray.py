@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 import ray
 
-from spamjob.columns import OUTPUT_COLUMNS
+from spamjob.columns import OUTPUT_COLUMNS, renamed_for_output
 from spamjob.errors import SpamjobError
 from spamjob.operating import threshold_record
 from spamjob.scorer import BatchScorer, Window, prepare_window, text_column_of
@@ -143,20 +143,15 @@ def run_job(cfg) -> dict:
     if (out / "_SUCCESS").is_file() and (out / "_plan.json").is_file() and read_json(out / "_plan.json") == plan:
         return {**read_json(out / "report.json"), "already_done": True}
     _init(cfg.ray_address)
-    try:
-        ds = _read(groups)
-        names = ds.schema().names
-    except (ImportError, ray.exceptions.RayError, pa.ArrowException, OSError, ValueError) as e:
-        raise SpamjobError(f"Ray cannot read the inputs: {_last_line(e)}") from None
-    _check_columns(names, cfg)  # before any file is written
+    ds, kept, named = _inputs(groups, cfg)  # columns checked before any file is written
     _clear(out, plan, cfg.overwrite)
     write_json(out / "_plan.json", plan)
     options = {"mixed_precision": cfg.mixed_precision, "batch_tokens": cfg.batch_tokens, "quantize": cfg.quantize,
                "threshold": threshold["value"]}
     num_gpus = 1 if ray.cluster_resources().get("GPU", 0) else 0  # one GPU per actor, bf16 by default
-    scored = score_dataset(ds, cfg.model, num_gpus=num_gpus, text_column=cfg.text_column,
+    scored = score_dataset(ds, cfg.model, num_gpus=num_gpus, text_column=named(cfg.text_column),
                            batch_rows=min(cfg.window_rows, BATCH_ROWS), **options)
-    scored = scored.select_columns([*_kept(names, cfg), *OUTPUT_COLUMNS])
+    scored = scored.select_columns([*kept, *OUTPUT_COLUMNS])
     tmp = out / ".predictions.ray.part"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
@@ -164,7 +159,8 @@ def run_job(cfg) -> dict:
     except (ray.exceptions.RayError, pa.ArrowException, OSError, ValueError) as e:
         raise SpamjobError(f"the Ray job failed: {_last_line(e)}") from None
     tmp.rename(out / "predictions")
-    report = _report(out, cfg, wall0, {"model": model, "threshold": threshold}, pool_size(num_gpus)[0])
+    report = _report(out, named(cfg.label_column), cfg, wall0, {"model": model, "threshold": threshold},
+                     pool_size(num_gpus)[0])
     (out / "_SUCCESS").touch()
     return report
 
@@ -175,11 +171,11 @@ def _last_line(e: BaseException) -> str:
     return lines[-1] if lines else type(e).__name__
 
 
-def _report(out: Path, cfg, wall0: float, facts: dict, actors: int) -> dict:
+def _report(out: Path, label_column: str | None, cfg, wall0: float, facts: dict, actors: int) -> dict:
     from spamjob import report as rep
     from spamjob.recount import count_folder
 
-    total, per_input, extra = count_folder(out, cfg.label_column)
+    total, per_input, extra = count_folder(out, label_column)
     wall = time.perf_counter() - wall0
     extra.update({"engine": "ray", "wall_time_s": round(wall, 3), "rows_per_s": round(total.rows_read / wall, 2),
                   "num_processes": 1, "actors": actors, **facts,  # one driver process; the actors score
@@ -200,12 +196,14 @@ def _fingerprint(path: str) -> dict:
 def _input_groups(cfg) -> list[tuple[str, str, list[str]]]:
     """(kind, delimiter, paths) per way of reading: local inputs found as `spamjob score` finds
     them; URIs (s3://, gs://, hdfs://) by their suffix, a folder URI as Parquet."""
-    from spamjob.io import CsvOptions, discover, kind_of
+    from spamjob.io import CsvOptions, check_out, discover, kind_of
 
     csv = CsvOptions(cfg.delimiter, cfg.encoding)
     groups: dict[tuple[str, str], list[str]] = {}
     local = [i for i in cfg.inputs if "://" not in i]
-    for src in discover(local) if local else []:
+    sources = discover(local) if local else []
+    check_out(Path(cfg.out), [s.path for s in sources])
+    for src in sources:
         groups.setdefault((src.kind, csv.delimiter_for(src) if src.kind == "csv" else ""), []).append(src.path)
     for uri in (i for i in cfg.inputs if "://" in i):
         kind = (kind_of(PurePosixPath(uri)) or ("parquet", None))[0]
@@ -221,6 +219,23 @@ def _read(groups: list[tuple[str, str, list[str]]]) -> "ray.data.Dataset":
              ray.data.read_csv(paths, parse_options=pacsv.ParseOptions(delimiter=delim, newlines_in_values=True))
              for kind, delim, paths in groups]
     return parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
+
+
+def _inputs(groups: list[tuple[str, str, list[str]]], cfg) -> tuple["ray.data.Dataset", list[str], Any]:
+    """The inputs as one dataset, its columns checked; the kept columns under their output names
+    (a scored input's own prediction... renamed input_prediction..., as `spamjob score` does) and
+    the map from an input column's name to its name there."""
+    try:
+        ds = _read(groups)
+        names = ds.schema().names
+    except (ImportError, ray.exceptions.RayError, pa.ArrowException, OSError, ValueError) as e:
+        raise SpamjobError(f"Ray cannot read the inputs: {_last_line(e)}") from None
+    _check_columns(names, cfg)
+    kept = _kept(names, cfg)
+    renamed = renamed_for_output(kept)
+    if renamed:
+        ds = ds.rename_columns(renamed)
+    return ds, [renamed.get(c, c) for c in kept], lambda name: renamed.get(name, name)
 
 
 def _kept(names: list[str], cfg) -> list[str]:
