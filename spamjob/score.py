@@ -206,7 +206,6 @@ def setup(cfg: ScoreConfig) -> ScoreJob:
     plan = {"spamjob_version": __version__, "model": model_fp, "inputs": [i.source.fingerprint() for i in inputs],
             "options": {**cfg.plan_options(), **predictions}}
     if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
         _check_plan(out, plan, cfg.overwrite)
     accelerator.wait_for_everyone()
     # With --shard K/N, this run's processes are ranks K*world .. K*world+world-1 of N*world.
@@ -503,38 +502,52 @@ def _commit(out: Path, unit: Unit, writer: PartWriter, schema: pa.Schema, counts
 
 def _check_plan(out: Path, plan: dict, overwrite: bool) -> None:
     """Same plan: resume. Another plan, or a non-empty folder without one: an error, unless
-    --overwrite, which deletes what a scoring job writes and refuses when anything else is there."""
+    --overwrite, which deletes what a scoring job writes and refuses when anything else is there.
+
+    Under the folder's plan lock: tasks that start together (a Slurm array) agree on the folder,
+    the first writes the plan and the others wait for it, then find it theirs."""
+    out.mkdir(parents=True, exist_ok=True)
     plan_path = out / PLAN
-    if out.exists() and any(out.iterdir()):
-        old = read_json(plan_path) if plan_path.is_file() else None
-        if old != plan:
-            if not overwrite:
-                what = ("was written with another model, other inputs or other options" if old is not None
-                        else "is not empty and holds no spamjob scoring plan")
-                raise SpamjobError(f"output folder {out} {what}; pass --overwrite to replace it, or choose another --out")
-            foreign = [p for p in out.iterdir() if not _ours(p)]
-            if foreign:
-                raise SpamjobError(f"--overwrite would delete {foreign[0]}, which spamjob did not write; "
-                                   f"clear {out} by hand")
-            for p in out.iterdir():
-                shutil.rmtree(p) if p.is_dir() else p.unlink()
-    _remove_temporaries(out)  # of killed runs; a live run's are locked and stay
-    with locked(_lock_path(out, REPORT_LOCK)):
-        (out / "_SUCCESS").unlink(missing_ok=True)
-        write_json(plan_path, plan)
+    with locked(_lock_path(out, PLAN_LOCK)):
+        if [p for p in out.iterdir() if p.name != LOCKS]:
+            old = read_json(plan_path) if plan_path.is_file() else None
+            if old != plan:
+                _clear_for(out, old, overwrite)
+        _remove_temporaries(out)  # of killed runs; a live run's are locked and stay
+        pause_point("SPAMJOB_PAUSE_BEFORE_PLAN", 1)  # concurrency tests: a plan being written
+        with locked(_lock_path(out, REPORT_LOCK)):
+            (out / "_SUCCESS").unlink(missing_ok=True)
+            write_json(plan_path, plan)
+
+
+def _clear_for(out: Path, old: dict | None, overwrite: bool) -> None:
+    """--out holds another job's files (or none of spamjob's): an error, or with --overwrite their
+    deletion (the locks stay: other processes may be waiting on them)."""
+    if not overwrite:
+        what = ("was written with another model, other inputs or other options" if old is not None
+                else "is not empty and holds no spamjob scoring plan")
+        raise SpamjobError(f"output folder {out} {what}; pass --overwrite to replace it, or choose another --out")
+    foreign = [p for p in out.iterdir() if not _ours(p)]
+    if foreign:
+        raise SpamjobError(f"--overwrite would delete {foreign[0]}, which spamjob did not write; clear {out} by hand")
+    for p in out.iterdir():
+        if p.name != LOCKS:
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
 
 
 # What a scoring job writes into --out, and nothing else: --overwrite deletes only these.
 OWNED_FILES = {PLAN, "_manifest.json", "_SUCCESS", "report.json", "report.md", "report.png"}
-OWNED_FOLDERS = {"_parts", "_sources", "_locks", PREDICTIONS, "rejects"}
+LOCKS = "_locks"
+OWNED_FOLDERS = {"_parts", "_sources", LOCKS, PREDICTIONS, "rejects"}
 _OWNED_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[^.]+\.part$")  # atomic_path's and PartWriter's
 _UNIT_FILE = re.compile(
-    r"^(?P<unit>part-[0-9a-f]{12}-\d{6}|report)\.(parquet|csv|json|jsonl|lock)$|^[0-9a-f]{12}\.(json|lock)$")
+    r"^(?P<unit>part-[0-9a-f]{12}-\d{6}|report|plan)\.(parquet|csv|json|jsonl|lock)$|^[0-9a-f]{12}\.(json|lock)$")
 REPORT_LOCK = "report"  # held while the report files are written
+PLAN_LOCK = "plan"  # held while a task checks --out against its plan (and writes it)
 
 
 def _lock_path(out: Path, name: str) -> Path:
-    return out / "_locks" / f"{name}.lock"
+    return out / LOCKS / f"{name}.lock"
 
 
 def _remove_temporaries(out: Path, unit: str | None = None) -> None:

@@ -581,6 +581,43 @@ def test_two_runs_on_one_output_never_touch_each_others_files(sms_path, classifi
     assert report(out)["rows"]["read"] == 300
 
 
+def _shard_task(inp: Path, model: Path, out: Path, shard: str, env: dict | None = None) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "spamjob.cli", "score", str(inp), "--model", str(model), "--out", str(out),
+           "--no-progress", "--threads", "1", "--shard", shard]
+    return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **(env or {})})
+
+
+def _all_done(tasks: list[subprocess.Popen], out: Path, rows: int) -> None:
+    results = [(t.wait(timeout=600), t.stderr.read()) for t in tasks]
+    assert [rc for rc, _ in results] == [0] * len(tasks), [err[-1500:] for _, err in results]
+    assert (out / "_SUCCESS").is_file() and report(out)["rows"]["read"] == rows == len(predictions(out))
+
+
+def test_a_task_that_finds_a_plan_being_written_waits_for_it(sms_path, classifier_dir, tmp_path):
+    """Two --shard tasks into an empty --out: the one that comes while the other writes the plan
+    waits for it (the folder and its plan are one step under the folder's plan lock)."""
+    inp = _parquet(tmp_path / "in.parquet", _messages(sms_path, 200), row_group_size=50)
+    out = tmp_path / "o"
+    first = _shard_task(inp, classifier_dir, out, "0/2", {"SPAMJOB_PAUSE_BEFORE_PLAN": "1:4"})
+    deadline = time.time() + 120
+    while not (out / "_locks" / "plan.lock").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    assert (out / "_locks").is_dir() and not (out / "_plan.json").exists()  # created, its plan not yet
+    second = _shard_task(inp, classifier_dir, out, "1/2")
+    _all_done([first, second], out, 200)
+
+
+@pytest.mark.slow
+def test_six_shard_tasks_started_at_once_fill_one_output(sms_path, classifier_dir, tmp_path):
+    """What `sbatch --array=0-5` does, four times: every task exits 0 and the job ends whole (one
+    in four tries failed before the plan lock: a task found the folder made but no plan in it)."""
+    inp = _parquet(tmp_path / "in.parquet", _messages(sms_path, 240), row_group_size=20)
+    for attempt in range(4):
+        out = tmp_path / f"o{attempt}"
+        _all_done([_shard_task(inp, classifier_dir, out, f"{k}/6") for k in range(6)], out, 240)
+
+
 def test_temporaries_of_dead_processes_are_cleaned(classifier_dir, data_dir, tmp_path):
     out = tmp_path / "o"
     args = [str(data_dir / "validation.csv"), "--model", str(classifier_dir), "--out", str(out)]
