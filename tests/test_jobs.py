@@ -1,7 +1,8 @@
 """The scheduler templates in jobs/: they parse, and the command each runs works (tiny model, CPU).
 
-Slurm is simulated: the test sets SLURM_* variables and puts a stand-in `srun` on PATH
-that runs its command once, as one task on this node would.
+Here Slurm is simulated: the test sets SLURM_* variables and puts a stand-in `srun` on PATH
+that runs its command once, as one task on this node would (multi-node variables included);
+tests/test_slurm.py submits the templates to a real one-node Slurm.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from support import tiny_hf_model, write_hf_dir
 
 REPO = Path(__file__).resolve().parents[1]
 JOBS = REPO / "jobs"
-SHELL = sorted([*JOBS.glob("*.sh"), *JOBS.glob("slurm/*"), *REPO.glob("benchmarks/*.sh"), REPO / ".ci" / "run"])
+SHELL = sorted([*JOBS.glob("*.sh"), *JOBS.glob("slurm/*"), *REPO.glob("benchmarks/*.sh"), REPO / ".ci" / "run",
+                *REPO.glob("tests/slurm/*.sh")])
 TINY = ["--weights", "random", "--n-layers", "2", "--emb-dim", "32", "--n-heads", "2", "--epochs", "1"]
 
 
