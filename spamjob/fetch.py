@@ -4,6 +4,7 @@ resume, temp name + rename, sizes and checksums checked and recorded."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import http.client
 import os
@@ -47,29 +48,43 @@ def download(
     Every process that wants the file (the ranks of a job, other jobs sharing the cache) takes
     the file's lock first, so one downloads while the others wait and then only check its copy
     (`_complete`). The body is streamed to `dest.part` and renamed onto `dest` only when every
-    announced byte has arrived and matches `sha256` and the server's Content-MD5, if any; its
-    size and sha256 are then recorded (`.cache/spamjob/<name>.json` beside it). A dropped
+    announced byte has arrived and matches `sha256` and the server's Content-MD5, if any; without
+    a pinned `sha256`, its size and sha256 are then recorded (`.cache/spamjob/<name>.json` beside
+    it; the lock there is removed when released, and the folder when empty). A dropped
     connection is retried up to `retries` times, resuming with a Range request; so is a `.part`
     left by a killed process (no live one writes it: we hold the lock). Raises SpamjobError with
     one line on any failure.
     """
     dest = Path(dest)
-    with locked(_bookkeeping(dest, ".lock"), remove=True):
-        if _complete(dest, sha256):
-            return dest
-        if is_offline():
-            hint = f"; {fetch_hint}" if fetch_hint else ""
-            raise SpamjobError(f"offline (SPAMJOB_OFFLINE/HF_HUB_OFFLINE set) and {dest} is missing{hint}")
-        part = dest.with_name(dest.name + ".part")
-        try:
-            md5 = _fetch(url, part, timeout=timeout, retries=retries, progress=progress)
-            _verify(url, part, sha256, md5)
-            os.replace(part, dest)
-        finally:
-            if part.exists():
-                part.unlink()
-        write_json(_bookkeeping(dest, ".json"), {"url": url, "size": dest.stat().st_size, "sha256": sha256_file(dest)})
+    try:
+        with locked(_bookkeeping(dest, ".lock"), remove=True):
+            if not _complete(dest, sha256):
+                _fetch_into(url, dest, sha256, timeout=timeout, retries=retries, progress=progress,
+                            fetch_hint=fetch_hint)
+    finally:
+        for folder in (_bookkeeping(dest, "").parent, _bookkeeping(dest, "").parent.parent):
+            with contextlib.suppress(OSError):  # not empty (a record, another lock), or gone already
+                folder.rmdir()
     return dest
+
+
+def _fetch_into(url: str, dest: Path, sha256: str | None, *, timeout: float, retries: int, progress: bool,
+                fetch_hint: str | None) -> None:
+    """Download, verify and rename into place (the caller holds the file's lock); a file with no
+    pinned hash gets a record of its size and sha256."""
+    if is_offline():
+        hint = f"; {fetch_hint}" if fetch_hint else ""
+        raise SpamjobError(f"offline (SPAMJOB_OFFLINE/HF_HUB_OFFLINE set) and {dest} is missing{hint}")
+    part = dest.with_name(dest.name + ".part")
+    try:
+        md5 = _fetch(url, part, timeout=timeout, retries=retries, progress=progress)
+        _verify(url, part, sha256, md5)
+        os.replace(part, dest)
+    finally:
+        if part.exists():
+            part.unlink()
+    if sha256 is None:
+        write_json(_bookkeeping(dest, ".json"), {"url": url, "size": dest.stat().st_size, "sha256": sha256_file(dest)})
 
 
 def _bookkeeping(dest: Path, suffix: str) -> Path:

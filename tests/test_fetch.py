@@ -50,7 +50,7 @@ def test_checksum_mismatch_leaves_nothing(tmp_path):
     with Server({"/f.bin": BODY}) as srv, pytest.raises(SpamjobError) as e:
         download(srv.url + "/f.bin", tmp_path / "f.bin", sha256=wrong, progress=False)
     assert wrong in str(e.value) and SHA in str(e.value)
-    assert files_in(tmp_path) == []
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_interrupted_transfer_resumes(tmp_path):
@@ -59,14 +59,14 @@ def test_interrupted_transfer_resumes(tmp_path):
         out = download(srv.url + "/f.bin", tmp_path / "f.bin", sha256=SHA, progress=False, retries=3)
         assert srv.hits["/f.bin"] == 3
     assert out.read_bytes() == BODY
-    assert files_in(tmp_path) == ["f.bin"]
+    assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]
 
 
 def test_interrupted_every_time_fails_cleanly(tmp_path):
     with Server({"/f.bin": BODY}) as srv, pytest.raises(SpamjobError, match="after 2 attempts"):
         srv.truncate["/f.bin"] = 10
         download(srv.url + "/f.bin", tmp_path / "f.bin", progress=False, retries=1)
-    assert files_in(tmp_path) == []  # no partial file that looks complete
+    assert list(tmp_path.iterdir()) == []  # no partial file that looks complete
 
 
 def test_http_404_is_not_retried(tmp_path):

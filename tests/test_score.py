@@ -594,6 +594,7 @@ def _all_done(tasks: list[subprocess.Popen], out: Path, rows: int) -> None:
     assert (out / "_SUCCESS").is_file() and report(out)["rows"]["read"] == rows == len(predictions(out))
 
 
+@pytest.mark.slow
 def test_a_task_that_finds_a_plan_being_written_waits_for_it(sms_path, classifier_dir, tmp_path):
     """Two --shard tasks into an empty --out: the one that comes while the other writes the plan
     waits for it (the folder and its plan are one step under the folder's plan lock)."""

@@ -78,18 +78,16 @@ def test_classify_cli(run_dir):
 def test_classify_reads_stdin_as_bytes_and_flags_what_score_flags(run_dir):
     """Undecodable and empty lines are not scored (as `spamjob score` flags them); no traceback."""
     stdin = b"\xff\xfe bad \x00 prize\nwin cash now\r\n\n"
-    r = subprocess.run([sys.executable, "-m", "spamjob.cli", "classify", "--model", str(run_dir), "--json"],
-                       input=stdin, capture_output=True, timeout=300)
-    assert r.returncode == 0, r.stderr.decode()[-2000:]
-    rows = [json.loads(line) for line in r.stdout.decode().splitlines()]
+    r = CliRunner().invoke(cli, ["classify", "--model", str(run_dir), "--json"], input=stdin)
+    assert r.exit_code == 0 and r.exception is None, r.output
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
     assert [(row["text"], row["label"], row["error"]) for row in rows] == [
         ("\ufffd\ufffd bad \x00 prize", None, "invalid UTF-8 in text"), ("win cash now", rows[1]["label"], None),
         ("", None, "empty text")]
     assert rows[1]["label"] in ("ham", "spam") and rows[0]["spam_probability"] is None
-    r = subprocess.run([sys.executable, "-m", "spamjob.cli", "classify", "--model", str(run_dir)],
-                       input=stdin, capture_output=True, timeout=300)
-    assert r.returncode == 0 and r.stdout.decode().splitlines()[0] == "-\t-\t\ufffd\ufffd bad \x00 prize"
-    assert r.stderr.decode().strip().splitlines()[-1] == (
+    r = CliRunner().invoke(cli, ["classify", "--model", str(run_dir)], input=stdin)
+    assert r.exit_code == 0 and r.stdout.splitlines()[0] == "-\t-\t\ufffd\ufffd bad \x00 prize"
+    assert r.stderr.strip().splitlines()[-1] == (
         "2 of 3 lines not scored (invalid UTF-8 in text: 1, empty text: 1); --json gives each reason")
 
 GOLDEN = json.loads((Path(__file__).parent / "golden" / "book-ch06-random-init.json").read_text())
