@@ -47,7 +47,7 @@ def download(
 
     Every process that wants the file (the ranks of a job, other jobs sharing the cache) takes
     the file's lock first, so one downloads while the others wait and then only check its copy
-    (`_complete`). The body is streamed to `dest.part` and renamed onto `dest` only when every
+    (`_whole`). The body is streamed to `dest.part` and renamed onto `dest` only when every
     announced byte has arrived and matches `sha256` and the server's Content-MD5, if any; without
     a pinned `sha256`, its size and sha256 are then recorded (`.cache/spamjob/<name>.json` beside
     it; the lock there is removed when released, and the folder when empty). A dropped
@@ -56,11 +56,16 @@ def download(
     one line on any failure.
     """
     dest = Path(dest)
+    if _whole(dest, sha256):  # checked without the lock: a read-only copy (a bundle) needs none
+        return dest
+    if is_offline():
+        hint = f"; {fetch_hint}" if fetch_hint else ""
+        raise SpamjobError(f"offline (SPAMJOB_OFFLINE/HF_HUB_OFFLINE set) and {dest} is missing{hint}")
     try:
         with locked(_bookkeeping(dest, ".lock"), remove=True):
-            if not _complete(dest, sha256):
-                _fetch_into(url, dest, sha256, timeout=timeout, retries=retries, progress=progress,
-                            fetch_hint=fetch_hint)
+            if not _whole(dest, sha256):  # another process may have fetched it while we waited
+                dest.unlink(missing_ok=True)  # a bad copy, fetched again
+                _fetch_into(url, dest, sha256, timeout=timeout, retries=retries, progress=progress)
     finally:
         for folder in (_bookkeeping(dest, "").parent, _bookkeeping(dest, "").parent.parent):
             with contextlib.suppress(OSError):  # not empty (a record, another lock), or gone already
@@ -68,13 +73,9 @@ def download(
     return dest
 
 
-def _fetch_into(url: str, dest: Path, sha256: str | None, *, timeout: float, retries: int, progress: bool,
-                fetch_hint: str | None) -> None:
+def _fetch_into(url: str, dest: Path, sha256: str | None, *, timeout: float, retries: int, progress: bool) -> None:
     """Download, verify and rename into place (the caller holds the file's lock); a file with no
     pinned hash gets a record of its size and sha256."""
-    if is_offline():
-        hint = f"; {fetch_hint}" if fetch_hint else ""
-        raise SpamjobError(f"offline (SPAMJOB_OFFLINE/HF_HUB_OFFLINE set) and {dest} is missing{hint}")
     part = dest.with_name(dest.name + ".part")
     try:
         md5 = _fetch(url, part, timeout=timeout, retries=retries, progress=progress)
@@ -94,21 +95,16 @@ def _bookkeeping(dest: Path, suffix: str) -> Path:
     return dest.parent / ".cache" / "spamjob" / f"{dest.name}{suffix}"
 
 
-def _complete(dest: Path, sha256: str | None) -> bool:
-    """`dest` is whole: its pinned sha256, else the size recorded when it was fetched (a file put
-    there by hand, or by an older spamjob that renamed only complete files, is taken as it is). A
-    bad copy is removed, to be fetched again."""
+def _whole(dest: Path, sha256: str | None) -> bool:
+    """`dest` is there and whole: its pinned sha256, else the size recorded when it was fetched (a
+    file put there by hand, or by an older spamjob that renamed only complete files, is taken as
+    it is)."""
     if not dest.exists():
         return False
-    record = _bookkeeping(dest, ".json")
-    size = read_json(record).get("size") if record.is_file() else None
     if sha256 is not None:
-        good = sha256_file(dest) == sha256
-    else:
-        good = size is None or dest.stat().st_size == size
-    if not good:
-        dest.unlink()
-    return good
+        return sha256_file(dest) == sha256
+    record = _bookkeeping(dest, ".json")
+    return not record.is_file() or dest.stat().st_size == read_json(record).get("size")
 
 
 def _fetch(url: str, part: Path, *, timeout: float, retries: int, progress: bool) -> str | None:

@@ -69,11 +69,15 @@ class Input:
     schema: pa.Schema | None
     columns: Columns | None
 
+    def kept_names(self, renamed: dict[str, str]) -> dict[str, str]:
+        """Output name -> input name of each kept column (`renamed`: see columns.renamed_for_output)."""
+        return {renamed.get(c, c): c for c in (self.columns.keep if self.columns is not None else ())}
+
     def kept_fields(self, renamed: dict[str, str]) -> list[pa.Field]:
         """The kept columns as they come in (Parquet's as they are, CSV fields as text), under their
-        output names (`renamed`: see columns.renamed_for_output)."""
-        return [pa.field(renamed.get(c, c), pa.large_string() if self.source.kind == "csv" else self.schema.field(c).type)
-                for c in (self.columns.keep if self.columns is not None else ())]
+        output names."""
+        return [pa.field(name, pa.large_string() if self.source.kind == "csv" else self.schema.field(c).type)
+                for name, c in self.kept_names(renamed).items()]
 
 
 OUTPUT_FIELDS = [pa.field(name, t) for name, t in OUTPUT_TYPES.items()]
@@ -468,7 +472,7 @@ def _score_window(job: ScoreJob, item: Item, inp: Input, probs: np.ndarray, coun
         job.agreement.max_abs_diff = float(np.abs(ref - probs[: len(ref)]).max())
     new = job.scorer.output_columns(window, probs)
     counts += count_rows(new, item.labels)
-    n, mine = window.num_rows, {job.renamed.get(c, c): c for c in inp.columns.keep}  # output name -> input name
+    n, mine = window.num_rows, inp.kept_names(job.renamed)
     kept = {f.name: _kept(item.chunk.batch.column(mine[f.name]), f.type) if f.name in mine else pa.nulls(n, f.type)
             for f in job.schema if f.name not in new}
     return pa.table({**kept, **new}, schema=job.schema)
@@ -676,7 +680,7 @@ def padding_note(clf) -> dict:
 def _filled_with_nulls(job: ScoreJob) -> dict[str, list[str]]:
     """Per input, the output columns it does not have (null in its rows)."""
     kept = [f.name for f in job.schema if f.name not in OUTPUT_COLUMNS]
-    missing = {i.source.path: [c for c in kept if c not in {job.renamed.get(k, k) for k in i.columns.keep}]
+    missing = {i.source.path: [c for c in kept if c not in i.kept_names(job.renamed)]
                for i in job.inputs if i.columns is not None}
     return {path: cols for path, cols in missing.items() if cols}
 

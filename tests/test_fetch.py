@@ -151,3 +151,18 @@ def test_a_copy_whose_size_differs_from_its_record_is_fetched_again(tmp_path):
         download(srv.url + "/f.bin", tmp_path / "f.bin", progress=False)
         assert srv.hits["/f.bin"] == 2
     assert (tmp_path / "f.bin").read_bytes() == BODY
+
+
+def test_a_whole_copy_is_used_without_the_lock(tmp_path, monkeypatch):
+    """A finished copy in a read-only folder (an air-gapped bundle) needs no lock file there."""
+    import spamjob.fetch as fetch
+
+    (tmp_path / "f.bin").write_bytes(BODY)
+
+    def no_lock(*args, **kwargs):
+        raise AssertionError("took the lock")
+
+    monkeypatch.setattr(fetch, "locked", no_lock)
+    monkeypatch.setenv("SPAMJOB_OFFLINE", "1")
+    assert download("http://127.0.0.1:9/f.bin", tmp_path / "f.bin", sha256=SHA).read_bytes() == BODY
+    assert list(tmp_path.iterdir()) == [tmp_path / "f.bin"]

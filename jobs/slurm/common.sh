@@ -13,18 +13,23 @@ if [ -z "${SPAMJOB_REPO:-}" ]; then
 fi
 export SPAMJOB_REPO
 
-# First host of SLURM_JOB_NODELIST ("gpu[01-04,07],cpu3" -> "gpu01").
+# First host of SLURM_JOB_NODELIST ("gpu[01-04,07],cpu3" -> "gpu01"): scontrol's answer, else
+# (no scontrol, or one that cannot reach its cluster's configuration) the same parsed here.
 first_host() {
+  local host=""
   if command -v scontrol >/dev/null 2>&1; then
-    scontrol show hostnames "$1" | head -n 1
-  else
-    python3 - "$1" <<'PY'
+    host="$(scontrol show hostnames "$1" 2>/dev/null | head -n 1)" || host=""
+  fi
+  if [ -z "$host" ]; then
+    host="$(python3 - "$1" <<'PY'
 import re, sys
 first = re.match(r"[^,\[]+(\[[^\]]*\])?", sys.argv[1]).group(0)
 m = re.match(r"([^\[]*)\[([^\],-]+)", first)
 print(m.group(1) + m.group(2) if m else first)
 PY
+)"
   fi
+  echo "$host"
 }
 
 export NUM_MACHINES="${SLURM_NNODES:-1}"
