@@ -29,8 +29,9 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 from score_bench import SMS, messages  # noqa: E402
 
-from spamjob import csvsplit  # noqa: E402
-from spamjob.io import CsvOptions, discover, iter_csv_blocks, schema_of  # noqa: E402
+from spamjob.scoring import csv as csvsplit  # noqa: E402
+from spamjob.scoring.csv import CsvOptions, iter_csv_blocks  # noqa: E402
+from spamjob.scoring.inputs import discover, schema_of  # noqa: E402
 
 
 class Counted(io.FileIO):
@@ -79,7 +80,7 @@ def measure(fn, *args) -> tuple[float, float, int]:
 
 def check(src, opt, names, types) -> int:
     """Every block's records, in order, are the whole file's."""
-    off = CsvOptions(block_bytes=opt.block_bytes, split=False)
+    off = CsvOptions(block_bytes=opt.block_bytes, in_blocks=False)
     expect = [r for _, c in iter_csv_blocks(src, off, types) for r in c.batch.column("id").to_pylist()]
     got = [r for k in range(csvsplit.block_count(src, opt))
            for r in csvsplit.read_block(src, opt, names, types, k).batch.column("id").to_pylist()]
@@ -99,14 +100,14 @@ def main() -> None:
         make_file(path, args.mb, args.sms)
         src = discover([str(path)])[0]
         opt_auto = CsvOptions(block_bytes=args.block_mb << 20)
-        opt_off = CsvOptions(block_bytes=args.block_mb << 20, split=False)
+        opt_off = CsvOptions(block_bytes=args.block_mb << 20, in_blocks=False)
         names = schema_of(src, opt_auto).names
         types = {n: pa.binary() for n in names}
         rows = check(src, opt_auto, names, types)
         print(f"{src.size / 2**20:,.0f} MB, {rows:,} rows, {csvsplit.block_count(src, opt_auto)} blocks of "
               f"{args.block_mb} MB; blocks checked equal to the whole file's records")
         csvsplit.open = lambda p, mode: Counted(p, "r")  # count what a block reads
-        import spamjob.io as sio
+        sio = csvsplit
         stream = sio._open_stream
         sio._open_stream = lambda s: pa.PythonFile(Counted(s.path, "r"), mode="r")
         try:

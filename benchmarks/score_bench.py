@@ -137,7 +137,7 @@ def onnx_rows(run_dir: Path, clf, texts: list[str], variants: list[str], tmp: Pa
         return []
     import onnxruntime as ort
 
-    from spamjob.export_onnx import export_onnx, probabilities
+    from spamjob.export.onnx import export_onnx, probabilities
     from spamjob.text import encode
 
     export_onnx(run_dir, tmp / "onnx", quantize="int8" if "onnx-int8" in variants else None, texts=texts[:64])
@@ -208,7 +208,7 @@ def bf16_agreement(clf, out: Path, texts: list[str], device: torch.device) -> di
     """Labels of a bf16 run's first rows against fp32 on the same device (the classifier's threshold)."""
     import pyarrow.parquet as pq
 
-    from spamjob.predict import Predictor
+    from spamjob.scoring.predictor import Predictor
     from spamjob.text import encode
 
     got = pq.read_table(out / "predictions").column("spam_probability").to_numpy()[: len(texts)]

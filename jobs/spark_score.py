@@ -61,7 +61,7 @@ def main(inputs, model, out, fmt, text_column, label_column, mixed_precision, qu
     if not local:
         click.echo(f"scored into {out}/predictions; for the report, run `spamjob report` where that folder is mounted")
         return
-    from spamjob.recount import recount
+    from spamjob.scoring.recount import recount
 
     try:
         r = recount(out.removeprefix("file://"), label_column)

@@ -82,7 +82,7 @@ class Classifier:
 
     def spam_probability(self, texts: Sequence[str], batch_tokens: int = 1024) -> tuple[list[float], list[bool]]:
         """P(spam) per text and whether it was truncated to max_length (scoring's batched path, fp32)."""
-        from spamjob.predict import Predictor
+        from spamjob.scoring.predictor import Predictor
 
         ids = encode(self.tokenizer, texts)
         probs = Predictor(self, self.device, "no", batch_tokens)(ids)

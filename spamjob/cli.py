@@ -252,7 +252,8 @@ def score(**params) -> None:
     same command after a crash to finish; exit status 0 when every input was processed,
     1 on bad input or options (nothing is scored then), 2 on usage errors.
     """
-    from spamjob.score import main as run_score, summary
+    from spamjob.scoring.job import main as run_score
+    from spamjob.scoring.report import summary
 
     report = run_score(ScoreConfig(**params))
     if report.get("rows"):
@@ -272,7 +273,7 @@ def score(**params) -> None:
 def export(run_dir, fmt, out, quantize) -> None:
     """Write the classifier in RUN_DIR in another library's layout, loadable without spamjob."""
     if fmt == "hf":
-        from spamjob.export import export_hf
+        from spamjob.export.hf import export_hf
 
         if quantize:
             raise SpamjobError("--quantize is for --format onnx")
@@ -280,7 +281,7 @@ def export(run_dir, fmt, out, quantize) -> None:
         click.echo(f"exported {run_dir} to {out} (hf): AutoModelForSequenceClassification.from_pretrained({out!r}); "
                    "tokenize with truncation=True")
         return
-    from spamjob.export_onnx import export_onnx
+    from spamjob.export.onnx import export_onnx
 
     checks = export_onnx(run_dir, out, quantize)["checked_with_onnxruntime"]
     line = (f"exported {run_dir} to {out}/model.onnx: ONNX Runtime matches spamjob within "
@@ -297,7 +298,7 @@ def export(run_dir, fmt, out, quantize) -> None:
 def push(run_dir, repo_id, private) -> None:
     """Upload the classifier in RUN_DIR to the Hugging Face Hub as REPO_ID (OWNER/NAME): its
     transformers export and model card, one commit. Token: $HF_TOKEN or `hf auth login`."""
-    from spamjob.push import push as upload
+    from spamjob.export.hub import push as upload
 
     done = upload(run_dir, repo_id, private)
     click.echo(f"pushed {run_dir} to {done.repo_url} ({len(done.files)} files: {', '.join(done.files)}); "
@@ -311,12 +312,10 @@ def push(run_dir, repo_id, private) -> None:
 def report_cmd(folder, label_column) -> None:
     """Recount FOLDER/predictions/ (written by `spamjob score`, `--engine ray` or Spark) into
     FOLDER/report.json, report.md and report.png, with the counts `spamjob score` reports."""
-    from spamjob.recount import recount
+    from spamjob.scoring.recount import recount
+    from spamjob.scoring.report import summary
 
-    r = recount(folder, label_column)
-    acc = f"; accuracy {r['accuracy'] * 100:.2f}%" if r["accuracy"] is not None else ""
-    click.echo(f"counted {r['rows']['read']:,} rows ({r['rows']['scored']:,} scored, {r['rows']['flagged']:,} flagged, "
-               f"{r['rows']['rejected']:,} rejected lines){acc}; report: {Path(folder) / 'report.md'}")
+    click.echo(summary(recount(folder, label_column), folder, recounted=True))
 
 
 @cli.command()

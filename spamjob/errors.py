@@ -7,3 +7,10 @@ class SpamjobError(Exception):
     def __init__(self, message: str):
         # Keep messages on one line: they are printed as `Error: <message>`.
         super().__init__(" ".join(str(message).split()))
+
+
+def first_line(e: BaseException) -> str:
+    """The first line of what an exception says (libraries put their detail on later lines), or
+    its type's name when it says nothing."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

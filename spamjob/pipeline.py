@@ -101,7 +101,7 @@ def _train(paths: JobPaths, train_cfg: TrainConfig, state) -> str:
 
 def _score(paths: JobPaths, score_cfg: ScoreConfig) -> tuple[str, dict]:
     """Score the test split with its labels: the test-accuracy report."""
-    from spamjob.score import main as run_score
+    from spamjob.scoring.job import main as run_score
 
     if (paths.scored / "_SUCCESS").is_file():
         return "skipped (done before)", json.loads((paths.scored / "report.json").read_text())

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from spamjob import __version__
 from spamjob.batches import PrefixCache, Shard, make_loader, to_device
-from spamjob.card import write_card
+from spamjob.export.card import write_card
 from spamjob.checkpoints import TrainState, check_resume, save_checkpoint, save_trainable_only, start_state
 from spamjob.config import TrainConfig, resolve_mixed_precision
 from spamjob.console import say

@@ -31,7 +31,7 @@ def test_training_writes_a_model_card(classifier_dir):
 
 
 def test_pretrained_runs_name_their_base_model():
-    from spamjob.card import _base_model
+    from spamjob.export.card import _base_model
 
     training = {"weights": "hf", "model": None}
     assert _base_model({"training": training}) == "openai-community/gpt2"
@@ -39,7 +39,7 @@ def test_pretrained_runs_name_their_base_model():
 
 
 def test_the_hf_export_carries_the_card(classifier_dir, tmp_path):
-    from spamjob.export import export_hf
+    from spamjob.export.hf import export_hf
 
     export_hf(classifier_dir, tmp_path / "hf")
     assert (tmp_path / "hf" / "README.md").read_text() == (classifier_dir / "README.md").read_text()

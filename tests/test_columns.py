@@ -1,15 +1,15 @@
-"""spamjob.columns: which input column is the text, label, id and kept columns; decoding that never crashes."""
+"""spamjob.scoring.columns: which input column is the text, label, id and kept columns; decoding that never crashes."""
 
 from __future__ import annotations
 
 import pyarrow as pa
 import pytest
 
-from spamjob.columns import OUTPUT_COLUMNS, Columns, as_strings, labels_of, renamed_for_output, resolve_columns, \
+from spamjob.scoring.columns import OUTPUT_COLUMNS, Columns, as_strings, labels_of, renamed_for_output, resolve_columns, \
     utf8_column
 from spamjob.config import ScoreConfig
 from spamjob.errors import SpamjobError
-from spamjob.io import Source
+from spamjob.scoring.source import Source
 
 PARQUET = Source(path="/in/a.parquet", kind="parquet", compression=None, size=1, mtime_ns=0)
 CSV = Source(path="/in/a.csv", kind="csv", compression=None, size=1, mtime_ns=0)

@@ -1,4 +1,4 @@
-"""spamjob.csvsplit: a CSV file read in byte blocks gives exactly the records of reading it whole,
+"""spamjob.scoring.csv, byte blocks: a CSV file read in byte blocks gives exactly the records of reading it whole,
 each block reads only its own bytes (and the start of the next), or the file is reported unsplittable."""
 
 from __future__ import annotations
@@ -11,15 +11,15 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pytest
 
-from spamjob import csvsplit
-from spamjob.csvsplit import SplitError, block_count, read_block
-from spamjob.io import CsvOptions, discover, iter_csv_blocks, schema_of
+from spamjob.scoring import csv as csvsplit
+from spamjob.scoring.csv import BlockError, CsvOptions, block_count, iter_csv_blocks, read_block
+from spamjob.scoring.inputs import discover, schema_of
 
 PIECES = ["free", 'a "quote"', ",", "\n", "\r\n", '""', "x", " ", "é", "\t", "end\""]
 
 
 def _whole(src, opt, types):
-    blocks = list(iter_csv_blocks(src, CsvOptions(opt.delimiter, opt.encoding, 1 << 26, split=False), types))
+    blocks = list(iter_csv_blocks(src, CsvOptions(opt.delimiter, opt.encoding, 1 << 26, in_blocks=False), types))
     return [r for _, c in blocks for r in c.batch.to_pylist()], [r for _, c in blocks for r in c.rejects]
 
 
@@ -71,7 +71,7 @@ def test_blocks_of_writers_files_are_the_whole_files_records(tmp_path, writer, b
 
 def test_random_files_split_exactly_or_say_so(tmp_path):
     """Writer-made records mixed with hand-written lines holding stray quotes, at many block sizes:
-    the blocks give exactly the whole file's rows and rejects, or read_block raises SplitError;
+    the blocks give exactly the whole file's rows and rejects, or read_block raises BlockError;
     never other rows. Files as writers make them always split."""
     outcomes = {"writer": set(), "stray": set()}
     for trial in range(120):
@@ -95,7 +95,7 @@ def test_random_files_split_exactly_or_say_so(tmp_path):
         try:
             _same(src, opt)
             outcomes["stray" if stray else "writer"].add("same")
-        except SplitError:
+        except BlockError:
             outcomes["stray" if stray else "writer"].add("split error")
     assert outcomes["writer"] == {"same"}
     assert outcomes["stray"] == {"same", "split error"}  # both happen: the check is not vacuous
@@ -152,7 +152,7 @@ def test_a_seam_inside_a_quoted_field_is_a_split_error(tmp_path):
     record = '1,"' + "a" * 200 + '\nb"y\n'
     (tmp_path / "q.csv").write_text("id,text\n" + record * 100)
     src = discover([str(tmp_path / "q.csv")])[0]
-    with pytest.raises(SplitError, match="does not end at a record's end"):
+    with pytest.raises(BlockError, match="does not end at a record's end"):
         _split(src, CsvOptions(block_bytes=1000), ["id", "text"], {"id": pa.binary(), "text": pa.binary()})
 
 
@@ -185,7 +185,7 @@ def test_only_byte_compatible_encodings_split(tmp_path, encoding, split):
     src = discover([str(tmp_path / "e.csv")])[0]
     opt = CsvOptions(encoding=encoding, block_bytes=1000)
     assert bool(block_count(src, opt)) == split
-    assert bool(block_count(src, CsvOptions(encoding=encoding, block_bytes=1000, split=False))) is False
+    assert bool(block_count(src, CsvOptions(encoding=encoding, block_bytes=1000, in_blocks=False))) is False
     if split:
         rows, _ = _same(src, opt)
         assert {r["text"].decode() for r in rows} == {"café"}  # as UTF-8, read whole or in blocks

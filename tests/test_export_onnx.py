@@ -66,7 +66,7 @@ def test_onnx_runtime_gives_spamjob_probabilities(classifier_dir, exported, text
 
 def test_int8_graph_and_its_agreement(classifier_dir, exported, texts):
     from spamjob.artifact import load_classifier
-    from spamjob.export_onnx import sample_texts
+    from spamjob.export.onnx import sample_texts
 
     clf = load_classifier(classifier_dir)
     check = json.loads((exported / "spamjob_onnx.json").read_text())["checked_with_onnxruntime"]["int8"]
@@ -84,7 +84,7 @@ def test_int8_graph_and_its_agreement(classifier_dir, exported, texts):
 def test_last_pooling_exports_with_rows_padded_to_max_length(data_dir, tmp_path, texts):
     from spamjob.artifact import load_classifier
     from spamjob.config import TrainConfig
-    from spamjob.export_onnx import export_onnx
+    from spamjob.export.onnx import export_onnx
     from spamjob.train import main
 
     run = tmp_path / "ref"

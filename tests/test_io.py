@@ -1,4 +1,4 @@
-"""spamjob.io: input discovery, schemas, streaming units and part files."""
+"""spamjob.scoring.inputs, .parquet, .csv and .parts: input discovery, schemas, streaming units and part files."""
 
 from __future__ import annotations
 
@@ -9,7 +9,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from spamjob.errors import SpamjobError
-from spamjob.io import CsvOptions, PartWriter, discover, iter_csv_blocks, iter_parquet_unit, parquet_units, schema_of
+from spamjob.scoring.csv import CsvOptions, iter_csv_blocks
+from spamjob.scoring.inputs import discover, schema_of
+from spamjob.scoring.parquet import iter_parquet_unit, parquet_units
+from spamjob.scoring.parts import PartWriter
 
 
 def test_discover_files_folders_globs(tmp_path):
@@ -83,7 +86,7 @@ def test_part_writer_is_atomic(tmp_path):
 
 
 def test_the_end_of_a_csv_file_is_read_exactly(tmp_path):
-    """The end line parsed after the file (spamjob.io.end_line) says whether its last quote closed:
+    """The end line parsed after the file (spamjob.scoring.csv.end_line) says whether its last quote closed:
     a last multi-line row followed by a malformed line stays a row (the byte-tail guess this
     replaced rejected it), an open quote in the last field or an earlier one is one reject."""
     types = {"a": pa.binary(), "b": pa.binary()}

@@ -1,4 +1,4 @@
-"""spamjob.predict and spamjob.tokenize_pool: token-budgeted batches with input order restored, the bf16
+"""spamjob.scoring.predictor and spamjob.scoring.tokenize_pool: token-budgeted batches with input order restored, the bf16
 scoring model, the tokenizer processes."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import torch
 
 from spamjob.artifact import load_classifier
 from spamjob.config import GPTConfig
-from spamjob.predict import Predictor
-from spamjob.tokenize_pool import TokenizerPool
+from spamjob.scoring.predictor import Predictor
+from spamjob.scoring.tokenize_pool import TokenizerPool
 from spamjob.text import encode
 
 TEXTS = ["free entry to win a car", "", "ok see you", "URGENT! call now " * 20, "hi <|endoftext|>", "yes"] * 7
@@ -52,13 +52,13 @@ def test_tokenizer_processes_never_import_torch(classifier_dir):
     import concurrent.futures as cf
     import multiprocessing as mp
 
-    from spamjob.tokenize_pool import _worker_init
+    from spamjob.scoring.tokenize_pool import _worker_init
 
     with cf.ProcessPoolExecutor(1, mp_context=mp.get_context("spawn"), initializer=_worker_init,
                                 initargs=(str(classifier_dir / "tokenizer"),)) as pool:
         # a builtin, so that the worker imports nothing of this test module (which imports torch)
         loaded = pool.submit(eval, "list(__import__('sys').modules)").result()
-    assert "tiktoken" in loaded and "spamjob.tokenize_pool" in loaded and "torch" not in loaded
+    assert "tiktoken" in loaded and "spamjob.scoring.tokenize_pool" in loaded and "torch" not in loaded
 
 
 def to_copies(model, layers_input) -> list:

@@ -34,7 +34,7 @@ def test_accelerator_and_partial_state_pass_the_timeout(monkeypatch):
 
 def test_train_and_score_start_their_processes_through_it(monkeypatch, data_dir, classifier_dir, tmp_path):
     from spamjob.config import ScoreConfig, TrainConfig
-    from spamjob.score import main as score
+    from spamjob.scoring.job import main as score
     from spamjob.train import main as train
 
     made = []

@@ -89,7 +89,7 @@ def push(hub: dict, tmp_path: Path, *args: str, token: str | None = TOKEN, xet: 
 
 @pytest.mark.parametrize("xet", [False, True], ids=["single-commit", "upload-pipeline"])
 def test_push_uploads_the_export_and_the_card(classifier_dir, hub, tmp_path, xet):
-    from spamjob.export import export_hf
+    from spamjob.export.hf import export_hf
 
     r = push(hub, tmp_path, str(classifier_dir), "someone/spam-filter", "--private", xet=xet)
     assert r.returncode == 0, r.stderr[-2000:]

@@ -1,4 +1,4 @@
-"""spamjob.report: counts add up, metrics from the confusion matrix, files written."""
+"""spamjob.scoring.report: counts add up, metrics from the confusion matrix, files written."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 
 from spamjob.operating import counts_at
-from spamjob.report import CURVE_EDGES, Counts, build, count_rows, metrics, pr_curve, write
+from spamjob.scoring.report import CURVE_EDGES, Counts, build, count_rows, metrics, pr_curve, write
 
 
 def test_counts_add_and_round_trip():

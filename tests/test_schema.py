@@ -1,4 +1,4 @@
-"""spamjob.schema: every input's values fit the one output type exactly, or one error before any file."""
+"""spamjob.scoring.schema: every input's values fit the one output type exactly, or one error before any file."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 
 from spamjob.errors import SpamjobError
-from spamjob.schema import common_type, conform
+from spamjob.scoring.schema import common_type, conform
 
 NO_STATS = lambda path, column: None  # noqa: E731
 

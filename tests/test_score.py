@@ -1,4 +1,4 @@
-"""spamjob.score: every row accounted for, bad inputs, crash + rerun, ranks, memory, report."""
+"""spamjob score (spamjob.scoring): every row accounted for, bad inputs, crash + rerun, ranks, memory, report."""
 
 from __future__ import annotations
 
@@ -276,7 +276,7 @@ def test_one_and_two_ranks_give_identical_output(sms_path, classifier_dir, tmp_p
 
 def test_predictions_do_not_depend_on_batching(sms_path, classifier_dir):
     from spamjob.artifact import load_classifier
-    from spamjob.predict import Predictor
+    from spamjob.scoring.predictor import Predictor
     import torch
 
     clf = load_classifier(classifier_dir)

@@ -1,4 +1,4 @@
-"""spamjob.stages and the scoring loop built on them: stages overlap instead of adding up."""
+"""spamjob.scoring.stages and the scoring loop built on them: stages overlap instead of adding up."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from spamjob.stages import Writer, prefetch
+from spamjob.scoring.stages import SerialWorker, prefetch
 
 def test_prefetch_runs_ahead_keeps_order_and_reraises():
     seen = []
@@ -49,7 +49,7 @@ def test_prefetch_thread_stops_when_the_consumer_does():
 
 def test_writer_runs_calls_in_order_and_hands_back_the_first_error():
     done = []
-    with Writer(depth=1) as w:
+    with SerialWorker(depth=1) as w:
         for i in range(5):
             w.submit(done.append, i)
         w.join()
@@ -58,7 +58,7 @@ def test_writer_runs_calls_in_order_and_hands_back_the_first_error():
     def fail():
         raise OSError("disk full")
 
-    w = Writer()
+    w = SerialWorker()
     w.submit(fail)
     w.submit(done.append, "dropped")  # may be queued before the failure is seen
     with pytest.raises(OSError, match="disk full"):
@@ -75,10 +75,10 @@ WINDOWS, UNITS, SLEEP = 32, 4, 0.05  # 4 row groups of 8 windows of 10 rows; eac
 def stand_in_stages(monkeypatch, job, slow: dict[str, float]) -> None:
     """Reading, tokenizing, the model (a one-at-a-time device, like a GPU) and writing, each sleeping
     `slow.get(stage, SLEEP)` per window around the real work."""
-    from spamjob import score
-    from spamjob.io import PartWriter
+    from spamjob.scoring import units
+    from spamjob.scoring.parts import PartWriter
 
-    real_read, real_write = score.iter_parquet_unit, PartWriter.write
+    real_read, real_write = units.iter_parquet_unit, PartWriter.write
     real_prepare, real_launch = job.scorer.prepare, job.scorer.launch
     device = ThreadPoolExecutor(1)
 
@@ -98,7 +98,7 @@ def stand_in_stages(monkeypatch, job, slow: dict[str, float]) -> None:
         time.sleep(slow.get("write", SLEEP))
         real_write(self, table)
 
-    monkeypatch.setattr(score, "iter_parquet_unit", read)
+    monkeypatch.setattr(units, "iter_parquet_unit", read)
     monkeypatch.setattr(job.scorer, "prepare", prepare)
     monkeypatch.setattr(job.scorer, "launch", launch)
     monkeypatch.setattr(PartWriter, "write", write)
@@ -106,7 +106,9 @@ def stand_in_stages(monkeypatch, job, slow: dict[str, float]) -> None:
 
 def run_with_stand_ins(monkeypatch, classifier_dir, tmp_path, slow: dict[str, float]) -> float:
     from spamjob.config import ScoreConfig
-    from spamjob.score import finish, score_all, setup
+    from spamjob.scoring.job import finish
+    from spamjob.scoring.run import score_all
+    from spamjob.scoring.setup import setup
 
     texts = [f"message number {i}, win a prize" if i % 3 else f"see you at {i}" for i in range(WINDOWS * 10)]
     pq.write_table(pa.table({"text": texts}), tmp_path / "in.parquet", row_group_size=WINDOWS * 10 // UNITS)

@@ -18,6 +18,7 @@ layout.
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import time
 from pathlib import Path, PurePosixPath
@@ -25,12 +26,23 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.csv as pacsv
 import ray
 
-from spamjob.columns import OUTPUT_COLUMNS, renamed_for_output
-from spamjob.errors import SpamjobError
+from spamjob.errors import SpamjobError, first_line
+from spamjob.fsutil import read_json
 from spamjob.operating import threshold_record
-from spamjob.scorer import BatchScorer, Window, prepare_window, text_column_of
+from spamjob.scoring import plan as job_plan
+from spamjob.scoring import report as rep
+from spamjob.scoring.columns import OUTPUT_COLUMNS, kept_columns, renamed_for_output
+from spamjob.scoring.core import BatchScorer, Window, prepare_window, text_column_of
+from spamjob.scoring.csv import CsvOptions
+from spamjob.scoring.inputs import discover
+from spamjob.scoring.outdir import PREDICTIONS, OutputFolder, check_out
+from spamjob.scoring.recount import count_folder
+from spamjob.scoring.source import kind_of
+from spamjob.text import encode_flat, load_tokenizer
+from spamjob.threads import usable_cpus
 from spamjob.tokens import TokenIds
 
 BATCH_ROWS = 4096  # rows per map_batches call: one length-sorted window
@@ -62,8 +74,6 @@ class Scorer:
 def tokenize(batch: pa.Table, model: str, text_column: str | None = None) -> pa.Table:
     """The CPU stage before GPU actors: decode, flag and tokenize (no model loaded), so that the
     actors only run the model. Adds two columns that `Scorer` reads and drops."""
-    from spamjob.text import encode_flat, load_tokenizer
-
     if model not in _TOKENIZERS:
         folder = Path(model) / "tokenizer"  # a run folder carries its tokenizer files
         _TOKENIZERS[model] = load_tokenizer(folder if folder.is_dir() else None)
@@ -121,47 +131,39 @@ def pool_size(num_gpus: float = 0, actors: int | None = None) -> tuple[int, floa
 
 # --- `spamjob score --engine ray` -----------------------------------------------------------
 
-OWNED = ("predictions", "report.json", "report.md", "report.png", "_plan.json", "_SUCCESS")
-
 
 def run_job(cfg) -> dict:
     """`spamjob score --engine ray`: read the inputs with Ray Data, score on an actor pool, write
-    OUT/predictions/ (Parquet, Ray's file names), then the report (`spamjob report`) and `_SUCCESS`."""
-    from spamjob.fsutil import read_json, write_json
-
+    OUT/predictions/ (Parquet, Ray's file names), then the report (`spamjob report`) and `_SUCCESS`.
+    The output folder is spamjob's (plan, --overwrite rules), but a rerun redoes the whole job."""
     wall0 = time.perf_counter()
-    out = Path(cfg.out)
-    groups = _input_groups(cfg)
+    out = OutputFolder(cfg.out)
+    groups, fingerprints = _input_groups(cfg)
     if not (Path(cfg.model) / "config.json").is_file():
         raise SpamjobError(f"{cfg.model}: not a run folder of `spamjob train` (no config.json)")
     config = read_json(Path(cfg.model) / "config.json")
-    model = {"path": str(Path(cfg.model).resolve()), "sha256": config.get("model_sha256")}
     threshold = threshold_record(config, cfg.threshold)
-    plan = {"engine": "ray", "model": model, "inputs": [_fingerprint(p) for g in groups for p in g[2]],
-            "options": {**cfg.plan_options(), "mixed_precision": cfg.mixed_precision, "quantize": cfg.quantize,
-                        "threshold": threshold["value"]}}
-    if (out / "_SUCCESS").is_file() and (out / "_plan.json").is_file() and read_json(out / "_plan.json") == plan:
-        return {**read_json(out / "report.json"), "already_done": True}
+    options = {"mixed_precision": cfg.mixed_precision, "quantize": cfg.quantize, "threshold": threshold["value"]}
+    plan = job_plan.build(cfg, config.get("model_sha256"), fingerprints, options, engine="ray")
+    if out.finished_with(plan):
+        return {**read_json(out.path / "report.json"), "already_done": True}
     _init(cfg.ray_address)
     ds, kept, named = _inputs(groups, cfg)  # columns checked before any file is written
-    _clear(out, plan, cfg.overwrite)
-    write_json(out / "_plan.json", plan)
-    options = {"mixed_precision": cfg.mixed_precision, "batch_tokens": cfg.batch_tokens, "quantize": cfg.quantize,
-               "threshold": threshold["value"]}
+    out.prepare(plan, cfg.overwrite, resume=False)
     num_gpus = 1 if ray.cluster_resources().get("GPU", 0) else 0  # one GPU per actor, bf16 by default
     scored = score_dataset(ds, cfg.model, num_gpus=num_gpus, text_column=named(cfg.text_column),
-                           batch_rows=min(cfg.window_rows, BATCH_ROWS), **options)
-    scored = scored.select_columns([*kept, *OUTPUT_COLUMNS])
-    tmp = out / ".predictions.ray.part"
+                           batch_rows=min(cfg.window_rows, BATCH_ROWS), batch_tokens=cfg.batch_tokens, **options)
+    tmp = out.path / f".{PREDICTIONS}.ray.part"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        scored.write_parquet(str(tmp))
+        scored.select_columns([*kept, *OUTPUT_COLUMNS]).write_parquet(str(tmp))
     except (ray.exceptions.RayError, pa.ArrowException, OSError, ValueError) as e:
         raise SpamjobError(f"the Ray job failed: {_last_line(e)}") from None
-    tmp.rename(out / "predictions")
-    report = _report(out, named(cfg.label_column), cfg, wall0, {"model": model, "threshold": threshold},
-                     pool_size(num_gpus)[0])
-    (out / "_SUCCESS").touch()
+    tmp.rename(out.path / PREDICTIONS)
+    facts = {"model": plan["model"], "threshold": threshold}
+    with out.finishing():
+        report = _report(out.path, named(cfg.label_column), cfg, wall0, facts, pool_size(num_gpus)[0])
+        out.finish()  # no manifest: Ray's parts are not spamjob's units
     return report
 
 
@@ -172,9 +174,6 @@ def _last_line(e: BaseException) -> str:
 
 
 def _report(out: Path, label_column: str | None, cfg, wall0: float, facts: dict, actors: int) -> dict:
-    from spamjob import report as rep
-    from spamjob.recount import count_folder
-
     total, per_input, extra = count_folder(out, label_column)
     wall = time.perf_counter() - wall0
     extra.update({"engine": "ray", "wall_time_s": round(wall, 3), "rows_per_s": round(total.rows_read / wall, 2),
@@ -185,36 +184,24 @@ def _report(out: Path, label_column: str | None, cfg, wall0: float, facts: dict,
     return report
 
 
-def _fingerprint(path: str) -> dict:
-    """A local input's path, size and time (a changed file is another job); a URI's name only."""
-    if "://" in path:
-        return {"path": path}
-    st = Path(path).stat()
-    return {"path": path, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-
-
-def _input_groups(cfg) -> list[tuple[str, str, list[str]]]:
-    """(kind, delimiter, paths) per way of reading: local inputs found as `spamjob score` finds
-    them; URIs (s3://, gs://, hdfs://) by their suffix, a folder URI as Parquet."""
-    from spamjob.io import CsvOptions, check_out, discover, kind_of
-
+def _input_groups(cfg) -> tuple[list[tuple[str, str, list[str]]], list[dict]]:
+    """(kind, delimiter, paths) per way of reading, and the inputs' fingerprints: local inputs
+    found as `spamjob score` finds them; URIs (s3://, gs://, hdfs://) by their suffix, a folder
+    URI as Parquet, fingerprinted by name alone."""
     csv = CsvOptions(cfg.delimiter, cfg.encoding)
     groups: dict[tuple[str, str], list[str]] = {}
     local = [i for i in cfg.inputs if "://" not in i]
+    uris = [i for i in cfg.inputs if "://" in i]
     sources = discover(local) if local else []
     check_out(Path(cfg.out), [s.path for s in sources])
-    for src in sources:
-        groups.setdefault((src.kind, csv.delimiter_for(src) if src.kind == "csv" else ""), []).append(src.path)
-    for uri in (i for i in cfg.inputs if "://" in i):
-        kind = (kind_of(PurePosixPath(uri)) or ("parquet", None))[0]
-        tsv = uri.lower().removesuffix(".gz").endswith(".tsv")
-        groups.setdefault((kind, cfg.delimiter or ("\t" if tsv else ",") if kind == "csv" else ""), []).append(uri)
-    return [(kind, delim, paths) for (kind, delim), paths in groups.items()]
+    for path, kind in [*((s.path, s.kind) for s in sources),
+                       *((u, (kind_of(PurePosixPath(u)) or ("parquet", None))[0]) for u in uris)]:
+        groups.setdefault((kind, csv.delimiter_for(path) if kind == "csv" else ""), []).append(path)
+    fingerprints = [*(s.fingerprint() for s in sources), *({"path": u} for u in uris)]
+    return [(kind, delim, paths) for (kind, delim), paths in groups.items()], fingerprints
 
 
 def _read(groups: list[tuple[str, str, list[str]]]) -> "ray.data.Dataset":
-    import pyarrow.csv as pacsv
-
     parts = [ray.data.read_parquet(paths) if kind == "parquet" else
              ray.data.read_csv(paths, parse_options=pacsv.ParseOptions(delimiter=delim, newlines_in_values=True))
              for kind, delim, paths in groups]
@@ -231,18 +218,11 @@ def _inputs(groups: list[tuple[str, str, list[str]]], cfg) -> tuple["ray.data.Da
     except (ImportError, ray.exceptions.RayError, pa.ArrowException, OSError, ValueError) as e:
         raise SpamjobError(f"Ray cannot read the inputs: {_last_line(e)}") from None
     _check_columns(names, cfg)
-    kept = _kept(names, cfg)
+    kept = list(kept_columns(names, cfg.keep_columns, cfg.id_column))
     renamed = renamed_for_output(kept)
     if renamed:
         ds = ds.rename_columns(renamed)
     return ds, [renamed.get(c, c) for c in kept], lambda name: renamed.get(name, name)
-
-
-def _kept(names: list[str], cfg) -> list[str]:
-    """The input columns in the output, as `spamjob score` keeps them: --keep-columns (all), the
-    --id-column first."""
-    keep = list(cfg.keep_columns) if cfg.keep_columns is not None else names
-    return [cfg.id_column, *(c for c in keep if c != cfg.id_column)] if cfg.id_column else keep
 
 
 def _check_columns(names: list[str], cfg) -> None:
@@ -257,31 +237,8 @@ def _check_columns(names: list[str], cfg) -> None:
         raise SpamjobError(f"the inputs have no {', '.join(missing)} (columns: {', '.join(names)})")
 
 
-def _clear(out: Path, plan: dict, overwrite: bool) -> None:
-    """An unfinished run of the same plan is redone; another folder needs --overwrite, which deletes
-    only what this job writes and refuses when anything else is there."""
-    from spamjob.fsutil import read_json
-
-    if not out.exists() or not any(out.iterdir()):
-        out.mkdir(parents=True, exist_ok=True)
-        return
-    old = read_json(out / "_plan.json") if (out / "_plan.json").is_file() else None
-    if old != plan and not overwrite:
-        raise SpamjobError(f"output folder {out} holds another job's output; pass --overwrite to replace it, "
-                           "or choose another --out")
-    foreign = [p for p in out.iterdir() if p.name not in OWNED and p.name != ".predictions.ray.part"]
-    if foreign:
-        raise SpamjobError(f"--overwrite would delete {foreign[0]}, which spamjob did not write; clear {out} by hand")
-    for p in out.iterdir():
-        shutil.rmtree(p) if p.is_dir() else p.unlink()
-
-
 def _init(address: str | None) -> None:
     """Join `address` ($RAY_ADDRESS), else start a local cluster on the CPUs this process may use."""
-    import os
-
-    from spamjob.threads import usable_cpus
-
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # offline clusters: no usage report
     if ray.is_initialized():
         return
@@ -290,4 +247,4 @@ def _init(address: str | None) -> None:
     try:
         ray.init(address=address, log_to_driver=False, configure_logging=False, **kwargs)
     except (ConnectionError, ValueError, RuntimeError) as e:
-        raise SpamjobError(f"cannot join the Ray cluster {address}: {str(e).splitlines()[0]}") from None
+        raise SpamjobError(f"cannot join the Ray cluster {address}: {first_line(e)}") from None

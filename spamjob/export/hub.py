@@ -28,7 +28,7 @@ class Pushed:
 
 def push(run_dir: str | os.PathLike, repo_id: str, private: bool = False) -> Pushed:
     """Upload the hf export of `run_dir` to the model repository `repo_id` (created if missing)."""
-    from spamjob.export import export_hf
+    from spamjob.export.hf import export_hf
 
     if is_offline():
         raise SpamjobError("spamjob push uploads to the Hugging Face Hub: not possible offline "

@@ -1,9 +1,10 @@
 """Scoring's stages in threads of their own, so that they overlap instead of adding up.
 
 `prefetch` runs an iterator ahead in a thread (reading in one, decoding and tokenizing in
-another); `Writer` runs the part writes in a thread, in order, and hands its errors back.
+another); `SerialWorker` runs calls (the part writes, the commits) in a thread, in order,
+and hands their errors back.
 The model stage stays in the calling thread and launches window k+1 before it collects
-window k (spamjob.predict.Launched), so a GPU never waits for the host between windows.
+window k (spamjob.scoring.predictor.Launched), so a GPU never waits for the host between windows.
 """
 
 from __future__ import annotations
@@ -51,9 +52,9 @@ def prefetch(items: Iterator, depth: int = 2, name: str = "spamjob-prefetch") ->
         stop.set()
 
 
-class Writer:
-    """Runs submitted calls one after another in a background thread (at most `depth` waiting).
-    `join()` waits until every call so far is done; the first error is raised by the next
+class SerialWorker:
+    """Runs submitted calls one after another in a background thread (at most `depth` waiting):
+    the scoring loop's part writes and commits, in order. `join()` waits until every call so far is done; the first error is raised by the next
     `submit` or `join`, and later calls are dropped."""
 
     def __init__(self, depth: int = 2):
@@ -92,7 +93,7 @@ class Writer:
         if self._error is not None:
             raise self._error
 
-    def __enter__(self) -> "Writer":
+    def __enter__(self) -> "SerialWorker":
         return self
 
     def __exit__(self, *exc) -> None:

@@ -10,11 +10,17 @@ import pyarrow as pa
 
 from spamjob.config import ScoreConfig
 from spamjob.errors import SpamjobError
-from spamjob.io import TEXT_CANDIDATES, Source
+from spamjob.scoring.source import Source
 
+TEXT_CANDIDATES = ("Text", "text", "message", "sms")  # the text column, when --text-column is not given
 OUTPUT_TYPES = {"prediction": pa.string(), "spam_probability": pa.float64(), "truncated": pa.bool_(),
                 "error": pa.string()}  # what scoring adds to every row
 OUTPUT_COLUMNS = tuple(OUTPUT_TYPES)
+
+
+def output_fields() -> list[pa.Field]:
+    """The four columns scoring adds, as schema fields."""
+    return [pa.field(name, t) for name, t in OUTPUT_TYPES.items()]
 
 
 @dataclass(frozen=True)
@@ -51,14 +57,18 @@ def resolve_columns(source: Source, schema: pa.Schema | None, cfg: ScoreConfig) 
     for opt, col in (("--label-column", cfg.label_column), ("--id-column", cfg.id_column)):
         if col and col not in names:
             raise SpamjobError(f"{source.path} has no {opt} {col!r} (columns: {', '.join(names)})")
-    keep = tuple(cfg.keep_columns) if cfg.keep_columns is not None else tuple(names)
-    missing = [c for c in keep if c not in names]
+    missing = [c for c in cfg.keep_columns or () if c not in names]
     if missing:
         raise SpamjobError(f"{source.path} has no column(s) {', '.join(missing)} for --keep-columns")
-    if cfg.id_column:  # kept, and first
-        keep = (cfg.id_column, *(c for c in keep if c != cfg.id_column))
+    keep = kept_columns(names, cfg.keep_columns, cfg.id_column)
     _check_nested(source, schema, cfg, keep)
     return Columns(text, cfg.label_column, keep)
+
+
+def kept_columns(names: list[str], keep: Iterable[str] | None, id_column: str | None) -> tuple[str, ...]:
+    """The input columns an output keeps: --keep-columns (default: all), the --id-column first."""
+    keep = tuple(keep) if keep is not None else tuple(names)
+    return (id_column, *(c for c in keep if c != id_column)) if id_column else keep
 
 
 INPUT_PREFIX = "input_"

@@ -217,6 +217,19 @@ def workers(r: dict) -> str:
     return f"Ray actors: {r['actors']}" if r.get("actors") else f"processes: {r['num_processes']}"
 
 
+def summary(report: dict, folder: str | os.PathLike, recounted: bool = False) -> str:
+    """The line a command prints once it has written a report into `folder`: `spamjob score`'s, or
+    (`recounted`) `spamjob report`'s."""
+    r = report["rows"]
+    acc = f"; accuracy {report['accuracy'] * 100:.2f}%" if report.get("accuracy") is not None else ""
+    where = f"; report: {Path(folder) / 'report.md'}"
+    if recounted:
+        return (f"counted {r['read']:,} rows ({r['scored']:,} scored, {r['flagged']:,} flagged, "
+                f"{r['rejected']:,} rejected lines){acc}{where}")
+    return (f"scored {r['scored']:,} of {r['read']:,} rows ({r['flagged']:,} flagged, {r['rejected']:,} rejected lines)"
+            f"{acc} in {report['wall_time_s']:.1f} s ({report['rows_per_s']:,.1f} rows/s), {workers(report)}{where}")
+
+
 def _threshold_name(r: dict) -> str:
     return f"{r['threshold']['value']:.4g} (used)" if r.get("threshold") else "as predicted"
 

@@ -27,7 +27,7 @@ import torch
 from spamjob.artifact import Classifier, load_classifier
 from spamjob.errors import SpamjobError
 from spamjob.fsutil import atomic_path, write_json
-from spamjob.predict import sorted_batches
+from spamjob.scoring.predictor import sorted_batches
 from spamjob.text import PAD_ID, TOKENIZER_FILES, encode, tokenizer_files
 from spamjob.tokens import TokenIds
 

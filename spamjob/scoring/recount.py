@@ -17,11 +17,11 @@ import pyarrow.csv as pacsv
 import pyarrow.dataset as ds
 
 from spamjob import __version__
-from spamjob.columns import OUTPUT_COLUMNS, OUTPUT_TYPES, labels_of
-from spamjob.errors import SpamjobError
+from spamjob.errors import SpamjobError, first_line
 from spamjob.fsutil import read_json
-from spamjob.io import PREDICTIONS
-from spamjob.report import Counts, build, count_rows, write
+from spamjob.scoring.columns import OUTPUT_COLUMNS, OUTPUT_TYPES, labels_of
+from spamjob.scoring.outdir import PREDICTIONS, REJECTS
+from spamjob.scoring.report import Counts, build, count_rows, write
 
 FORMATS = {".parquet": "parquet", ".csv": "csv"}
 
@@ -50,7 +50,7 @@ def count_folder(out: str | Path, label_column: str | None = None) -> tuple[Coun
         try:
             counts += _count_part(fragment, dataset.schema, label_column)
         except (pa.ArrowException, OSError) as e:
-            raise SpamjobError(f"{fragment.path}: cannot read this part ({str(e).splitlines()[0]})") from None
+            raise SpamjobError(f"{fragment.path}: cannot read this part ({first_line(e)})") from None
     _add_rejects(out, manifest, per_input)
     total = Counts()
     for counts in per_input.values():
@@ -89,13 +89,13 @@ def _dataset(folder: Path, label_column: str | None) -> tuple[ds.Dataset, str]:
     try:
         return ds.dataset([str(p) for p in files], format=file_format), fmt
     except (pa.ArrowInvalid, OSError) as e:
-        raise SpamjobError(f"{folder}: cannot read the predictions ({str(e).splitlines()[0]})") from None
+        raise SpamjobError(f"{folder}: cannot read the predictions ({first_line(e)})") from None
 
 
 def _add_rejects(out: Path, manifest: dict | None, per_input: dict[str, Counts]) -> None:
     """Lines `spamjob score` rejected before scoring, counted under their input."""
     source_of = {p["rejects"]: p["source"] for p in manifest["parts"] if p.get("rejects")} if manifest else {}
-    for path in sorted((out / "rejects").glob("*.jsonl")):
-        counts = per_input.setdefault(source_of.get(f"rejects/{path.name}", str(out / PREDICTIONS)), Counts())
+    for path in sorted((out / REJECTS).glob("*.jsonl")):
+        counts = per_input.setdefault(source_of.get(f"{REJECTS}/{path.name}", str(out / PREDICTIONS)), Counts())
         for line in path.read_text(encoding="utf-8").splitlines():
             counts.rejected[json.loads(line)["reason"]] += 1

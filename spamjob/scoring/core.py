@@ -1,0 +1,167 @@
+"""The scoring core: a trained classifier applied to Arrow tables, engine-neutral.
+
+`BatchScorer(model_dir).score_table(table)` returns the table with `prediction`,
+`spam_probability`, `truncated` and `error` added. `spamjob score` runs the same two halves
+separately, `prepare` (decode, flag, tokenize: no model, so it can run in a reading thread)
+and `predict` + `output_columns`, so that reading overlaps the model; an engine such as
+Ray or Spark calls `score_table` on each batch of a worker that built one scorer.
+
+Rules, the same everywhere: a null text, an empty or whitespace-only text and text whose
+bytes are not valid UTF-8 are not scored and say why in `error`; longer messages are
+truncated to the classifier's max_length, scored and flagged `truncated`; special-token
+text such as `<|endoftext|>` is scored as text. Rows are length-sorted and batched by
+padded tokens inside a window; a message's probability does not depend on its batch.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from spamjob.artifact import load_classifier
+from spamjob.config import resolve_mixed_precision
+from spamjob.errors import SpamjobError
+from spamjob.scoring.columns import OUTPUT_COLUMNS, OUTPUT_TYPES, TEXT_CANDIDATES, as_strings
+from spamjob.scoring.predictor import Launched, Predictor
+from spamjob.scoring.tokenize_pool import TokenizerPool
+from spamjob.tokens import TokenIds
+
+
+@dataclass(frozen=True)
+class Window:
+    """Rows on their way through the scorer: why each is not scored (None: scored), and the
+    token ids of those that are."""
+
+    errors: list[str | None]
+    ok: list[int]  # row indices that are scored
+    ids: TokenIds  # their token ids, in the same order
+
+    @property
+    def num_rows(self) -> int:
+        return len(self.errors)
+
+
+class BatchScorer:
+    """A classifier loaded once (per process or per engine worker) that scores Arrow tables.
+
+    `threshold`: spam when P(spam) > it [the classifier's operating point, config.json].
+    `workers` > 1 (CPU): that many threads each run the model on their own batches, and torch's
+    intra-op threads are set to 1 for the process (`spamjob score` picks one worker per CPU it
+    may use; see spamjob.threads)."""
+
+    def __init__(self, model: str | os.PathLike, *, device: str | torch.device | None = None,
+                 mixed_precision: str = "auto", batch_tokens: int | None = None, quantize: str | None = None,
+                 compile: bool = False, tokenize_workers: int = 0, workers: int = 1, threshold: float | None = None):
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        gpu = device.type == "cuda"
+        if quantize == "int8" and gpu:
+            raise SpamjobError("--quantize int8 is for CPU scoring (dynamic int8 kernels); on GPU use bf16")
+        # The tokenizer processes start first: they load their tokenizers while the model loads.
+        self.tokenize = TokenizerPool(None, Path(model) / "tokenizer", tokenize_workers)
+        try:
+            self.classifier = clf = load_classifier(model)
+        except BaseException:
+            self.tokenize.close()
+            raise
+        self.tokenize.tok = clf.tokenizer  # the calling thread's tokenizer (small windows)
+        self.threshold = clf.threshold if threshold is None else float(threshold)  # spam when P(spam) > it
+        self.mixed_precision = resolve_mixed_precision(mixed_precision, gpu)
+        batch_tokens = batch_tokens or (65536 if gpu else 512)
+        if workers > 1 and torch.get_num_threads() != 1:
+            torch.set_num_threads(1)
+        self.reference: Predictor | None = None  # fp32, to measure what int8 changes
+        if quantize == "int8":
+            self.reference = Predictor(clf, device, "no", batch_tokens, workers)
+            quantized = copy.copy(clf)
+            quantized.model = torch.ao.quantization.quantize_dynamic(clf.model, {torch.nn.Linear}, dtype=torch.qint8)
+            self.predictor = Predictor(quantized, device, "no", batch_tokens, workers)
+        else:
+            self.predictor = Predictor(clf, device, self.mixed_precision, batch_tokens, workers)
+        if compile:
+            self.predictor.model = torch.compile(self.predictor.model, dynamic=True)
+
+    def prepare(self, texts: pa.Array) -> Window:
+        """Decode and flag a text column and tokenize what is scored (thread-safe: no model)."""
+        return prepare_window(texts, self.tokenize)
+
+    def predict(self, window: Window) -> np.ndarray:
+        """P(spam) of the scored rows of a window, in `window.ok` order."""
+        return self.launch(window).result()
+
+    def launch(self, window: Window) -> Launched:
+        """`predict`, split: the window goes onto the device now, `.result()` collects it later."""
+        return self.predictor.launch(window.ids)
+
+    def output_columns(self, window: Window, probs: np.ndarray) -> dict[str, pa.Array]:
+        """The four columns scoring adds, one value per row of the window."""
+        n, ok = window.num_rows, window.ok
+        scored = np.zeros(n, dtype=bool)
+        scored[ok] = True
+        spam_prob = np.full(n, np.nan)
+        spam_prob[ok] = probs
+        truncated = np.zeros(n, dtype=bool)
+        truncated[ok] = window.ids.lengths > self.classifier.max_length
+        ham, spam = self.classifier.labels
+        labels = np.where(spam_prob > self.threshold, spam, ham).astype(object)  # at 0.5: the argmax, a tie is ham
+        labels[~scored] = None
+        return {"prediction": pa.array(labels, type=OUTPUT_TYPES["prediction"]),
+                "spam_probability": pa.array(spam_prob, type=OUTPUT_TYPES["spam_probability"], mask=~scored),
+                "truncated": pa.array(truncated), "error": pa.array(window.errors, type=pa.string())}
+
+    def score_table(self, table: pa.Table | pa.RecordBatch, text_column: str | None = None,
+                    window: Window | None = None) -> pa.Table:
+        """`table` with the four output columns appended (the text column: given, else the first of
+        Text, text, message, sms); `window`: its rows already prepared (e.g. by an earlier CPU stage)."""
+        table = pa.Table.from_batches([table]) if isinstance(table, pa.RecordBatch) else table
+        column = text_column_of(table.column_names, text_column)
+        clash = [c for c in OUTPUT_COLUMNS if c in table.column_names]
+        if clash:
+            raise SpamjobError(f"input column(s) {', '.join(clash)} would collide with the output")
+        window = window or self.prepare(table.column(column).combine_chunks())
+        for name, values in self.output_columns(window, self.predict(window)).items():
+            table = table.append_column(name, values)
+        return table
+
+    def score_messages(self, messages: list[bytes]) -> pa.Table:
+        """Messages as bytes (lines of a file, command-line words) -> `score_table`'s table, column
+        `text` holding them: decoded, flagged and scored by the same rules as any text column."""
+        return self.score_table(pa.table({"text": pa.array(messages, pa.binary())}))
+
+    def close(self) -> None:
+        """Stop the model workers and tokenizer processes, if any."""
+        for predictor in (self.predictor, self.reference):
+            if predictor is not None:
+                predictor.close()
+        self.tokenize.close()
+
+
+def text_column_of(names: list[str], given: str | None = None) -> str:
+    """The text column among `names`: `given`, else the first of Text, text, message, sms."""
+    column = given or next((c for c in TEXT_CANDIDATES if c in names), None)
+    if column not in names:
+        raise SpamjobError(f"no text column {column or ' / '.join(TEXT_CANDIDATES)!r} in {names}")
+    return column
+
+
+def prepare_window(texts: pa.Array, tokenize) -> Window:
+    """Decode and flag a text column; `tokenize` (texts -> token ids) what is scored."""
+    values, bad = as_strings(texts) if len(texts) else ([], [])
+    errors = [_error(t, b) for t, b in zip(values, bad)]
+    ok = [i for i, e in enumerate(errors) if e is None]
+    return Window(errors, ok, tokenize([values[i] for i in ok]) if ok else TokenIds.from_lists([]))
+
+
+def _error(text: str | None, bad_bytes: bool) -> str | None:
+    if text is None:
+        return "null text"
+    if bad_bytes:
+        return "invalid UTF-8 in text"
+    if not text.strip():
+        return "empty text"
+    return None

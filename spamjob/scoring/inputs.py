@@ -1,0 +1,103 @@
+"""Input discovery: files, folders and globs -> `Source`s in a stable order, each with its schema
+read from metadata or the header alone. Scoring outputs met on a walk are skipped; named, their
+predictions are scored again."""
+
+from __future__ import annotations
+
+import functools
+import glob
+import os
+from pathlib import Path
+from typing import Iterator
+
+import pyarrow as pa
+
+from spamjob.errors import SpamjobError, first_line
+from spamjob.scoring.csv import CsvOptions, csv_schema, read_error
+from spamjob.scoring.outdir import PLAN, PREDICTIONS, scoring_output_of
+from spamjob.scoring.parquet import parquet_schema
+from spamjob.scoring.source import Source, kind_of
+
+
+def discover(patterns: list[str] | tuple[str, ...]) -> list[Source]:
+    """Files, folders (searched recursively for known suffixes) and globs -> sources, in a stable order.
+
+    A pattern that matches nothing, or a file of an unknown type, is an error. A scoring output
+    (a folder holding PLAN) is skipped when a folder or glob is walked, so that an output
+    inside an input folder is never read; its parts are scored again only when named: a part, or
+    the output's predictions/ folder, of a finished job (`scored_input`).
+    """
+    seen: dict[str, Source] = {}
+    marked = functools.lru_cache(maxsize=None)(lambda folder: (folder / PLAN).is_file())  # this call only
+    for pattern in patterns:
+        p = Path(pattern).expanduser()
+        if p.is_file():
+            candidates = [p]
+            if kind_of(p) is None:
+                raise SpamjobError(f"{p}: unknown input type; expected .parquet, .csv, .tsv or .txt (optionally .gz)")
+            scored_input(p, p.parent)
+        elif p.is_dir():
+            scored_input(p, p)
+            candidates = sorted(f for f in _walk(p) if kind_of(f) is not None and scoring_output_of(f, p, marked) is None)
+            if not candidates:
+                raise SpamjobError(f"folder {p} holds no .parquet/.csv/.tsv/.txt files")
+        else:
+            candidates = sorted(Path(m) for m in glob.glob(str(p), recursive=True) if Path(m).is_file())
+            candidates = [c for c in candidates if kind_of(c) is not None and scoring_output_of(c, None, marked) is None]
+            if not candidates:
+                raise SpamjobError(f"no input matches {pattern!r}")
+        for c in candidates:
+            real = str(c.resolve())
+            if real not in seen:
+                st = c.stat()
+                kind, compression = kind_of(c)  # type: ignore[misc]
+                seen[real] = Source(real, kind, compression, st.st_size, st.st_mtime_ns)
+    return list(seen.values())
+
+
+def scored_input(named: Path, folder: Path) -> None:
+    """A named input inside a scoring output must be its predictions/ folder (`folder`), or a part
+    in it, of a finished job: anything else there (the output itself, its bookkeeping, an
+    unfinished job's parts) is an error."""
+    output = scoring_output_of(named)
+    if output is None:
+        return
+    if folder.resolve() != (output / PREDICTIONS).resolve():
+        raise SpamjobError(f"{named} is (inside) {output}, a spamjob scoring output; to score its predictions "
+                           f"again, name {output / PREDICTIONS} or parts in it")
+    if not (output / "_SUCCESS").is_file():
+        raise SpamjobError(f"{named} belongs to an unfinished scoring job ({output} has no _SUCCESS); "
+                           "finish that job first (rerun its command)")
+
+
+def _walk(folder: Path) -> Iterator[Path]:
+    """Every file below `folder`, symlinked files and symlinked folders followed alike (each real
+    folder once, so a link loop ends)."""
+    seen: set[str] = set()
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        yield from (Path(root) / name for name in files if (Path(root) / name).is_file())
+
+
+def schema_of(source: Source, csv: CsvOptions) -> pa.Schema | None:
+    """Column names and types, reading only metadata / the header. None for an empty file."""
+    if source.size == 0:
+        return None
+    try:
+        if source.kind == "parquet":
+            return parquet_schema(source)
+        try:
+            return csv_schema(source, csv, 1 << 16)  # a small block: setup stays cheap for many files
+        except pa.ArrowInvalid as e:
+            if "straddl" not in str(e):
+                raise
+            return csv_schema(source, csv, csv.block_bytes)  # a first row longer than 64 KB
+    except (pa.ArrowInvalid, OSError, EOFError, UnicodeDecodeError) as e:
+        message = first_line(e)
+        if "Empty CSV file" in message:
+            return None
+        raise read_error(source, message, csv) from None

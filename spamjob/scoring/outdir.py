@@ -1,0 +1,225 @@
+"""The output folder of a scoring job (`--out`) and its commit protocol, step by step:
+
+1. `prepare`: under the folder's plan lock, the job's plan (`_plan.json`: what decides every
+   prediction) is checked against the one there: the same plan resumes, another one (or files
+   spamjob did not write) is an error unless --overwrite, which deletes only what a scoring job
+   writes. Temporaries of dead processes go; the plan is written; `_SUCCESS` is removed.
+2. Each work unit is written under its own lock (`lock(unit)`): its part in predictions/ under a
+   temporary name (`part_writer`), renamed into place when complete; then its rejects; then its
+   sidecar `_parts/<unit>.json` (rows, counts and the size and sha256 of each file): the sidecar
+   is the commit (`commit`). A unit whose sidecar is missing, or whose files no longer match it,
+   is redone (`committed`).
+3. `finish`: the report (written by the caller under the report lock), `_manifest.json`, then
+   `_SUCCESS`, last.
+
+Locks are flock(2) files in `_locks/`, released when a process dies however it dies; a temporary
+file is removed only when the lock of its unit is free (no live process is writing it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import shutil
+from pathlib import Path
+from typing import Iterator
+
+from spamjob.errors import SpamjobError
+from spamjob.faults import kill_point, pause_point
+from spamjob.fsutil import atomic_path, locked, read_json, sha256_file, write_json
+
+PLAN = "_plan.json"  # written first: it makes a folder a scoring output
+PREDICTIONS = "predictions"  # the parts, one Parquet/CSV dataset
+REJECTS, SIDECARS, SOURCES, LOCKS = "rejects", "_parts", "_sources", "_locks"
+# What a scoring job writes into --out, and nothing else: --overwrite deletes only these.
+OWNED_FILES = {PLAN, "_manifest.json", "_SUCCESS", "report.json", "report.md", "report.png"}
+OWNED_FOLDERS = {SIDECARS, SOURCES, LOCKS, PREDICTIONS, REJECTS}
+_OWNED_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[^.]+\.part$")  # atomic_path's and PartWriter's
+_UNIT_FILE = re.compile(
+    r"^(?P<unit>part-[0-9a-f]{12}-\d{6}|report|plan)\.(parquet|csv|json|jsonl|lock)$|^[0-9a-f]{12}\.(json|lock)$")
+REPORT_LOCK = "report"  # held while the report files are written
+PLAN_LOCK = "plan"  # held while a task checks --out against its plan (and writes it)
+
+
+def scoring_output_of(path: Path, stop: Path | None = None, has_marker=None) -> Path | None:
+    """The spamjob scoring output folder that `path` is or lies in (looking up to `stop`), if any.
+
+    `has_marker`: a cached folder -> bool test, for walks that ask about the same parents often.
+    """
+    has_marker = has_marker or (lambda folder: (folder / PLAN).is_file())
+    path = path.resolve()
+    stop = stop.resolve() if stop is not None else None
+    for folder in [path, *path.parents] if path.is_dir() else list(path.parents):
+        if has_marker(folder):
+            return folder
+        if folder == stop:
+            return None
+    return None
+
+
+def check_out(out: Path, inputs: list[str]) -> None:
+    """--out may neither hold an input (a rerun or --overwrite would change what it reads) nor lie
+    inside another scoring output (its predictions/ would read as more rows)."""
+    out = out.expanduser().resolve()
+    inside = next((path for path in inputs if Path(path).is_relative_to(out)), None)
+    if inside is not None:
+        raise SpamjobError(f"input {inside} lies inside --out {out}; write the output elsewhere")
+    owner = scoring_output_of(out.parent) if out.parent.exists() else None
+    if owner is not None:
+        raise SpamjobError(f"--out {out} lies inside {owner}, another scoring output; write the output elsewhere")
+
+
+class OutputFolder:
+    """A local --out folder: commits by rename, concurrency by flock (see the module's protocol)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def lock(self, name: str, wait: bool = True):
+        """The lock of a unit (its part name), of a CSV file's blocks (its key), or PLAN_LOCK/REPORT_LOCK."""
+        return locked(self.path / LOCKS / f"{name}.lock", wait=wait)
+
+    def finished_with(self, plan: dict) -> bool:
+        """A finished job of this very plan is here."""
+        plan_path = self.path / PLAN
+        return (self.path / "_SUCCESS").is_file() and plan_path.is_file() and read_json(plan_path) == plan
+
+    def prepare(self, plan: dict, overwrite: bool, resume: bool = True) -> None:
+        """Step 1 of the protocol. Same plan: resume (with `resume` off, start again). Tasks that
+        start together (a Slurm array) agree under the plan lock: the first writes the plan, the
+        others wait for it, then find it theirs."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        plan_path = self.path / PLAN
+        with self.lock(PLAN_LOCK):
+            if [p for p in self.path.iterdir() if p.name != LOCKS]:
+                old = read_json(plan_path) if plan_path.is_file() else None
+                if old != plan or not resume:
+                    self._clear(old, overwrite or old == plan)
+            self.remove_temporaries()  # of killed runs; a live run's are locked and stay
+            pause_point("SPAMJOB_PAUSE_BEFORE_PLAN", 1)  # concurrency tests: a plan being written
+            with self.lock(REPORT_LOCK):
+                (self.path / "_SUCCESS").unlink(missing_ok=True)
+                write_json(plan_path, plan)
+
+    def _clear(self, old: dict | None, overwrite: bool) -> None:
+        """The folder holds another job's files (or none of spamjob's): an error, or with --overwrite
+        their deletion (the locks stay: other processes may be waiting on them)."""
+        if not overwrite:
+            what = ("was written with another model, other inputs or other options" if old is not None
+                    else "is not empty and holds no spamjob scoring plan")
+            raise SpamjobError(f"output folder {self.path} {what}; pass --overwrite to replace it, "
+                               "or choose another --out")
+        whole = old is not None and old.get("engine") == "ray"  # Ray names its part files itself
+        foreign = [p for p in self.path.iterdir() if not _owned(p, whole)]
+        if foreign:
+            raise SpamjobError(f"--overwrite would delete {foreign[0]}, which spamjob did not write; "
+                               f"clear {self.path} by hand")
+        for p in self.path.iterdir():
+            if p.name != LOCKS:
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+
+    def remove_temporaries(self, unit: str | None = None) -> None:
+        """Temporary files that no live process is writing: each belongs to a unit (or the report)
+        whose lock is free. With `unit`, only that unit's (the caller holds its lock)."""
+        for folder in (self.path, *(self.path / name for name in (PREDICTIONS, REJECTS, SIDECARS, SOURCES))):
+            for tmp in (p for p in folder.glob(".*.part") if p.is_file()):
+                m = _OWNED_TEMPORARY.match(tmp.name)
+                owner = _UNIT_FILE.match(m.group("name")) if m else None
+                name = owner.group("unit") if owner and owner.group("unit") else REPORT_LOCK
+                if unit is not None:
+                    if name == unit:
+                        tmp.unlink(missing_ok=True)
+                    continue
+                with self.lock(name, wait=False) as free:
+                    if free:
+                        tmp.unlink(missing_ok=True)
+
+    def part_path(self, unit: str, fmt: str) -> Path:
+        return self.path / PREDICTIONS / f"{unit}.{fmt}"
+
+    def sidecar(self, unit: str) -> dict | None:
+        """A unit's commit record, None when it has none (or it cannot be read: the unit is redone)."""
+        path = self.path / SIDECARS / f"{unit}.json"
+        if not path.is_file():
+            return None
+        try:
+            return read_json(path)
+        except SpamjobError:
+            return None
+
+    def committed(self, unit: str) -> bool:
+        """The unit's sidecar is there and every file it lists has its recorded size and sha256: a
+        part truncated or a rejects file deleted since is redone, never trusted."""
+        files = (self.sidecar(unit) or {}).get("files", {})
+        return bool(files) and all(self._record(name) == rec for name, rec in files.items())
+
+    def _record(self, name: str) -> dict | None:
+        """Size and sha256 of a committed file (None when it is gone)."""
+        path = self.path / name
+        if not path.is_file():
+            return None
+        return {"size": path.stat().st_size, "sha256": sha256_file(path)}
+
+    def commit(self, unit: str, where: dict, part, schema, rejects: list[dict], counts: dict) -> None:
+        """Step 2: the part (a complete PartWriter, of `schema`), then the rejects, then the sidecar
+        (`where`: the unit's input and index; its counts; the files' sizes and hashes): a unit without
+        its sidecar is redone on rerun."""
+        part.commit(schema)
+        rejects_name = None
+        if rejects:
+            rejects_name = f"{REJECTS}/{unit}.jsonl"
+            with atomic_path(self.path / rejects_name) as tmp:
+                tmp.write_text("".join(json.dumps(r) + "\n" for r in rejects))
+        part_name = part.dest.relative_to(self.path).as_posix()
+        write_json(self.path / SIDECARS / f"{unit}.json", {
+            **where, "part": part_name, "rows": part.rows, "rejects": rejects_name, "counts": counts,
+            "files": {name: self._record(name) for name in (part_name, rejects_name) if name}})
+
+    def source_record(self, key: str) -> dict:
+        """What the job recorded about an input file (a CSV file's unit count, why it is read whole)."""
+        path = self.path / SOURCES / f"{key}.json"
+        return read_json(path) if path.is_file() else {}
+
+    def record_source(self, key: str, record: dict) -> None:
+        write_json(self.path / SOURCES / f"{key}.json", record)
+
+    def uncommit_source(self, key: str, reason: str, path: str) -> None:
+        """Delete every unit of an input file and record why it is read whole now. Data files, then
+        sidecars (a sidecar whose files are gone is redone), then the record: a kill before it leaves
+        the file to be split again, and the same check to fail again."""
+        for folder in (PREDICTIONS, REJECTS, SIDECARS):
+            kill_point("SPAMJOB_KILL_IN_FALL_BACK", folder)  # crash tests
+            for p in (self.path / folder).glob(f"part-{key}-*"):
+                p.unlink()
+        self.record_source(key, {"path": path, "reason": reason})
+
+    @contextlib.contextmanager
+    def finishing(self) -> Iterator[None]:
+        """Step 3, around the report: temporaries nobody holds go (e.g. a killed --shard task's), then
+        the report lock is held while the caller writes the report and calls `finish`."""
+        self.remove_temporaries()
+        with self.lock(REPORT_LOCK):
+            yield
+
+    def finish(self, manifest: dict | None = None) -> None:
+        """`_manifest.json` (which unit of which input each part is), then `_SUCCESS`, last."""
+        if manifest is not None:
+            write_json(self.path / "_manifest.json", manifest)
+        with atomic_path(self.path / "_SUCCESS") as tmp:
+            tmp.write_text("")
+
+
+def _owned(p: Path, whole: bool) -> bool:
+    """A file or folder of --out that a scoring job writes (or its temporary); `whole`: any file in
+    an owned folder (an engine that names its files itself)."""
+    m = _OWNED_TEMPORARY.match(p.name)
+    name = m.group("name") if m else p.name
+    if p.is_dir():
+        return name in OWNED_FOLDERS and (whole or all(c.is_file() and _unit_file(c.name) for c in p.iterdir()))
+    return name in OWNED_FILES
+
+
+def _unit_file(name: str) -> bool:
+    m = _OWNED_TEMPORARY.match(name)
+    return _UNIT_FILE.match(m.group("name") if m else name) is not None

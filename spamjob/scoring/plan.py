@@ -1,0 +1,23 @@
+"""A scoring job's plan: everything that decides its output files, written first into --out
+(spamjob.scoring.outdir). A rerun with the same plan resumes; any other value is another job."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from spamjob import __version__
+from spamjob.config import ScoreConfig
+
+
+def build(cfg: ScoreConfig, model_sha256: str | None, inputs: list[dict], predictions: dict,
+          engine: str | None = None) -> dict:
+    """The plan of scoring `inputs` (their fingerprints) with the classifier in cfg.model;
+    `predictions`: the resolved settings that change a prediction (precision, int8, threshold)."""
+    plan = {"engine": engine} if engine else {}
+    return {**plan, "spamjob_version": __version__, "model": model_record(cfg.model, model_sha256),
+            "inputs": inputs, "options": {**cfg.plan_options(), **predictions}}
+
+
+def model_record(model: str, sha256: str | None) -> dict:
+    """The classifier as plans and reports name it: its folder and its weights' hash."""
+    return {"path": str(Path(model).resolve()), "sha256": sha256}

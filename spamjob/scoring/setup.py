@@ -1,0 +1,156 @@
+"""What a scoring job resolves before any row is scored (`setup`): the process group, the
+inputs and their columns, the one output schema, the scorer (model loaded once), the plan
+checked against --out, and this process's place among all processes of all --shard tasks."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import torch
+from tqdm import tqdm
+
+from spamjob.config import ScoreConfig
+from spamjob import processes
+from spamjob.scoring import plan as job_plan
+from spamjob.scoring.columns import Columns, output_fields, renamed_for_output, resolve_columns
+from spamjob.scoring.core import BatchScorer
+from spamjob.scoring.csv import CsvOptions
+from spamjob.scoring.inputs import discover, schema_of
+from spamjob.scoring.outdir import OutputFolder, check_out
+from spamjob.scoring.parquet import parquet_bounds, parquet_layout
+from spamjob.scoring.schema import as_csv_text, common_type
+from spamjob.scoring.source import Source
+from spamjob.threads import apply_threads, tokenizer_workers
+
+
+@dataclass(frozen=True)
+class Input:
+    """An input file with what `setup` read of it: its schema (None: empty file) and resolved columns."""
+
+    source: Source
+    schema: pa.Schema | None
+    columns: Columns | None
+
+    def kept_names(self, renamed: dict[str, str]) -> dict[str, str]:
+        """Output name -> input name of each kept column (`renamed`: see columns.renamed_for_output)."""
+        return {renamed.get(c, c): c for c in (self.columns.keep if self.columns is not None else ())}
+
+    def kept_fields(self, renamed: dict[str, str]) -> list[pa.Field]:
+        """The kept columns as they come in (Parquet's as they are, CSV fields as text), under their
+        output names."""
+        return [pa.field(name, pa.large_string() if self.source.kind == "csv" else self.schema.field(c).type)
+                for name, c in self.kept_names(renamed).items()]
+
+
+def output_schema(inputs: list[Input], fmt: str, renamed: dict[str, str]) -> pa.Schema:
+    """One schema for every part, so that the output folder reads as one dataset: the union of the
+    kept columns (in order of first appearance; an input without one gets nulls), each of a type
+    that every input's values convert to exactly (spamjob.scoring.schema; CSV parts: bytes as text), then the
+    four scoring adds."""
+    by_name: dict[str, list[tuple[str, pa.DataType]]] = {}
+    for inp in inputs:
+        for f in inp.kept_fields(renamed):
+            by_name.setdefault(f.name, []).append((inp.source.path, f.type))
+    sources = {inp.source.path: inp.source for inp in inputs}
+    kept = [pa.field(name, common_type(name, found, lambda path, col: parquet_bounds(sources[path], col)))
+            for name, found in by_name.items()]
+    if fmt == "csv":
+        kept = [f.with_type(as_csv_text(f.type)) for f in kept]
+    return pa.schema(kept + output_fields())
+
+
+@dataclass
+class Agreement:
+    """int8 against fp32 on a sample of the first window (reported, never used for the output)."""
+
+    rows: int = 0
+    same: int = 0
+    max_abs_diff: float = 0.0
+
+    def report(self) -> dict:
+        return {"rows_compared": self.rows, "same_prediction": self.same / self.rows if self.rows else None,
+                "max_abs_probability_diff": self.max_abs_diff}
+
+
+@dataclass
+class Steady:
+    """Rows this process scored after its first window, from the moment that window was collected: the
+    rate without start-up (model load, CUDA init, tokenizer processes, first-window warm-up)."""
+
+    rows: int = 0
+    start: float | None = None
+
+    def add(self, rows: int) -> None:
+        if self.start is None:
+            self.start = time.perf_counter()
+        else:
+            self.rows += rows
+
+    def rate(self) -> float:
+        seconds = time.perf_counter() - self.start if self.start is not None else 0.0
+        return self.rows / seconds if self.rows and seconds > 0 else 0.0
+
+
+@dataclass
+class ScoreJob:
+    """What `setup` resolves before any row is scored."""
+
+    cfg: ScoreConfig
+    accelerator: object
+    out: OutputFolder
+    scorer: BatchScorer
+    inputs: list[Input]
+    schema: pa.Schema  # of every part
+    csv: CsvOptions
+    plan: dict
+    agreement: Agreement | None
+    me: int  # this process's place among every process of every --shard task...
+    total: int  # ...and their number: unit k is done by process k % total
+    threads: dict = field(default_factory=dict)  # torch's threads (or model workers) in this process, and why
+    renamed: dict = field(default_factory=dict)  # kept input columns named as an output column -> input_<name>
+    in_blocks: list[Input] = field(default_factory=list)  # CSV inputs read in byte blocks when the job started
+    windows: int = 0  # windows written by this process (the crash tests' kill point counts them)
+    steady: Steady = field(default_factory=Steady)
+    bar: tqdm | None = field(default=None, repr=False)
+
+
+def setup(cfg: ScoreConfig) -> ScoreJob:
+    """The scorer (model loaded once), the inputs and their columns, the plan checked against --out."""
+    gpu = torch.cuda.is_available()
+    accelerator = processes.accelerator(cpu=not gpu)
+    world, out = accelerator.num_processes, OutputFolder(cfg.out)
+    # CPU: one single-threaded model worker per CPU (torch.compile'd models keep one caller).
+    threads = apply_threads(cfg.threads, workers=not gpu and not cfg.compile)
+    tok_workers = cfg.tokenize_workers if cfg.tokenize_workers is not None else tokenizer_workers(gpu)
+    csv = CsvOptions(cfg.delimiter, cfg.encoding, cfg.block_mb << 20, in_blocks=cfg.csv_split == "auto")
+    inputs = read_inputs(cfg, csv)  # bad inputs fail here, before the model is loaded
+    renamed = renamed_for_output(c for i in inputs if i.columns is not None for c in i.columns.keep)
+    schema = output_schema(inputs, cfg.format, renamed)
+    # The tokenizer processes (GPU) start first and load their tokenizers while the model loads.
+    scorer = BatchScorer(cfg.model, device=accelerator.device, mixed_precision=cfg.mixed_precision,
+                         batch_tokens=cfg.batch_tokens, quantize=cfg.quantize, compile=cfg.compile,
+                         tokenize_workers=tok_workers, workers=threads.get("workers", 1), threshold=cfg.threshold)
+    predictions = {"mixed_precision": scorer.mixed_precision, "quantize": cfg.quantize, "threshold": scorer.threshold}
+    plan = job_plan.build(cfg, scorer.classifier.config.get("model_sha256"),
+                          [i.source.fingerprint() for i in inputs], predictions)
+    if accelerator.is_main_process:
+        out.prepare(plan, cfg.overwrite)
+    accelerator.wait_for_everyone()
+    # With --shard K/N, this run's processes are ranks K*world .. K*world+world-1 of N*world.
+    k, n = map(int, (cfg.shard or "0/1").split("/"))
+    job = ScoreJob(cfg, accelerator, out, scorer, inputs, schema, csv, plan, Agreement() if cfg.quantize else None,
+                   me=k * world + accelerator.process_index, total=n * world, threads=threads, renamed=renamed)
+    rows = sum(parquet_layout(i.source)[1] for i in inputs if i.source.kind == "parquet" and i.columns is not None)
+    job.bar = tqdm(total=(rows // world) or None, unit="rows", desc=f"scoring (rank {accelerator.process_index})",
+                   disable=not (cfg.progress and accelerator.is_main_process), leave=False)
+    return job
+
+
+def read_inputs(cfg: ScoreConfig, csv: CsvOptions) -> list[Input]:
+    """The inputs found, --out checked against them, each with its schema and resolved columns."""
+    sources = discover(cfg.inputs)
+    check_out(OutputFolder(cfg.out).path, [s.path for s in sources])
+    return [Input(source, schema, resolve_columns(source, schema, cfg))
+            for source in sources for schema in [schema_of(source, csv)]]
