@@ -29,8 +29,9 @@ def spamjob(root: Path, args: list[str]) -> float:
     """Run `python -m spamjob.cli ARGS` with spamjob imported from `root`; returns process seconds."""
     env = {**os.environ, "PYTHONPATH": str(root.resolve())}
     t = time.perf_counter()
-    r = subprocess.run([sys.executable, "-m", "spamjob.cli", *args], env=env, cwd=tempfile.gettempdir(),
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "spamjob.cli", *args], env=env, cwd=tempfile.gettempdir(), capture_output=True, text=True
+    )
     if r.returncode:
         sys.exit(f"ab_bench: spamjob from {root} failed: {r.stderr.strip().splitlines()[-1:]}")
     return time.perf_counter() - t
@@ -56,13 +57,32 @@ def main() -> None:
         for rnd in range(a.rounds):
             for name, root in (("before", a.before), ("after", a.after)):
                 run = tmp / f"train-{name}-{rnd}"
-                proc = spamjob(root, ["train", "--data", str(tmp / "data"), "--out", str(run), "--weights", "random",
-                                      "--n-layers", "4", "--emb-dim", "256", "--n-heads", "4", "--epochs", "5"])
+                proc = spamjob(
+                    root,
+                    [
+                        "train",
+                        "--data",
+                        str(tmp / "data"),
+                        "--out",
+                        str(run),
+                        "--weights",
+                        "random",
+                        "--n-layers",
+                        "4",
+                        "--emb-dim",
+                        "256",
+                        "--n-heads",
+                        "4",
+                        "--epochs",
+                        "5",
+                    ],
+                )
                 m = json.loads((run / "metrics.json").read_text())
                 rows.append((name, rnd, "train 4x256", proc, m["wall_time_s"], f"test acc {m['test']['accuracy']:.2%}"))
                 out = tmp / f"score-{name}-{rnd}"
-                proc = spamjob(root, ["score", str(tmp / "in.parquet"), "--model", str(clf), "--out", str(out),
-                                      "--no-progress"])
+                proc = spamjob(
+                    root, ["score", str(tmp / "in.parquet"), "--model", str(clf), "--out", str(out), "--no-progress"]
+                )
                 r = json.loads((out / "report.json").read_text())
                 rows.append((name, rnd, "score fp32", proc, r["wall_time_s"], f"{r['rows_per_s']:.1f} msg/s"))
     print(f"before: {a.before}  after: {a.after}")

@@ -67,8 +67,11 @@ def whole(src, opt, types, me: int, p: int) -> int:
 
 def in_blocks(src, opt, names, types, me: int, p: int) -> int:
     """--csv-split auto: only this process's byte blocks."""
-    return sum(csvsplit.read_block(src, opt, names, types, k).batch.num_rows
-               for k in range(csvsplit.block_count(src, opt)) if k % p == me)
+    return sum(
+        csvsplit.read_block(src, opt, names, types, k).batch.num_rows
+        for k in range(csvsplit.block_count(src, opt))
+        if k % p == me
+    )
 
 
 def measure(fn, *args) -> tuple[float, float, int]:
@@ -82,8 +85,11 @@ def check(src, opt, names, types) -> int:
     """Every block's records, in order, are the whole file's."""
     off = CsvOptions(block_bytes=opt.block_bytes, in_blocks=False)
     expect = [r for _, c in iter_csv_blocks(src, off, types) for r in c.batch.column("id").to_pylist()]
-    got = [r for k in range(csvsplit.block_count(src, opt))
-           for r in csvsplit.read_block(src, opt, names, types, k).batch.column("id").to_pylist()]
+    got = [
+        r
+        for k in range(csvsplit.block_count(src, opt))
+        for r in csvsplit.read_block(src, opt, names, types, k).batch.column("id").to_pylist()
+    ]
     assert got == expect, "byte blocks differ from the whole file"
     return len(got)
 
@@ -104,18 +110,26 @@ def main() -> None:
         names = schema_of(src, opt_auto).names
         types = {n: pa.binary() for n in names}
         rows = check(src, opt_auto, names, types)
-        print(f"{src.size / 2**20:,.0f} MB, {rows:,} rows, {csvsplit.block_count(src, opt_auto)} blocks of "
-              f"{args.block_mb} MB; blocks checked equal to the whole file's records")
+        print(
+            f"{src.size / 2**20:,.0f} MB, {rows:,} rows, {csvsplit.block_count(src, opt_auto)} blocks of "
+            f"{args.block_mb} MB; blocks checked equal to the whole file's records"
+        )
         csvsplit.open = lambda p, mode: Counted(p, "r")  # count what a block reads
         sio = csvsplit
         stream = sio._open_stream
         sio._open_stream = lambda s: pa.PythonFile(Counted(s.path, "r"), mode="r")
         try:
-            print(f"{'processes':>9} | {'off: s':>7} {'MB read':>8} {'rows':>10} | {'auto: s':>7} {'MB read':>8} {'rows':>10}")
+            print(
+                f"{'processes':>9} | {'off: s':>7} {'MB read':>8} {'rows':>10} | "
+                f"{'auto: s':>7} {'MB read':>8} {'rows':>10}"
+            )
             for p in map(int, args.processes.split(",")):
                 t_off, mb_off, r_off = measure(whole, src, opt_off, types, 0, p)
                 t_auto, mb_auto, r_auto = measure(in_blocks, src, opt_auto, names, types, 0, p)
-                print(f"{p:>9} | {t_off:>7.2f} {mb_off:>8,.0f} {r_off:>10,} | {t_auto:>7.2f} {mb_auto:>8,.0f} {r_auto:>10,}")
+                print(
+                    f"{p:>9} | {t_off:>7.2f} {mb_off:>8,.0f} {r_off:>10,} | "
+                    f"{t_auto:>7.2f} {mb_auto:>8,.0f} {r_auto:>10,}"
+                )
         finally:
             sio._open_stream = stream
             del csvsplit.open

@@ -90,24 +90,39 @@ def main() -> None:
         pq.write_table(pa.table({"id": np.arange(a.n), "text": texts}), src, row_group_size=max(a.n // 16, 1))
         commands = {
             "spamjob": [sys.executable, "-m", "spamjob.cli", "score", str(src), "--model", str(model), "--no-progress"],
-            "ray": [sys.executable, "-m", "spamjob.cli", "score", str(src), "--model", str(model), "--no-progress",
-                    "--engine", "ray"],
+            "ray": [
+                sys.executable,
+                "-m",
+                "spamjob.cli",
+                "score",
+                str(src),
+                "--model",
+                str(model),
+                "--no-progress",
+                "--engine",
+                "ray",
+            ],
             "spark": [sys.executable, str(REPO / "jobs" / "spark_score.py"), str(src), "--model", str(model)],
         }
         rows = []
         for name in a.engines.split(","):
             out = tmp / f"out-{name}"
             r = measured([*commands[name], "--out", str(out)], env)
-            r["name"], r["predictions"] = name, pd.read_parquet(out / "predictions", columns=[
-                "id", "prediction", "spam_probability"])
+            r["name"], r["predictions"] = (
+                name,
+                pd.read_parquet(out / "predictions", columns=["id", "prediction", "spam_probability"]),
+            )
             rows.append(r)
-        print(f"machine: {os.cpu_count()} CPUs; {a.n:,} messages; classifier {a.dims} (layers,dims,heads), "
-              f"random weights")
+        print(
+            f"machine: {os.cpu_count()} CPUs; {a.n:,} messages; classifier {a.dims} (layers,dims,heads), random weights"
+        )
         print(f"{'engine':<10} {'wall s':>8} {'CPU s':>8} {'msg/s':>10} {'peak MB':>9}  agreement with spamjob score")
         for r in rows:
             same, diff = agreement(r["predictions"], rows[0]["predictions"])
-            print(f"{r['name']:<10} {r['wall_s']:>8.1f} {r['cpu_s']:>8.1f} {a.n / r['wall_s']:>10,.0f} "
-                  f"{r['peak_mb']:>9,.0f}  same label {same * 100:.2f}%, max |diff| {diff:.1e}")
+            print(
+                f"{r['name']:<10} {r['wall_s']:>8.1f} {r['cpu_s']:>8.1f} {a.n / r['wall_s']:>10,.0f} "
+                f"{r['peak_mb']:>9,.0f}  same label {same * 100:.2f}%, max |diff| {diff:.1e}"
+            )
 
 
 if __name__ == "__main__":

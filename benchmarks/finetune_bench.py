@@ -46,11 +46,21 @@ def run(name: str, data: Path, out: Path, extra: list[str]) -> dict:
     m = json.loads((out / "metrics.json").read_text())
     # job_s: the job itself (metrics.json wall_time_s, from the start of train.main to the
     # last file written); process_s adds interpreter start and imports (~3-4 s here).
-    return {"name": name, "job_s": m["wall_time_s"], "process_s": wall, "train_s": m["train_time_s"],
-            "examples_per_s": m["examples_seen"] / m["wall_time_s"],
-            "test_acc": m["test"]["accuracy"], "val_acc": m["validation"]["accuracy"], "cache": m["prefix_cache"]["used"],
-            "device": m["device"], "precision": m["mixed_precision"], "processes": m["num_processes"],
-            "phases_s": m["phases_s"], "threads": m.get("threads")}
+    return {
+        "name": name,
+        "job_s": m["wall_time_s"],
+        "process_s": wall,
+        "train_s": m["train_time_s"],
+        "examples_per_s": m["examples_seen"] / m["wall_time_s"],
+        "test_acc": m["test"]["accuracy"],
+        "val_acc": m["validation"]["accuracy"],
+        "cache": m["prefix_cache"]["used"],
+        "device": m["device"],
+        "precision": m["mixed_precision"],
+        "processes": m["num_processes"],
+        "phases_s": m["phases_s"],
+        "threads": m.get("threads"),
+    }
 
 
 def main() -> None:
@@ -61,12 +71,20 @@ def main() -> None:
     ap.add_argument("--emb-dim", type=int)
     ap.add_argument("--n-heads", type=int)
     ap.add_argument("--epochs", type=int, default=5)
-    ap.add_argument("--seeds", default="123",
-                    help="comma-separated seeds (weights, head, shuffling); accuracies are also averaged over them")
+    ap.add_argument(
+        "--seeds",
+        default="123",
+        help="comma-separated seeds (weights, head, shuffling); accuracies are also averaged over them",
+    )
     ap.add_argument("--smoke", action="store_true", help="2 layers, 32 dims, 1 epoch: checks the script runs")
     ap.add_argument("--json", type=Path, help="also write the results here")
-    ap.add_argument("--background-load", type=int, default=0, metavar="N",
-                    help="N CPU-burning processes beside every measured run (a shared, busy machine)")
+    ap.add_argument(
+        "--background-load",
+        type=int,
+        default=0,
+        metavar="N",
+        help="N CPU-burning processes beside every measured run (a shared, busy machine)",
+    )
     a = ap.parse_args()
     if a.smoke:
         a.n_layers, a.emb_dim, a.n_heads, a.epochs = 2, 32, 2, 1
@@ -78,8 +96,19 @@ def main() -> None:
             data = tmp / "data"
             shared = Path(__file__).resolve().parents[2] / "shared" / "data" / "SMSSpamCollection"
             src = [str(shared)] if shared.exists() else []
-            subprocess.run([sys.executable, "-m", "spamjob.cli", "prepare", "--out", str(data),
-                            *(["--source", *src] if src else [])], check=True, stdout=subprocess.DEVNULL)
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "spamjob.cli",
+                    "prepare",
+                    "--out",
+                    str(data),
+                    *(["--source", *src] if src else []),
+                ],
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
         arch = ["--weights", "random", "--model", a.model, "--epochs", str(a.epochs)]
         for flag, v in (("--n-layers", a.n_layers), ("--emb-dim", a.emb_dim), ("--n-heads", a.n_heads)):
             if v is not None:
@@ -100,10 +129,12 @@ def main() -> None:
         f"{'test acc':>9} {'val acc':>8}  cache  device/precision  threads",
     ]
     for r in results:
-        lines.append(f"{r['name']:<10} {r['seed']:>5} {r['job_s']:>10.1f} {r['process_s']:>10.1f} {r['train_s']:>8.1f} "
-                     f"{r['examples_per_s']:>11.1f} {r['test_acc'] * 100:>8.2f}% {r['val_acc'] * 100:>7.2f}%  "
-                     f"{'yes' if r['cache'] else 'no':<5}  {r['device'] + '/' + r['precision']:<16}  "
-                     f"{r['threads']['threads']} (free CPUs {r['threads'].get('free_cpus')})")
+        lines.append(
+            f"{r['name']:<10} {r['seed']:>5} {r['job_s']:>10.1f} {r['process_s']:>10.1f} {r['train_s']:>8.1f} "
+            f"{r['examples_per_s']:>11.1f} {r['test_acc'] * 100:>8.2f}% {r['val_acc'] * 100:>7.2f}%  "
+            f"{'yes' if r['cache'] else 'no':<5}  {r['device'] + '/' + r['precision']:<16}  "
+            f"{r['threads']['threads']} (free CPUs {r['threads'].get('free_cpus')})"
+        )
 
     def mean(name: str, key: str) -> float:
         values = [r[key] for r in results if r["name"] == name]
@@ -111,11 +142,15 @@ def main() -> None:
 
     n = len(results) // 2
     ratio = mean("reference", "job_s") / mean("default", "job_s")
-    lines.append(f"speed-up (job wall, reference / default{', mean of %d seeds' % n if n > 1 else ''}): {ratio:.1f}x "
-                 f"(process wall: {mean('reference', 'process_s') / mean('default', 'process_s'):.1f}x)")
-    lines.append(f"test accuracy, {'mean of %d seeds' % n if n > 1 else 'seed ' + a.seeds}: reference "
-                 f"{mean('reference', 'test_acc') * 100:.2f}%, default {mean('default', 'test_acc') * 100:.2f}% "
-                 f"({(mean('default', 'test_acc') - mean('reference', 'test_acc')) * 100:+.2f} points)")
+    lines.append(
+        f"speed-up (job wall, reference / default{f', mean of {n} seeds' if n > 1 else ''}): {ratio:.1f}x "
+        f"(process wall: {mean('reference', 'process_s') / mean('default', 'process_s'):.1f}x)"
+    )
+    lines.append(
+        f"test accuracy, {f'mean of {n} seeds' if n > 1 else 'seed ' + a.seeds}: reference "
+        f"{mean('reference', 'test_acc') * 100:.2f}%, default {mean('default', 'test_acc') * 100:.2f}% "
+        f"({(mean('default', 'test_acc') - mean('reference', 'test_acc')) * 100:+.2f} points)"
+    )
     print("\n".join(lines))
     if a.json:
         a.json.write_text(json.dumps({"runs": results, "machine": machine()}, indent=2))

@@ -55,8 +55,17 @@ def random_classifier(out: Path, layers: int, dim: int, heads: int) -> Path:
 
     gpt, _ = load_gpt("random", n_layers=layers, emb_dim=dim, n_heads=heads, seed=123)
     replace_head(gpt, 2)
-    save_classifier(out, gpt, {"max_length": 120, "pooling": "last-token", "padding": "dynamic",
-                               "training": None, "benchmark": "random weights"})
+    save_classifier(
+        out,
+        gpt,
+        {
+            "max_length": 120,
+            "pooling": "last-token",
+            "padding": "dynamic",
+            "training": None,
+            "benchmark": "random weights",
+        },
+    )
     return out
 
 
@@ -89,19 +98,33 @@ def hf_model(clf, device: torch.device, dtype: torch.dtype):
     from transformers import GPT2Config, GPT2ForSequenceClassification
 
     c = clf.model.gpt.cfg
-    cfg = GPT2Config(vocab_size=c.vocab_size, n_positions=c.context_length, n_embd=c.emb_dim, n_layer=c.n_layers,
-                     n_head=c.n_heads, num_labels=2, pad_token_id=50256)
+    cfg = GPT2Config(
+        vocab_size=c.vocab_size,
+        n_positions=c.context_length,
+        n_embd=c.emb_dim,
+        n_layer=c.n_layers,
+        n_head=c.n_heads,
+        num_labels=2,
+        pad_token_id=50256,
+    )
     hf = GPT2ForSequenceClassification(cfg)
     sd = clf.model.gpt.state_dict()
-    new = {"transformer.wte.weight": sd["token_emb.weight"], "transformer.wpe.weight": sd["pos_emb.weight"],
-           "transformer.ln_f.weight": sd["final_norm.scale"], "transformer.ln_f.bias": sd["final_norm.shift"],
-           "score.weight": sd["out_head.weight"]}
+    new = {
+        "transformer.wte.weight": sd["token_emb.weight"],
+        "transformer.wpe.weight": sd["pos_emb.weight"],
+        "transformer.ln_f.weight": sd["final_norm.scale"],
+        "transformer.ln_f.bias": sd["final_norm.shift"],
+        "score.weight": sd["out_head.weight"],
+    }
     for i in range(c.n_layers):
         b, h = f"transformer_blocks.{i}.", f"transformer.h.{i}."
         new[h + "attn.c_attn.weight"] = torch.cat([sd[b + f"attention.{t}.weight"] for t in ("W_q", "W_k", "W_v")]).T
         new[h + "attn.c_attn.bias"] = torch.cat([sd[b + f"attention.{t}.bias"] for t in ("W_q", "W_k", "W_v")])
-        for src, dst in (("attention.out_proj", "attn.c_proj"), ("ffn.layers.0", "mlp.c_fc"),
-                         ("ffn.layers.2", "mlp.c_proj")):
+        for src, dst in (
+            ("attention.out_proj", "attn.c_proj"),
+            ("ffn.layers.0", "mlp.c_fc"),
+            ("ffn.layers.2", "mlp.c_proj"),
+        ):
             new[h + dst + ".weight"] = sd[b + src + ".weight"].T
             new[h + dst + ".bias"] = sd[b + src + ".bias"]
         for src, dst in (("norm1", "ln_1"), ("norm2", "ln_2")):
@@ -146,11 +169,17 @@ def onnx_rows(run_dir: Path, clf, texts: list[str], variants: list[str], tmp: Pa
     for variant in variants:
         path = tmp / "onnx" / ("model.int8.onnx" if variant == "onnx-int8" else "model.onnx")
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        t, probs = timed(lambda: probabilities(session, encode(clf.tokenizer, texts), clf, batch_tokens))
+        t, probs = timed(lambda s=session: probabilities(s, encode(clf.tokenizer, texts), clf, batch_tokens))
         same = float(((probs[:400] > clf.threshold) == (np.asarray(want) > clf.threshold)).mean())
-        rows.append({"name": f"(d) ONNX Runtime {'int8' if variant == 'onnx-int8' else 'fp32'}, "
-                             f"{batch_tokens}-token length-sorted batches", "n": len(texts), "s": t,
-                     "agreement": {"same_prediction": same, "rows": min(400, len(texts))}})
+        rows.append(
+            {
+                "name": f"(d) ONNX Runtime {'int8' if variant == 'onnx-int8' else 'fp32'}, "
+                f"{batch_tokens}-token length-sorted batches",
+                "n": len(texts),
+                "s": t,
+                "agreement": {"same_prediction": same, "rows": min(400, len(texts))},
+            }
+        )
     return rows
 
 
@@ -180,8 +209,10 @@ def host_costs(run_dir: Path, texts: list[str], tmp: Path, workers: int) -> list
     window = cost(label, lambda: scorer.prepare(column.combine_chunks()))
     ids, clf = window.ids, scorer.classifier
     order = np.argsort(np.minimum(ids.lengths, clf.max_length), kind="stable")
-    cost("pad (length-sorted batches of 2,048 rows)",
-         lambda: [ids.padded(order[i : i + 2048], clf.max_length, clf.padding, PAD_ID) for i in range(0, n, 2048)])
+    cost(
+        "pad (length-sorted batches of 2,048 rows)",
+        lambda: [ids.padded(order[i : i + 2048], clf.max_length, clf.padding, PAD_ID) for i in range(0, n, 2048)],
+    )
     columns = cost("post-process (output columns)", lambda: scorer.output_columns(window, np.random.rand(n)))
     table = pa.table({"text": column, **columns})
     cost("write (Parquet)", lambda: pq.write_table(table, tmp / "host-out.parquet"))
@@ -234,17 +265,26 @@ def main() -> None:
     ap.add_argument("--n-reference", type=int, default=400, help="messages for the slow loop (a)")
     ap.add_argument("--model", type=Path, help="a trained run folder instead of random gpt2-small weights")
     ap.add_argument("--spamjob-args", default="", help="extra `spamjob score` options for (c)")
-    ap.add_argument("--variants", default="fp32",
-                    help="comma list of variants: (c) fp32, int8 (CPU), compile; (d) onnx, onnx-int8")
+    ap.add_argument(
+        "--variants", default="fp32", help="comma list of variants: (c) fp32, int8 (CPU), compile; (d) onnx, onnx-int8"
+    )
     ap.add_argument("--onnx-batch-tokens", type=int, default=512, help="padded tokens per ONNX Runtime call")
     ap.add_argument("--smoke", action="store_true", help="2-layer 32-dim model, 200 messages")
     ap.add_argument("--sms", type=Path, default=SMS, help="the SMS Spam Collection file messages are drawn from")
     ap.add_argument("--json", type=Path)
-    ap.add_argument("--background-load", type=int, default=0, metavar="N",
-                    help="N CPU-burning processes beside every measured run (a shared, busy machine)")
-    ap.add_argument("--host-only", action="store_true",
-                    help="only the host-side cost per message of each stage (no model runs): read, tokenize, pad, "
-                         "post-process, write")
+    ap.add_argument(
+        "--background-load",
+        type=int,
+        default=0,
+        metavar="N",
+        help="N CPU-burning processes beside every measured run (a shared, busy machine)",
+    )
+    ap.add_argument(
+        "--host-only",
+        action="store_true",
+        help="only the host-side cost per message of each stage (no model runs): read, tokenize, pad, "
+        "post-process, write",
+    )
     ap.add_argument("--host-workers", type=int, default=2, help="--host-only: tokenizer processes for the second pass")
     a = ap.parse_args()
     if a.host_only:
@@ -276,17 +316,31 @@ def main() -> None:
             results.append({"name": "(a) reference loop, fp32, batch 8, padded to 120", "n": a.n_reference, "s": t})
             hf = hf_model(clf, device, torch.bfloat16 if device.type == "cuda" else torch.float32)
             t, _ = timed(hf_loop, hf, clf.tokenizer, texts, device)
-            results.append({"name": "(b) transformers GPT2ForSequenceClassification, batch 256, length-sorted",
-                            "n": a.n, "s": t})
+            results.append(
+                {"name": "(b) transformers GPT2ForSequenceClassification, batch 256, length-sorted", "n": a.n, "s": t}
+            )
             del hf
             variants = a.variants.split(",")
-            results += onnx_rows(run_dir, clf, texts, [v for v in variants if v.startswith("onnx")], tmp,
-                                 a.onnx_batch_tokens)
+            results += onnx_rows(
+                run_dir, clf, texts, [v for v in variants if v.startswith("onnx")], tmp, a.onnx_batch_tokens
+            )
             for variant in (v for v in variants if not v.startswith("onnx")):
                 extra = {"fp32": [], "int8": ["--quantize", "int8"], "compile": ["--compile"]}[variant]
                 out = tmp / f"out-{variant}"
-                cmd = [sys.executable, "-m", "spamjob.cli", "score", str(tmp / "in.parquet"), "--model", str(run_dir),
-                       "--out", str(out), "--no-progress", *extra, *shlex.split(a.spamjob_args)]
+                cmd = [
+                    sys.executable,
+                    "-m",
+                    "spamjob.cli",
+                    "score",
+                    str(tmp / "in.parquet"),
+                    "--model",
+                    str(run_dir),
+                    "--out",
+                    str(out),
+                    "--no-progress",
+                    *extra,
+                    *shlex.split(a.spamjob_args),
+                ]
                 t0 = time.perf_counter()
                 proc = subprocess.run(cmd, capture_output=True, text=True)
                 process_s = time.perf_counter() - t0
@@ -294,8 +348,12 @@ def main() -> None:
                     sys.exit(f"(c) {variant} failed:\n{proc.stderr[-3000:]}")
                 rep = json.loads((out / "report.json").read_text())
                 label = "bf16" if rep["mixed_precision"] == "bf16" else ("int8" if variant == "int8" else "fp32")
-                row = {"name": f"(c) spamjob score, Parquet in/out, {label}{' + compile' if variant == 'compile' else ''}",
-                       "n": rep["rows"]["read"], "s": rep["wall_time_s"], "process_s": process_s}
+                row = {
+                    "name": f"(c) spamjob score, Parquet in/out, {label}{' + compile' if variant == 'compile' else ''}",
+                    "n": rep["rows"]["read"],
+                    "s": rep["wall_time_s"],
+                    "process_s": process_s,
+                }
                 if "quantization_agreement" in rep:
                     row["agreement"] = rep["quantization_agreement"]
                 elif label == "bf16":
@@ -307,21 +365,26 @@ def main() -> None:
     for r in results:
         r["msg_per_s"] = r["n"] / r["s"]
     base = results[1]["msg_per_s"]
-    print(f"machine: {machine()}; model: {dims[0]} layers x {dims[1]} dims ({'random weights' if not a.model else a.model}); "
-          f"background load: {a.background_load} busy process(es); torch threads in this process: {torch.get_num_threads()}")
+    print(
+        f"machine: {machine()}; model: {dims[0]} layers x {dims[1]} dims "
+        f"({'random weights' if not a.model else a.model}); background load: {a.background_load} busy process(es); "
+        f"torch threads in this process: {torch.get_num_threads()}"
+    )
     print(f"{'pipeline':<78} {'messages':>9} {'seconds':>9} {'msg/s':>10} {'vs (b)':>7}")
     for r in results:
         extra = f"  (process incl. start-up: {r['n'] / r['process_s']:,.1f} msg/s)" if "process_s" in r else ""
         if r.get("threads"):
             t = r["threads"]
-            extra += (f"  model workers: {t['workers']} x 1 thread" if t.get("workers") else f"  threads: {t['threads']}")
+            extra += f"  model workers: {t['workers']} x 1 thread" if t.get("workers") else f"  threads: {t['threads']}"
             extra += f" (free CPUs {t['free_cpus']})" if t.get("free_cpus") is not None else ""
         if r.get("steady"):
             extra += f"  steady state: {r['steady']:,.1f} msg/s"
         if "agreement" in r:
             extra += f"  agreement with fp32: {r['agreement']['same_prediction'] * 100:.2f}%"
-        print(f"{r['name']:<78} {r['n']:>9,} {r['s']:>9.2f} {r['msg_per_s']:>10,.1f} "
-              f"{r['msg_per_s'] / base:>6.2f}x{extra}")
+        print(
+            f"{r['name']:<78} {r['n']:>9,} {r['s']:>9.2f} {r['msg_per_s']:>10,.1f} "
+            f"{r['msg_per_s'] / base:>6.2f}x{extra}"
+        )
     if a.json:
         a.json.write_text(json.dumps({"machine": machine(), "results": results}, indent=2))
 

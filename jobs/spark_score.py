@@ -25,13 +25,26 @@ from spamjob.errors import SpamjobError
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--model", required=True, help="Run folder of `spamjob train`, readable by every executor.")
 @click.option("--out", required=True, help="Output folder (local, hdfs://, s3a://, ...): predictions/ goes there.")
-@click.option("--format", "fmt", type=click.Choice(["parquet", "csv"]), default="parquet", show_default=True,
-              help="Format of the inputs (CSV: with a header row).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["parquet", "csv"]),
+    default="parquet",
+    show_default=True,
+    help="Format of the inputs (CSV: with a header row).",
+)
 @click.option("--text-column", default=None, help="Column of message text [Text, text, message, sms].")
 @click.option("--label-column", default=None, help="ham/spam or 0/1 labels: accuracy in the report.")
-@click.option("--mixed-precision", type=click.Choice(["auto", "no", "bf16", "fp16"]), default="auto",
-              show_default=True, help="auto: bf16 on GPU executors, fp32 on CPU.")
-@click.option("--quantize", type=click.Choice(["int8"]), default=None, help="CPU executors: dynamic int8 Linear layers.")
+@click.option(
+    "--mixed-precision",
+    type=click.Choice(["auto", "no", "bf16", "fp16"]),
+    default="auto",
+    show_default=True,
+    help="auto: bf16 on GPU executors, fp32 on CPU.",
+)
+@click.option(
+    "--quantize", type=click.Choice(["int8"]), default=None, help="CPU executors: dynamic int8 Linear layers."
+)
 @click.option("--overwrite", is_flag=True, help="Replace OUT/predictions if it exists.")
 def main(inputs, model, out, fmt, text_column, label_column, mixed_precision, quantize, overwrite) -> None:
     """Score INPUTS (paths or URIs Spark reads) with a trained classifier on Spark."""
@@ -67,7 +80,9 @@ def main(inputs, model, out, fmt, text_column, label_column, mixed_precision, qu
         r = recount(out.removeprefix("file://"), label_column)
     except SpamjobError as e:
         raise click.ClickException(str(e)) from None
-    click.echo(f"scored {r['rows']['scored']:,} of {r['rows']['read']:,} rows on Spark; report: {Path(out) / 'report.md'}")
+    click.echo(
+        f"scored {r['rows']['scored']:,} of {r['rows']['read']:,} rows on Spark; report: {Path(out) / 'report.md'}"
+    )
 
 
 if __name__ == "__main__":

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
@@ -43,8 +43,12 @@ def save_classifier(run_dir: str | os.PathLike, gpt: GPTModel, meta: dict, token
         "architecture": gpt.cfg.to_dict(),
         "num_classes": gpt.out_head.out_features,
         "labels": list(LABELS),
-        "tokenizer": {"encoding": "gpt2", "pad_id": PAD_ID, "folder": "tokenizer" if files else None,
-                      "sha256": dict(TOKENIZER_FILES)},
+        "tokenizer": {
+            "encoding": "gpt2",
+            "pad_id": PAD_ID,
+            "folder": "tokenizer" if files else None,
+            "sha256": dict(TOKENIZER_FILES),
+        },
         **meta,
         "model_sha256": sha256_file(run_dir / "model.safetensors"),
     }

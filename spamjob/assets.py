@@ -12,9 +12,9 @@ The layout (the spamjob cache, a `spamjob download --all` bundle, a test-assets 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 from spamjob import __version__
 from spamjob.data import UCI_MEMBER, UCI_SHA256, resolve_source
@@ -63,8 +63,9 @@ def fetch(root: str | os.PathLike | None = None, *, progress: bool = True) -> As
     return Assets(dataset=dataset, tokenizer=tokenizer)
 
 
-def locate(folders: Iterable[str | os.PathLike | None], cache: str | os.PathLike | None = None, *,
-           progress: bool = True) -> Assets:
+def locate(
+    folders: Iterable[str | os.PathLike | None], cache: str | os.PathLike | None = None, *, progress: bool = True
+) -> Assets:
     """The first of `folders`, then `cache` (default: the spamjob cache), that holds the assets;
     when none does, fetch them once into `cache`. Raises one line naming the fetch command when
     that fails (no network, offline)."""
@@ -99,8 +100,13 @@ def bundle(dest: str | os.PathLike | None, size: str = "gpt2-small", source: str
         weights = fetch_openai(size, root / "openai" / OPENAI_NAMES[size], progress=progress)
     found = fetch(root, progress=progress)
     files = [p for p in (*weights.iterdir(), *found.tokenizer.iterdir(), found.dataset) if p.is_file()]
-    write_json(root / "bundle.json", {
-        "spamjob_version": __version__, "model": size, "weights_source": source,
-        "files": {str(p.relative_to(root)): sha256_file(p) for p in sorted(files)},
-    })
+    write_json(
+        root / "bundle.json",
+        {
+            "spamjob_version": __version__,
+            "model": size,
+            "weights_source": source,
+            "files": {str(p.relative_to(root)): sha256_file(p) for p in sorted(files)},
+        },
+    )
     return root

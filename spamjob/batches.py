@@ -27,8 +27,17 @@ class PrefixCache:
 
     @classmethod
     @torch.no_grad()
-    def build(cls, gpt: GPTModel, ids: list[list[int]], widths: list[int], start: int, device: torch.device,
-              autocast, batch_tokens: int | None = None, dtype: torch.dtype = torch.float32) -> "PrefixCache":
+    def build(
+        cls,
+        gpt: GPTModel,
+        ids: list[list[int]],
+        widths: list[int],
+        start: int,
+        device: torch.device,
+        autocast,
+        batch_tokens: int | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> PrefixCache:
         """Run embeddings + blocks[:start] once over `ids` (rows padded to `widths`), in width order,
         and keep the activations in `dtype` (bf16 when they are computed in bf16 on a GPU: half the memory).
 
@@ -105,19 +114,25 @@ class _Collate:
         labels = self.shard.labels[idx]
         cache = self.shard.cache
         if cache is not None:
-            return {"hidden": cache.gather(idx), "lengths": lengths, "start": cache.start,
-                    "labels": labels}
+            return {"hidden": cache.gather(idx), "lengths": lengths, "start": cache.start, "labels": labels}
         b = pad_batch([self.shard.ids[i] for i in idx], self.max_length, padding=self.padding)
         return {"input_ids": b.input_ids, "lengths": b.lengths, "labels": labels}
 
 
-def make_loader(shard: Shard, batch_size: int, padding: str, max_length: int, *, train: bool,
-                n_rows: int | None = None) -> DataLoader:
+def make_loader(
+    shard: Shard, batch_size: int, padding: str, max_length: int, *, train: bool, n_rows: int | None = None
+) -> DataLoader:
     """A plain torch DataLoader over row indices, exactly as the reference builds its loaders."""
     rows = list(range(len(shard) if n_rows is None else n_rows))
-    return DataLoader(rows, batch_size=batch_size, shuffle=train, drop_last=train, num_workers=0,
-                      collate_fn=_Collate(shard, max_length, padding),
-                      pin_memory=torch.cuda.is_available() and shard.cache is None)  # cached rows are on the GPU
+    return DataLoader(
+        rows,
+        batch_size=batch_size,
+        shuffle=train,
+        drop_last=train,
+        num_workers=0,
+        collate_fn=_Collate(shard, max_length, padding),
+        pin_memory=torch.cuda.is_available() and shard.cache is None,
+    )  # cached rows are on the GPU
 
 
 def to_device(batch: dict, device) -> dict:

@@ -14,8 +14,19 @@ from spamjob.fsutil import read_json, write_json
 
 CHECKPOINTS = "checkpoints"
 # Options a resumed run may change: where things are, how fast they run, how long it trains.
-RESUME_FREE = {"resume", "epochs", "out", "threads", "cache_budget_mb", "prefix_cache", "compute", "weights_cache", "tokenizer",
-               "data", "source"}
+RESUME_FREE = {
+    "resume",
+    "epochs",
+    "out",
+    "threads",
+    "cache_budget_mb",
+    "prefix_cache",
+    "compute",
+    "weights_cache",
+    "tokenizer",
+    "data",
+    "source",
+}
 
 
 @dataclass
@@ -42,12 +53,16 @@ def check_resume(cfg: TrainConfig, out: Path) -> None:
     if cfg.resume and not ckpts:
         raise SpamjobError(f"--resume: no completed epoch checkpoint in {out / CHECKPOINTS}")
     if not cfg.resume and ckpts:
-        raise SpamjobError(f"{out} already holds a run with checkpoints; pass --resume to continue it or choose another --out")
+        raise SpamjobError(
+            f"{out} already holds a run with checkpoints; pass --resume to continue it or choose another --out"
+        )
     if cfg.resume:
         saved = read_json(out / CHECKPOINTS / "options.json")
         diff = [k for k, v in cfg.to_dict().items() if k not in RESUME_FREE and saved.get(k) != v]
         if diff:
-            raise SpamjobError(f"--resume with options that differ from the checkpointed run: {', '.join(sorted(diff))}")
+            raise SpamjobError(
+                f"--resume with options that differ from the checkpointed run: {', '.join(sorted(diff))}"
+            )
 
 
 def start_state(cfg: TrainConfig, accelerator, out: Path) -> TrainState:

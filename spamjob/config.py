@@ -1,15 +1,13 @@
-"""Settings, declared once: GPT-2 architecture and sizes, the fine-tuning and scoring options, their choices."""
+"""Settings, declared once: GPT-2 architecture and sizes, the fine-tuning options, every choice list.
+The scoring options are spamjob.scoring.config; how an option is declared, spamjob.fields."""
 
 from __future__ import annotations
 
-import codecs
-import functools
-import re
-from dataclasses import MISSING, asdict, dataclass, field, fields, replace
-from types import UnionType
-from typing import Literal, Union, get_args, get_origin, get_type_hints
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Literal
 
 from spamjob.errors import SpamjobError
+from spamjob.fields import field_problems, option
 from spamjob.operating import parse_rule
 
 
@@ -52,7 +50,7 @@ class GPTConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "GPTConfig":
+    def from_dict(cls, d: dict) -> GPTConfig:
         """Inverse of to_dict; unknown keys are an error."""
         names = {f.name for f in fields(cls)}
         unknown = set(d) - names
@@ -123,73 +121,28 @@ Engine = Literal["spamjob", "ray"]
 PRESETS = {
     # The book's recipe: last padded position, padding to the longest training message,
     # last block + final norm, fp32, and its compute (no frozen-prefix cache).
-    "reference": {"pooling": "last", "padding": "fixed", "trainable": "last-block", "prefix_cache": "off",
-                  "compute": "reference", "mixed_precision": "no", "threshold_rule": "argmax"},
+    "reference": {
+        "pooling": "last",
+        "padding": "fixed",
+        "trainable": "last-block",
+        "prefix_cache": "off",
+        "compute": "reference",
+        "mixed_precision": "no",
+        "threshold_rule": "argmax",
+    },
     # Better and cheaper: the last real token, batches padded to their own longest row,
     # frozen blocks run once per example, the last block on the pooled row only; bf16 on GPU.
-    "default": {"pooling": "last-token", "padding": "dynamic", "trainable": "last-block", "prefix_cache": "auto",
-                "compute": "fast", "mixed_precision": "auto", "threshold_rule": "f1"},
+    "default": {
+        "pooling": "last-token",
+        "padding": "dynamic",
+        "trainable": "last-block",
+        "prefix_cache": "auto",
+        "compute": "fast",
+        "mixed_precision": "auto",
+        "threshold_rule": "f1",
+    },
 }
 Preset = Literal[tuple(PRESETS)]
-
-
-def choices(hint) -> tuple[str, ...]:
-    """The values a Literal type allows (empty for other types)."""
-    return get_args(hint) if get_origin(hint) is Literal else ()
-
-
-def option(default=MISSING, *, min: float | None = None, metavar: str | None = None, flag: str | None = None,
-           folder: bool = False, sizes: bool = False, argument: bool = False):
-    """A dataclass field with how it appears on the command line (the field's docstring is its help).
-
-    `min`: smallest value (checked here and by the CLI); `flag`: another option name (a bool
-    field named `--no-X` is set False by it); `folder`: a folder path; `sizes`: a GPT-2 size
-    name; `argument`: positional arguments instead of an option.
-    """
-    meta = {k: v for k, v in {"min": min, "metavar": metavar, "flag": flag, "folder": folder, "sizes": sizes,
-                              "argument": argument}.items() if v is not None and v is not False}
-    return field(default=default, metadata=meta)
-
-
-def field_problems(cfg) -> list[str]:
-    """Values outside a field's Literal choices or below its `min`, one message each (option spelling)."""
-    problems = []
-    hints = field_types(type(cfg))
-    for f in fields(cfg):
-        value, name = getattr(cfg, f.name), f.name.replace("_", "-")
-        allowed = choices(optional_type(hints[f.name]))
-        if value is not None and allowed and value not in allowed:
-            problems.append(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
-        low = f.metadata.get("min")
-        if value is not None and low is not None and value < low:
-            problems.append(f"{name} must be >= {low}, got {value}")
-        if f.metadata.get("folder") and (uri := uri_problem("--" + name, value)):
-            problems.append(uri)
-    return problems
-
-
-_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-
-
-def uri_problem(option: str, value) -> str | None:
-    """A `scheme://` folder (s3://, gs://, abfs://...) that would otherwise be made locally as a
-    folder named `s3:`; object stores are not supported for folders yet."""
-    if isinstance(value, str) and _URI.match(value):
-        return (f"{option} {value} is a URI; spamjob reads and writes local (or mounted) folders only, "
-                "so give a local path")
-    return None
-
-
-def optional_type(hint):
-    """`X | None` -> X; other hints unchanged."""
-    args = [a for a in get_args(hint) if a is not type(None)]
-    return args[0] if get_origin(hint) in (Union, UnionType) and len(args) == 1 else hint
-
-
-@functools.cache
-def field_types(cls) -> dict:
-    """Resolved type hints of a dataclass's fields."""
-    return get_type_hints(cls)
 
 
 @dataclass(frozen=True)
@@ -278,9 +231,7 @@ class TrainConfig:
             problems.append(f"lr must be > 0, got {self.lr}")
         custom = [n for n in ("n_layers", "emb_dim", "n_heads", "context_length") if getattr(self, n) is not None]
         if custom and self.weights != "random":
-            problems.append(
-                f"{', '.join('--' + n.replace('_', '-') for n in custom)} only apply to --weights random"
-            )
+            problems.append(f"{', '.join('--' + n.replace('_', '-') for n in custom)} only apply to --weights random")
         if self.data is not None and self.source is not None:
             problems.append("give --data or --source, not both")
         if self.threshold_rule is not None:
@@ -291,7 +242,7 @@ class TrainConfig:
         if problems:
             raise SpamjobError("; ".join(problems))
 
-    def resolved(self) -> "TrainConfig":
+    def resolved(self) -> TrainConfig:
         """A copy with every preset-controlled field filled in."""
         preset = PRESETS[self.preset]
         return replace(self, **{k: v for k, v in preset.items() if getattr(self, k) is None})
@@ -299,114 +250,6 @@ class TrainConfig:
     def to_dict(self) -> dict:
         """Plain JSON-able dict."""
         return asdict(self)
-
-
-@dataclass(frozen=True)
-class ScoreConfig:
-    """Every option of a scoring run; those that shape the output files are part of its plan."""
-
-    inputs: tuple[str, ...] = option(argument=True)
-    """Parquet/CSV/TSV files, folders (searched recursively) and globs; .gz, .bz2, .zst too."""
-    model: str = option(folder=True)
-    """Run folder of `spamjob train` (the classifier)."""
-    out: str = option(folder=True)
-    """Output folder (local or mounted): predictions/ (the parts), rejects/, report.json/.md/.png,
-    _manifest.json, _SUCCESS."""
-    format: OutputFormat = "parquet"
-    """File format of the prediction parts."""
-    text_column: str | None = None
-    """Column holding the message [the first of Text, text, message, sms]."""
-    id_column: str | None = None
-    """Column kept first in the output."""
-    label_column: str | None = None
-    """ham/spam or 0/1 (any case): adds accuracy, precision, recall, F1 to the report."""
-    keep_columns: tuple[str, ...] | None = option(None, metavar="A,B,...")
-    """Input columns to keep [all]."""
-    delimiter: str | None = None
-    """CSV field separator [tab for .tsv, comma otherwise]."""
-    encoding: str = "utf-8"
-    """Encoding of CSV/TSV inputs."""
-    block_mb: int = option(16, min=1)
-    """CSV work-unit size (one part per block)."""
-    csv_split: CsvSplit = "auto"
-    """auto: each process reads only its own blocks of an uncompressed UTF-8/Latin-1 CSV file larger
-    than one block (a file whose stray quotes hide where its records start is then read whole, as the
-    report says); off: every process reads each CSV file whole, scoring its own blocks."""
-    window_rows: int = option(16384, min=1)
-    """Rows read, tokenized and length-sorted together (the bucketing window)."""
-    batch_tokens: int | None = option(None, min=1)
-    """Padded tokens per forward pass [512 on CPU, where each model worker's activations fit its core's
-    cache (gpt2-small: 51 msg/s at 1024 vs 20 at 16384 with 2 shared threads); 65536 on GPU]."""
-    mixed_precision: MixedPrecision = "auto"
-    """auto: bf16 on GPU, fp32 on CPU."""
-    compile: bool = False
-    """torch.compile the model."""
-    quantize: Quantize | None = None
-    """CPU only: dynamic int8 Linear layers; agreement with fp32 goes in the report."""
-    threshold: float | None = option(None, metavar="P")
-    """Spam when P(spam) > P [the classifier's operating point from training, config.json; 0.5 is the
-    argmax of the two logits]."""
-    threads: int | None = option(None, min=1)
-    """CPU: model workers per process, one torch thread each, every worker on its own batches
-    [the CPUs this process may use (affinity mask, cgroup CPU quota) divided by the job's
-    processes on this machine]; GPU or --compile: torch's threads."""
-    tokenize_workers: int | None = option(None, min=0)
-    """Tokenizer processes [GPU: up to 8; CPU: 0 = in the reading thread]."""
-    overwrite: bool = False
-    """Replace an output folder made by another model/inputs/options."""
-    shard: str | None = option(None, metavar="K/N")
-    """Do only share K of N of the work units (e.g. a Slurm array task); every task writes into the same
-    --out and the last to finish writes the report and _SUCCESS."""
-    progress: bool = option(True, flag="--no-progress")
-    """A progress bar on the main process; --no-progress turns it off."""
-    engine: Engine = "spamjob"
-    """spamjob: its own work units over accelerate's processes (resume, exactly-once parts, rejects/);
-    ray: Ray Data actors on a Ray cluster (`pip install 'spamjob[ray]'`), inputs may be URIs
-    (s3://, gs://), the same predictions/ folder and report."""
-    ray_address: str | None = None
-    """--engine ray: the cluster to join [$RAY_ADDRESS, else a local one on this machine's CPUs]."""
-
-    def __post_init__(self) -> None:
-        problems = field_problems(self) + self._csv_problems() + self._engine_problems()
-        if not self.inputs:
-            problems.append("give at least one input file, folder or glob")
-        if self.threshold is not None and not 0 <= self.threshold < 1:
-            problems.append(f"threshold must be in [0, 1), got {self.threshold}")
-        if self.keep_columns is not None and len(set(self.keep_columns)) < len(self.keep_columns):
-            problems.append(f"keep-columns names a column twice: {','.join(self.keep_columns)}")
-        if self.shard is not None:
-            m = re.fullmatch(r"([0-9]+)/([0-9]+)", self.shard)
-            if not (m and int(m[1]) < int(m[2])):
-                problems.append(f"shard must be K/N with 0 <= K < N, got {self.shard!r}")
-            elif self.overwrite:
-                problems.append("--overwrite cannot be combined with --shard: other tasks write into the same folder")
-        if problems:
-            raise SpamjobError("; ".join(problems))
-
-    def _csv_problems(self) -> list[str]:
-        problems = []
-        if self.delimiter is not None and len(self.delimiter) != 1:
-            problems.append(f"delimiter must be one character, got {self.delimiter!r} (a tab: --delimiter $'\\t', "
-                            "or leave it out for .tsv files)")
-        try:
-            codecs.lookup(self.encoding)
-        except LookupError:
-            problems.append(f"encoding {self.encoding!r} is not one Python knows (e.g. utf-8, latin-1, cp1252)")
-        return problems
-
-    def _engine_problems(self) -> list[str]:
-        if self.engine != "ray":
-            return ["--ray-address needs --engine ray"] if self.ray_address else []
-        unsupported = {"--format csv": self.format == "csv", "--shard": self.shard, "--compile": self.compile,
-                       "--threads": self.threads, "--tokenize-workers": self.tokenize_workers,
-                       f"--encoding {self.encoding}": self.encoding.lower() != "utf-8"}
-        return [f"{name} is not supported with --engine ray" for name, used in unsupported.items() if used]
-
-    def plan_options(self) -> dict:
-        """What decides the output files: a rerun with other values is a different job."""
-        keys = ("format", "text_column", "id_column", "label_column", "keep_columns", "delimiter", "encoding",
-                "block_mb", "csv_split")
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items() if k in keys}
 
 
 def resolve_mixed_precision(mixed_precision: str, gpu: bool) -> str:

@@ -24,6 +24,8 @@ UCI_SHA256 = "7d039a24a6083ed9ef0f806ebad56bbb976e3aeb8de05669173bfdc4996c239d"
 def default_source() -> str:
     """The dataset URL: $SPAMJOB_DATA_URL (a mirror) or the UCI zip."""
     return os.environ.get("SPAMJOB_DATA_URL") or UCI_URL
+
+
 SPLITS = ("train", "validation", "test")
 
 
@@ -97,9 +99,7 @@ def _extract(zip_path: Path, cache: Path, sha256: str | None) -> Path:
             if member is None:
                 data_files = [n for n in names if not Path(n).name.lower().startswith("readme")]
                 if len(data_files) != 1:
-                    raise SpamjobError(
-                        f"{zip_path} holds no {UCI_MEMBER} file (members: {', '.join(names) or 'none'})"
-                    )
+                    raise SpamjobError(f"{zip_path} holds no {UCI_MEMBER} file (members: {', '.join(names) or 'none'})")
                 member = data_files[0]
             dest = cache / Path(member).name
             with atomic_path(dest) as tmp:
@@ -165,15 +165,11 @@ def _check(df: pd.DataFrame, path: Path) -> None:
     if len(bad):
         counts = bad.astype("string").fillna("<empty>").value_counts()
         shown = ", ".join(f"{v!r} ({n} rows)" for v, n in counts.head(5).items())
-        raise SpamjobError(
-            f"{path}: labels must be ham or spam; found {shown} (first at row {int(bad.index[0]) + 1})"
-        )
+        raise SpamjobError(f"{path}: labels must be ham or spam; found {shown} (first at row {int(bad.index[0]) + 1})")
     df["Label"] = labels
     empty = df["Text"].isna() | (df["Text"].astype("string").str.len() == 0)
     if empty.any():
-        raise SpamjobError(
-            f"{path}: {int(empty.sum())} rows have no text (first at row {int(empty.idxmax()) + 1})"
-        )
+        raise SpamjobError(f"{path}: {int(empty.sum())} rows have no text (first at row {int(empty.idxmax()) + 1})")
 
 
 def balance(df: pd.DataFrame, seed: int = 123) -> pd.DataFrame:
@@ -186,9 +182,7 @@ def balance(df: pd.DataFrame, seed: int = 123) -> pd.DataFrame:
     return pd.concat([ham, spam])
 
 
-def split(
-    df: pd.DataFrame, seed: int = 123, train_frac: float = 0.7, val_frac: float = 0.1
-) -> dict[str, pd.DataFrame]:
+def split(df: pd.DataFrame, seed: int = 123, train_frac: float = 0.7, val_frac: float = 0.1) -> dict[str, pd.DataFrame]:
     """Shuffle once, then cut train / validation / test as the reference does."""
     df = df.sample(frac=1, random_state=seed).reset_index(drop=True)
     train_end = int(len(df) * train_frac)
@@ -211,14 +205,7 @@ def prepare(
     progress: bool = True,
 ) -> PrepareResult:
     """Read, (balance,) map labels to 0/1, split, and write `train/validation/test` files + prepare.json."""
-    if not (0 < train_frac < 1 and 0 <= val_frac < 1 and train_frac + val_frac < 1):
-        raise SpamjobError(
-            f"need 0 < train-frac < 1, 0 <= val-frac and train-frac + val-frac < 1; "
-            f"got {train_frac} and {val_frac}"
-        )
-    unknown = set(formats) - {"csv", "parquet"}
-    if unknown:
-        raise SpamjobError(f"unknown format(s) {sorted(unknown)}; choose csv or parquet")
+    _check_split_options(train_frac, val_frac, formats)
     path = resolve_source(source, cache=cache, sha256=sha256, progress=progress)
     df = read_messages(path, delimiter=delimiter)
     counts_before = {k: int((df["Label"] == k).sum()) for k in LABELS}
@@ -242,13 +229,34 @@ def prepare(
         sizes={k: len(v) for k, v in parts.items()},
         files=files,
     )
-    write_json(Path(out) / "prepare.json", {
-        "spamjob_version": __version__, "source": result.source, "source_sha256": result.source_sha256,
-        "seed": seed, "train_frac": train_frac, "val_frac": val_frac, "balanced": balanced, "labels": list(LABELS),
-        "counts_before": counts_before, "counts_after": counts_after, "sizes": result.sizes,
-        "files": {p.name: sha256_file(p) for p in files},
-    })
+    write_json(
+        Path(out) / "prepare.json",
+        {
+            "spamjob_version": __version__,
+            "source": result.source,
+            "source_sha256": result.source_sha256,
+            "seed": seed,
+            "train_frac": train_frac,
+            "val_frac": val_frac,
+            "balanced": balanced,
+            "labels": list(LABELS),
+            "counts_before": counts_before,
+            "counts_after": counts_after,
+            "sizes": result.sizes,
+            "files": {p.name: sha256_file(p) for p in files},
+        },
+    )
     return result
+
+
+def _check_split_options(train_frac: float, val_frac: float, formats: tuple[str, ...]) -> None:
+    if not (0 < train_frac < 1 and 0 <= val_frac < 1 and train_frac + val_frac < 1):
+        raise SpamjobError(
+            f"need 0 < train-frac < 1, 0 <= val-frac and train-frac + val-frac < 1; got {train_frac} and {val_frac}"
+        )
+    unknown = set(formats) - {"csv", "parquet"}
+    if unknown:
+        raise SpamjobError(f"unknown format(s) {sorted(unknown)}; choose csv or parquet")
 
 
 def _write_splits(parts: dict[str, pd.DataFrame], out: Path, formats: tuple[str, ...]) -> list[Path]:

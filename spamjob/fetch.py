@@ -168,10 +168,19 @@ def _fetch_once(url: str, part: Path, *, timeout: float, progress: bool) -> tupl
         length = resp.headers.get("Content-Length")
         total = have + int(length) if length is not None else None
         md5 = resp.headers.get("x-ms-blob-content-md5") or (resp.headers.get("Content-MD5") if not have else None)
-        with open(part, "ab" if have else "wb") as f, tqdm(
-            total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024, desc=Path(url).name[:40],
-            disable=not progress, leave=False,
-        ) as bar:
+        with (
+            open(part, "ab" if have else "wb") as f,
+            tqdm(
+                total=total,
+                initial=have,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc=Path(url).name[:40],
+                disable=not progress,
+                leave=False,
+            ) as bar,
+        ):
             got = have
             while block := resp.read(CHUNK):
                 f.write(block)

@@ -8,8 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spamjob.config import GPTConfig, Pooling, Trainable, choices
+from spamjob.config import GPTConfig, Pooling, Trainable
 from spamjob.errors import SpamjobError
+from spamjob.fields import choices
 
 FREEZE_POLICIES = tuple(p for p in choices(Trainable) if p != "lora")  # LoRA: peft's adapters (train.py)
 POOLINGS = choices(Pooling)
@@ -34,8 +35,13 @@ class MultiHeadAttention(nn.Module):
         """Replace W_q, W_k, W_v by one Linear(d, 3d) holding the same weights (inference only)."""
         projections = (self.W_q, self.W_k, self.W_v)
         bias = projections[0].bias is not None
-        fused = nn.Linear(projections[0].in_features, 3 * projections[0].out_features, bias=bias,
-                          device=projections[0].weight.device, dtype=projections[0].weight.dtype)
+        fused = nn.Linear(
+            projections[0].in_features,
+            3 * projections[0].out_features,
+            bias=bias,
+            device=projections[0].weight.device,
+            dtype=projections[0].weight.dtype,
+        )
         with torch.no_grad():
             fused.weight.copy_(torch.cat([p.weight for p in projections]))
             if bias:
@@ -61,9 +67,7 @@ class MultiHeadAttention(nn.Module):
         # (B, T, d) -> (B, nh, T, hs)
         q, k, v = (y.reshape(b, t, self.num_heads, self.head_dim).transpose(1, 2) for y in self.project(x))
         # Fused kernel (flash / memory-efficient on GPU); scale 1/sqrt(hs) as in GPT-2.
-        y = F.scaled_dot_product_attention(
-            q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0
-        )
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0)
         return self.out_proj(y.transpose(1, 2).reshape(b, t, -1))
 
     def attend_at(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
@@ -260,8 +264,7 @@ class SpamClassifier(nn.Module):
         self.pooled_only = pooled_only
 
     def forward(self, input_ids=None, lengths=None, hidden=None, start: int = 0) -> torch.Tensor:
-        return classify(self.gpt, input_ids, lengths, self.pooling, start=start, x=hidden,
-                        pooled_only=self.pooled_only)
+        return classify(self.gpt, input_ids, lengths, self.pooling, start=start, x=hidden, pooled_only=self.pooled_only)
 
 
 def for_scoring(classifier: SpamClassifier, dtype: torch.dtype) -> SpamClassifier:

@@ -57,8 +57,14 @@ def summarize(tn: int, fp: int, fn: int, tp: int) -> dict:
     precision = tp / (tp + fp) if tp + fp else 0.0
     recall = tp / (tp + fn) if tp + fn else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"accuracy": (tp + tn) / n if n else None, "precision": precision, "recall": recall, "f1": f1,
-            "flagged": tp + fp, "examples": n}
+    return {
+        "accuracy": (tp + tn) / n if n else None,
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "flagged": tp + fp,
+        "examples": n,
+    }
 
 
 def curve(probs: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
@@ -89,15 +95,26 @@ def choose(probs: np.ndarray, labels: np.ndarray, rule: Rule) -> dict:
     threshold, met = ARGMAX, True
     if rule.kind != "argmax":
         c = curve(probs, labels) if (labels == 1).any() else None
-        ok = None if c is None else {"f1": c["f1"] > 0, "precision": c["precision"] >= (rule.floor or 0),
-                                     "recall": c["recall"] >= (rule.floor or 0)}[rule.kind]
+        ok = (
+            None
+            if c is None
+            else {
+                "f1": c["f1"] > 0,
+                "precision": c["precision"] >= (rule.floor or 0),
+                "recall": c["recall"] >= (rule.floor or 0),
+            }[rule.kind]
+        )
         met = ok is not None and bool(ok.any())
         if met:
             goal = {"f1": c["f1"], "precision": c["recall"], "recall": c["precision"]}[rule.kind]
             best = np.lexsort((c["threshold"], np.where(ok, goal, -1.0)))[-1]
             threshold = float(c["threshold"][best])
-    return {"rule": str(rule), "threshold": threshold, "rule_met": met,
-            "validation": counts_at(probs, labels, threshold)}
+    return {
+        "rule": str(rule),
+        "threshold": threshold,
+        "rule_met": met,
+        "validation": counts_at(probs, labels, threshold),
+    }
 
 
 def thin(c: dict[str, np.ndarray], points: int = 200) -> dict[str, list[float]]:
@@ -118,5 +135,7 @@ def threshold_record(config: dict, given: float | None) -> dict:
     if given is not None:
         return {"value": float(given), "source": "--threshold"}
     op = config.get("operating_point")
-    return {"value": threshold_of(config),
-            "source": f"the classifier's, rule {op['rule']} on validation" if op else "argmax (no operating point)"}
+    return {
+        "value": threshold_of(config),
+        "source": f"the classifier's, rule {op['rule']} on validation" if op else "argmax (no operating point)",
+    }

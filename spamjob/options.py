@@ -6,12 +6,14 @@ from __future__ import annotations
 import ast
 import inspect
 import textwrap
+from collections.abc import Callable
 from dataclasses import MISSING, Field, fields
-from typing import Callable, get_origin
+from typing import get_origin
 
 import click
 
-from spamjob.config import SIZE_CHOICES, choices, field_types, optional_type, uri_problem
+from spamjob.config import SIZE_CHOICES
+from spamjob.fields import choices, field_types, optional_type, uri_problem
 
 
 def from_fields(cls, exclude: tuple[str, ...] = ()) -> Callable:
@@ -30,9 +32,14 @@ def from_fields(cls, exclude: tuple[str, ...] = ()) -> Callable:
 def field_docs(cls) -> dict[str, str]:
     """The docstring under each field, from the class's source (as litgpt's CLI reads them)."""
     body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body
-    return {a.target.id: " ".join(b.value.value.split()) for a, b in zip(body, body[1:])
-            if isinstance(a, ast.AnnAssign) and isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant)
-            and isinstance(b.value.value, str)}
+    return {
+        a.target.id: " ".join(b.value.value.split())
+        for a, b in zip(body, body[1:])
+        if isinstance(a, ast.AnnAssign)
+        and isinstance(b, ast.Expr)
+        and isinstance(b.value, ast.Constant)
+        and isinstance(b.value.value, str)
+    }
 
 
 class LocalFolder(click.Path):
@@ -67,10 +74,19 @@ def _param(f: Field, hint, help: str | None) -> Callable:
     required = f.default is MISSING
     default = None if required else f.default
     if hint is bool:  # a `--no-X` flag sets the field False
-        return click.option(name, f.name, is_flag=True, flag_value=not name.startswith("--no-"), default=default,
-                            help=help)
-    return click.option(name, f.name, type=_type(hint, meta), default=default, required=required, help=help,
-                        show_default=default is not None, metavar=meta.get("metavar"))
+        return click.option(
+            name, f.name, is_flag=True, flag_value=not name.startswith("--no-"), default=default, help=help
+        )
+    return click.option(
+        name,
+        f.name,
+        type=_type(hint, meta),
+        default=default,
+        required=required,
+        help=help,
+        show_default=default is not None,
+        metavar=meta.get("metavar"),
+    )
 
 
 def _type(hint, meta) -> click.ParamType:

@@ -9,9 +9,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from spamjob import __version__
-from spamjob.config import ScoreConfig, TrainConfig
+from spamjob.config import TrainConfig
 from spamjob.console import say
 from spamjob.fsutil import write_json
+from spamjob.scoring.config import ScoreConfig
+
 
 @dataclass(frozen=True)
 class JobPaths:
@@ -51,9 +53,14 @@ def run(out: str | os.PathLike, source: str | None, train_cfg: TrainConfig, scor
     stages["train"] = _train(paths, train_cfg, state)
     stages["score"], report = _score(paths, replace(score_cfg, label_column=score_cfg.label_column or "Label"))
     summary = {
-        "spamjob_version": __version__, "stages": stages, "wall_time_s": round(time.perf_counter() - t0, 3),
-        "data": str(paths.data), "model": str(paths.model), "scored": str(paths.scored),
-        "report": str(paths.scored / "report.md"), "test_accuracy": report.get("accuracy"),
+        "spamjob_version": __version__,
+        "stages": stages,
+        "wall_time_s": round(time.perf_counter() - t0, 3),
+        "data": str(paths.data),
+        "model": str(paths.model),
+        "scored": str(paths.scored),
+        "report": str(paths.scored / "report.md"),
+        "test_accuracy": report.get("accuracy"),
         "threshold": (report.get("threshold") or {}).get("value"),
     }
     if state.is_main_process:
@@ -89,7 +96,8 @@ def _prepare(source: str, paths: JobPaths, seed: int, state) -> str:
 def _train(paths: JobPaths, train_cfg: TrainConfig, state) -> str:
     """Fine-tune, or resume a killed training from its last epoch."""
     from spamjob.checkpoints import checkpoint_dirs
-    from spamjob.train import main as run_train, summary
+    from spamjob.train import main as run_train
+    from spamjob.train import summary
 
     if (paths.model / "metrics.json").is_file():
         return "skipped (done before)"

@@ -8,8 +8,8 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from spamjob.console import say
 from spamjob.errors import SpamjobError
@@ -18,8 +18,14 @@ from spamjob.fsutil import atomic_path
 NO_MATPLOTLIB = 3  # the plotting child's exit status when matplotlib cannot be imported
 
 
-def plot_values(path: str | os.PathLike, examples: list[int], series: dict[str, list[float]], epochs: int,
-                examples_per_epoch: int, ylabel: str) -> Path:
+def plot_values(
+    path: str | os.PathLike,
+    examples: list[int],
+    series: dict[str, list[float]],
+    epochs: int,
+    examples_per_epoch: int,
+    ylabel: str,
+) -> Path:
     """One PNG: each series against examples seen (bottom axis) and epochs (top axis)."""
     import matplotlib
 
@@ -51,15 +57,30 @@ def training_plots(run_dir: str | os.PathLike, history: list[dict], epochs: int,
     ends = [h for h in history if h["kind"] == "epoch"]
     out = []
     if evals:
-        out.append(plot_values(
-            run_dir / "loss.png", [h["examples_seen"] for h in evals],
-            {"Training loss": [h["train_loss"] for h in evals], "Validation loss": [h["val_loss"] for h in evals]},
-            epochs, examples_per_epoch, "Loss"))
+        out.append(
+            plot_values(
+                run_dir / "loss.png",
+                [h["examples_seen"] for h in evals],
+                {"Training loss": [h["train_loss"] for h in evals], "Validation loss": [h["val_loss"] for h in evals]},
+                epochs,
+                examples_per_epoch,
+                "Loss",
+            )
+        )
     if ends:
-        out.append(plot_values(
-            run_dir / "accuracy.png", [h["examples_seen"] for h in ends],
-            {"Training accuracy": [h["train_acc"] for h in ends], "Validation accuracy": [h["val_acc"] for h in ends]},
-            epochs, examples_per_epoch, "Accuracy"))
+        out.append(
+            plot_values(
+                run_dir / "accuracy.png",
+                [h["examples_seen"] for h in ends],
+                {
+                    "Training accuracy": [h["train_acc"] for h in ends],
+                    "Validation accuracy": [h["val_acc"] for h in ends],
+                },
+                epochs,
+                examples_per_epoch,
+                "Accuracy",
+            )
+        )
     return out
 
 
@@ -82,13 +103,18 @@ class PlotProcess:
 
     def __init__(self) -> None:
         self._err = tempfile.TemporaryFile()
-        self._proc = subprocess.Popen([sys.executable, "-m", "spamjob.plots"], stdin=subprocess.PIPE,
-                                      stdout=subprocess.DEVNULL, stderr=self._err)
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "spamjob.plots"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._err
+        )
 
     def render(self, run_dir: str | os.PathLike, history: list[dict], epochs: int, examples_per_epoch: int) -> None:
         """Hand over the finished history; the child writes loss.png and accuracy.png."""
-        request = {"run_dir": str(run_dir), "history": history, "epochs": epochs,
-                   "examples_per_epoch": examples_per_epoch}
+        request = {
+            "run_dir": str(run_dir),
+            "history": history,
+            "epochs": epochs,
+            "examples_per_epoch": examples_per_epoch,
+        }
         try:
             self._proc.stdin.write(json.dumps(request).encode())
             self._proc.stdin.close()

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import tiktoken
 from tiktoken_ext.openai_public import r50k_pat_str as GPT2_PAT  # GPT-2's pre-tokenizer regex
 
-from spamjob.config import Padding, choices
+from spamjob.config import Padding
 from spamjob.errors import SpamjobError
 from spamjob.fetch import download, is_offline
+from spamjob.fields import choices
 from spamjob.fsutil import cache_dir, sha256_file
 from spamjob.tokens import TokenIds
 
@@ -56,8 +58,11 @@ def tokenizer_files(*search: str | os.PathLike | None) -> tuple[Path, Path] | No
         return _bpe_files(found)
     import tempfile
 
-    for cache in (os.environ.get("TIKTOKEN_CACHE_DIR"), os.environ.get("DATA_GYM_CACHE_DIR"),
-                  os.path.join(tempfile.gettempdir(), "data-gym-cache")):
+    for cache in (
+        os.environ.get("TIKTOKEN_CACHE_DIR"),
+        os.environ.get("DATA_GYM_CACHE_DIR"),
+        os.path.join(tempfile.gettempdir(), "data-gym-cache"),
+    ):
         if not cache:
             continue
         paths = [Path(cache) / key for key in tiktoken_cache_names().values()]
@@ -80,7 +85,9 @@ def _bpe_files(folder: Path) -> tuple[Path, Path] | None:
     return None
 
 
-def load_tokenizer(folder: str | os.PathLike | None = None, *, search: Sequence[str | os.PathLike] = ()) -> tiktoken.Encoding:
+def load_tokenizer(
+    folder: str | os.PathLike | None = None, *, search: Sequence[str | os.PathLike] = ()
+) -> tiktoken.Encoding:
     """The GPT-2 tokenizer, offline where possible.
 
     Looks in `folder` (an error if it lacks the files), then `search` folders (e.g. a
@@ -191,8 +198,11 @@ def pad_batch(
         raise ValueError(f"padding must be one of {choices(Padding)}, got {padding!r}")
     tokens = ids if isinstance(ids, TokenIds) else TokenIds.from_lists(ids)
     out, lengths = tokens.padded(np.arange(len(tokens)), max_length, padding, pad_id)
-    return Batch(input_ids=torch.from_numpy(out), lengths=torch.from_numpy(lengths),
-                 truncated=torch.from_numpy(tokens.lengths > max_length))
+    return Batch(
+        input_ids=torch.from_numpy(out),
+        lengths=torch.from_numpy(lengths),
+        truncated=torch.from_numpy(tokens.lengths > max_length),
+    )
 
 
 def rows_within(widths: Sequence[int], budget: int, start: int = 0) -> int:
@@ -215,7 +225,10 @@ def fetch_tokenizer(dest: str | os.PathLike | None = None, *, progress: bool = T
     base = os.environ.get("SPAMJOB_TOKENIZER_URL", TOKENIZER_URL)
     for name, sha in TOKENIZER_FILES.items():
         download(
-            f"{base.rstrip('/')}/{name}", dest / name, sha256=sha, progress=progress,
+            f"{base.rstrip('/')}/{name}",
+            dest / name,
+            sha256=sha,
+            progress=progress,
             fetch_hint="run `spamjob download --tokenizer` where there is network",
         )
     return dest

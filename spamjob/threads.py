@@ -110,8 +110,12 @@ def choose_threads(requested: int | None = None, independent: bool = False) -> d
     usable, local, free = usable_cpus(), local_processes(), free_cpus()
     share = max(1, usable // local)
     threads = share if free is None or independent else max(1, min(share, math.floor(free + 0.5)))
-    return {"threads": threads, "usable_cpus": usable, "local_processes": local,
-            "free_cpus": None if free is None else round(free, 2)}
+    return {
+        "threads": threads,
+        "usable_cpus": usable,
+        "local_processes": local,
+        "free_cpus": None if free is None else round(free, 2),
+    }
 
 
 def apply_threads(requested: int | None = None, workers: bool = False) -> dict:

@@ -9,8 +9,8 @@ No torch here: the tokenizer processes import this module.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -23,7 +23,7 @@ class TokenIds:
     offsets: np.ndarray
 
     @classmethod
-    def from_lists(cls, rows: Sequence[Sequence[int]]) -> "TokenIds":
+    def from_lists(cls, rows: Sequence[Sequence[int]]) -> TokenIds:
         lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
         offsets = np.zeros(len(rows) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
@@ -31,7 +31,7 @@ class TokenIds:
         return cls(values, offsets)
 
     @classmethod
-    def concat(cls, parts: Iterable["TokenIds"]) -> "TokenIds":
+    def concat(cls, parts: Iterable[TokenIds]) -> TokenIds:
         parts = list(parts)
         if not parts:
             return cls.from_lists([])
@@ -50,7 +50,7 @@ class TokenIds:
     def row(self, i: int) -> np.ndarray:
         return self.values[self.offsets[i] : self.offsets[i + 1]]
 
-    def take(self, rows: Sequence[int] | np.ndarray) -> "TokenIds":
+    def take(self, rows: Sequence[int] | np.ndarray) -> TokenIds:
         """The given rows, in that order."""
         rows = np.asarray(rows, dtype=np.int64)
         starts = self.offsets[rows]

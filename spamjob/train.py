@@ -24,12 +24,12 @@ from tqdm import tqdm
 
 from spamjob import __version__
 from spamjob.batches import PrefixCache, Shard, make_loader, to_device
-from spamjob.export.card import write_card
 from spamjob.checkpoints import TrainState, check_resume, save_checkpoint, save_trainable_only, start_state
 from spamjob.config import TrainConfig, resolve_mixed_precision
 from spamjob.console import say
 from spamjob.data import SPLITS
 from spamjob.errors import SpamjobError
+from spamjob.export.card import write_card
 from spamjob.faults import kill_point
 from spamjob.fsutil import atomic_path, read_json, sha256_file, write_json
 from spamjob.model import GPTModel, SpamClassifier, first_trainable_block, freeze, replace_head
@@ -92,8 +92,9 @@ def main(cfg: TrainConfig) -> dict:
         classifier, optimizer = build_optimizer(model.gpt, cfg, accelerator)
         train_loader, val_loader = make_loaders(shards, cfg, max_length, accelerator.num_processes)
         phases["optimizer_s"] = time.perf_counter() - t0  # torch.optim's first use imports torch._dynamo (~1 s)
-        run = Run(cfg, accelerator, out, data_dir, model, max_length, shards, classifier, optimizer, train_loader,
-                  val_loader)
+        run = Run(
+            cfg, accelerator, out, data_dir, model, max_length, shards, classifier, optimizer, train_loader, val_loader
+        )
         state = fit(run, start_state(cfg, accelerator, out))
         phases["train_s"] = state.train_time_s
         t0 = time.perf_counter()
@@ -115,8 +116,11 @@ def _accelerator(cfg: TrainConfig):
     from spamjob.processes import accelerator
 
     gpu = torch.cuda.is_available()
-    return accelerator(cpu=not gpu, mixed_precision=resolve_mixed_precision(cfg.mixed_precision, gpu),
-                       gradient_accumulation_steps=cfg.grad_accum)
+    return accelerator(
+        cpu=not gpu,
+        mixed_precision=resolve_mixed_precision(cfg.mixed_precision, gpu),
+        gradient_accumulation_steps=cfg.grad_accum,
+    )
 
 
 def load_splits(data_dir: Path) -> dict[str, pd.DataFrame]:
@@ -138,9 +142,16 @@ def build_model(cfg: TrainConfig, device: torch.device) -> Model:
     """GPT-2 from --weights, its tokenizer, the new 2-class head (seeded as the reference does), freezing."""
     from spamjob.weights import load_gpt
 
-    gpt, weights_dir = load_gpt(cfg.weights, cfg.model, n_layers=cfg.n_layers, emb_dim=cfg.emb_dim,
-                                n_heads=cfg.n_heads, context_length=cfg.context_length, seed=cfg.seed,
-                                cache=cfg.weights_cache)
+    gpt, weights_dir = load_gpt(
+        cfg.weights,
+        cfg.model,
+        n_layers=cfg.n_layers,
+        emb_dim=cfg.emb_dim,
+        n_heads=cfg.n_heads,
+        context_length=cfg.context_length,
+        seed=cfg.seed,
+        cache=cfg.weights_cache,
+    )
     tok_search = [weights_dir] if weights_dir else []
     tokenizer = load_tokenizer(cfg.tokenizer, search=tok_search)
     # The reference's fine-tuning setup: new head right after manual_seed(seed), then freezing.
@@ -163,16 +174,19 @@ def _max_length(cfg: TrainConfig, train_ids: list[list[int]], context_length: in
     return max_length
 
 
-def make_shards(frames: dict[str, pd.DataFrame], ids: dict[str, list[list[int]]], max_length: int, rank: int,
-                world: int) -> dict[str, Shard]:
+def make_shards(
+    frames: dict[str, pd.DataFrame], ids: dict[str, list[list[int]]], max_length: int, rank: int, world: int
+) -> dict[str, Shard]:
     """This process's rows of every split (rows rank, rank + world, ...), truncated to max_length."""
     shards = {}
     for name in SPLITS:
         rows = list(range(rank, len(ids[name]), world))
         shards[name] = Shard(
-            name, [ids[name][i][:max_length] for i in rows],
+            name,
+            [ids[name][i][:max_length] for i in rows],
             torch.tensor(frames[name]["Label"].to_numpy()[rows], dtype=torch.long),
-            n_total=len(ids[name]), truncated_total=sum(len(s) > max_length for s in ids[name]),
+            n_total=len(ids[name]),
+            truncated_total=sum(len(s) > max_length for s in ids[name]),
         )
     return shards
 
@@ -191,8 +205,9 @@ def build_optimizer(gpt: GPTModel, cfg: TrainConfig, accelerator) -> tuple[torch
     return classifier, optimizer
 
 
-def make_loaders(shards: dict[str, Shard], cfg: TrainConfig, max_length: int, world: int
-                 ) -> tuple[DataLoader, DataLoader]:
+def make_loaders(
+    shards: dict[str, Shard], cfg: TrainConfig, max_length: int, world: int
+) -> tuple[DataLoader, DataLoader]:
     """The training loader (shuffled, drop_last) and the validation loader of the evaluation schedule."""
     # Equal step counts on every process (DDP needs them): each trains on n_train // world rows.
     n_rows = shards["train"].n_total // world
@@ -213,8 +228,16 @@ def fit(run: Run, state: TrainState) -> TrainState:
         t0 = time.perf_counter()
         _train_epoch(run, state, epoch)
         train_acc, val_acc = _eval_pair(run, cfg.eval_iter, "accuracy")
-        state.history.append({"kind": "epoch", "epoch": epoch + 1, "step": state.global_step,
-                              "examples_seen": state.examples_seen, "train_acc": train_acc, "val_acc": val_acc})
+        state.history.append(
+            {
+                "kind": "epoch",
+                "epoch": epoch + 1,
+                "step": state.global_step,
+                "examples_seen": state.examples_seen,
+                "train_acc": train_acc,
+                "val_acc": val_acc,
+            }
+        )
         say(f"Training accuracy: {train_acc * 100:.2f}% | Validation accuracy: {val_acc * 100:.2f}%")
         state.epoch = epoch + 1
         state.train_time_s += time.perf_counter() - t0
@@ -231,8 +254,12 @@ def _train_epoch(run: Run, state: TrainState, epoch: int) -> None:
     run.classifier.train()
     # tqdm counts steps but never iterates the loader: every extra iterator of a shuffled
     # DataLoader draws from the global RNG and would change the reference's batch order.
-    bar = tqdm(total=len(run.train_loader), desc=f"epoch {epoch + 1}/{cfg.epochs}",
-               disable=not accelerator.is_main_process, leave=False)
+    bar = tqdm(
+        total=len(run.train_loader),
+        desc=f"epoch {epoch + 1}/{cfg.epochs}",
+        disable=not accelerator.is_main_process,
+        leave=False,
+    )
     running = None
     for batch in run.train_loader:
         state.examples_seen += len(batch["labels"]) * world
@@ -243,15 +270,21 @@ def _train_epoch(run: Run, state: TrainState, epoch: int) -> None:
         if state.global_step % cfg.eval_freq == 0:
             bar.set_postfix(loss=f"{running.item():.3f}", refresh=False)
             train_loss, val_loss = _eval_pair(run, cfg.eval_iter, "loss")
-            state.history.append({"kind": "eval", "epoch": epoch + 1, "step": state.global_step,
-                                  "examples_seen": state.examples_seen, "train_loss": train_loss,
-                                  "val_loss": val_loss})
+            state.history.append(
+                {
+                    "kind": "eval",
+                    "epoch": epoch + 1,
+                    "step": state.global_step,
+                    "examples_seen": state.examples_seen,
+                    "train_loss": train_loss,
+                    "val_loss": val_loss,
+                }
+            )
             say(f"Ep {epoch + 1} (Step {state.global_step:06d}): Train loss {train_loss:.3f}, Val loss {val_loss:.3f}")
     bar.close()
 
 
-def train_step(classifier: torch.nn.Module, optimizer: torch.optim.Optimizer, accelerator, batch: dict
-               ) -> torch.Tensor:
+def train_step(classifier: torch.nn.Module, optimizer: torch.optim.Optimizer, accelerator, batch: dict) -> torch.Tensor:
     """One optimizer step (or accumulation step) on one batch; the loss, detached, still on the device."""
     device = accelerator.device
     labels = batch.pop("labels").to(device, non_blocking=True)
@@ -269,8 +302,12 @@ def _eval_pair(run: Run, num_batches: int, what: str) -> list[float]:
     summed over processes (a sync point)."""
     accelerator = run.accelerator
     model = accelerator.unwrap_model(run.classifier)
-    sums = torch.stack([evaluate_sums(model, loader, accelerator.device, accelerator.autocast, num_batches)
-                        for loader in (run.train_loader, run.val_loader)])
+    sums = torch.stack(
+        [
+            evaluate_sums(model, loader, accelerator.device, accelerator.autocast, num_batches)
+            for loader in (run.train_loader, run.val_loader)
+        ]
+    )
     s = accelerator.reduce(sums.to(accelerator.device), "sum").cpu()
     return (s[:, 0] / s[:, 1] if what == "loss" else s[:, 3] / s[:, 4]).tolist()
 
@@ -291,16 +328,23 @@ def _logits(model: torch.nn.Module, loader: DataLoader, device, autocast, num_ba
         model.train(was_training)
 
 
-def evaluate_sums(model: torch.nn.Module, loader: DataLoader, device, autocast, num_batches: int | None = None,
-                  probs: list | None = None) -> torch.Tensor:
+def evaluate_sums(
+    model: torch.nn.Module,
+    loader: DataLoader,
+    device,
+    autocast,
+    num_batches: int | None = None,
+    probs: list | None = None,
+) -> torch.Tensor:
     """Sums over (at most num_batches) batches: [batch-mean loss, batches, example loss, correct, examples];
     with `probs`, (P(spam), label) tensors of every batch are appended to it."""
     out = torch.zeros(5, dtype=torch.float64, device=device)  # summed on the device: one transfer at the end
     one = torch.ones((), dtype=torch.float64, device=device)
     for logits, labels in _logits(model, loader, device, autocast, num_batches):
         losses = F.cross_entropy(logits, labels, reduction="none").double()
-        out += torch.stack([losses.mean(), one, losses.sum(), (logits.argmax(-1) == labels).sum().double(),
-                            one * len(labels)])
+        out += torch.stack(
+            [losses.mean(), one, losses.sum(), (logits.argmax(-1) == labels).sum().double(), one * len(labels)]
+        )
         if probs is not None:
             probs.append((torch.softmax(logits, dim=-1)[:, 1], labels))
     return out.cpu()
@@ -319,10 +363,16 @@ def evaluate(run: Run) -> dict:
         batch_size = run.cfg.batch_size if shard.cache is None else max(run.cfg.batch_size, 64)
         loader = make_loader(shard, batch_size, run.cfg.padding, run.max_length, train=False)
         pairs = [] if name != "train" else None
-        s = accelerator.reduce(evaluate_sums(model, loader, accelerator.device, accelerator.autocast, probs=pairs)
-                               .to(accelerator.device), "sum").cpu()
-        final[name] = {"accuracy": s[3].item() / s[4].item(), "loss": s[2].item() / s[4].item(),
-                       "examples": int(s[4].item()), "truncated": shard.truncated_total}
+        s = accelerator.reduce(
+            evaluate_sums(model, loader, accelerator.device, accelerator.autocast, probs=pairs).to(accelerator.device),
+            "sum",
+        ).cpu()
+        final[name] = {
+            "accuracy": s[3].item() / s[4].item(),
+            "loss": s[2].item() / s[4].item(),
+            "examples": int(s[4].item()),
+            "truncated": shard.truncated_total,
+        }
         if pairs is not None:
             probs[name] = _gather_probs(pairs, accelerator)
     final["operating_point"] = operating_point(probs, run.cfg.threshold_rule)
@@ -349,9 +399,12 @@ def operating_point(probs: dict[str, tuple[np.ndarray, np.ndarray]], rule: str) 
     if not chosen["rule_met"]:
         say(f"operating point: no threshold meets {chosen['rule']} on the validation split; using 0.5 (argmax)")
     test_p, test_y = probs["test"]
-    return {**chosen, "test": counts_at(test_p, test_y, chosen["threshold"]),
-            "test_at_0.5": counts_at(test_p, test_y, ARGMAX),
-            "validation_curve": thin(curve(val_p, val_y)) if (val_y == 1).any() else None}
+    return {
+        **chosen,
+        "test": counts_at(test_p, test_y, chosen["threshold"]),
+        "test_at_0.5": counts_at(test_p, test_y, ARGMAX),
+        "validation_curve": thin(curve(val_p, val_y)) if (val_y == 1).any() else None,
+    }
 
 
 def _metrics(run: Run, state: TrainState, final: dict, cache_info: dict, phases: dict) -> dict:
@@ -417,17 +470,25 @@ def _maybe_cache(gpt: GPTModel, shards: dict, cfg: TrainConfig, max_length: int,
     need = sum(sum(w) for w in widths.values()) * gpt.cfg.emb_dim * dtype.itemsize / 2**20
     if need > cfg.cache_budget_mb:
         info["reason"] = f"needs {need:.0f} MB > budget {cfg.cache_budget_mb} MB"
-        say(f"prefix cache: off, it would need {need:.0f} MB per process, over --cache-budget-mb "
-            f"{cfg.cache_budget_mb}; running the frozen blocks every step")
+        say(
+            f"prefix cache: off, it would need {need:.0f} MB per process, over --cache-budget-mb "
+            f"{cfg.cache_budget_mb}; running the frozen blocks every step"
+        )
         return info
     t0 = time.perf_counter()
     for name, shard in shards.items():
-        shard.cache = PrefixCache.build(gpt, shard.ids, widths[name], start, accelerator.device, accelerator.autocast,
-                                        dtype=dtype)
-    info.update(used=True, dtype=str(dtype).removeprefix("torch."),
-                megabytes=round(sum(s.cache.megabytes for s in shards.values()), 1),
-                build_s=round(time.perf_counter() - t0, 3))
-    say(f"prefix cache: blocks 0-{start - 1} run once per example ({info['megabytes']:.1f} MB, {info['build_s']:.1f} s)")
+        shard.cache = PrefixCache.build(
+            gpt, shard.ids, widths[name], start, accelerator.device, accelerator.autocast, dtype=dtype
+        )
+    info.update(
+        used=True,
+        dtype=str(dtype).removeprefix("torch."),
+        megabytes=round(sum(s.cache.megabytes for s in shards.values()), 1),
+        build_s=round(time.perf_counter() - t0, 3),
+    )
+    say(
+        f"prefix cache: blocks 0-{start - 1} run once per example ({info['megabytes']:.1f} MB, {info['build_s']:.1f} s)"
+    )
     return info
 
 
@@ -439,9 +500,13 @@ def _add_lora(gpt: GPTModel, cfg: TrainConfig):
         raise SpamjobError("--trainable lora needs peft: pip install 'spamjob[lora]'") from None
     for p in gpt.parameters():
         p.requires_grad = False
-    config = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
-                        target_modules=["W_q", "W_k", "W_v", "out_proj", "layers.0", "layers.2"],
-                        modules_to_save=None)
+    config = LoraConfig(
+        r=cfg.lora_rank,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=0.0,
+        target_modules=["W_q", "W_k", "W_v", "out_proj", "layers.0", "layers.2"],
+        modules_to_save=None,
+    )
     peft_model = get_peft_model(gpt, config)  # injects adapters into `gpt` in place
     for p in gpt.out_head.parameters():
         p.requires_grad = True
@@ -474,8 +539,11 @@ def _write_artifact(run: Run, history: list[dict], metrics: dict, plots: PlotPro
         "operating_point": {k: metrics["operating_point"][k] for k in ("rule", "threshold", "rule_met")},
         "training": cfg.to_dict(),
         "base_weights": {"source": cfg.weights, "folder": str(model.weights_dir) if model.weights_dir else None},
-        "data": {"folder": str(data_dir), "sha256": data,
-                 "source_sha256": read_json(prep).get("source_sha256") if prep.is_file() else None},
+        "data": {
+            "folder": str(data_dir),
+            "sha256": data,
+            "source_sha256": read_json(prep).get("source_sha256") if prep.is_file() else None,
+        },
     }
     gpt = model.gpt if model.lora is None else model.lora.merge_and_unload()
     save_classifier(out, gpt, meta, model.tok_search)
@@ -491,10 +559,12 @@ def summary(metrics: dict, out: str) -> str:
     acc = " | ".join(f"{n} {metrics[n]['accuracy'] * 100:.2f}% ({metrics[n]['examples']})" for n in SPLITS)
     op = metrics["operating_point"]
     at = op["test"]
-    return (f"accuracy: {acc}\n"
-            f"operating point ({op['rule']}, on validation): spam when P(spam) > {op['threshold']:.4g}; test precision "
-            f"{at['precision'] * 100:.2f}%, recall {at['recall'] * 100:.2f}%, accuracy {at['accuracy'] * 100:.2f}%\n"
-            f"trained {metrics['epochs']} epochs, {metrics['examples_seen']:,} examples in {metrics['train_time_s']:.1f} s "
-            f"({metrics['train_examples_per_s']} examples/s) on {metrics['num_processes']} process(es), "
-            f"wall {metrics['wall_time_s']:.1f} s\n"
-            f"classifier, metrics.json, history.jsonl and plots in {out}")
+    return (
+        f"accuracy: {acc}\n"
+        f"operating point ({op['rule']}, on validation): spam when P(spam) > {op['threshold']:.4g}; test precision "
+        f"{at['precision'] * 100:.2f}%, recall {at['recall'] * 100:.2f}%, accuracy {at['accuracy'] * 100:.2f}%\n"
+        f"trained {metrics['epochs']} epochs, {metrics['examples_seen']:,} examples in {metrics['train_time_s']:.1f} s "
+        f"({metrics['train_examples_per_s']} examples/s) on {metrics['num_processes']} process(es), "
+        f"wall {metrics['wall_time_s']:.1f} s\n"
+        f"classifier, metrics.json, history.jsonl and plots in {out}"
+    )

@@ -33,8 +33,13 @@ _IGNORED = re.compile(r"^h\.\d+\.attn\.(bias|masked_bias)$")
 # --------------------------------------------------------------------------- fetching
 
 
-def fetch_hf(size: str, *, cache: str | os.PathLike | None = None, local_dir: str | os.PathLike | None = None,
-             endpoint: str | None = None) -> Path:
+def fetch_hf(
+    size: str,
+    *,
+    cache: str | os.PathLike | None = None,
+    local_dir: str | os.PathLike | None = None,
+    endpoint: str | None = None,
+) -> Path:
     """Folder holding config.json + model.safetensors (+ tokenizer) of `size` from the Hub.
 
     Uses the Hugging Face cache conventions ($HF_HOME / $HF_HUB_CACHE, or `cache`)
@@ -50,13 +55,18 @@ def fetch_hf(size: str, *, cache: str | os.PathLike | None = None, local_dir: st
     for name in HF_FILES:
         try:
             path = hf_hub_download(
-                repo, name, cache_dir=cache, local_dir=local_dir, endpoint=endpoint,
+                repo,
+                name,
+                cache_dir=cache,
+                local_dir=local_dir,
+                endpoint=endpoint,
                 local_files_only=is_offline(),
             )
         except LocalEntryNotFoundError:
             where = local_dir or cache or "the Hugging Face cache"
             raise SpamjobError(
-                f"{size} weights ({repo}/{name}) are not in {where} and the Hub cannot be reached (offline or no network): "
+                f"{size} weights ({repo}/{name}) are not in {where} and the Hub cannot be reached "
+                "(offline or no network): "
                 f"run `spamjob download --model {size} --source hf` where there is network, or pass --weights DIR"
             ) from None
         except HfHubHTTPError as e:
@@ -72,7 +82,10 @@ def fetch_openai(size: str, dest: str | os.PathLike | None = None, *, progress: 
     base = os.environ.get("SPAMJOB_OPENAI_URL", OPENAI_URL).rstrip("/")
     for f in OPENAI_FILES:
         download(
-            f"{base}/{name}/{f}", dest / f, sha256=TOKENIZER_FILES.get(f), progress=progress,
+            f"{base}/{name}/{f}",
+            dest / f,
+            sha256=TOKENIZER_FILES.get(f),
+            progress=progress,
             fetch_hint=f"run `spamjob download --model {size} --source openai` where there is network",
         )
     return dest
@@ -106,16 +119,26 @@ def read_config(folder: str | os.PathLike) -> GPTConfig:
         act = c.get("activation_function", "gelu_new")
         if act not in ("gelu_new", "gelu_pytorch_tanh"):
             raise SpamjobError(f"{folder}/config.json uses activation {act!r}; GPT-2 uses tanh-approximated GELU")
-        keys = {"vocab_size": "vocab_size", "context_length": "n_positions", "emb_dim": "n_embd",
-                "n_heads": "n_head", "n_layers": "n_layer"}
+        keys = {
+            "vocab_size": "vocab_size",
+            "context_length": "n_positions",
+            "emb_dim": "n_embd",
+            "n_heads": "n_head",
+            "n_layers": "n_layer",
+        }
         c.setdefault("n_positions", c.get("n_ctx"))
         missing = [v for v in keys.values() if c.get(v) is None]
         if missing:
             raise SpamjobError(f"{folder}/config.json lacks {', '.join(missing)}")
         return GPTConfig(ln_eps=float(c.get("layer_norm_epsilon", 1e-5)), **{k: int(c[v]) for k, v in keys.items()})
     h = read_json(folder / "hparams.json")
-    keys = {"vocab_size": "n_vocab", "context_length": "n_ctx", "emb_dim": "n_embd", "n_heads": "n_head",
-            "n_layers": "n_layer"}
+    keys = {
+        "vocab_size": "n_vocab",
+        "context_length": "n_ctx",
+        "emb_dim": "n_embd",
+        "n_heads": "n_head",
+        "n_layers": "n_layer",
+    }
     missing = [v for v in keys.values() if v not in h]
     if missing:
         raise SpamjobError(f"{folder}/hparams.json lacks {', '.join(missing)}")
@@ -135,7 +158,8 @@ def read_hf_state(folder: Path) -> dict[str, torch.Tensor]:
 
 
 def read_openai_state(folder: Path) -> dict[str, torch.Tensor]:
-    """Variables of OpenAI's TF checkpoint renamed to HF GPT-2 names (`model/h3/attn/c_attn/w` -> `h.3.attn.c_attn.weight`)."""
+    """Variables of OpenAI's TF checkpoint renamed to HF GPT-2 names (`model/h3/attn/c_attn/w` ->
+    `h.3.attn.c_attn.weight`)."""
     try:
         tf = _import_tensorflow()
     except ImportError:
@@ -288,13 +312,15 @@ def load_gpt(
         return GPTModel(cfg), None
     given = [f"--{k.replace('_', '-')}" for k, v in custom.items() if v is not None]
     if given:
-        raise SpamjobError(f"{', '.join(given)} only apply to --weights random; pretrained weights fix the architecture")
+        raise SpamjobError(
+            f"{', '.join(given)} only apply to --weights random; pretrained weights fix the architecture"
+        )
     folder = resolve_weights(weights, size, cache=cache)
     assert folder is not None
     model = load_folder(folder)
     if size is not None and not matches_size(model.cfg, size):
         raise SpamjobError(
-            f"--model {size} ({config_for(size).shape()}) conflicts with the checkpoint in {folder} ({model.cfg.shape()})"
+            f"--model {size} ({config_for(size).shape()}) conflicts with the checkpoint in {folder} "
+            f"({model.cfg.shape()})"
         )
     return model, folder
-

@@ -61,8 +61,9 @@ def _asset_env():
         tiktoken_cache.mkdir(exist_ok=True)
         for name, key in tiktoken_cache_names().items():
             shutil.copyfile(found.tokenizer / name, tiktoken_cache / key)
-        _resolved.update(SMS=str(found.dataset), SPAMJOB_TOKENIZER=str(found.tokenizer),
-                         TIKTOKEN_CACHE_DIR=str(tiktoken_cache))
+        _resolved.update(
+            SMS=str(found.dataset), SPAMJOB_TOKENIZER=str(found.tokenizer), TIKTOKEN_CACHE_DIR=str(tiktoken_cache)
+        )
     return _resolved
 
 

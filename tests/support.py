@@ -14,8 +14,8 @@ import os
 import threading
 import time
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -93,7 +93,7 @@ class Server:
                     return
                 if server.slow.get(path):
                     for k in range(0, len(part), 1 << 16):
-                        self.wfile.write(part[k: k + (1 << 16)])
+                        self.wfile.write(part[k : k + (1 << 16)])
                         self.wfile.flush()
                         time.sleep(server.slow[path])
                     return
@@ -109,7 +109,7 @@ class Server:
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
-    def __enter__(self) -> "Server":
+    def __enter__(self) -> Server:
         self.thread.start()
         return self
 
@@ -139,7 +139,7 @@ def asset_routes(assets: dict) -> dict[str, bytes]:
     return routes
 
 
-def asset_urls(server: "Server") -> dict[str, str]:
+def asset_urls(server: Server) -> dict[str, str]:
     """Environment that points spamjob's dataset and tokenizer downloads at `server`."""
     return {"SPAMJOB_DATA_URL": server.url + DATA_ROUTE, "SPAMJOB_TOKENIZER_URL": server.url + TOKENIZER_ROUTE}
 
@@ -159,8 +159,14 @@ def tiny_hf_model(seed: int = 0, n_layer: int = 2, n_embd: int = 32, n_head: int
 
     torch.manual_seed(seed)
     cfg = GPT2Config(
-        vocab_size=50257, n_positions=n_positions, n_embd=n_embd, n_layer=n_layer, n_head=n_head,
-        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+        vocab_size=50257,
+        n_positions=n_positions,
+        n_embd=n_embd,
+        n_layer=n_layer,
+        n_head=n_head,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
     )
     model = GPT2LMHeadModel(cfg).eval()
     # Larger weights than GPT-2's 0.02 init (whose greedy output is one token repeated) and
@@ -204,8 +210,12 @@ def write_openai_dir(model, folder: Path) -> Path:
 
     folder.mkdir(parents=True, exist_ok=True)
     sd = {k.removeprefix("transformer."): v.detach().numpy() for k, v in model.transformer.state_dict().items()}
-    tensors = {"model/wte": sd["wte.weight"], "model/wpe": sd["wpe.weight"],
-               "model/ln_f/g": sd["ln_f.weight"], "model/ln_f/b": sd["ln_f.bias"]}
+    tensors = {
+        "model/wte": sd["wte.weight"],
+        "model/wpe": sd["wpe.weight"],
+        "model/ln_f/g": sd["ln_f.weight"],
+        "model/ln_f/b": sd["ln_f.bias"],
+    }
     for i in range(model.config.n_layer):
         for part in ("ln_1", "ln_2"):
             tensors[f"model/h{i}/{part}/g"] = sd[f"h.{i}.{part}.weight"]
@@ -222,11 +232,21 @@ def write_openai_dir(model, folder: Path) -> Path:
             sess.run(tf.compat.v1.global_variables_initializer())
             saver.save(sess, str(folder / "model.ckpt"))
     c = model.config
-    (folder / "hparams.json").write_text(json.dumps(
-        {"n_vocab": c.vocab_size, "n_ctx": c.n_positions, "n_embd": c.n_embd, "n_head": c.n_head, "n_layer": c.n_layer}
-    ))
+    (folder / "hparams.json").write_text(
+        json.dumps(
+            {
+                "n_vocab": c.vocab_size,
+                "n_ctx": c.n_positions,
+                "n_embd": c.n_embd,
+                "n_head": c.n_head,
+                "n_layer": c.n_layer,
+            }
+        )
+    )
     # Relative path, as in OpenAI's files, so the folder can be moved.
-    (folder / "checkpoint").write_text('model_checkpoint_path: "model.ckpt"\nall_model_checkpoint_paths: "model.ckpt"\n')
+    (folder / "checkpoint").write_text(
+        'model_checkpoint_path: "model.ckpt"\nall_model_checkpoint_paths: "model.ckpt"\n'
+    )
     return folder
 
 
@@ -234,10 +254,13 @@ def hf_greedy(model, ids: list[int], max_new_tokens: int) -> list[int]:
     """transformers' own greedy generate (no early stop at <|endoftext|>)."""
     model.generation_config.eos_token_id = None
     out = model.generate(
-        torch.tensor([ids]), max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=50256,
+        torch.tensor([ids]),
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        pad_token_id=50256,
         attention_mask=torch.ones(1, len(ids), dtype=torch.long),
     )
-    return out[0, len(ids):].tolist()
+    return out[0, len(ids) :].tolist()
 
 
 if __name__ == "__main__":

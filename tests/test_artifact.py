@@ -30,13 +30,21 @@ def saved(tmp_path):
 def test_round_trip(saved):
     gpt, folder = saved
     assert sorted(p.name for p in folder.rglob("*") if p.is_file()) == [
-        "config.json", "encoder.json", "model.safetensors", "vocab.bpe"]
+        "config.json",
+        "encoder.json",
+        "model.safetensors",
+        "vocab.bpe",
+    ]
     cfg = json.loads((folder / "config.json").read_text())
     assert cfg["format"] == FORMAT and cfg["labels"] == list(LABELS) and cfg["num_classes"] == 2
     assert cfg["architecture"] == gpt.cfg.to_dict() and cfg["training"] == {"epochs": 1}
     assert cfg["model_sha256"] == sha256_file(folder / "model.safetensors")
-    assert cfg["tokenizer"] == {"encoding": "gpt2", "pad_id": 50256, "folder": "tokenizer",
-                                "sha256": dict(TOKENIZER_FILES)}
+    assert cfg["tokenizer"] == {
+        "encoding": "gpt2",
+        "pad_id": 50256,
+        "folder": "tokenizer",
+        "sha256": dict(TOKENIZER_FILES),
+    }
     for name, sha in TOKENIZER_FILES.items():
         assert sha256_file(folder / "tokenizer" / name) == sha
     clf = load_classifier(folder)

@@ -16,8 +16,10 @@ from spamjob import assets as lib
 from spamjob.errors import SpamjobError
 
 TESTS = Path(__file__).resolve().parent
-CLOSED = {"SPAMJOB_DATA_URL": "http://127.0.0.1:9" + DATA_ROUTE,  # nothing listens on port 9
-          "SPAMJOB_TOKENIZER_URL": "http://127.0.0.1:9" + TOKENIZER_ROUTE}
+CLOSED = {
+    "SPAMJOB_DATA_URL": "http://127.0.0.1:9" + DATA_ROUTE,  # nothing listens on port 9
+    "SPAMJOB_TOKENIZER_URL": "http://127.0.0.1:9" + TOKENIZER_ROUTE,
+}
 
 
 def layout(assets: dict, root: Path) -> Path:
@@ -71,7 +73,8 @@ def _checkout(root: Path) -> Path:
     shutil.copy(TESTS / "conftest.py", tests)
     (tests / "test_uses_assets.py").write_text(
         "def test_it(sms_path, tokenizer):\n"
-        "    assert sms_path.stat().st_size == 477907 and tokenizer.encode_ordinary('hello world') == [31373, 995]\n")
+        "    assert sms_path.stat().st_size == 477907 and tokenizer.encode_ordinary('hello world') == [31373, 995]\n"
+    )
     (tests / "test_plain.py").write_text("def test_it():\n    assert 1 + 1 == 2\n")
     assert not (root / "shared").exists()
     return tests
@@ -79,8 +82,14 @@ def _checkout(root: Path) -> Path:
 
 def _pytest(tests: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
     keep = {k: v for k, v in os.environ.items() if not k.startswith(("SPAMJOB_", "TIKTOKEN_"))}
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args, str(tests)],
-                          cwd=tests.parent, env={**keep, **env}, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args, str(tests)],
+        cwd=tests.parent,
+        env={**keep, **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_conftest_without_shared_fetches_once_then_uses_the_cache(assets, tmp_path):

@@ -31,7 +31,7 @@ def test_prefix_cache_holds_each_example_as_if_run_alone():
             x = gpt.embed(torch.tensor([ids]))
             for block in gpt.transformer_blocks[:2]:
                 x = block(x)
-            got = cache.rows[cache.offsets[i]: cache.offsets[i] + widths[i]]
+            got = cache.rows[cache.offsets[i] : cache.offsets[i] + widths[i]]
             torch.testing.assert_close(got, x[0], atol=1e-6, rtol=0)
     one_batch = PrefixCache.build(gpt, IDS, widths, 2, torch.device("cpu"), contextlib.nullcontext, batch_tokens=10**6)
     torch.testing.assert_close(one_batch.rows, cache.rows, atol=1e-6, rtol=0)

@@ -28,10 +28,17 @@ def shared_layout(assets: dict, root: Path) -> Path:
 
 @pytest.mark.slow
 def test_gpu_check_smoke_runs_every_step(assets, tmp_path):
-    env = {**os.environ, "SMOKE": "1", "SHARED": str(shared_layout(assets, tmp_path / "shared")),
-           "OUT": str(tmp_path / "out"), "PYTHON": sys.executable, "SPAMJOB_GPUS": "0"}
-    r = subprocess.run(["bash", "benchmarks/gpu_check.sh"], cwd=REPO, env=env, capture_output=True, text=True,
-                       timeout=900)
+    env = {
+        **os.environ,
+        "SMOKE": "1",
+        "SHARED": str(shared_layout(assets, tmp_path / "shared")),
+        "OUT": str(tmp_path / "out"),
+        "PYTHON": sys.executable,
+        "SPAMJOB_GPUS": "0",
+    }
+    r = subprocess.run(
+        ["bash", "benchmarks/gpu_check.sh"], cwd=REPO, env=env, capture_output=True, text=True, timeout=900
+    )
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
     out = tmp_path / "out"
     assert "all steps passed" in r.stdout
@@ -54,9 +61,23 @@ def test_gpu_check_stops_with_one_line_without_the_data(tmp_path):
 @pytest.mark.slow
 def test_score_bench_smoke_with_onnx_runtime_rows(assets, tmp_path):
     pytest.importorskip("onnxruntime")
-    r = subprocess.run([sys.executable, "benchmarks/score_bench.py", "--smoke", "--sms", str(assets["SMS"]),
-                        "--variants", "fp32,int8,onnx,onnx-int8", "--json", str(tmp_path / "s.json")],
-                       cwd=REPO, capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "benchmarks/score_bench.py",
+            "--smoke",
+            "--sms",
+            str(assets["SMS"]),
+            "--variants",
+            "fp32,int8,onnx,onnx-int8",
+            "--json",
+            str(tmp_path / "s.json"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     rows = json.loads((tmp_path / "s.json").read_text())["results"]
     names = [x["name"] for x in rows]
@@ -70,18 +91,39 @@ def test_gpu_check_stops_before_any_step_without_its_packages(assets, tmp_path):
     fake = tmp_path / "fake"
     (fake / "accelerate").mkdir(parents=True)
     (fake / "accelerate" / "__init__.py").write_text("raise ImportError('no accelerate here (test)')\n")
-    env = {**os.environ, "SHARED": str(shared_layout(assets, tmp_path / "shared")), "OUT": str(tmp_path / "out"),
-           "PYTHON": sys.executable, "PYTHONPATH": str(fake)}
-    r = subprocess.run(["bash", "benchmarks/gpu_check.sh"], cwd=REPO, env=env, capture_output=True, text=True,
-                       timeout=120)
+    env = {
+        **os.environ,
+        "SHARED": str(shared_layout(assets, tmp_path / "shared")),
+        "OUT": str(tmp_path / "out"),
+        "PYTHON": sys.executable,
+        "PYTHONPATH": str(fake),
+    }
+    r = subprocess.run(
+        ["bash", "benchmarks/gpu_check.sh"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
     assert r.returncode == 1 and "lacks a package every step needs" in r.stderr and "no accelerate here" in r.stderr
     assert r.stderr.strip().count("\n") == 0 and "== prepare" not in r.stdout
 
 
 def test_csv_read_bench_smoke(assets):
-    r = subprocess.run([sys.executable, "benchmarks/csv_read_bench.py", "--mb", "3", "--block-mb", "1",
-                        "--processes", "1,2", "--sms", str(assets["SMS"])], cwd=REPO, capture_output=True, text=True,
-                       timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "benchmarks/csv_read_bench.py",
+            "--mb",
+            "3",
+            "--block-mb",
+            "1",
+            "--processes",
+            "1,2",
+            "--sms",
+            str(assets["SMS"]),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "blocks checked equal to the whole file's records" in r.stdout
     rows = [line.split("|") for line in r.stdout.splitlines() if line.strip()[:1].isdigit() and "|" in line]

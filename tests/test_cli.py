@@ -21,8 +21,11 @@ COMMANDS = [name for name in cli.commands]
 def spamjob(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run the installed console script in a subprocess, as a user would."""
     return subprocess.run(
-        [sys.executable, "-m", "spamjob.cli", *args], capture_output=True, text=True,
-        env={**os.environ, **(env or {})}, timeout=300,
+        [sys.executable, "-m", "spamjob.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=300,
     )
 
 
@@ -92,14 +95,17 @@ def test_prepare_via_console_script(sms_path, tmp_path):
     assert "splits: train 1,045 / validation 149 / test 300" in r.stdout
 
 
-@pytest.mark.parametrize("cls, command", [("TrainConfig", "train"), ("ScoreConfig", "score")])
+@pytest.mark.parametrize(
+    "cls, command", [("spamjob.config.TrainConfig", "train"), ("spamjob.scoring.config.ScoreConfig", "score")]
+)
 def test_every_config_field_is_an_option_with_its_docstring_as_help(cls, command):
     import dataclasses
+    import importlib
 
-    from spamjob import config
     from spamjob.options import field_docs
 
-    cls, params = getattr(config, cls), {p.name: p for p in cli.commands[command].params}
+    module, name = cls.rsplit(".", 1)
+    cls, params = getattr(importlib.import_module(module), name), {p.name: p for p in cli.commands[command].params}
     docs = field_docs(cls)
     for f in dataclasses.fields(cls):
         assert f.name in params, f"{cls.__name__}.{f.name} has no option in `spamjob {command}`"
@@ -110,28 +116,33 @@ def test_every_config_field_is_an_option_with_its_docstring_as_help(cls, command
     assert cli_only <= {"auto_resume"}, cli_only
 
 
-@pytest.mark.parametrize("args", [
-    ["score", "in.csv", "--model", "m", "--out", "s3://bucket/scored"],
-    ["score", "in.csv", "--model", "m", "--out", "gs://bucket/scored", "--engine", "ray"],
-    ["train", "--weights", "random", "--out", "s3://bucket/run"],
-    ["export", "m", "--out", "abfs://container/export"],
-    ["prepare", "--out", "s3://bucket/data"],
-    ["download", "--tokenizer", "--dir", "s3://bucket/tok"],
-    ["run", "--out", "s3://bucket/job"],
-    ["report", "s3://bucket/scored"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["score", "in.csv", "--model", "m", "--out", "s3://bucket/scored"],
+        ["score", "in.csv", "--model", "m", "--out", "gs://bucket/scored", "--engine", "ray"],
+        ["train", "--weights", "random", "--out", "s3://bucket/run"],
+        ["export", "m", "--out", "abfs://container/export"],
+        ["prepare", "--out", "s3://bucket/data"],
+        ["download", "--tokenizer", "--dir", "s3://bucket/tok"],
+        ["run", "--out", "s3://bucket/job"],
+        ["report", "s3://bucket/scored"],
+    ],
+)
 def test_a_uri_for_a_folder_is_one_line_naming_the_option(args, tmp_path):
     """Object stores are not supported for folders: never a local folder named `s3:`."""
-    r = subprocess.run([sys.executable, "-m", "spamjob.cli", *args], capture_output=True, text=True, cwd=tmp_path,
-                       timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "spamjob.cli", *args], capture_output=True, text=True, cwd=tmp_path, timeout=300
+    )
     option = next((a for a in args if a.startswith("--") and "://" in args[args.index(a) + 1]), "FOLDER")
     assert r.returncode == 1 and r.stderr.startswith(f"Error: {option} ") and "is a URI" in r.stderr, r.stderr
     assert r.stderr.count("\n") == 1 and list(tmp_path.iterdir()) == []
 
 
 def test_a_uri_for_a_folder_is_refused_by_the_configs_too():
-    from spamjob.config import ScoreConfig, TrainConfig
+    from spamjob.config import TrainConfig
     from spamjob.errors import SpamjobError
+    from spamjob.scoring.config import ScoreConfig
 
     with pytest.raises(SpamjobError, match="--out s3://b/x is a URI"):
         ScoreConfig(inputs=("a.csv",), model="m", out="s3://b/x")

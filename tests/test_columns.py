@@ -5,10 +5,17 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from spamjob.scoring.columns import OUTPUT_COLUMNS, Columns, as_strings, labels_of, renamed_for_output, resolve_columns, \
-    utf8_column
-from spamjob.config import ScoreConfig
 from spamjob.errors import SpamjobError
+from spamjob.scoring.columns import (
+    OUTPUT_COLUMNS,
+    Columns,
+    as_strings,
+    labels_of,
+    renamed_for_output,
+    resolve_columns,
+    utf8_column,
+)
+from spamjob.scoring.config import ScoreConfig
 from spamjob.scoring.source import Source
 
 PARQUET = Source(path="/in/a.parquet", kind="parquet", compression=None, size=1, mtime_ns=0)
@@ -52,9 +59,12 @@ def test_label_id_and_kept_columns():
     with pytest.raises(SpamjobError, match="has no column\\(s\\) a, b for --keep-columns"):
         resolve_columns(PARQUET, s, cfg(keep_columns=("a", "b", "extra")))
     assert resolve_columns(PARQUET, schema(text=pa.string(), prediction=pa.string()), cfg()).keep == (
-        "text", "prediction")  # a scored input's own prediction is kept (renamed in the output: below)
-    assert resolve_columns(PARQUET, schema(text=pa.string(), prediction=pa.string()),
-                           cfg(keep_columns=("text",))).keep == ("text",)
+        "text",
+        "prediction",
+    )  # a scored input's own prediction is kept (renamed in the output: below)
+    assert resolve_columns(
+        PARQUET, schema(text=pa.string(), prediction=pa.string()), cfg(keep_columns=("text",))
+    ).keep == ("text",)
 
 
 def test_as_strings_flags_invalid_utf8_and_keeps_nulls():
@@ -77,10 +87,15 @@ def test_utf8_column_and_labels():
 
 def test_a_scored_inputs_own_columns_take_one_more_prefix():
     assert renamed_for_output(["text", "Label"]) == {}
-    assert renamed_for_output(["text", "prediction", "error"]) == {"prediction": "input_prediction",
-                                                                    "error": "input_error"}
+    assert renamed_for_output(["text", "prediction", "error"]) == {
+        "prediction": "input_prediction",
+        "error": "input_error",
+    }
     again = renamed_for_output(["text", "input_prediction", "prediction", "spam_probability"])
-    assert again == {"prediction": "input_prediction", "input_prediction": "input_input_prediction",
-                     "spam_probability": "input_spam_probability"}
+    assert again == {
+        "prediction": "input_prediction",
+        "input_prediction": "input_input_prediction",
+        "spam_probability": "input_spam_probability",
+    }
     names = ["text", "input_prediction", "prediction", "spam_probability"]
     assert len({again.get(c, c) for c in names} | set(OUTPUT_COLUMNS)) == len(names) + len(OUTPUT_COLUMNS)

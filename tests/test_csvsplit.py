@@ -15,7 +15,7 @@ from spamjob.scoring import csv as csvsplit
 from spamjob.scoring.csv import BlockError, CsvOptions, block_count, iter_csv_blocks, read_block
 from spamjob.scoring.inputs import discover, schema_of
 
-PIECES = ["free", 'a "quote"', ",", "\n", "\r\n", '""', "x", " ", "é", "\t", "end\""]
+PIECES = ["free", 'a "quote"', ",", "\n", "\r\n", '""', "x", " ", "é", "\t", 'end"']
 
 
 def _whole(src, opt, types):
@@ -77,8 +77,9 @@ def test_random_files_split_exactly_or_say_so(tmp_path):
     for trial in range(120):
         rnd = random.Random(trial)
         buf = io.StringIO()
-        w = pycsv.writer(buf, quoting=rnd.choice([pycsv.QUOTE_MINIMAL, pycsv.QUOTE_ALL]),
-                         lineterminator=rnd.choice(["\n", "\r\n"]))
+        w = pycsv.writer(
+            buf, quoting=rnd.choice([pycsv.QUOTE_MINIMAL, pycsv.QUOTE_ALL]), lineterminator=rnd.choice(["\n", "\r\n"])
+        )
         w.writerow(["id", "text"])
         stray = trial % 3 == 0
         for i, t in enumerate(_texts(rnd, rnd.randint(50, 600))):
@@ -176,7 +177,8 @@ def test_an_unterminated_quote_in_the_last_block_is_rejected(tmp_path):
     rows, rejects = _same(src, CsvOptions(block_bytes=4096))
     assert len(rows) == 2000
     assert [(r["reason"], r["text"]) for r in rejects] == [
-        ("unterminated quote: the last field runs to the end of the file", "never closed\n2001,swallowed\n")]
+        ("unterminated quote: the last field runs to the end of the file", "never closed\n2001,swallowed\n")
+    ]
 
 
 @pytest.mark.parametrize("encoding,split", [("utf-8", True), ("latin-1", True), ("utf-16", False)])

@@ -16,7 +16,6 @@ from spamjob.cli import cli
 from spamjob.data import UCI_SHA256, load_split, read_messages
 from spamjob.fsutil import sha256_file
 
-
 # sha256 of the split CSVs that the book's chapter-6 code writes (tests/golden/).
 GOLDEN_SPLITS = json.loads((Path(__file__).parent / "golden" / "book-ch06-random-init.json").read_text())["data"]
 
@@ -84,8 +83,15 @@ def test_checksum_mismatch_names_both_hashes_and_writes_nothing(sms_path, tmp_pa
     tampered = sms_path.read_bytes().replace(b"Go until", b"Go after", 1)
     routes = {"/sms.zip": _zip_bytes({"SMSSpamCollection": tampered})}
     with Server(routes) as srv:
-        r = run("prepare", "--source", srv.url + "/sms.zip", "--out", str(tmp_path / "o"),
-                "--cache-dir", str(tmp_path / "c"))
+        r = run(
+            "prepare",
+            "--source",
+            srv.url + "/sms.zip",
+            "--out",
+            str(tmp_path / "o"),
+            "--cache-dir",
+            str(tmp_path / "c"),
+        )
     assert r.exit_code == 1
     assert UCI_SHA256 in r.output and "has sha256" in r.output
     assert r.output.count("\n") == 1 and "Traceback" not in r.output
@@ -93,8 +99,17 @@ def test_checksum_mismatch_names_both_hashes_and_writes_nothing(sms_path, tmp_pa
     assert not (tmp_path / "c" / "SMSSpamCollection").exists()  # an unverified file is never kept
     # An explicit opt-out accepts another file.
     with Server(routes) as srv:
-        r = run("prepare", "--source", srv.url + "/sms.zip", "--out", str(tmp_path / "o"),
-                "--cache-dir", str(tmp_path / "c"), "--sha256", "none")
+        r = run(
+            "prepare",
+            "--source",
+            srv.url + "/sms.zip",
+            "--out",
+            str(tmp_path / "o"),
+            "--cache-dir",
+            str(tmp_path / "c"),
+            "--sha256",
+            "none",
+        )
     assert r.exit_code == 0, r.output
 
 
@@ -134,8 +149,20 @@ def test_own_csv_with_header_options(tmp_path):
     rows = ["label,text,extra"] + [f"{'spam' if i % 3 == 0 else 'HAM'},message number {i},x" for i in range(60)]
     src = tmp_path / "mine.csv"
     src.write_text("\n".join(rows) + "\n")
-    r = run("prepare", "--source", str(src), "--out", str(tmp_path / "o"), "--no-balance",
-            "--train-frac", "0.5", "--val-frac", "0.25", "--seed", "7")
+    r = run(
+        "prepare",
+        "--source",
+        str(src),
+        "--out",
+        str(tmp_path / "o"),
+        "--no-balance",
+        "--train-frac",
+        "0.5",
+        "--val-frac",
+        "0.25",
+        "--seed",
+        "7",
+    )
     assert r.exit_code == 0, r.output
     assert "ham 40, spam 20" in r.output and "train 30 / validation 15 / test 15" in r.output
     parts = [pd.read_csv(tmp_path / "o" / f"{n}.csv") for n in ("train", "validation", "test")]
@@ -143,14 +170,27 @@ def test_own_csv_with_header_options(tmp_path):
     assert texts == sorted(f"message number {i}" for i in range(60))  # every row kept exactly once
     assert (pd.concat(parts)["Label"] == 1).sum() == 20
     # A different seed gives a different order.
-    r = run("prepare", "--source", str(src), "--out", str(tmp_path / "o2"), "--no-balance", "--seed", "8",
-            "--train-frac", "0.5", "--val-frac", "0.25")
+    r = run(
+        "prepare",
+        "--source",
+        str(src),
+        "--out",
+        str(tmp_path / "o2"),
+        "--no-balance",
+        "--seed",
+        "8",
+        "--train-frac",
+        "0.5",
+        "--val-frac",
+        "0.25",
+    )
     assert pd.read_csv(tmp_path / "o2" / "train.csv")["Text"].tolist() != parts[0]["Text"].tolist()
 
 
 def test_fractions_are_validated(sms_path, tmp_path):
-    r = run("prepare", "--source", str(sms_path), "--out", str(tmp_path / "o"), "--train-frac", "0.9",
-            "--val-frac", "0.2")
+    r = run(
+        "prepare", "--source", str(sms_path), "--out", str(tmp_path / "o"), "--train-frac", "0.9", "--val-frac", "0.2"
+    )
     assert r.exit_code == 1 and "train-frac + val-frac < 1" in r.output
     assert not (tmp_path / "o").exists()
 

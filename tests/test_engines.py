@@ -19,7 +19,7 @@ from spamjob.cli import cli
 
 pytestmark = pytest.mark.slow  # a Ray cluster and a SparkSession: ~45 s on 2 cores
 COUNTED = ("accuracy", "rows", "flagged_by_reason", "spam_rate", "predicted", "labels", "spam_probability_histogram")
-ODD = [None, b"", b"   ", b"bad \xff\xfe bytes", "free <|endoftext|> prize".encode(), ("win " * 300).encode()]
+ODD = [None, b"", b"   ", b"bad \xff\xfe bytes", b"free <|endoftext|> prize", ("win " * 300).encode()]
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +28,13 @@ def rows(sms_path, tmp_path_factory) -> Path:
     sms = pd.read_csv(sms_path, sep="\t", header=None, names=["Label", "Text"]).head(394)
     texts = [t.encode() for t in sms["Text"]] + ODD
     labels = sms["Label"].tolist() + ["ham", "spam", None, "spam", "spam", "maybe"]
-    table = pa.table({"id": pa.array(range(len(texts)), pa.int64()), "Text": pa.array(texts, pa.binary()),
-                      "Label": pa.array(labels, pa.string())})
+    table = pa.table(
+        {
+            "id": pa.array(range(len(texts)), pa.int64()),
+            "Text": pa.array(texts, pa.binary()),
+            "Label": pa.array(labels, pa.string()),
+        }
+    )
     path = tmp_path_factory.mktemp("engines") / "rows.parquet"
     pq.write_table(table, path, row_group_size=100)
     return path
@@ -38,8 +43,20 @@ def rows(sms_path, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def by_spamjob(rows, classifier_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("engines") / "spamjob"
-    r = CliRunner().invoke(cli, ["score", str(rows), "--model", str(classifier_dir), "--out", str(out),
-                                 "--label-column", "Label", "--no-progress"])
+    r = CliRunner().invoke(
+        cli,
+        [
+            "score",
+            str(rows),
+            "--model",
+            str(classifier_dir),
+            "--out",
+            str(out),
+            "--label-column",
+            "Label",
+            "--no-progress",
+        ],
+    )
     assert r.exit_code == 0, r.output
     return out
 
@@ -68,8 +85,9 @@ def same_report(engine_out: Path, spamjob_out: Path) -> None:
 def ray_cluster():
     ray = pytest.importorskip("ray")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 << 20, log_to_driver=False,
-             configure_logging=False)
+    ray.init(
+        num_cpus=2, include_dashboard=False, object_store_memory=256 << 20, log_to_driver=False, configure_logging=False
+    )
     yield ray
     ray.shutdown()
 
@@ -103,8 +121,24 @@ def test_score_engine_ray_from_the_cli(ray_cluster, rows, by_spamjob, classifier
     import sys
 
     address = ray_cluster.get_runtime_context().gcs_address
-    cmd = [sys.executable, "-m", "spamjob.cli", "score", rows.as_uri(), "--model", str(classifier_dir), "--out",
-           str(tmp_path / "o"), "--label-column", "Label", "--engine", "ray", "--ray-address", address, "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "spamjob.cli",
+        "score",
+        rows.as_uri(),
+        "--model",
+        str(classifier_dir),
+        "--out",
+        str(tmp_path / "o"),
+        "--label-column",
+        "Label",
+        "--engine",
+        "ray",
+        "--ray-address",
+        address,
+        "--no-progress",
+    ]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "scored 396 of 400 rows" in r.stdout
@@ -120,19 +154,39 @@ def test_score_engine_ray_from_the_cli(ray_cluster, rows, by_spamjob, classifier
     with_id = [*cmd[:-1], "--out", str(tmp_path / "id"), "--id-column", "Label", "--keep-columns", "Text,id"]
     r = subprocess.run(with_id, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
-    local = CliRunner().invoke(cli, ["score", str(rows), "--model", str(classifier_dir), "--out", str(tmp_path / "l"),
-                                     "--id-column", "Label", "--keep-columns", "Text,id", "--no-progress"])
+    local = CliRunner().invoke(
+        cli,
+        [
+            "score",
+            str(rows),
+            "--model",
+            str(classifier_dir),
+            "--out",
+            str(tmp_path / "l"),
+            "--id-column",
+            "Label",
+            "--keep-columns",
+            "Text,id",
+            "--no-progress",
+        ],
+    )
     assert local.exit_code == 0, local.output
     ray_df, local_df = (pd.read_parquet(tmp_path / d / "predictions") for d in ("id", "l"))
-    assert list(ray_df.columns) == list(local_df.columns) == ["Label", "Text", "id", "prediction", "spam_probability",
-                                                              "truncated", "error"]
+    assert (
+        list(ray_df.columns)
+        == list(local_df.columns)
+        == ["Label", "Text", "id", "prediction", "spam_probability", "truncated", "error"]
+    )
     same_predictions(ray_df, local_df)
-    for bad, says in ((["--shard", "0/2"], "--shard is not supported with --engine ray"),
-                      (["--text-column", "nope"], "the inputs have no text column 'nope'"),
-                      (["--id-column", "key"], "the inputs have no --id-column 'key'"),
-                      (["--label-column", "nah"], "the inputs have no --label-column 'nah'")):
-        r = subprocess.run([*cmd[:-1], "--out", str(tmp_path / "bad"), *bad], capture_output=True, text=True,
-                           timeout=300)
+    for bad, says in (
+        (["--shard", "0/2"], "--shard is not supported with --engine ray"),
+        (["--text-column", "nope"], "the inputs have no text column 'nope'"),
+        (["--id-column", "key"], "the inputs have no --id-column 'key'"),
+        (["--label-column", "nah"], "the inputs have no --label-column 'nah'"),
+    ):
+        r = subprocess.run(
+            [*cmd[:-1], "--out", str(tmp_path / "bad"), *bad], capture_output=True, text=True, timeout=300
+        )
         assert r.returncode == 1 and r.stderr.strip().splitlines()[-1].startswith("Error: ") and says in r.stderr
         assert "Traceback" not in r.stderr and not (tmp_path / "bad").exists()
 
@@ -144,10 +198,34 @@ def test_ray_scores_a_scored_output_again_as_spamjob_does(ray_cluster, by_spamjo
     import sys
 
     address = ray_cluster.get_runtime_context().gcs_address
-    common = [str(by_spamjob / "predictions"), "--model", str(classifier_dir), "--threshold", "0.6",
-              "--label-column", "prediction", "--no-progress"]
-    r = subprocess.run([sys.executable, "-m", "spamjob.cli", "score", *common, "--out", str(tmp_path / "ray"),
-                        "--engine", "ray", "--ray-address", address], capture_output=True, text=True, timeout=300)
+    common = [
+        str(by_spamjob / "predictions"),
+        "--model",
+        str(classifier_dir),
+        "--threshold",
+        "0.6",
+        "--label-column",
+        "prediction",
+        "--no-progress",
+    ]
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "spamjob.cli",
+            "score",
+            *common,
+            "--out",
+            str(tmp_path / "ray"),
+            "--engine",
+            "ray",
+            "--ray-address",
+            address,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert CliRunner().invoke(cli, ["score", *common, "--out", str(tmp_path / "local")]).exit_code == 0
     ray_df, local_df = (pd.read_parquet(tmp_path / d / "predictions") for d in ("ray", "local"))
@@ -168,8 +246,14 @@ def spark():
     from pyspark.sql import SparkSession
 
     os.environ["PYSPARK_PYTHON"] = os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
-    session = (SparkSession.builder.master("local[2]").appName("spamjob-tests").config("spark.ui.enabled", "false")
-               .config("spark.sql.shuffle.partitions", "2").config("spark.driver.memory", "1g").getOrCreate())
+    session = (
+        SparkSession.builder.master("local[2]")
+        .appName("spamjob-tests")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.shuffle.partitions", "2")
+        .config("spark.driver.memory", "1g")
+        .getOrCreate()
+    )
     session.sparkContext.setLogLevel("ERROR")
     yield session
     session.stop()
@@ -190,8 +274,9 @@ def test_spark_sql_function(spark, rows, by_spamjob, classifier_dir):
     spark.udf.register("spam", spam_udf(classifier_dir, batch_size=64))
     want = pd.read_parquet(by_spamjob / "predictions")
     want = want[want["error"] != "invalid UTF-8 in text"]  # Spark strings: pandas cannot hold such bytes
-    spark.read.parquet(str(rows)).where(f"id IN ({','.join(map(str, want['id']))})") \
-        .selectExpr("id", "CAST(Text AS STRING) AS Text").createOrReplaceTempView("msgs")
+    spark.read.parquet(str(rows)).where(f"id IN ({','.join(map(str, want['id']))})").selectExpr(
+        "id", "CAST(Text AS STRING) AS Text"
+    ).createOrReplaceTempView("msgs")
     got = spark.sql("SELECT id, spam(Text) AS s FROM msgs").select("id", "s.*").toPandas()
     got["truncated"] = got["truncated"] == 1
     assert len(got) == len(want) == 399
@@ -205,8 +290,17 @@ def test_spark_submit_job(rows, by_spamjob, classifier_dir, tmp_path):
     import sys
 
     repo = Path(__file__).resolve().parents[1]
-    cmd = [sys.executable, str(repo / "jobs" / "spark_score.py"), str(rows), "--model", str(classifier_dir),
-           "--out", str(tmp_path / "o"), "--label-column", "Label"]
+    cmd = [
+        sys.executable,
+        str(repo / "jobs" / "spark_score.py"),
+        str(rows),
+        "--model",
+        str(classifier_dir),
+        "--out",
+        str(tmp_path / "o"),
+        "--label-column",
+        "Label",
+    ]
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1"}
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -216,8 +310,13 @@ def test_spark_submit_job(rows, by_spamjob, classifier_dir, tmp_path):
     again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)  # the folder exists
     assert again.returncode == 1 and again.stderr.startswith("Error: ") and "already exists" in again.stderr
     assert len(again.stderr.strip().splitlines()) == 1, again.stderr[-2000:]  # refused before Spark starts
-    missing = subprocess.run([*cmd[:2], str(tmp_path / "none.parquet"), *cmd[3:], "--overwrite"], capture_output=True,
-                             text=True, env=env, timeout=300)
+    missing = subprocess.run(
+        [*cmd[:2], str(tmp_path / "none.parquet"), *cmd[3:], "--overwrite"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert missing.returncode == 1 and missing.stderr.strip().splitlines()[-1].startswith("Error: ")
     assert "Traceback" not in missing.stderr and "none.parquet" in missing.stderr
 
@@ -230,8 +329,13 @@ def test_engines_bench_runs_all_three(sms_path):
     import sys
 
     repo = Path(__file__).resolve().parents[1]
-    r = subprocess.run([sys.executable, "benchmarks/engines_bench.py", "--n", "300", "--sms", str(sms_path)],
-                       cwd=repo, capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [sys.executable, "benchmarks/engines_bench.py", "--n", "300", "--sms", str(sms_path)],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     rows = [line.split() for line in r.stdout.splitlines() if line.split()[:1] in (["spamjob"], ["ray"], ["spark"])]
     assert [row[0] for row in rows] == ["spamjob", "ray", "spark"]

@@ -28,8 +28,9 @@ def texts(sms_path) -> list[str]:
 @pytest.fixture(scope="module")
 def exported(classifier_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("export") / "onnx"
-    r = CliRunner().invoke(cli, ["export", str(classifier_dir), "--format", "onnx", "--quantize", "int8",
-                                 "--out", str(out)])
+    r = CliRunner().invoke(
+        cli, ["export", str(classifier_dir), "--format", "onnx", "--quantize", "int8", "--out", str(out)]
+    )
     assert r.exit_code == 0, r.output
     assert "ONNX Runtime matches spamjob within" in r.output and "model.int8.onnx agrees on" in r.output
     return out
@@ -73,12 +74,15 @@ def test_int8_graph_and_its_agreement(classifier_dir, exported, texts):
     sample = sample_texts(clf)
     assert check["messages"] == len(sample) > 300  # the run's test split and the odd messages
     want = np.asarray(clf.spam_probability(sample)[0])
-    got = np.concatenate([run_graph(exported / "model.int8.onnx", sample[i : i + 50], clf)
-                          for i in range(0, len(sample), 50)])
+    got = np.concatenate(
+        [run_graph(exported / "model.int8.onnx", sample[i : i + 50], clf) for i in range(0, len(sample), 50)]
+    )
     t = clf.threshold
     assert check["agreement"] == pytest.approx(((got > t) == (want > t)).mean(), abs=1 / len(sample))
-    assert check["agreement"] >= 0.95 and (exported / "model.int8.onnx").stat().st_size < (
-        exported / "model.onnx").stat().st_size / 2
+    assert (
+        check["agreement"] >= 0.95
+        and (exported / "model.int8.onnx").stat().st_size < (exported / "model.onnx").stat().st_size / 2
+    )
 
 
 def test_last_pooling_exports_with_rows_padded_to_max_length(data_dir, tmp_path, texts):
@@ -88,8 +92,19 @@ def test_last_pooling_exports_with_rows_padded_to_max_length(data_dir, tmp_path,
     from spamjob.train import main
 
     run = tmp_path / "ref"
-    main(TrainConfig(data=str(data_dir), out=str(run), weights="random", n_layers=1, emb_dim=32, n_heads=2,
-                     epochs=1, preset="reference", eval_freq=1000))
+    main(
+        TrainConfig(
+            data=str(data_dir),
+            out=str(run),
+            weights="random",
+            n_layers=1,
+            emb_dim=32,
+            n_heads=2,
+            epochs=1,
+            preset="reference",
+            eval_freq=1000,
+        )
+    )
     meta = export_onnx(run, tmp_path / "onnx", texts=texts)
     clf = load_classifier(run)
     assert meta["pooling"] == "last" and meta["pad_to_max_length"] and clf.padding == "fixed"
@@ -98,8 +113,9 @@ def test_last_pooling_exports_with_rows_padded_to_max_length(data_dir, tmp_path,
 
 
 def test_one_line_errors(classifier_dir, tmp_path, monkeypatch):
-    r = CliRunner().invoke(cli, ["export", str(classifier_dir), "--format", "hf", "--quantize", "int8",
-                                 "--out", str(tmp_path / "x")])
+    r = CliRunner().invoke(
+        cli, ["export", str(classifier_dir), "--format", "hf", "--quantize", "int8", "--out", str(tmp_path / "x")]
+    )
     assert r.exit_code == 1 and "--quantize is for --format onnx" in r.output
     monkeypatch.setitem(__import__("sys").modules, "onnxruntime", None)  # as if the extra were not installed
     r = CliRunner().invoke(cli, ["export", str(classifier_dir), "--format", "onnx", "--out", str(tmp_path / "y")])

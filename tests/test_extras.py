@@ -25,8 +25,9 @@ def four_files(tmp_path_factory) -> Path:
     """A folder of four Parquet files, 40 messages."""
     folder = tmp_path_factory.mktemp("four")
     for k in range(4):
-        pq.write_table(pa.table({"text": [f"message {k}.{i}: call now to claim" for i in range(10)]}),
-                       folder / f"part{k}.parquet")
+        pq.write_table(
+            pa.table({"text": [f"message {k}.{i}: call now to claim" for i in range(10)]}), folder / f"part{k}.parquet"
+        )
     return folder
 
 
@@ -36,8 +37,12 @@ def _venv_with(extra: str, root: Path) -> Path:
     venv = root / f"venv-{extra}"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     for args in (["torch==2.13.0"], ["-e", f"{REPO}[{extra}]"]):
-        r = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", *args], capture_output=True,
-                           text=True, timeout=1200)
+        r = subprocess.run(
+            [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", *args],
+            capture_output=True,
+            text=True,
+            timeout=1200,
+        )
         assert r.returncode == 0, r.stderr[-3000:]
     return venv
 
@@ -46,15 +51,61 @@ def _command(extra: str, venv: Path, ctx: dict) -> tuple[list[str], str]:
     """The command a user of `extra` runs first, and what its output says when it worked."""
     spamjob, out = str(venv / "bin" / "spamjob"), str(ctx["tmp"] / "out")
     return {
-        "ray": ([spamjob, "score", str(ctx["files"]), "--model", ctx["model"], "--out", out, "--engine", "ray",
-                 "--no-progress"], "scored 40 of 40 rows"),
-        "spark": ([str(venv / "bin" / "python"), str(REPO / "jobs" / "spark_score.py"), str(ctx["files"]), "--model",
-                   ctx["model"], "--out", out], "scored 40 of 40 rows on Spark"),
+        "ray": (
+            [
+                spamjob,
+                "score",
+                str(ctx["files"]),
+                "--model",
+                ctx["model"],
+                "--out",
+                out,
+                "--engine",
+                "ray",
+                "--no-progress",
+            ],
+            "scored 40 of 40 rows",
+        ),
+        "spark": (
+            [
+                str(venv / "bin" / "python"),
+                str(REPO / "jobs" / "spark_score.py"),
+                str(ctx["files"]),
+                "--model",
+                ctx["model"],
+                "--out",
+                out,
+            ],
+            "scored 40 of 40 rows on Spark",
+        ),
         "onnx": ([spamjob, "export", ctx["model"], "--format", "onnx", "--out", out], "ONNX Runtime matches spamjob"),
-        "lora": ([spamjob, "train", "--data", ctx["data"], "--weights", "random", "--n-layers", "2", "--emb-dim", "32",
-                  "--n-heads", "2", "--trainable", "lora", "--epochs", "1", "--out", out], "accuracy: train"),
-        "tf": ([spamjob, "generate", "--weights", ctx["openai"], "Every effort moves you", "--max-new-tokens", "5"],
-               "Every effort moves you"),
+        "lora": (
+            [
+                spamjob,
+                "train",
+                "--data",
+                ctx["data"],
+                "--weights",
+                "random",
+                "--n-layers",
+                "2",
+                "--emb-dim",
+                "32",
+                "--n-heads",
+                "2",
+                "--trainable",
+                "lora",
+                "--epochs",
+                "1",
+                "--out",
+                out,
+            ],
+            "accuracy: train",
+        ),
+        "tf": (
+            [spamjob, "generate", "--weights", ctx["openai"], "Every effort moves you", "--max-new-tokens", "5"],
+            "Every effort moves you",
+        ),
     }[extra]
 
 
@@ -68,12 +119,22 @@ def openai_dir(tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("extra", list(EXTRAS))
-def test_an_extra_installed_alone_runs_its_command(extra, assets, four_files, classifier_dir, data_dir, openai_dir,
-                                                   tmp_path):
+def test_an_extra_installed_alone_runs_its_command(
+    extra, assets, four_files, classifier_dir, data_dir, openai_dir, tmp_path
+):
     venv = _venv_with(extra, tmp_path)
     try:
-        _run_alone(extra, venv, {"tmp": tmp_path, "files": four_files, "model": str(classifier_dir),
-                                 "data": str(data_dir), "openai": str(openai_dir)})
+        _run_alone(
+            extra,
+            venv,
+            {
+                "tmp": tmp_path,
+                "files": four_files,
+                "model": str(classifier_dir),
+                "data": str(data_dir),
+                "openai": str(openai_dir),
+            },
+        )
     finally:
         shutil.rmtree(venv, ignore_errors=True)  # about 1-2 GB each
 
@@ -84,8 +145,13 @@ def _run_alone(extra: str, venv: Path, ctx: dict) -> None:
     probe = subprocess.run([python, "-c", code, *EXTRAS.values()], capture_output=True, text=True, timeout=120)
     assert json.loads(probe.stdout) == [EXTRAS[extra]]  # this extra's library, and no other's
     cmd, said = _command(extra, venv, ctx)
-    env = {**os.environ, "PATH": f"{venv / 'bin'}:{os.environ['PATH']}", "PYSPARK_PYTHON": python,
-           "SPARK_LOCAL_IP": "127.0.0.1", "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {
+        **os.environ,
+        "PATH": f"{venv / 'bin'}:{os.environ['PATH']}",
+        "PYSPARK_PYTHON": python,
+        "SPARK_LOCAL_IP": "127.0.0.1",
+        "RAY_USAGE_STATS_ENABLED": "0",
+    }
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ctx["tmp"], timeout=900)
     assert r.returncode == 0 and said in r.stdout, (r.stdout + r.stderr)[-4000:]
     assert "Traceback" not in r.stderr

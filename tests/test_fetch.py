@@ -89,8 +89,9 @@ def test_offline_names_the_missing_file(tmp_path, monkeypatch):
 
 def _download_in_subprocess(url: str, dest, **env) -> subprocess.Popen:
     code = "import sys; from spamjob.fetch import download; download(sys.argv[1], sys.argv[2], progress=False)"
-    return subprocess.Popen([sys.executable, "-c", code, url, str(dest)], env={**os.environ, **env},
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", code, url, str(dest)], env={**os.environ, **env}, stderr=subprocess.PIPE, text=True
+    )
 
 
 def test_processes_that_want_one_file_fetch_it_once(tmp_path):

@@ -39,8 +39,7 @@ def test_locked_is_exclusive_between_processes(tmp_path):
 
     from spamjob.fsutil import locked
 
-    code = ("import sys; from spamjob.fsutil import locked\n"
-            "with locked(sys.argv[1], wait=False) as got: print(got)")
+    code = "import sys; from spamjob.fsutil import locked\nwith locked(sys.argv[1], wait=False) as got: print(got)"
     with locked(tmp_path / "u.lock") as held:
         assert held
         other = subprocess.run([sys.executable, "-c", code, str(tmp_path / "u.lock")], capture_output=True, text=True)
@@ -55,13 +54,17 @@ def test_a_lock_removed_as_it_is_released_stays_exclusive(tmp_path):
     import subprocess
     import sys
 
-    code = ("import sys, time; from spamjob.fsutil import locked\n"
-            "for _ in range(30):\n"
-            "    with locked(sys.argv[1], remove=True):\n"
-            "        with open(sys.argv[2], 'a') as f: f.write('(')\n"
-            "        time.sleep(0.002)\n"
-            "        with open(sys.argv[2], 'a') as f: f.write(')')\n")
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "d" / "f.lock"), str(tmp_path / "log")])
-             for _ in range(4)]
+    code = (
+        "import sys, time; from spamjob.fsutil import locked\n"
+        "for _ in range(30):\n"
+        "    with locked(sys.argv[1], remove=True):\n"
+        "        with open(sys.argv[2], 'a') as f: f.write('(')\n"
+        "        time.sleep(0.002)\n"
+        "        with open(sys.argv[2], 'a') as f: f.write(')')\n"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "d" / "f.lock"), str(tmp_path / "log")])
+        for _ in range(4)
+    ]
     assert [p.wait(timeout=120) for p in procs] == [0] * 4
     assert (tmp_path / "log").read_text() == "()" * 120 and not (tmp_path / "d" / "f.lock").exists()

@@ -21,7 +21,11 @@ def test_discover_files_folders_globs(tmp_path):
         (tmp_path / name).write_bytes(b"")
     found = discover([str(tmp_path / "d"), str(tmp_path / "*.txt"), str(tmp_path / "d" / "a.csv")])
     assert [s.path.removeprefix(str(tmp_path.resolve()) + "/") for s in found] == [
-        "d/a.csv", "d/c.tsv.gz", "d/sub/b.parquet", "e.txt"]  # sorted per pattern, each file once
+        "d/a.csv",
+        "d/c.tsv.gz",
+        "d/sub/b.parquet",
+        "e.txt",
+    ]  # sorted per pattern, each file once
     kinds = {s.path.rsplit("/", 1)[1]: (s.kind, s.compression) for s in found}
     assert kinds["c.tsv.gz"] == ("csv", "gzip") and kinds["b.parquet"] == ("parquet", None)
     with pytest.raises(SpamjobError, match="no input matches"):
@@ -55,8 +59,9 @@ def test_csv_blocks_stream_with_rejects(tmp_path):
     texts = [t.decode() for _, c in blocks for t in c.batch.column("text").to_pylist()]
     assert texts == [f"message {i}" for i in range(3000)]
     rejects = [r for _, c in blocks for r in c.rejects]
-    assert rejects == [{"file": src.path, "line": 1001, "reason": "expected 2 fields, found 4",
-                        "text": "broken,line,with,extra"}]
+    assert rejects == [
+        {"file": src.path, "line": 1001, "reason": "expected 2 fields, found 4", "text": "broken,line,with,extra"}
+    ]
 
 
 def test_empty_inputs(tmp_path):
@@ -92,10 +97,14 @@ def test_the_end_of_a_csv_file_is_read_exactly(tmp_path):
     types = {"a": pa.binary(), "b": pa.binary()}
     cases = {
         'a,b\n1,"x\ny"\n2,3,4': ([{"a": b"1", "b": b"x\ny"}], [("expected 2 fields, found 3", "2,3,4")]),
-        'a,b\n1,2\n3,"open\nmore': ([{"a": b"1", "b": b"2"}],
-                                   [("unterminated quote: the last field runs to the end of the file", "open\nmore")]),
-        'a,b\n1,2\n"open,\nx\n': ([{"a": b"1", "b": b"2"}],
-                                 [("unterminated quote: the last field runs to the end of the file", '"open,\nx\n')]),
+        'a,b\n1,2\n3,"open\nmore': (
+            [{"a": b"1", "b": b"2"}],
+            [("unterminated quote: the last field runs to the end of the file", "open\nmore")],
+        ),
+        'a,b\n1,2\n"open,\nx\n': (
+            [{"a": b"1", "b": b"2"}],
+            [("unterminated quote: the last field runs to the end of the file", '"open,\nx\n')],
+        ),
         'a,b\n1,"ends ""quoted"""\n': ([{"a": b"1", "b": b'ends "quoted"'}], []),
         "a,b\n1,2": ([{"a": b"1", "b": b"2"}], []),
     }

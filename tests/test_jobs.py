@@ -21,8 +21,15 @@ from support import tiny_hf_model, write_hf_dir
 
 REPO = Path(__file__).resolve().parents[1]
 JOBS = REPO / "jobs"
-SHELL = sorted([*JOBS.glob("*.sh"), *JOBS.glob("slurm/*"), *REPO.glob("benchmarks/*.sh"), REPO / ".ci" / "run",
-                *REPO.glob("tests/slurm/*.sh")])
+SHELL = sorted(
+    [
+        *JOBS.glob("*.sh"),
+        *JOBS.glob("slurm/*"),
+        *REPO.glob("benchmarks/*.sh"),
+        REPO / ".ci" / "run",
+        *REPO.glob("tests/slurm/*.sh"),
+    ]
+)
 TINY = ["--weights", "random", "--n-layers", "2", "--emb-dim", "32", "--n-heads", "2", "--epochs", "1"]
 
 
@@ -40,13 +47,23 @@ def test_launcher_never_falls_back_to_the_cpu_silently(tmp_path):
     broken.write_text("#!/bin/sh\necho 'ModuleNotFoundError: No module named torch' >&2\nexit 1\n")
     broken.chmod(0o755)
     base = {k: v for k, v in os.environ.items() if k != "SPAMJOB_GPUS"}
-    for python, message in ((str(tmp_path / "nowhere"), "not found; set PYTHON"),
-                            (str(broken), "cannot import torch; set PYTHON, or SPAMJOB_GPUS")):
-        r = subprocess.run(["bash", str(JOBS / "launch.sh"), "jobs/finetune.py"], capture_output=True, text=True,
-                           env={**base, "PYTHON": python, "SPAMJOB_DRY_RUN": "1"})
+    for python, message in (
+        (str(tmp_path / "nowhere"), "not found; set PYTHON"),
+        (str(broken), "cannot import torch; set PYTHON, or SPAMJOB_GPUS"),
+    ):
+        r = subprocess.run(
+            ["bash", str(JOBS / "launch.sh"), "jobs/finetune.py"],
+            capture_output=True,
+            text=True,
+            env={**base, "PYTHON": python, "SPAMJOB_DRY_RUN": "1"},
+        )
         assert r.returncode == 1 and message in r.stderr and "accelerate launch" not in r.stderr
-    r = subprocess.run(["bash", str(JOBS / "launch.sh"), "jobs/finetune.py"], capture_output=True, text=True,
-                       env={**base, "PYTHON": str(broken), "SPAMJOB_GPUS": "2", "SPAMJOB_DRY_RUN": "1"})
+    r = subprocess.run(
+        ["bash", str(JOBS / "launch.sh"), "jobs/finetune.py"],
+        capture_output=True,
+        text=True,
+        env={**base, "PYTHON": str(broken), "SPAMJOB_GPUS": "2", "SPAMJOB_DRY_RUN": "1"},
+    )
     assert r.returncode == 0 and "--multi_gpu --num_processes 2" in r.stderr
 
 
@@ -83,8 +100,7 @@ def _run(cmd: list[str], env: dict, cwd: Path = REPO) -> subprocess.CompletedPro
 
 @pytest.mark.slow
 def test_slurm_finetune_single_node_and_multi_node(fake_slurm, data_dir, tmp_path):
-    env = {**fake_slurm, "SLURM_JOB_ID": "42", "SLURM_NNODES": "1", "SLURM_NODEID": "0",
-           "SLURM_JOB_NODELIST": "node07"}
+    env = {**fake_slurm, "SLURM_JOB_ID": "42", "SLURM_NNODES": "1", "SLURM_NODEID": "0", "SLURM_JOB_NODELIST": "node07"}
     out = tmp_path / "run"
     _run(["bash", "jobs/slurm/finetune.sbatch", "--data", str(data_dir), *TINY, "--out", str(out)], env)
     assert json.loads((out / "metrics.json").read_text())["num_processes"] == 1
@@ -93,19 +109,34 @@ def test_slurm_finetune_single_node_and_multi_node(fake_slurm, data_dir, tmp_pat
     r = _run(["bash", "jobs/slurm/finetune.sbatch", "--data", str(data_dir), *TINY, "--out", str(out)], env)
     assert "resuming from" in r.stdout + r.stderr and (out / "metrics.json").exists()
     # Node 2 of 2: accelerate gets the machine rank and the first host as main process.
-    multi = {**env, "SLURM_NNODES": "2", "SLURM_NODEID": "1", "SLURM_JOB_NODELIST": "gpu[03-04],cpu1",
-             "SPAMJOB_DRY_RUN": "1", "SPAMJOB_GPUS": "4"}
+    multi = {
+        **env,
+        "SLURM_NNODES": "2",
+        "SLURM_NODEID": "1",
+        "SLURM_JOB_NODELIST": "gpu[03-04],cpu1",
+        "SPAMJOB_DRY_RUN": "1",
+        "SPAMJOB_GPUS": "4",
+    }
     r = _run(["bash", "jobs/slurm/finetune.sbatch", "--data", "d", "--out", "o"], multi)
-    assert re.search(r"--num_machines 2 --machine_rank 1 --main_process_ip gpu03 --main_process_port 29500 "
-                     r"--multi_gpu --num_processes 8 \S+/jobs/finetune.py --auto-resume --data d --out o", r.stderr)
+    assert re.search(
+        r"--num_machines 2 --machine_rank 1 --main_process_ip gpu03 --main_process_port 29500 "
+        r"--multi_gpu --num_processes 8 \S+/jobs/finetune.py --auto-resume --data d --out o",
+        r.stderr,
+    )
 
 
 @pytest.mark.slow
 def test_slurm_score_job_array_shares_one_output(fake_slurm, classifier_dir, data_dir, tmp_path):
     inputs = [str(data_dir / "test.csv"), str(data_dir / "validation.csv")]
     args = [*inputs, "--model", str(classifier_dir), "--label-column", "Label", "--no-progress", "--block-mb", "1"]
-    env = {**fake_slurm, "SLURM_NNODES": "1", "SLURM_NODEID": "0", "SLURM_JOB_NODELIST": "n1",
-           "SLURM_ARRAY_TASK_COUNT": "2", "SLURM_ARRAY_TASK_MIN": "0"}
+    env = {
+        **fake_slurm,
+        "SLURM_NNODES": "1",
+        "SLURM_NODEID": "0",
+        "SLURM_JOB_NODELIST": "n1",
+        "SLURM_ARRAY_TASK_COUNT": "2",
+        "SLURM_ARRAY_TASK_MIN": "0",
+    }
     out = tmp_path / "shared"
     first = _run(["bash", "jobs/slurm/score.sbatch", *args, "--out", str(out)], {**env, "SLURM_ARRAY_TASK_ID": "1"})
     assert "shard 1/2 done" in first.stdout and not (out / "_SUCCESS").exists()
@@ -135,8 +166,10 @@ def volumes(tmp_path, data_dir, classifier_dir):
     shutil.copy(data_dir / "test.csv", data / "inbox" / "batch-001.csv")
     shutil.copytree(classifier_dir, models / "current", ignore=shutil.ignore_patterns("checkpoints"))
     # The air-gapped bundle: tiny GPT-2 "pretrained" weights where `--weights hf` looks offline.
-    write_hf_dir(tiny_hf_model(seed=5, n_layer=2, n_embd=32, n_head=2, n_positions=256),
-                 models / "spamjob-bundle" / "hf" / "gpt2-small")
+    write_hf_dir(
+        tiny_hf_model(seed=5, n_layer=2, n_embd=32, n_head=2, n_positions=256),
+        models / "spamjob-bundle" / "hf" / "gpt2-small",
+    )
     return {"/opt/spamjob": REPO, "/data": data, "/models": models}
 
 

@@ -88,11 +88,19 @@ def test_single_query_attention_runs_wrapped_projections_through_their_forward()
 
 def test_reference_module_names():
     names = dict(GPTModel(TINY).named_parameters())
-    for n in ("token_emb.weight", "pos_emb.weight", "transformer_blocks.0.attention.W_q.weight",
-              "transformer_blocks.0.attention.W_k.bias", "transformer_blocks.2.attention.out_proj.weight",
-              "transformer_blocks.1.ffn.layers.0.weight", "transformer_blocks.1.ffn.layers.2.bias",
-              "transformer_blocks.0.norm1.scale", "transformer_blocks.0.norm2.shift", "final_norm.scale",
-              "out_head.weight"):
+    for n in (
+        "token_emb.weight",
+        "pos_emb.weight",
+        "transformer_blocks.0.attention.W_q.weight",
+        "transformer_blocks.0.attention.W_k.bias",
+        "transformer_blocks.2.attention.out_proj.weight",
+        "transformer_blocks.1.ffn.layers.0.weight",
+        "transformer_blocks.1.ffn.layers.2.bias",
+        "transformer_blocks.0.norm1.scale",
+        "transformer_blocks.0.norm2.shift",
+        "final_norm.scale",
+        "out_head.weight",
+    ):
         assert n in names, n
     m = GPTModel(TINY)
     assert m.transformer_blocks[0].drop_shortcut.p == 0.0 and m.drop_emb.p == 0.0
@@ -131,8 +139,11 @@ def test_freeze_policies():
     assert model.out_head.out_features == 2 and model.out_head.bias is not None
 
     def trainable():
-        return {n.split(".")[0] + ("." + n.split(".")[1] if n.startswith("transformer_blocks") else "")
-                for n, p in model.named_parameters() if p.requires_grad}
+        return {
+            n.split(".")[0] + ("." + n.split(".")[1] if n.startswith("transformer_blocks") else "")
+            for n, p in model.named_parameters()
+            if p.requires_grad
+        }
 
     freeze(model, "head")
     assert trainable() == {"out_head"} and first_trainable_block(model) == 3
@@ -192,8 +203,7 @@ def test_fused_qkv_scoring_copy_equals_the_model_in_fp32(pooling):
     clf = SpamClassifier(gpt, pooling).eval()
     ids, lengths = torch.randint(0, 300, (5, 17)), torch.tensor([17, 3, 9, 1, 12])
     fused = for_scoring(clf, torch.float32)
-    assert all(b.attention.W_qkv is not None and not hasattr(b.attention, "W_q")
-               for b in fused.gpt.transformer_blocks)
+    assert all(b.attention.W_qkv is not None and not hasattr(b.attention, "W_q") for b in fused.gpt.transformer_blocks)
     with torch.no_grad():
         torch.testing.assert_close(fused(ids, lengths), clf(ids, lengths), atol=1e-6, rtol=0)
         full = SpamClassifier(fused.gpt, pooling, pooled_only=False)  # every position through the last block

@@ -31,8 +31,9 @@ def _block(marker: str) -> str:
 
 
 def _sh(cmd: str, cwd: Path, env: dict, timeout: int) -> subprocess.CompletedProcess:
-    r = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", cmd], cwd=cwd, env=env, capture_output=True,
-                       text=True, timeout=timeout)
+    r = subprocess.run(
+        ["bash", "-e", "-o", "pipefail", "-c", cmd], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
     assert r.returncode == 0, f"`{cmd}` failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
     return r
 
@@ -46,8 +47,14 @@ def test_clone_install_test_and_run_the_main_job(assets, tmp_path):
     cache = tmp_path / "spamjob-cache"  # the newcomer's spamjob cache: empty
     hidden = ("VIRTUAL_ENV", "PYTHON", "SPAMJOB_", "TIKTOKEN_", "HF_")  # nothing of this test session leaks in
     env = {k: v for k, v in os.environ.items() if not k.startswith(hidden)}
-    env.update({"PATH": f"{venv_bin}:{env['PATH']}", "VIRTUAL_ENV": str(tmp_path / "venv"),
-                "SPAMJOB_CACHE": str(cache), "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
+    env.update(
+        {
+            "PATH": f"{venv_bin}:{env['PATH']}",
+            "VIRTUAL_ENV": str(tmp_path / "venv"),
+            "SPAMJOB_CACHE": str(cache),
+            "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+        }
+    )
 
     _sh(_block("<!-- doc-test: install -->"), clone, env, timeout=1500)
     assert Path(_sh("command -v spamjob", clone, env, 60).stdout.strip()).parent == venv_bin
@@ -61,8 +68,13 @@ def test_clone_install_test_and_run_the_main_job(assets, tmp_path):
 
     # The main job, offline (no server now): the dataset and tokenizer the tests fetched, tiny random weights.
     job = tmp_path / "job"
-    _sh(f"spamjob --offline run --out {job} --train-args '--weights random --n-layers 2 --emb-dim 32 "
-        "--n-heads 2 --epochs 1'", clone, env, timeout=600)
+    _sh(
+        f"spamjob --offline run --out {job} --train-args '--weights random --n-layers 2 --emb-dim 32 "
+        "--n-heads 2 --epochs 1'",
+        clone,
+        env,
+        timeout=600,
+    )
     report = json.loads((job / "scored" / "report.json").read_text())
     assert report["rows"]["read"] == 300 and report["accuracy"] is not None
     assert (job / "scored" / "report.md").exists() and (job / "model" / "model.safetensors").exists()

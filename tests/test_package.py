@@ -13,12 +13,17 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "spamjob"
 # Dotted names below spamjob ("cli", "scoring.job"): every module but the optional engines'.
-MODULES = sorted(".".join(p.relative_to(PACKAGE).with_suffix("").parts) for p in PACKAGE.rglob("*.py")
-                 if p.stem != "__init__" and p.parent.name != "engines")
+MODULES = sorted(
+    ".".join(p.relative_to(PACKAGE).with_suffix("").parts)
+    for p in PACKAGE.rglob("*.py")
+    if p.stem != "__init__" and p.parent.name != "engines"
+)
 
 
 def source_of(module: str) -> str:
     return (PACKAGE / f"{module.replace('.', '/')}.py").read_text()
+
+
 LONGEST = 60  # lines; a longer function says why in a comment on its `def` line
 
 
@@ -72,12 +77,21 @@ def test_core_never_imports_the_engines():
     for module in MODULES:
         tree = ast.parse(source_of(module))
         for node in ast.walk(tree):
-            names = ([node.module or ""] if isinstance(node, ast.ImportFrom)
-                     else [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            names = (
+                [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else []
+            )
             top = node in tree.body
-            found += [f"{module}: {n}" for n in names if n.split(".")[0] in ("ray", "pyspark")
-                      or (top and n.startswith("spamjob.engines"))
-                      or (n.split(".")[0] in ("onnx", "onnxruntime") and (top or module != "export.onnx"))]
+            found += [
+                f"{module}: {n}"
+                for n in names
+                if n.split(".")[0] in ("ray", "pyspark")
+                or (top and n.startswith("spamjob.engines"))
+                or (n.split(".")[0] in ("onnx", "onnxruntime") and (top or module != "export.onnx"))
+            ]
     assert not found
     engine_files = sorted(p.name for p in (PACKAGE / "engines").glob("*.py"))
     assert engine_files == ["__init__.py", "ray.py", "spark.py"]

@@ -15,14 +15,29 @@ TINY_TRAIN = "--weights random --n-layers 2 --emb-dim 32 --n-heads 2"
 
 def spamjob(*args: str, env: dict | None = None, drop: tuple = ()) -> subprocess.CompletedProcess:
     full = {k: v for k, v in os.environ.items() if k not in drop}
-    return subprocess.run([sys.executable, "-m", "spamjob.cli", *args], capture_output=True, text=True,
-                          env={**full, **(env or {})}, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "spamjob.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**full, **(env or {})},
+        timeout=600,
+    )
 
 
 def test_run_end_to_end_then_resume_after_kill(sms_path, tmp_path):
     out = tmp_path / "job"
-    args = ["--offline", "run", "--out", str(out), "--source", str(sms_path),
-            "--train-args", f"{TINY_TRAIN} --epochs 2", "--score-args", "--format csv"]
+    args = [
+        "--offline",
+        "run",
+        "--out",
+        str(out),
+        "--source",
+        str(sms_path),
+        "--train-args",
+        f"{TINY_TRAIN} --epochs 2",
+        "--score-args",
+        "--format csv",
+    ]
     killed = spamjob(*args, env={"SPAMJOB_KILL_AFTER_EPOCH": "1"})
     assert killed.returncode == -signal.SIGKILL
     assert (out / "data" / "prepare.json").is_file() and not (out / "model" / "metrics.json").exists()
@@ -44,8 +59,16 @@ def test_run_end_to_end_then_resume_after_kill(sms_path, tmp_path):
 
 def test_run_with_nothing_cached_offline_fails_before_any_work(tmp_path):
     out = tmp_path / "job"
-    r = spamjob("--offline", "--cache", str(tmp_path / "empty"), "run", "--out", str(out),
-                env={"HF_HOME": str(tmp_path / "hf")}, drop=("SPAMJOB_TOKENIZER", "TIKTOKEN_CACHE_DIR"))
+    r = spamjob(
+        "--offline",
+        "--cache",
+        str(tmp_path / "empty"),
+        "run",
+        "--out",
+        str(out),
+        env={"HF_HOME": str(tmp_path / "hf")},
+        drop=("SPAMJOB_TOKENIZER", "TIKTOKEN_CACHE_DIR"),
+    )
     assert r.returncode == 1
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: ")
@@ -71,17 +94,34 @@ def test_air_gapped_round_trip(assets, tmp_path):
     bundle = tmp_path / "bundle"
     no_local = ("SPAMJOB_TOKENIZER", "TIKTOKEN_CACHE_DIR")
     with Server(routes, headers=lambda p: hub_headers(p, routes) if p.startswith("/openai") else {}) as srv:
-        r = spamjob("download", "--all", "--dir", str(bundle), drop=no_local,
-                    env={"HF_ENDPOINT": srv.url, "HF_HOME": str(tmp_path / "hf1"), **asset_urls(srv)})
+        r = spamjob(
+            "download",
+            "--all",
+            "--dir",
+            str(bundle),
+            drop=no_local,
+            env={"HF_ENDPOINT": srv.url, "HF_HOME": str(tmp_path / "hf1"), **asset_urls(srv)},
+        )
     assert r.returncode == 0, r.stderr
     manifest = json.loads((bundle / "bundle.json").read_text())
     assert {"hf/gpt2-small/model.safetensors", "gpt2-tokenizer/vocab.bpe", "data/SMSSpamCollection"} <= set(
-        manifest["files"])
+        manifest["files"]
+    )
 
     # On the cluster: no network, nothing but the bundle.
     out = tmp_path / "job"
-    r = spamjob("--offline", "--cache", str(bundle), "run", "--out", str(out), "--train-args", "--epochs 1",
-                drop=no_local, env={"HF_HOME": str(tmp_path / "hf2"), "HF_ENDPOINT": "http://127.0.0.1:9"})
+    r = spamjob(
+        "--offline",
+        "--cache",
+        str(bundle),
+        "run",
+        "--out",
+        str(out),
+        "--train-args",
+        "--epochs 1",
+        drop=no_local,
+        env={"HF_HOME": str(tmp_path / "hf2"), "HF_ENDPOINT": "http://127.0.0.1:9"},
+    )
     assert r.returncode == 0, r.stderr
     cfg = json.loads((out / "model" / "config.json").read_text())
     assert cfg["base_weights"] == {"source": "hf", "folder": str(bundle / "hf" / "gpt2-small")}

@@ -62,17 +62,42 @@ def test_without_matplotlib_train_and_score_complete_and_say_so(data_dir, tmp_pa
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(fake), os.environ.get("PYTHONPATH", "")])}
 
     def spamjob(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "spamjob.cli", *args], env=env, capture_output=True, text=True,
-                              timeout=300)
+        return subprocess.run(
+            [sys.executable, "-m", "spamjob.cli", *args], env=env, capture_output=True, text=True, timeout=300
+        )
 
     run, scored = tmp_path / "run", tmp_path / "scored"
-    r = spamjob("train", "--data", str(data_dir), "--out", str(run), "--weights", "random", "--n-layers", "1",
-                "--emb-dim", "32", "--n-heads", "2", "--epochs", "1")
+    r = spamjob(
+        "train",
+        "--data",
+        str(data_dir),
+        "--out",
+        str(run),
+        "--weights",
+        "random",
+        "--n-layers",
+        "1",
+        "--emb-dim",
+        "32",
+        "--n-heads",
+        "2",
+        "--epochs",
+        "1",
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert "warning: no loss.png / accuracy.png: matplotlib cannot be imported" in r.stdout + r.stderr
     assert (run / "metrics.json").is_file() and (run / "README.md").is_file() and not (run / "loss.png").exists()
-    r = spamjob("score", str(data_dir / "test.csv"), "--model", str(run), "--out", str(scored), "--label-column",
-                "Label", "--no-progress")
+    r = spamjob(
+        "score",
+        str(data_dir / "test.csv"),
+        "--model",
+        str(run),
+        "--out",
+        str(scored),
+        "--label-column",
+        "Label",
+        "--no-progress",
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert "warning: no report.png: matplotlib cannot be imported" in r.stdout + r.stderr
     assert (scored / "_SUCCESS").is_file() and (scored / "report.md").is_file() and not (scored / "report.png").exists()

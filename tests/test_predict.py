@@ -1,5 +1,5 @@
-"""spamjob.scoring.predictor and spamjob.scoring.tokenize_pool: token-budgeted batches with input order restored, the bf16
-scoring model, the tokenizer processes."""
+"""spamjob.scoring.predictor and spamjob.scoring.tokenize_pool: token-budgeted batches with input
+order restored, the bf16 scoring model, the tokenizer processes."""
 
 from __future__ import annotations
 
@@ -54,8 +54,9 @@ def test_tokenizer_processes_never_import_torch(classifier_dir):
 
     from spamjob.scoring.tokenize_pool import _worker_init
 
-    with cf.ProcessPoolExecutor(1, mp_context=mp.get_context("spawn"), initializer=_worker_init,
-                                initargs=(str(classifier_dir / "tokenizer"),)) as pool:
+    with cf.ProcessPoolExecutor(
+        1, mp_context=mp.get_context("spawn"), initializer=_worker_init, initargs=(str(classifier_dir / "tokenizer"),)
+    ) as pool:
         # a builtin, so that the worker imports nothing of this test module (which imports torch)
         loaded = pool.submit(eval, "list(__import__('sys').modules)").result()
     assert "tiktoken" in loaded and "spamjob.scoring.tokenize_pool" in loaded and "torch" not in loaded
@@ -98,8 +99,20 @@ def trained(data_dir, tmp_path_factory):
     from spamjob.train import main
 
     out = tmp_path_factory.mktemp("trained") / "run"
-    main(TrainConfig(data=str(data_dir), out=str(out), weights="random", n_layers=2, emb_dim=64, n_heads=2,
-                     epochs=3, trainable="all", lr=5e-4, eval_freq=1000))
+    main(
+        TrainConfig(
+            data=str(data_dir),
+            out=str(out),
+            weights="random",
+            n_layers=2,
+            emb_dim=64,
+            n_heads=2,
+            epochs=3,
+            trainable="all",
+            lr=5e-4,
+            eval_freq=1000,
+        )
+    )
     return load_classifier(out)
 
 

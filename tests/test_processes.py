@@ -33,17 +33,31 @@ def test_accelerator_and_partial_state_pass_the_timeout(monkeypatch):
 
 
 def test_train_and_score_start_their_processes_through_it(monkeypatch, data_dir, classifier_dir, tmp_path):
-    from spamjob.config import ScoreConfig, TrainConfig
+    from spamjob.config import TrainConfig
+    from spamjob.scoring.config import ScoreConfig
     from spamjob.scoring.job import main as score
     from spamjob.train import main as train
 
     made = []
     real = processes.accelerator
     monkeypatch.setattr(processes, "accelerator", lambda **options: made.append(options) or real(**options))
-    train(TrainConfig(data=str(data_dir), out=str(tmp_path / "run"), weights="random", n_layers=1, emb_dim=32,
-                      n_heads=2, epochs=1, eval_freq=1000))
-    score(ScoreConfig(inputs=(str(data_dir / "test.csv"),), model=str(classifier_dir), out=str(tmp_path / "s"),
-                      progress=False))
+    train(
+        TrainConfig(
+            data=str(data_dir),
+            out=str(tmp_path / "run"),
+            weights="random",
+            n_layers=1,
+            emb_dim=32,
+            n_heads=2,
+            epochs=1,
+            eval_freq=1000,
+        )
+    )
+    score(
+        ScoreConfig(
+            inputs=(str(data_dir / "test.csv"),), model=str(classifier_dir), out=str(tmp_path / "s"), progress=False
+        )
+    )
     assert len(made) == 2 and all("cpu" in options for options in made)
 
 

@@ -40,15 +40,22 @@ class StandIn(BaseHTTPRequestHandler):
             return self._answer(200, {"errors": [], "warnings": []})
         if parts[:2] == ["api", "models"] and parts[4] == "preupload":
             files = json.loads(body)["files"]
-            return self._answer(200, {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
-                                                for f in files]})
+            return self._answer(
+                200, {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]}
+            )
         if parts[:2] == ["api", "models"] and parts[4] == "commit":
             repo = f"{parts[2]}/{parts[3]}"
             lines = [json.loads(line) for line in body.splitlines() if line.strip()]
             files = {x["value"]["path"]: base64.b64decode(x["value"]["content"]) for x in lines if x["key"] == "file"}
             self.hub["commits"].append({"repo": repo, "summary": lines[0]["value"]["summary"], "files": files})
-            return self._answer(200, {"commitUrl": f"http://{self.headers['Host']}/{repo}/commit/c0ffee",
-                                      "commitOid": "c0ffee" * 6 + "c0ff", "pullRequestUrl": None})
+            return self._answer(
+                200,
+                {
+                    "commitUrl": f"http://{self.headers['Host']}/{repo}/commit/c0ffee",
+                    "commitOid": "c0ffee" * 6 + "c0ff",
+                    "pullRequestUrl": None,
+                },
+            )
         return self._answer(404, {"error": f"no stand-in for {self.path}"})
 
     def _answer(self, status: int, payload: dict) -> None:
@@ -73,18 +80,31 @@ def hub():
     server.shutdown()
 
 
-def push(hub: dict, tmp_path: Path, *args: str, token: str | None = TOKEN, xet: bool = False,
-         offline: bool = False) -> subprocess.CompletedProcess:
+def push(
+    hub: dict, tmp_path: Path, *args: str, token: str | None = TOKEN, xet: bool = False, offline: bool = False
+) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
-    env.update({"HF_ENDPOINT": hub["endpoint"], "HF_HOME": str(tmp_path / "hf-home"), "NO_PROXY": "127.0.0.1",
-                "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"})
+    env.update(
+        {
+            "HF_ENDPOINT": hub["endpoint"],
+            "HF_HOME": str(tmp_path / "hf-home"),
+            "NO_PROXY": "127.0.0.1",
+            "HF_HUB_DISABLE_TELEMETRY": "1",
+            "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+        }
+    )
     if token:
         env["HF_TOKEN"] = token
     if not xet:
         env["HF_HUB_DISABLE_XET"] = "1"
     offline_flag = ["--offline"] if offline else []
-    return subprocess.run([sys.executable, "-m", "spamjob.cli", *offline_flag, "push", *args],
-                          env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "spamjob.cli", *offline_flag, "push", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 @pytest.mark.parametrize("xet", [False, True], ids=["single-commit", "upload-pipeline"])
@@ -120,4 +140,6 @@ def test_refusals_are_one_line(classifier_dir, hub, tmp_path):
     assert r.returncode == 1 and "REPO_ID must be NAME or OWNER/NAME" in r.stderr
     hub["endpoint"] = "http://127.0.0.1:9"  # nothing listens there
     r = push(hub, tmp_path, str(classifier_dir), "someone/spam-filter")
-    assert r.returncode == 1 and "cannot reach the Hub at http://127.0.0.1:9" in r.stderr and "Traceback" not in r.stderr
+    assert (
+        r.returncode == 1 and "cannot reach the Hub at http://127.0.0.1:9" in r.stderr and "Traceback" not in r.stderr
+    )

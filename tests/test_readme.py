@@ -58,18 +58,31 @@ def test_every_readme_command_runs(network, tmp_path):
     sandbox.mkdir()
     for name in ("jobs", "accelerate_config.yaml", "benchmarks"):
         (sandbox / name).symlink_to(REPO / name)
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("SPAMJOB_TOKENIZER", "TIKTOKEN_CACHE_DIR", "SPAMJOB_OFFLINE", "HF_HUB_OFFLINE")}
-    env.update({
-        "HF_ENDPOINT": network.url, "HF_HOME": str(tmp_path / "hf"), "SPAMJOB_CACHE": str(tmp_path / "cache"),
-        **asset_urls(network),
-    })
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("SPAMJOB_TOKENIZER", "TIKTOKEN_CACHE_DIR", "SPAMJOB_OFFLINE", "HF_HUB_OFFLINE")
+    }
+    env.update(
+        {
+            "HF_ENDPOINT": network.url,
+            "HF_HOME": str(tmp_path / "hf"),
+            "SPAMJOB_CACHE": str(tmp_path / "cache"),
+            **asset_urls(network),
+        }
+    )
     ran = 0
     for marker, block in readme_blocks():
         if marker in COVERED_ELSEWHERE:
             continue
-        r = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", block], cwd=sandbox, env=env, capture_output=True,
-                           text=True, timeout=900)
+        r = subprocess.run(
+            ["bash", "-e", "-o", "pipefail", "-c", block],
+            cwd=sandbox,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
         assert r.returncode == 0, f"README block failed:\n{block}\n{r.stdout[-2000:]}\n{r.stderr[-12000:]}"
         ran += 1
     assert ran == len(readme_blocks()) - len(COVERED_ELSEWHERE)

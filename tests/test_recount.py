@@ -11,8 +11,16 @@ from click.testing import CliRunner
 
 from spamjob.cli import cli
 
-COUNTED = ("accuracy", "rows", "flagged_by_reason", "rejected_by_reason", "spam_rate", "predicted", "labels",
-           "spam_probability_histogram")
+COUNTED = (
+    "accuracy",
+    "rows",
+    "flagged_by_reason",
+    "rejected_by_reason",
+    "spam_rate",
+    "predicted",
+    "labels",
+    "spam_probability_histogram",
+)
 
 
 def run(*args: str):
@@ -27,16 +35,32 @@ def read(out: Path) -> dict:
 def inputs(data_dir, tmp_path) -> list[str]:
     messy = tmp_path / "in" / "messy.csv"
     messy.parent.mkdir()
-    messy.write_bytes(("Label,Text\nham,hello there\nspam,\"never\nclosed\",x,y\nspam,   \nmaybe,free prize "
-                       "<|endoftext|>\n1," + "win " * 200 + "\nham,\n").encode() + b"ham,bad \xff bytes\n")
+    messy.write_bytes(
+        (
+            'Label,Text\nham,hello there\nspam,"never\nclosed",x,y\nspam,   \nmaybe,free prize '
+            "<|endoftext|>\n1," + "win " * 200 + "\nham,\n"
+        ).encode()
+        + b"ham,bad \xff bytes\n"
+    )
     return [str(data_dir / "validation.csv"), str(messy)]
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "csv"])
 def test_recount_equals_the_score_report(classifier_dir, inputs, tmp_path, fmt):
     out = tmp_path / "scored"
-    r = run("score", *inputs, "--model", str(classifier_dir), "--out", str(out), "--label-column", "Label",
-            "--format", fmt, "--no-progress")
+    r = run(
+        "score",
+        *inputs,
+        "--model",
+        str(classifier_dir),
+        "--out",
+        str(out),
+        "--label-column",
+        "Label",
+        "--format",
+        fmt,
+        "--no-progress",
+    )
     assert r.exit_code == 0, r.output
     scored = read(out)
     assert scored["rows"]["flagged"] == 3 and scored["rows"]["rejected"] == 1 and scored["rows"]["truncated"] == 1

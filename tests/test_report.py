@@ -13,10 +13,24 @@ from spamjob.scoring.report import CURVE_EDGES, Counts, build, count_rows, metri
 
 
 def test_counts_add_and_round_trip():
-    a = Counts(rows_read=3, rows_scored=2, predicted_spam=1, flagged=Counter({"empty text": 1}), labeled=2,
-               confusion=[[1, 0], [0, 1]], histogram=[1] + [0] * 18 + [1])
-    b = Counts(rows_read=5, rows_scored=5, predicted_spam=4, rejected=Counter({"bad": 2}), labeled=5,
-               confusion=[[0, 1], [0, 4]], histogram=[0] * 19 + [5])
+    a = Counts(
+        rows_read=3,
+        rows_scored=2,
+        predicted_spam=1,
+        flagged=Counter({"empty text": 1}),
+        labeled=2,
+        confusion=[[1, 0], [0, 1]],
+        histogram=[1] + [0] * 18 + [1],
+    )
+    b = Counts(
+        rows_read=5,
+        rows_scored=5,
+        predicted_spam=4,
+        rejected=Counter({"bad": 2}),
+        labeled=5,
+        confusion=[[0, 1], [0, 4]],
+        histogram=[0] * 19 + [5],
+    )
     total = Counts()
     total += a
     total += b
@@ -34,8 +48,12 @@ def test_metrics_from_confusion():
 
 
 def output(probs: np.ndarray, threshold: float) -> dict[str, pa.Array]:
-    return {"prediction": pa.array(np.where(probs > threshold, "spam", "ham")), "spam_probability": pa.array(probs),
-            "truncated": pa.array(np.zeros(len(probs), dtype=bool)), "error": pa.nulls(len(probs), pa.string())}
+    return {
+        "prediction": pa.array(np.where(probs > threshold, "spam", "ham")),
+        "spam_probability": pa.array(probs),
+        "truncated": pa.array(np.zeros(len(probs), dtype=bool)),
+        "error": pa.nulls(len(probs), pa.string()),
+    }
 
 
 def test_counts_follow_the_prediction_column_and_give_the_curve_and_the_argmax():
@@ -57,8 +75,15 @@ def test_counts_follow_the_prediction_column_and_give_the_curve_and_the_argmax()
 
 
 def test_report_files(tmp_path):
-    c = Counts(rows_read=10, rows_scored=9, predicted_spam=3, flagged=Counter({"null text": 1}), labeled=9,
-               confusion=[[5, 1], [1, 2]], histogram=[2] * 4 + [0] * 15 + [1])
+    c = Counts(
+        rows_read=10,
+        rows_scored=9,
+        predicted_spam=3,
+        flagged=Counter({"null text": 1}),
+        labeled=9,
+        confusion=[[5, 1], [1, 2]],
+        histogram=[2] * 4 + [0] * 15 + [1],
+    )
     extra = {"wall_time_s": 1.5, "rows_per_s": 6.7, "num_processes": 2, "model": {"path": "m", "sha256": "ab" * 32}}
     r = build(c, {"/in.csv": c}, extra)
     assert r["accuracy"] == 7 / 9 and r["rows"]["flagged"] == 1 and r["spam_rate"] == 3 / 9

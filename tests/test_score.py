@@ -22,7 +22,14 @@ from click.testing import CliRunner
 from spamjob.cli import cli
 
 REPO = Path(__file__).resolve().parents[1]
-TIMING = ("wall_time_s", "rows_per_s", "steady_rows_per_s", "num_processes", "peak_rss_mb", "threads")  # what the run and machine decide
+TIMING = (
+    "wall_time_s",
+    "rows_per_s",
+    "steady_rows_per_s",
+    "num_processes",
+    "peak_rss_mb",
+    "threads",
+)  # what the run and machine decide
 
 
 def score(*args: str):
@@ -73,8 +80,17 @@ def test_threshold_half_reproduces_the_argmax(classifier_dir, data_dir, tmp_path
     from spamjob.artifact import load_classifier
     from spamjob.text import encode, pad_batch
 
-    r = score(str(data_dir / "test.csv"), "--model", str(classifier_dir), "--out", str(tmp_path / "o"),
-              "--label-column", "Label", "--threshold", "0.5")
+    r = score(
+        str(data_dir / "test.csv"),
+        "--model",
+        str(classifier_dir),
+        "--out",
+        str(tmp_path / "o"),
+        "--label-column",
+        "Label",
+        "--threshold",
+        "0.5",
+    )
     assert r.exit_code == 0, r.output
     df, rep = predictions(tmp_path / "o"), report(tmp_path / "o")
     clf = load_classifier(classifier_dir)
@@ -100,21 +116,30 @@ def test_messy_csv_every_record_accounted_for(classifier_dir, tmp_path):
         "6,hi <|endoftext|> there,maybe\r\n"
         f"7,{long_text},1\r\n"
         "8,plain text,0\r\n"
-    ).encode("utf-8")
+    ).encode()
     raw += b"9,bad \xff\xfe bytes,ham\r\n"
     src = tmp_path / "messy.csv"
     src.write_bytes(raw)
     out = tmp_path / "o"
-    r = score(str(src), "--model", str(classifier_dir), "--out", str(out), "--label-column", "label",
-              "--id-column", "id")
+    r = score(
+        str(src), "--model", str(classifier_dir), "--out", str(out), "--label-column", "label", "--id-column", "id"
+    )
     assert r.exit_code == 0, r.output
     df = predictions(out)
     assert df["id"].tolist() == ["1", "3", "4", "5", "6", "7", "8", "9"]
     assert df.loc[0, "text"] == 'hello, "quoted" world\nsecond line'
     assert df.loc[1, "text"] == "\ttabbed\ttext"
     errors = dict(zip(df["id"], [None if pd.isna(e) else e for e in df["error"]]))
-    assert errors == {"1": None, "3": None, "4": "empty text", "5": "empty text", "6": None, "7": None, "8": None,
-                      "9": "invalid UTF-8 in text"}
+    assert errors == {
+        "1": None,
+        "3": None,
+        "4": "empty text",
+        "5": "empty text",
+        "6": None,
+        "7": None,
+        "8": None,
+        "9": "invalid UTF-8 in text",
+    }
     assert df.set_index("id").loc["7", "truncated"] and not df.set_index("id").loc["8", "truncated"]
     assert df["prediction"].isna().tolist() == [e is not None for e in errors.values()]
     rep = report(out)
@@ -122,8 +147,9 @@ def test_messy_csv_every_record_accounted_for(classifier_dir, tmp_path):
     assert rep["flagged_by_reason"] == {"empty text": 2, "invalid UTF-8 in text": 1}
     assert rep["labels"]["unknown_labels"] == 1 and rep["labels"]["examples"] == 4  # 'maybe' is unknown
     rejects = [json.loads(line) for p in (out / "rejects").iterdir() for line in p.read_text().splitlines()]
-    assert rejects == [{"file": str(src.resolve()), "line": 3, "reason": "expected 3 fields, found 5",
-                        "text": "2,extra,fields,here,x"}]
+    assert rejects == [
+        {"file": str(src.resolve()), "line": 3, "reason": "expected 3 fields, found 5", "text": "2,extra,fields,here,x"}
+    ]
     # Special-token text is scored as text: same probability as through `classify`.
     from spamjob.artifact import load_classifier
 
@@ -193,7 +219,11 @@ def test_empty_and_header_only_files_are_accounted_for(classifier_dir, tmp_path)
     rep = report(tmp_path / "o")
     assert rep["rows"]["read"] == 2 and len(rep["inputs"]) == 4
     assert {Path(p).name: c["rows_read"] for p, c in rep["inputs"].items()} == {
-        "empty.csv": 0, "header.csv": 0, "zero.parquet": 0, "ok.csv.gz": 2}
+        "empty.csv": 0,
+        "header.csv": 0,
+        "zero.parquet": 0,
+        "ok.csv.gz": 2,
+    }
     assert len(predictions(tmp_path / "o")) == 2
 
 
@@ -231,14 +261,27 @@ def _messages(sms_path: Path, n: int, seed: int = 0) -> list[str]:
 
 
 def _run(args: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(args, capture_output=True, text=True, cwd=REPO, timeout=600,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        args, capture_output=True, text=True, cwd=REPO, timeout=600, env={**os.environ, **(env or {})}
+    )
 
 
 def test_sigkill_then_rerun_equals_uninterrupted(sms_path, classifier_dir, tmp_path):
     inp = _parquet(tmp_path / "in.parquet", _messages(sms_path, 600), row_group_size=150, label=["ham", "spam"] * 300)
-    base = [sys.executable, "-m", "spamjob.cli", "score", str(inp), "--model", str(classifier_dir),
-            "--window-rows", "50", "--label-column", "label", "--no-progress"]
+    base = [
+        sys.executable,
+        "-m",
+        "spamjob.cli",
+        "score",
+        str(inp),
+        "--model",
+        str(classifier_dir),
+        "--window-rows",
+        "50",
+        "--label-column",
+        "label",
+        "--no-progress",
+    ]
     full = _run([*base, "--out", str(tmp_path / "full")])
     assert full.returncode == 0, full.stderr
     killed = _run([*base, "--out", str(tmp_path / "k")], env={"SPAMJOB_KILL_AFTER_WINDOWS": "7"})
@@ -259,12 +302,35 @@ def test_one_and_two_ranks_give_identical_output(sms_path, classifier_dir, tmp_p
     inp = [_parquet(tmp_path / "a.parquet", _messages(sms_path, 300, 1), row_group_size=100, label=["spam"] * 300)]
     csv = tmp_path / "b.csv"
     pd.DataFrame({"text": _messages(sms_path, 200, 2), "label": ["ham"] * 200}).to_csv(csv, index=False)
-    common = [*map(str, inp), str(csv), "--model", str(classifier_dir), "--label-column", "label", "--no-progress",
-              "--block-mb", "1"]
+    common = [
+        *map(str, inp),
+        str(csv),
+        "--model",
+        str(classifier_dir),
+        "--label-column",
+        "label",
+        "--no-progress",
+        "--block-mb",
+        "1",
+    ]
     one = _run([sys.executable, "jobs/score.py", *common, "--out", str(tmp_path / "one")])
     assert one.returncode == 0, one.stderr
-    two = _run(["accelerate", "launch", "--config_file", "accelerate_config.yaml", "--multi_gpu", "--num_processes",
-                "2", "jobs/score.py", *common, "--out", str(tmp_path / "two")], env={"ACCELERATE_USE_CPU": "1"})
+    two = _run(
+        [
+            "accelerate",
+            "launch",
+            "--config_file",
+            "accelerate_config.yaml",
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            "jobs/score.py",
+            *common,
+            "--out",
+            str(tmp_path / "two"),
+        ],
+        env={"ACCELERATE_USE_CPU": "1"},
+    )
     assert two.returncode == 0, two.stderr[-3000:]
     r1, r2 = report(tmp_path / "one"), report(tmp_path / "two")
     assert r1["num_processes"] == 1 and r2["num_processes"] == 2
@@ -275,9 +341,10 @@ def test_one_and_two_ranks_give_identical_output(sms_path, classifier_dir, tmp_p
 
 
 def test_predictions_do_not_depend_on_batching(sms_path, classifier_dir):
+    import torch
+
     from spamjob.artifact import load_classifier
     from spamjob.scoring.predictor import Predictor
-    import torch
 
     clf = load_classifier(classifier_dir)
     ids = clf.tokenizer.encode_ordinary_batch(_messages(sms_path, 64, 3))
@@ -297,8 +364,17 @@ def test_cpu_scoring_records_its_model_workers(classifier_dir, data_dir, tmp_pat
     """On CPU, --threads N is N model workers of one torch thread each; the results do not change."""
     outs = {}
     for n in (1, 3):
-        r = score(str(data_dir / "validation.csv"), "--model", str(classifier_dir), "--out", str(tmp_path / str(n)),
-                  "--threads", str(n), "--batch-tokens", "200")
+        r = score(
+            str(data_dir / "validation.csv"),
+            "--model",
+            str(classifier_dir),
+            "--out",
+            str(tmp_path / str(n)),
+            "--threads",
+            str(n),
+            "--batch-tokens",
+            "200",
+        )
         assert r.exit_code == 0, r.output
         assert report(tmp_path / str(n))["threads"] == {"threads": n, "reason": "--threads", "workers": n}
         outs[n] = predictions(tmp_path / str(n))
@@ -311,8 +387,22 @@ def test_memory_stays_flat_with_ten_times_the_rows(sms_path, classifier_dir, tmp
     big = _parquet(tmp_path / "big.parquet", msgs * 10, row_group_size=1000)
     peaks = []
     for inp in (small, big):
-        r = _run([sys.executable, "-m", "spamjob.cli", "score", str(inp), "--model", str(classifier_dir), "--out",
-                  str(tmp_path / inp.stem), "--window-rows", "500", "--no-progress"])
+        r = _run(
+            [
+                sys.executable,
+                "-m",
+                "spamjob.cli",
+                "score",
+                str(inp),
+                "--model",
+                str(classifier_dir),
+                "--out",
+                str(tmp_path / inp.stem),
+                "--window-rows",
+                "500",
+                "--no-progress",
+            ]
+        )
         assert r.returncode == 0, r.stderr
         peaks.append(report(tmp_path / inp.stem)["peak_rss_mb"])
     assert report(tmp_path / "big")["rows"]["read"] == 20000
@@ -320,8 +410,15 @@ def test_memory_stays_flat_with_ten_times_the_rows(sms_path, classifier_dir, tmp
 
 
 def test_int8_quantization_reports_agreement(classifier_dir, data_dir, tmp_path):
-    r = score(str(data_dir / "validation.csv"), "--model", str(classifier_dir), "--out", str(tmp_path / "q"),
-              "--quantize", "int8")
+    r = score(
+        str(data_dir / "validation.csv"),
+        "--model",
+        str(classifier_dir),
+        "--out",
+        str(tmp_path / "q"),
+        "--quantize",
+        "int8",
+    )
     assert r.exit_code == 0, r.output
     agreement = report(tmp_path / "q")["quantization_agreement"]
     assert agreement["rows_compared"] == 149 and 0.9 <= agreement["same_prediction"] <= 1.0
@@ -334,9 +431,15 @@ def test_jobs_script_runs_the_score_command_standalone(classifier_dir, tmp_path)
     cli_run = _run([sys.executable, "-m", "spamjob.cli", "score", *bad])
     assert job.returncode == cli_run.returncode == 1
     assert job.stderr == cli_run.stderr and job.stderr.startswith("Error: ") and job.stderr.count("\n") == 1
-    usage = subprocess.run([sys.executable, "jobs/score.py", "x.csv", "--model", "m", "--out", "o", "--format", "xlsx"],
-                           capture_output=True, text=True, cwd=REPO)
-    assert usage.returncode == 2 and "Usage: score.py [OPTIONS]" in usage.stderr and "'xlsx' is not one of" in usage.stderr
+    usage = subprocess.run(
+        [sys.executable, "jobs/score.py", "x.csv", "--model", "m", "--out", "o", "--format", "xlsx"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert (
+        usage.returncode == 2 and "Usage: score.py [OPTIONS]" in usage.stderr and "'xlsx' is not one of" in usage.stderr
+    )
 
 
 def test_tokenizer_processes_give_the_same_output(sms_path, classifier_dir, tmp_path):
@@ -344,8 +447,17 @@ def test_tokenizer_processes_give_the_same_output(sms_path, classifier_dir, tmp_
     outs = []
     for workers in ("0", "2"):
         out = tmp_path / f"w{workers}"
-        r = score(str(inp), "--model", str(classifier_dir), "--out", str(out), "--tokenize-workers", workers,
-                  "--window-rows", "5000")
+        r = score(
+            str(inp),
+            "--model",
+            str(classifier_dir),
+            "--out",
+            str(out),
+            "--tokenize-workers",
+            workers,
+            "--window-rows",
+            "5000",
+        )
         assert r.exit_code == 0, r.output
         outs.append(predictions(out))
     pd.testing.assert_frame_equal(outs[0], outs[1])
@@ -377,14 +489,16 @@ def test_kept_parquet_columns_pass_through_bit_for_bit(classifier_dir, tmp_path)
     import datetime
     import decimal
 
-    table = pa.table({
-        "text": ["win a prize", "see you"],
-        "raw": pa.array([b"caf\xe9 \xff\x00", b"ok"], type=pa.binary()),
-        "amount": pa.array([decimal.Decimal("1.25"), None], type=pa.decimal128(9, 2)),
-        "at": pa.array([datetime.datetime(2026, 1, 2, 3, 4, 5), None], type=pa.timestamp("us", tz="Europe/Berlin")),
-        "tags": pa.array([[1, 2], []], type=pa.list_(pa.int32())),
-        "meta": pa.array([{"a": 1, "b": "x"}, None], type=pa.struct([("a", pa.int64()), ("b", pa.string())])),
-    })
+    table = pa.table(
+        {
+            "text": ["win a prize", "see you"],
+            "raw": pa.array([b"caf\xe9 \xff\x00", b"ok"], type=pa.binary()),
+            "amount": pa.array([decimal.Decimal("1.25"), None], type=pa.decimal128(9, 2)),
+            "at": pa.array([datetime.datetime(2026, 1, 2, 3, 4, 5), None], type=pa.timestamp("us", tz="Europe/Berlin")),
+            "tags": pa.array([[1, 2], []], type=pa.list_(pa.int32())),
+            "meta": pa.array([{"a": 1, "b": "x"}, None], type=pa.struct([("a", pa.int64()), ("b", pa.string())])),
+        }
+    )
     pq.write_table(table, tmp_path / "in.parquet")
     r = score(str(tmp_path / "in.parquet"), "--model", str(classifier_dir), "--out", str(tmp_path / "o"))
     assert r.exit_code == 0, r.output
@@ -412,7 +526,8 @@ def test_overwrite_deletes_only_what_spamjob_writes(classifier_dir, data_dir, tm
 def test_an_output_inside_an_input_folder_is_never_read(classifier_dir, tmp_path):
     (tmp_path / "in").mkdir()
     pd.DataFrame({"text": [f"message {i}" for i in range(30)], "label": ["ham"] * 30}).to_csv(
-        tmp_path / "in" / "a.csv", index=False)
+        tmp_path / "in" / "a.csv", index=False
+    )
     args = [str(tmp_path / "in"), "--model", str(classifier_dir), "--out", str(tmp_path / "in" / "scored")]
     assert score(*args).exit_code == 0
     (tmp_path / "in" / "scored" / "_SUCCESS").unlink()  # as if killed before the end
@@ -433,8 +548,18 @@ def test_a_scored_output_named_explicitly_is_scored_again(classifier_dir, data_d
     r = score(str(old / "predictions"), *model, "--out", str(new), "--threshold", "0.6", "--label-column", "prediction")
     assert r.exit_code == 0, r.output
     before, after = predictions(old), predictions(new)
-    assert list(after.columns) == ["Label", "Text", "input_prediction", "input_spam_probability", "input_truncated",
-                                   "input_error", "prediction", "spam_probability", "truncated", "error"]
+    assert list(after.columns) == [
+        "Label",
+        "Text",
+        "input_prediction",
+        "input_spam_probability",
+        "input_truncated",
+        "input_error",
+        "prediction",
+        "spam_probability",
+        "truncated",
+        "error",
+    ]
     joined = before.merge(after, on="Text", suffixes=("_old", ""))
     assert len(after) == len(before) == 300 and (joined["input_prediction"] == joined["prediction_old"]).all()
     assert np.allclose(joined["input_spam_probability"], joined["spam_probability_old"])
@@ -443,17 +568,26 @@ def test_a_scored_output_named_explicitly_is_scored_again(classifier_dir, data_d
     part = next((new / "predictions").glob("*.parquet"))
     r = score(str(part), *model, "--out", str(tmp_path / "third"), "--keep-columns", "Text,prediction")
     assert r.exit_code == 0, r.output  # a part named alone; a second generation moves one prefix further
-    assert list(predictions(tmp_path / "third").columns) == ["Text", "input_prediction", "prediction",
-                                                              "spam_probability", "truncated", "error"]
+    assert list(predictions(tmp_path / "third").columns) == [
+        "Text",
+        "input_prediction",
+        "prediction",
+        "spam_probability",
+        "truncated",
+        "error",
+    ]
 
 
-@pytest.mark.parametrize("named, out, message", [
-    ("old", "x", "to score its predictions again, name"),
-    ("old/_parts", "x", "to score its predictions again, name"),
-    ("old/predictions", "old", "lies inside --out"),
-    ("old/predictions", "old/predictions/x", "lies inside"),
-    ("unfinished/predictions", "x", "belongs to an unfinished scoring job"),
-])
+@pytest.mark.parametrize(
+    "named, out, message",
+    [
+        ("old", "x", "to score its predictions again, name"),
+        ("old/_parts", "x", "to score its predictions again, name"),
+        ("old/predictions", "old", "lies inside --out"),
+        ("old/predictions", "old/predictions/x", "lies inside"),
+        ("unfinished/predictions", "x", "belongs to an unfinished scoring job"),
+    ],
+)
 def test_what_is_never_scored_again_is_one_line(classifier_dir, data_dir, tmp_path, named, out, message):
     model = ["--model", str(classifier_dir), "--no-progress"]
     for done in ("old", "unfinished"):
@@ -467,10 +601,19 @@ def test_what_is_never_scored_again_is_one_line(classifier_dir, data_dir, tmp_pa
 
 def test_inputs_with_different_columns_give_one_schema(classifier_dir, tmp_path):
     pq.write_table(pa.table({"text": ["a b", "c"], "n": pa.array([1, 2], type=pa.int32())}), tmp_path / "a.parquet")
-    pq.write_table(pa.table({"id": ["x"], "text": ["d e"], "n": pa.array([3], type=pa.int64())}), tmp_path / "b.parquet")
+    pq.write_table(
+        pa.table({"id": ["x"], "text": ["d e"], "n": pa.array([3], type=pa.int64())}), tmp_path / "b.parquet"
+    )
     pd.DataFrame({"text": ["f"], "n": ["four"], "extra": ["e"]}).to_csv(tmp_path / "c.csv", index=False)
-    r = score(str(tmp_path / "a.parquet"), str(tmp_path / "b.parquet"), str(tmp_path / "c.csv"),
-              "--model", str(classifier_dir), "--out", str(tmp_path / "o"))
+    r = score(
+        str(tmp_path / "a.parquet"),
+        str(tmp_path / "b.parquet"),
+        str(tmp_path / "c.csv"),
+        "--model",
+        str(classifier_dir),
+        "--out",
+        str(tmp_path / "o"),
+    )
     assert r.exit_code == 0, r.output
     parts = sorted((tmp_path / "o" / "predictions").glob("*.parquet"))
     assert len({pq.read_schema(p) for p in parts}) == 1  # every part has the same schema
@@ -481,8 +624,14 @@ def test_inputs_with_different_columns_give_one_schema(classifier_dir, tmp_path)
     out = report(tmp_path / "o")["output"]
     assert out["filled_with_nulls"][str(tmp_path / "a.parquet")] == ["id", "extra"]
     pq.write_table(pa.table({"text": ["g"], "n": pa.array([[1]])}), tmp_path / "d.parquet")
-    r = score(str(tmp_path / "a.parquet"), str(tmp_path / "d.parquet"), "--model", str(classifier_dir),
-              "--out", str(tmp_path / "o2"))
+    r = score(
+        str(tmp_path / "a.parquet"),
+        str(tmp_path / "d.parquet"),
+        "--model",
+        str(classifier_dir),
+        "--out",
+        str(tmp_path / "o2"),
+    )
     assert r.exit_code == 1 and "column 'n' is" in r.output and not (tmp_path / "o2").exists()
 
 
@@ -499,45 +648,75 @@ def test_text_as_string_dictionary_and_bytes_in_one_job_keeps_every_byte(classif
     out = pq.read_table(tmp_path / "o" / "predictions")
     assert out.schema.field("text").type == pa.large_binary()
     rows = dict(zip(out.column("text").to_pylist(), out.column("error").to_pylist()))
-    assert rows == {b"win a prize": None, b"see you": None, b"call now": None, b"caf\xe9 \xff bad": "invalid UTF-8 in text",
-                    b"ok then": None, b"free \xfe entry": "invalid UTF-8 in text", b"lunch?": None}
+    assert rows == {
+        b"win a prize": None,
+        b"see you": None,
+        b"call now": None,
+        b"caf\xe9 \xff bad": "invalid UTF-8 in text",
+        b"ok then": None,
+        b"free \xfe entry": "invalid UTF-8 in text",
+        b"lunch?": None,
+    }
     r = score(str(tmp_path), "--model", str(classifier_dir), "--out", str(tmp_path / "c"), "--format", "csv")
     assert r.exit_code == 0, r.output  # CSV parts hold text: bytes as UTF-8, bad ones as U+FFFD
     texts = pd.concat(pd.read_csv(p) for p in (tmp_path / "c" / "predictions").glob("*.csv"))["text"]
-    assert sorted(texts) == sorted(["win a prize", "see you", "call now", "caf\ufffd \ufffd bad", "ok then",
-                                    "free \ufffd entry", "lunch?"])
+    assert sorted(texts) == sorted(
+        ["win a prize", "see you", "call now", "caf\ufffd \ufffd bad", "ok then", "free \ufffd entry", "lunch?"]
+    )
 
 
 def test_kept_columns_of_different_types_keep_every_value_or_stop_before_any_file(classifier_dir, tmp_path):
     import datetime
     import decimal
 
-    pq.write_table(pa.table({
-        "text": ["a b", "c"], "n": pa.array([1, 2], pa.int32()), "big": pa.array([2**53 + 1, 0], pa.int64()),
-        "amount": pa.array([decimal.Decimal("12345678.91"), None], pa.decimal128(10, 2)),
-        "at": pa.array([datetime.datetime(2026, 1, 2, 3, 4, 5, 6), None], pa.timestamp("us")),
-    }), tmp_path / "a.parquet")
-    pq.write_table(pa.table({
-        "text": ["d e"], "n": pa.array([2**40], pa.int64()), "big": pa.array([0.5], pa.float64()),
-        "amount": pa.array([decimal.Decimal("0.0001")], pa.decimal128(20, 4)),
-        "at": pa.array([1], pa.timestamp("ns")),
-    }), tmp_path / "b.parquet")
+    pq.write_table(
+        pa.table(
+            {
+                "text": ["a b", "c"],
+                "n": pa.array([1, 2], pa.int32()),
+                "big": pa.array([2**53 + 1, 0], pa.int64()),
+                "amount": pa.array([decimal.Decimal("12345678.91"), None], pa.decimal128(10, 2)),
+                "at": pa.array([datetime.datetime(2026, 1, 2, 3, 4, 5, 6), None], pa.timestamp("us")),
+            }
+        ),
+        tmp_path / "a.parquet",
+    )
+    pq.write_table(
+        pa.table(
+            {
+                "text": ["d e"],
+                "n": pa.array([2**40], pa.int64()),
+                "big": pa.array([0.5], pa.float64()),
+                "amount": pa.array([decimal.Decimal("0.0001")], pa.decimal128(20, 4)),
+                "at": pa.array([1], pa.timestamp("ns")),
+            }
+        ),
+        tmp_path / "b.parquet",
+    )
     model = ["--model", str(classifier_dir)]
     r = score(str(tmp_path / "a.parquet"), str(tmp_path / "b.parquet"), *model, "--out", str(tmp_path / "o"))
     assert r.exit_code == 0, r.output
     out = pq.read_table(tmp_path / "o" / "predictions")
     assert [out.schema.field(c).type for c in ("n", "big", "amount", "at")] == [
-        pa.int64(), pa.large_string(), pa.decimal128(20, 4), pa.timestamp("ns")]
+        pa.int64(),
+        pa.large_string(),
+        pa.decimal128(20, 4),
+        pa.timestamp("ns"),
+    ]
     by_text = {row["text"]: row for row in out.to_pylist()}
     assert by_text["a b"]["big"] == str(2**53 + 1) and by_text["d e"]["big"] == "0.5"  # no float64 rounding
     assert by_text["a b"]["amount"] == decimal.Decimal("12345678.91") and by_text["d e"]["n"] == 2**40
     assert by_text["a b"]["at"] == pd.Timestamp("2026-01-02 03:04:05.000006")
-    pq.write_table(pa.table({"text": ["f"], "at": pa.array([datetime.datetime(1, 1, 1)], pa.timestamp("us"))}),
-                   tmp_path / "old.parquet")
+    pq.write_table(
+        pa.table({"text": ["f"], "at": pa.array([datetime.datetime(1, 1, 1)], pa.timestamp("us"))}),
+        tmp_path / "old.parquet",
+    )
     pq.write_table(pa.table({"text": ["g"], "raw": pa.array([b"\xff"], pa.binary())}), tmp_path / "raw.parquet")
     pq.write_table(pa.table({"text": ["h"], "raw": pa.array([7], pa.int64())}), tmp_path / "raw2.parquet")
-    for pair, message in (((tmp_path / "old.parquet", tmp_path / "b.parquet"), "cannot hold every value"),
-                          ((tmp_path / "raw.parquet", tmp_path / "raw2.parquet"), "column 'raw' is binary and int64")):
+    for pair, message in (
+        ((tmp_path / "old.parquet", tmp_path / "b.parquet"), "cannot hold every value"),
+        ((tmp_path / "raw.parquet", tmp_path / "raw2.parquet"), "column 'raw' is binary and int64"),
+    ):
         r = score(*map(str, pair), *model, "--out", str(tmp_path / "o2"))
         assert r.exit_code == 1 and message in r.output and r.output.count("\n") == 1, r.output
         assert not (tmp_path / "o2").exists()
@@ -557,18 +736,34 @@ def test_rerun_redoes_committed_units_whose_files_were_damaged(sms_path, classif
     assert score(*args, "--out", str(out)).exit_code == 0  # both units redone, not trusted
     for name in ("predictions", "rejects"):
         assert {p.name: p.read_bytes() for p in (out / name).iterdir()} == {
-            p.name: p.read_bytes() for p in (tmp_path / "whole" / name).iterdir()}
+            p.name: p.read_bytes() for p in (tmp_path / "whole" / name).iterdir()
+        }
     assert report(out)["rows"] == report(tmp_path / "whole")["rows"] and (out / "_SUCCESS").exists()
 
 
 def test_two_runs_on_one_output_never_touch_each_others_files(sms_path, classifier_dir, tmp_path):
     inp = _parquet(tmp_path / "in.parquet", _messages(sms_path, 300), row_group_size=100)
-    base = [sys.executable, "-m", "spamjob.cli", "score", str(inp), "--model", str(classifier_dir),
-            "--window-rows", "50", "--no-progress"]
+    base = [
+        sys.executable,
+        "-m",
+        "spamjob.cli",
+        "score",
+        str(inp),
+        "--model",
+        str(classifier_dir),
+        "--window-rows",
+        "50",
+        "--no-progress",
+    ]
     assert _run([*base, "--out", str(tmp_path / "whole")]).returncode == 0
     out = tmp_path / "o"
-    first = subprocess.Popen([*base, "--out", str(out)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             env={**os.environ, "SPAMJOB_PAUSE_AFTER_WINDOWS": "1:6"})  # caught mid-unit
+    first = subprocess.Popen(
+        [*base, "--out", str(out)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "SPAMJOB_PAUSE_AFTER_WINDOWS": "1:6"},
+    )  # caught mid-unit
     deadline = time.time() + 60
     while not list((out / "predictions").glob(".*.part")) and time.time() < deadline:
         time.sleep(0.1)
@@ -577,15 +772,31 @@ def test_two_runs_on_one_output_never_touch_each_others_files(sms_path, classifi
     # Had the second run deleted the first's temporary part, the first would die at its commit.
     assert first.wait(timeout=120) == 0 and second.returncode == 0, second.stderr
     assert {p.name: p.read_bytes() for p in (out / "predictions").iterdir()} == {
-        p.name: p.read_bytes() for p in (tmp_path / "whole" / "predictions").iterdir()}
+        p.name: p.read_bytes() for p in (tmp_path / "whole" / "predictions").iterdir()
+    }
     assert report(out)["rows"]["read"] == 300
 
 
 def _shard_task(inp: Path, model: Path, out: Path, shard: str, env: dict | None = None) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "spamjob.cli", "score", str(inp), "--model", str(model), "--out", str(out),
-           "--no-progress", "--threads", "1", "--shard", shard]
-    return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **(env or {})})
+    cmd = [
+        sys.executable,
+        "-m",
+        "spamjob.cli",
+        "score",
+        str(inp),
+        "--model",
+        str(model),
+        "--out",
+        str(out),
+        "--no-progress",
+        "--threads",
+        "1",
+        "--shard",
+        shard,
+    ]
+    return subprocess.Popen(
+        cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})}
+    )
 
 
 def _all_done(tasks: list[subprocess.Popen], out: Path, rows: int) -> None:
@@ -636,25 +847,35 @@ def _odd_input(tmp_path: Path, kind: str) -> Path:
     elif kind == "empty-csv-header":
         (tmp_path / "in.csv").write_text("text,,n\na,b,1\n")
     elif kind == "duplicate-parquet-names":
-        pq.write_table(pa.Table.from_arrays([pa.array(["a"]), pa.array(["b"])], names=["text", "text"]),
-                       tmp_path / "in.parquet")
+        pq.write_table(
+            pa.Table.from_arrays([pa.array(["a"]), pa.array(["b"])], names=["text", "text"]), tmp_path / "in.parquet"
+        )
     else:  # nested columns
-        pq.write_table(pa.table({"text": ["a"], "tags": pa.array([[1, 2]]), "label": pa.array([["spam"]])}),
-                       tmp_path / "in.parquet")
+        pq.write_table(
+            pa.table({"text": ["a"], "tags": pa.array([[1, 2]]), "label": pa.array([["spam"]])}),
+            tmp_path / "in.parquet",
+        )
     return next(tmp_path.glob("in.*"))
 
 
-@pytest.mark.parametrize("kind, options, message", [
-    ("duplicate-csv-header", [], "'text' appear more than once"),
-    ("empty-csv-header", [], "column 2 has an empty name"),
-    ("duplicate-parquet-names", [], "'text' appear more than once"),
-    ("nested", ["--format", "csv", "--keep-columns", "text,tags"], "'tags' holds list<element: int64>, which --format csv"),
-    ("nested", ["--label-column", "label"], "--label-column 'label' holds list<element: string>"),
-    ("empty-csv-header", ["--keep-columns", "text,text"], "keep-columns names a column twice"),
-    ("empty-csv-header", ["--delimiter", "\\t"], "delimiter must be one character, got '\\\\t'"),
-    ("empty-csv-header", ["--encoding", "utf-99"], "encoding 'utf-99' is not one Python knows"),
-    ("empty-csv-header", ["--shard", "١/٢"], "shard must be K/N"),
-])
+@pytest.mark.parametrize(
+    "kind, options, message",
+    [
+        ("duplicate-csv-header", [], "'text' appear more than once"),
+        ("empty-csv-header", [], "column 2 has an empty name"),
+        ("duplicate-parquet-names", [], "'text' appear more than once"),
+        (
+            "nested",
+            ["--format", "csv", "--keep-columns", "text,tags"],
+            "'tags' holds list<element: int64>, which --format csv",
+        ),
+        ("nested", ["--label-column", "label"], "--label-column 'label' holds list<element: string>"),
+        ("empty-csv-header", ["--keep-columns", "text,text"], "keep-columns names a column twice"),
+        ("empty-csv-header", ["--delimiter", "\\t"], "delimiter must be one character, got '\\\\t'"),
+        ("empty-csv-header", ["--encoding", "utf-99"], "encoding 'utf-99' is not one Python knows"),
+        ("empty-csv-header", ["--shard", "١/٢"], "shard must be K/N"),
+    ],
+)
 def test_odd_headers_and_options_are_one_line_before_any_file(classifier_dir, tmp_path, kind, options, message):
     src = _odd_input(tmp_path, kind)
     r = score(str(src), "--model", str(classifier_dir), "--out", str(tmp_path / "o"), *options)
@@ -672,14 +893,31 @@ def test_unreadable_data_errors_name_the_file(classifier_dir, tmp_path, name):
         data = gzip.compress(("text,n\n" + "".join(f"message {i},{i}\n" for i in range(50000))).encode())
         src.write_bytes(data[: len(data) * 3 // 4])
     else:
-        pq.write_table(pa.table({"text": [f"m {i} " * 5 for i in range(20000)]}), src, row_group_size=5000,
-                       compression="none")
+        pq.write_table(
+            pa.table({"text": [f"m {i} " * 5 for i in range(20000)]}), src, row_group_size=5000, compression="none"
+        )
         raw = bytearray(src.read_bytes())
-        raw[len(raw) * 2 // 3: len(raw) * 2 // 3 + 200] = b"\xff" * 200  # a data page of row group 2
+        raw[len(raw) * 2 // 3 : len(raw) * 2 // 3 + 200] = b"\xff" * 200  # a data page of row group 2
         src.write_bytes(bytes(raw))
-    r = _run([sys.executable, "-m", "spamjob.cli", "score", str(src), "--model", str(classifier_dir), "--out",
-              str(tmp_path / "o"), "--no-progress", "--block-mb", "1"])
-    assert r.returncode == 1 and r.stderr.startswith(f"Error: cannot read {src}") and r.stderr.count("\n") == 1, r.stderr
+    r = _run(
+        [
+            sys.executable,
+            "-m",
+            "spamjob.cli",
+            "score",
+            str(src),
+            "--model",
+            str(classifier_dir),
+            "--out",
+            str(tmp_path / "o"),
+            "--no-progress",
+            "--block-mb",
+            "1",
+        ]
+    )
+    assert r.returncode == 1 and r.stderr.startswith(f"Error: cannot read {src}") and r.stderr.count("\n") == 1, (
+        r.stderr
+    )
     assert not (tmp_path / "o" / "_SUCCESS").exists()
 
 
@@ -690,9 +928,23 @@ def test_early_errors_exit_1_every_time_under_load(classifier_dir, tmp_path):
     (tmp_path / "nocol.csv").write_text("a,b\n1,2\n3,4\n")
     burn = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]  # competing load
     try:
-        codes = [_run([sys.executable, "-m", "spamjob.cli", "score", str(tmp_path / "nocol.csv"), "--model",
-                       str(classifier_dir), "--out", str(tmp_path / "o"), "--no-progress"]).returncode
-                 for _ in range(50)]
+        codes = [
+            _run(
+                [
+                    sys.executable,
+                    "-m",
+                    "spamjob.cli",
+                    "score",
+                    str(tmp_path / "nocol.csv"),
+                    "--model",
+                    str(classifier_dir),
+                    "--out",
+                    str(tmp_path / "o"),
+                    "--no-progress",
+                ]
+            ).returncode
+            for _ in range(50)
+        ]
     finally:
         for b in burn:
             b.kill()
@@ -702,23 +954,46 @@ def test_early_errors_exit_1_every_time_under_load(classifier_dir, tmp_path):
 def test_odd_but_valid_inputs_are_scored(classifier_dir, tmp_path):
     big = "spam " * 1_100_000  # a 5.5 MB field in the first row
     (tmp_path / "big.csv").write_text(f"id,text\n1,{big}\n2,short\n")
-    pq.write_table(pa.table({"n": [1, 2], "text": pa.array(["free prize", None], type=pa.string_view()),
-                             "key": ["k1", "k2"]}), tmp_path / "views.parquet")
-    r = score(str(tmp_path / "big.csv"), str(tmp_path / "views.parquet"), "--model", str(classifier_dir),
-              "--out", str(tmp_path / "o"), "--block-mb", "64", "--id-column", "key", "--keep-columns", "key,text")
+    pq.write_table(
+        pa.table({"n": [1, 2], "text": pa.array(["free prize", None], type=pa.string_view()), "key": ["k1", "k2"]}),
+        tmp_path / "views.parquet",
+    )
+    r = score(
+        str(tmp_path / "big.csv"),
+        str(tmp_path / "views.parquet"),
+        "--model",
+        str(classifier_dir),
+        "--out",
+        str(tmp_path / "o"),
+        "--block-mb",
+        "64",
+        "--id-column",
+        "key",
+        "--keep-columns",
+        "key,text",
+    )
     assert r.exit_code == 1 and "has no --id-column 'key'" in r.output  # the CSV lacks it: named, one line
-    r = score(str(tmp_path / "views.parquet"), "--model", str(classifier_dir), "--out", str(tmp_path / "p"),
-              "--id-column", "key")
+    r = score(
+        str(tmp_path / "views.parquet"),
+        "--model",
+        str(classifier_dir),
+        "--out",
+        str(tmp_path / "p"),
+        "--id-column",
+        "key",
+    )
     assert r.exit_code == 0, r.output
     df = predictions(tmp_path / "p")
     assert list(df.columns)[:3] == ["key", "n", "text"]  # the id column first, as documented
     assert df["error"].tolist()[1] == "null text" and df["spam_probability"].notna().tolist() == [True, False]
-    r = score(str(tmp_path / "big.csv"), "--model", str(classifier_dir), "--out", str(tmp_path / "b"),
-              "--block-mb", "64")
+    r = score(
+        str(tmp_path / "big.csv"), "--model", str(classifier_dir), "--out", str(tmp_path / "b"), "--block-mb", "64"
+    )
     assert r.exit_code == 0, r.output
     assert predictions(tmp_path / "b")["truncated"].tolist() == [True, False]
-    r = score(str(tmp_path / "big.csv"), "--model", str(classifier_dir), "--out", str(tmp_path / "c"),
-              "--block-mb", "1")
+    r = score(
+        str(tmp_path / "big.csv"), "--model", str(classifier_dir), "--out", str(tmp_path / "c"), "--block-mb", "1"
+    )
     assert r.exit_code == 1 and "a row is longer than --block-mb 1; raise --block-mb" in r.output
 
 
@@ -738,14 +1013,16 @@ def test_symlinked_files_and_folders_are_followed_alike(classifier_dir, tmp_path
 def test_an_unterminated_quote_is_rejected_not_merged(classifier_dir, tmp_path):
     (tmp_path / "u.csv").write_text('id,text\n1,hello\n2,"never closed\n3,swallowed\n4,lines\n')
     (tmp_path / "ok.csv").write_text('id,text\n1,hello\n2,"two\nlines"\n')
-    r = score(str(tmp_path / "u.csv"), str(tmp_path / "ok.csv"), "--model", str(classifier_dir),
-              "--out", str(tmp_path / "o"))
+    r = score(
+        str(tmp_path / "u.csv"), str(tmp_path / "ok.csv"), "--model", str(classifier_dir), "--out", str(tmp_path / "o")
+    )
     assert r.exit_code == 0, r.output
     df = predictions(tmp_path / "o")
     assert sorted(df["text"]) == ["hello", "hello", "two\nlines"]  # a closed multi-line field is fine
     rejects = [json.loads(line) for p in (tmp_path / "o" / "rejects").iterdir() for line in p.read_text().splitlines()]
     assert [(x["file"], x["reason"]) for x in rejects] == [
-        (str((tmp_path / "u.csv").resolve()), "unterminated quote: the last field runs to the end of the file")]
+        (str((tmp_path / "u.csv").resolve()), "unterminated quote: the last field runs to the end of the file")
+    ]
     assert rejects[0]["text"].startswith("never closed\n3,swallowed")
     assert report(tmp_path / "o")["rows"]["rejected"] == 1
 
@@ -755,8 +1032,19 @@ def test_last_pooling_classifier_report_says_rows_are_padded(data_dir, classifie
     from spamjob.train import main
 
     run = tmp_path / "ref"
-    main(TrainConfig(data=str(data_dir), out=str(run), weights="random", n_layers=1, emb_dim=32, n_heads=2,
-                     epochs=1, preset="reference", eval_freq=1000))
+    main(
+        TrainConfig(
+            data=str(data_dir),
+            out=str(run),
+            weights="random",
+            n_layers=1,
+            emb_dim=32,
+            n_heads=2,
+            epochs=1,
+            preset="reference",
+            eval_freq=1000,
+        )
+    )
     for model, note in ((run, True), (classifier_dir, False)):
         out = tmp_path / f"o-{model.name}"
         r = score(str(data_dir / "validation.csv"), "--model", str(model), "--out", str(out))
@@ -775,7 +1063,9 @@ def _large_csvs(sms_path: Path, folder: Path) -> tuple[Path, Path]:
     split, odd = folder / "split.csv", folder / "odd.csv"
     pd.DataFrame({"id": range(len(texts)), "text": texts, "label": ["ham", "spam"] * 3500}).to_csv(split, index=False)
     good = pd.DataFrame({"id": range(6500), "text": texts[:6500], "label": "ham"}).to_csv(index=False)
-    bad = "".join(f'{6500 + i},"{t[:150].replace(chr(34), "")} {"a" * 60}\nb"y,ham\n' for i, t in enumerate(texts[:6000]))
+    bad = "".join(
+        f'{6500 + i},"{t[:150].replace(chr(34), "")} {"a" * 60}\nb"y,ham\n' for i, t in enumerate(texts[:6000])
+    )
     odd.write_text(good + bad)
     assert split.stat().st_size > 1 << 20 and len(good) > 1 << 20 and odd.stat().st_size > 2 << 20
     return split, odd
@@ -785,8 +1075,18 @@ def test_large_csv_read_in_blocks_equals_reading_it_whole(sms_path, classifier_d
     """--csv-split auto (the default): each block read on its own; a file whose blocks fail their
     check is read whole in the same run (the report says why); the output is the same as --csv-split off."""
     split, odd = _large_csvs(sms_path, tmp_path / "in")
-    common = [str(split), str(odd), "--model", str(classifier_dir), "--label-column", "label", "--block-mb", "1",
-              "--id-column", "id"]
+    common = [
+        str(split),
+        str(odd),
+        "--model",
+        str(classifier_dir),
+        "--label-column",
+        "label",
+        "--block-mb",
+        "1",
+        "--id-column",
+        "id",
+    ]
     r = score(*common, "--out", str(tmp_path / "auto"))
     assert r.exit_code == 0, r.output
     r = score(*common, "--out", str(tmp_path / "off"), "--csv-split", "off")
@@ -806,8 +1106,9 @@ def test_large_csv_read_in_blocks_equals_reading_it_whole(sms_path, classifier_d
     assert split_key == str(split.resolve()) and sum(p.startswith("part-") for p in parts) == blocks + 3
     again = score(*common, "--out", str(tmp_path / "auto"))  # a rerun finds every unit committed
     assert again.exit_code == 0, again.output
-    assert {k: v for k, v in report(tmp_path / "auto").items() if k not in TIMING} == \
-        {k: v for k, v in auto.items() if k not in TIMING}
+    assert {k: v for k, v in report(tmp_path / "auto").items() if k not in TIMING} == {
+        k: v for k, v in auto.items() if k not in TIMING
+    }
     for shard in ("0/2", "1/2"):  # the first task's fall-back reads all of odd.csv; the second finds it done
         r = score(*common, "--out", str(tmp_path / "shards"), "--shard", shard)
         assert r.exit_code == 0, r.output
@@ -820,8 +1121,23 @@ def test_a_kill_while_a_file_falls_back_then_rerun_equals_reading_whole(sms_path
     """SIGKILL after a fall-back deleted the file's committed parts, before its sidecars and its mark:
     the rerun splits it again, fails the same check, and ends with the output of reading it whole."""
     split, odd = _large_csvs(sms_path, tmp_path / "in")
-    base = [sys.executable, "-m", "spamjob.cli", "score", str(split), str(odd), "--model", str(classifier_dir),
-            "--label-column", "label", "--no-progress", "--block-mb", "1", "--window-rows", "2000"]
+    base = [
+        sys.executable,
+        "-m",
+        "spamjob.cli",
+        "score",
+        str(split),
+        str(odd),
+        "--model",
+        str(classifier_dir),
+        "--label-column",
+        "label",
+        "--no-progress",
+        "--block-mb",
+        "1",
+        "--window-rows",
+        "2000",
+    ]
     whole = _run([*base, "--out", str(tmp_path / "whole"), "--csv-split", "off"])
     assert whole.returncode == 0, whole.stderr
     killed = _run([*base, "--out", str(tmp_path / "k")], env={"SPAMJOB_KILL_IN_FALL_BACK": "_parts"})
@@ -837,19 +1153,43 @@ def test_a_kill_while_a_file_falls_back_then_rerun_equals_reading_whole(sms_path
 def test_two_ranks_read_large_csv_blocks_like_one_process_reading_whole(sms_path, classifier_dir, tmp_path):
     """Two gloo ranks, each reading only its byte blocks (and both reading the file that falls back)."""
     split, odd = _large_csvs(sms_path, tmp_path / "in")
-    common = [str(split), str(odd), "--model", str(classifier_dir), "--label-column", "label", "--no-progress",
-              "--block-mb", "1"]
+    common = [
+        str(split),
+        str(odd),
+        "--model",
+        str(classifier_dir),
+        "--label-column",
+        "label",
+        "--no-progress",
+        "--block-mb",
+        "1",
+    ]
     one = _run([sys.executable, "jobs/score.py", *common, "--out", str(tmp_path / "one"), "--csv-split", "off"])
     assert one.returncode == 0, one.stderr
-    two = _run(["accelerate", "launch", "--config_file", "accelerate_config.yaml", "--multi_gpu", "--num_processes",
-                "2", "jobs/score.py", *common, "--out", str(tmp_path / "two")], env={"ACCELERATE_USE_CPU": "1"})
+    two = _run(
+        [
+            "accelerate",
+            "launch",
+            "--config_file",
+            "accelerate_config.yaml",
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            "jobs/score.py",
+            *common,
+            "--out",
+            str(tmp_path / "two"),
+        ],
+        env={"ACCELERATE_USE_CPU": "1"},
+    )
     assert two.returncode == 0, two.stderr[-3000:]
     r1, r2 = report(tmp_path / "one"), report(tmp_path / "two")
     assert r2["num_processes"] == 2 and list(r2["csv_read_whole"]) == [str(odd.resolve())]
     for key in ("rows", "labels", "inputs", "predicted"):
         assert r1[key] == r2[key], key
-    pd.testing.assert_frame_equal(predictions(tmp_path / "one"), predictions(tmp_path / "two"),
-                                  check_exact=False, atol=1e-5)
+    pd.testing.assert_frame_equal(
+        predictions(tmp_path / "one"), predictions(tmp_path / "two"), check_exact=False, atol=1e-5
+    )
 
 
 @pytest.mark.parametrize("split", ["auto", "off"])
@@ -857,9 +1197,26 @@ def test_a_byte_not_valid_in_the_encoding_is_one_line(classifier_dir, tmp_path, 
     """Files not in UTF-8 are decoded as a stream: a byte the codec cannot decode (deep in the file,
     past what the schema read) stops the job with one line naming the file and the encoding."""
     (tmp_path / "cp.csv").write_bytes(b"text\n" + b"ok\n" * 1_000_000 + b"bad \x81 byte\n" + b"ok\n" * 10)
-    r = _run([sys.executable, "-m", "spamjob.cli", "score", str(tmp_path / "cp.csv"), "--encoding", "cp1252",
-              "--model", str(classifier_dir), "--out", str(tmp_path / "o"), "--block-mb", "1", "--csv-split", split,
-              "--no-progress"])
+    r = _run(
+        [
+            sys.executable,
+            "-m",
+            "spamjob.cli",
+            "score",
+            str(tmp_path / "cp.csv"),
+            "--encoding",
+            "cp1252",
+            "--model",
+            str(classifier_dir),
+            "--out",
+            str(tmp_path / "o"),
+            "--block-mb",
+            "1",
+            "--csv-split",
+            split,
+            "--no-progress",
+        ]
+    )
     assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr[-2000:]
     assert r.stderr.startswith(f"Error: {(tmp_path / 'cp.csv').resolve()}") and "not cp1252 text" in r.stderr
     assert "check --encoding" in r.stderr and not (tmp_path / "o" / "_SUCCESS").exists()

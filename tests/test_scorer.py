@@ -9,8 +9,14 @@ import pytest
 from spamjob.errors import SpamjobError
 from spamjob.scorer import BatchScorer
 
-TEXTS = ["WINNER!! claim your free prize now", None, "   ", "see you at lunch", "hi <|endoftext|> there",
-         "call me " * 80]
+TEXTS = [
+    "WINNER!! claim your free prize now",
+    None,
+    "   ",
+    "see you at lunch",
+    "hi <|endoftext|> there",
+    "call me " * 80,
+]
 
 
 @pytest.fixture(scope="module")

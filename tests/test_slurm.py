@@ -28,8 +28,10 @@ def slurm(tmp_path_factory) -> dict:
     """Environment for sbatch/squeue/scontrol talking to a fresh one-node cluster."""
     missing = [d for d in ("slurmctld", "slurmd", "munged", "sbatch", "squeue") if shutil.which(d) is None]
     if missing or os.geteuid() != 0:
-        pytest.skip(f"a real Slurm needs Debian's slurmctld, slurmd, slurm-client and munge and root to run them "
-                    f"(missing: {', '.join(missing) or 'root'}); .ci/run installs them")
+        pytest.skip(
+            f"a real Slurm needs Debian's slurmctld, slurmd, slurm-client and munge and root to run them "
+            f"(missing: {', '.join(missing) or 'root'}); .ci/run installs them"
+        )
     root = tmp_path_factory.mktemp("slurm")
     r = subprocess.run(["bash", str(CLUSTER), "start", str(root)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
@@ -41,8 +43,14 @@ def slurm(tmp_path_factory) -> dict:
 
 
 def _sbatch(env: dict, *args: str) -> str:
-    r = subprocess.run(["sbatch", "--parsable", f"--output={env['SPAMJOB_LOGS']}/%x-%A_%a.out", *args], cwd=REPO,
-                       env=env, capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        ["sbatch", "--parsable", f"--output={env['SPAMJOB_LOGS']}/%x-%A_%a.out", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stderr
     return r.stdout.strip().split(";")[0]
 
@@ -71,12 +79,30 @@ def test_score_array_tasks_fill_one_output_exactly_once(slurm, sms_path, classif
     """`sbatch --array=0-3 jobs/slurm/score.sbatch`, three submissions at once, each into an empty
     --out: every task completes, the last writes the report and _SUCCESS, every row once."""
     texts = pd.read_csv(sms_path, sep="\t", header=None, names=["Label", "Text"]).head(400)
-    pq.write_table(pa.table({"id": list(range(400)), "Text": texts["Text"], "Label": texts["Label"]}),
-                   tmp_path / "in.parquet", row_group_size=50)  # 8 work units
+    pq.write_table(
+        pa.table({"id": list(range(400)), "Text": texts["Text"], "Label": texts["Label"]}),
+        tmp_path / "in.parquet",
+        row_group_size=50,
+    )  # 8 work units
     outs = [tmp_path / f"scored-{k}" for k in range(3)]
-    jobs = [_sbatch(slurm, "--array=0-3", "--gpus-per-node=0", "--cpus-per-task=1",
-                    "jobs/slurm/score.sbatch", str(tmp_path / "in.parquet"), "--model", str(classifier_dir),
-                    "--out", str(out), "--label-column", "Label", "--no-progress") for out in outs]
+    jobs = [
+        _sbatch(
+            slurm,
+            "--array=0-3",
+            "--gpus-per-node=0",
+            "--cpus-per-task=1",
+            "jobs/slurm/score.sbatch",
+            str(tmp_path / "in.parquet"),
+            "--model",
+            str(classifier_dir),
+            "--out",
+            str(out),
+            "--label-column",
+            "Label",
+            "--no-progress",
+        )
+        for out in outs
+    ]
     _wait(slurm, jobs)
     for out in outs:
         assert (out / "_SUCCESS").is_file() and (out / "report.json").is_file()
@@ -86,9 +112,27 @@ def test_score_array_tasks_fill_one_output_exactly_once(slurm, sms_path, classif
 
 
 def test_finetune_sbatch_trains_on_two_cpu_ranks(slurm, data_dir, tmp_path):
-    job = _sbatch(slurm, "--gpus-per-node=0", "--cpus-per-task=2", "--export=ALL,SPAMJOB_CPU_PROCESSES=2",
-                  "jobs/slurm/finetune.sbatch", "--data", str(data_dir), "--weights", "random", "--n-layers", "2",
-                  "--emb-dim", "32", "--n-heads", "2", "--epochs", "1", "--out", str(tmp_path / "run"))
+    job = _sbatch(
+        slurm,
+        "--gpus-per-node=0",
+        "--cpus-per-task=2",
+        "--export=ALL,SPAMJOB_CPU_PROCESSES=2",
+        "jobs/slurm/finetune.sbatch",
+        "--data",
+        str(data_dir),
+        "--weights",
+        "random",
+        "--n-layers",
+        "2",
+        "--emb-dim",
+        "32",
+        "--n-heads",
+        "2",
+        "--epochs",
+        "1",
+        "--out",
+        str(tmp_path / "run"),
+    )
     _wait(slurm, [job])
     metrics = pd.read_json(tmp_path / "run" / "metrics.json", typ="series")
     assert metrics["num_processes"] == 2 and (tmp_path / "run" / "model.safetensors").is_file()

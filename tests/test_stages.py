@@ -12,6 +12,7 @@ import pytest
 
 from spamjob.scoring.stages import SerialWorker, prefetch
 
+
 def test_prefetch_runs_ahead_keeps_order_and_reraises():
     seen = []
 
@@ -105,15 +106,23 @@ def stand_in_stages(monkeypatch, job, slow: dict[str, float]) -> None:
 
 
 def run_with_stand_ins(monkeypatch, classifier_dir, tmp_path, slow: dict[str, float]) -> float:
-    from spamjob.config import ScoreConfig
+    from spamjob.scoring.config import ScoreConfig
     from spamjob.scoring.job import finish
     from spamjob.scoring.run import score_all
     from spamjob.scoring.setup import setup
 
     texts = [f"message number {i}, win a prize" if i % 3 else f"see you at {i}" for i in range(WINDOWS * 10)]
     pq.write_table(pa.table({"text": texts}), tmp_path / "in.parquet", row_group_size=WINDOWS * 10 // UNITS)
-    job = setup(ScoreConfig(inputs=(str(tmp_path / "in.parquet"),), model=str(classifier_dir),
-                            out=str(tmp_path / "out"), window_rows=10, progress=False, threads=1))
+    job = setup(
+        ScoreConfig(
+            inputs=(str(tmp_path / "in.parquet"),),
+            model=str(classifier_dir),
+            out=str(tmp_path / "out"),
+            window_rows=10,
+            progress=False,
+            threads=1,
+        )
+    )
     stand_in_stages(monkeypatch, job, slow)
     t0 = time.perf_counter()
     score_all(job)

@@ -48,7 +48,10 @@ def test_pad_batch_fixed_and_dynamic():
     ids = [[1, 2, 3], [4], [], [5, 6, 7, 8, 9, 10]]
     fixed = pad_batch(ids, max_length=5)
     assert fixed.input_ids.tolist() == [
-        [1, 2, 3, PAD_ID, PAD_ID], [4] + [PAD_ID] * 4, [PAD_ID] * 5, [5, 6, 7, 8, 9],
+        [1, 2, 3, PAD_ID, PAD_ID],
+        [4] + [PAD_ID] * 4,
+        [PAD_ID] * 5,
+        [5, 6, 7, 8, 9],
     ]
     assert fixed.lengths.tolist() == [3, 1, 0, 5]
     assert fixed.truncated.tolist() == [False, False, False, True]
@@ -61,8 +64,10 @@ def test_pad_batch_matches_row_by_row_padding_on_random_batches():
     g = torch.Generator().manual_seed(0)
     for _ in range(20):
         n = int(torch.randint(0, 12, (1,), generator=g))
-        ids = [torch.randint(0, 50000, (int(torch.randint(0, 15, (1,), generator=g)),), generator=g).tolist()
-               for _ in range(n)]
+        ids = [
+            torch.randint(0, 50000, (int(torch.randint(0, 15, (1,), generator=g)),), generator=g).tolist()
+            for _ in range(n)
+        ]
         for max_length in (1, 7, 20):
             for padding in ("fixed", "dynamic"):
                 b = pad_batch(ids, max_length, padding=padding)

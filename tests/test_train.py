@@ -15,11 +15,11 @@ import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
 
+from spamjob.batches import PrefixCache, Shard, make_loader
 from spamjob.cli import cli
 from spamjob.config import GPTConfig
 from spamjob.model import GPTModel, SpamClassifier, first_trainable_block, freeze, replace_head
 from spamjob.text import pad_batch
-from spamjob.batches import PrefixCache, Shard, make_loader
 from spamjob.train import evaluate_sums
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,8 +27,9 @@ TINY = ["--weights", "random", "--n-layers", "2", "--emb-dim", "32", "--n-heads"
 
 
 def train(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "spamjob.cli", "train", *args], capture_output=True, text=True,
-                          timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "spamjob.cli", "train", *args], capture_output=True, text=True, timeout=600
+    )
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +43,16 @@ def run_dir(data_dir, tmp_path_factory) -> Path:
 
 def test_artifact_files(run_dir, data_dir):
     names = {p.name for p in run_dir.iterdir()}
-    assert {"model.safetensors", "config.json", "metrics.json", "history.jsonl", "loss.png", "accuracy.png",
-            "tokenizer", "checkpoints"} <= names
+    assert {
+        "model.safetensors",
+        "config.json",
+        "metrics.json",
+        "history.jsonl",
+        "loss.png",
+        "accuracy.png",
+        "tokenizer",
+        "checkpoints",
+    } <= names
     assert not [p for p in run_dir.iterdir() if p.suffix in (".pkl", ".bin", ".pt")]  # no pickle for users
     cfg = json.loads((run_dir / "config.json").read_text())
     assert cfg["max_length"] == 120 and cfg["labels"] == ["ham", "spam"] and cfg["tokenizer"]["pad_id"] == 50256
@@ -74,7 +83,6 @@ def test_classify_cli(run_dir):
     assert r.exit_code == 1 and "is not a trained classifier" in r.output
 
 
-
 def test_classify_reads_stdin_as_bytes_and_flags_what_score_flags(run_dir):
     """Undecodable and empty lines are not scored (as `spamjob score` flags them); no traceback."""
     stdin = b"\xff\xfe bad \x00 prize\nwin cash now\r\n\n"
@@ -82,13 +90,17 @@ def test_classify_reads_stdin_as_bytes_and_flags_what_score_flags(run_dir):
     assert r.exit_code == 0 and r.exception is None, r.output
     rows = [json.loads(line) for line in r.stdout.splitlines()]
     assert [(row["text"], row["label"], row["error"]) for row in rows] == [
-        ("\ufffd\ufffd bad \x00 prize", None, "invalid UTF-8 in text"), ("win cash now", rows[1]["label"], None),
-        ("", None, "empty text")]
+        ("\ufffd\ufffd bad \x00 prize", None, "invalid UTF-8 in text"),
+        ("win cash now", rows[1]["label"], None),
+        ("", None, "empty text"),
+    ]
     assert rows[1]["label"] in ("ham", "spam") and rows[0]["spam_probability"] is None
     r = CliRunner().invoke(cli, ["classify", "--model", str(run_dir)], input=stdin)
     assert r.exit_code == 0 and r.stdout.splitlines()[0] == "-\t-\t\ufffd\ufffd bad \x00 prize"
     assert r.stderr.strip().splitlines()[-1] == (
-        "2 of 3 lines not scored (invalid UTF-8 in text: 1, empty text: 1); --json gives each reason")
+        "2 of 3 lines not scored (invalid UTF-8 in text: 1, empty text: 1); --json gives each reason"
+    )
+
 
 GOLDEN = json.loads((Path(__file__).parent / "golden" / "book-ch06-random-init.json").read_text())
 
@@ -114,11 +126,16 @@ def test_reference_preset_reproduces_the_book(golden, data_dir, tmp_path):
     _fingerprint_matches(dict(gpt.named_parameters()), golden["init_fingerprint"])
     replace_head(gpt, 2, seed=123)
     _fingerprint_matches(dict(gpt.out_head.named_parameters(prefix="out_head")), golden["head_fingerprint"])
-    assert sum(p.numel() for p in freeze(gpt, "last-block").parameters() if p.requires_grad) == golden["trainable_params"]
+    assert (
+        sum(p.numel() for p in freeze(gpt, "last-block").parameters() if p.requires_grad) == golden["trainable_params"]
+    )
 
     out = tmp_path / "r"
-    m = main(TrainConfig(data=str(data_dir), out=str(out), weights="random", epochs=golden["epochs"],
-                         preset="reference", **arch))
+    m = main(
+        TrainConfig(
+            data=str(data_dir), out=str(out), weights="random", epochs=golden["epochs"], preset="reference", **arch
+        )
+    )
     hist = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
     evals = [h for h in hist if h["kind"] == "eval"]
     assert [h["step"] for h in evals] == golden["eval_steps"]
@@ -131,10 +148,16 @@ def test_reference_preset_reproduces_the_book(golden, data_dir, tmp_path):
         assert m[ours]["examples"] == golden["final_rows_all_rows"][theirs]
         assert m[ours]["accuracy"] == golden["final_acc_all_rows"][theirs], ours
     assert (m["examples_seen"], m["steps"], m["max_length"]) == (
-        golden["examples_seen"], golden["optimizer_steps"], golden["max_length"])
+        golden["examples_seen"],
+        golden["optimizer_steps"],
+        golden["max_length"],
+    )
     batch_size = json.loads((out / "config.json").read_text())["training"]["batch_size"]
-    batches = {"train": m["steps"] // golden["epochs"], "val": -(-m["validation"]["examples"] // batch_size),
-               "test": -(-m["test"]["examples"] // batch_size)}
+    batches = {
+        "train": m["steps"] // golden["epochs"],
+        "val": -(-m["validation"]["examples"] // batch_size),
+        "test": -(-m["test"]["examples"] // batch_size),
+    }
     assert batches == golden["batches"]
 
 
@@ -152,8 +175,7 @@ def test_prefix_cache_gives_the_plain_logits(policy, pooling, padding):
         b = pad_batch([ids[i] for i in rows], max_length, padding=padding)
         with torch.no_grad():
             plain = SpamClassifier(gpt, pooling)(b.input_ids, b.lengths)
-            cached = SpamClassifier(gpt, pooling)(lengths=b.lengths, hidden=cache.gather(rows),
-                                                  start=start)
+            cached = SpamClassifier(gpt, pooling)(lengths=b.lengths, hidden=cache.gather(rows), start=start)
             reference = SpamClassifier(gpt, pooling, pooled_only=False)(b.input_ids, b.lengths)
             whole = gpt(b.input_ids)[torch.arange(len(rows)), b.lengths - 1 if pooling == "last-token" else -1]
         torch.testing.assert_close(cached, plain, atol=1e-5, rtol=0)
@@ -176,16 +198,32 @@ def test_cached_and_plain_runs_agree(data_dir, tmp_path):
 
 
 def _launch(cmd: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO, env={**os.environ, **(env or {})})
 
 
 @pytest.mark.slow
 def test_two_cpu_ranks_count_each_example_once(data_dir, tmp_path):
     out = tmp_path / "r2"
-    r = _launch(["accelerate", "launch", "--config_file", "accelerate_config.yaml", "--multi_gpu",
-                 "--num_processes", "2", "jobs/finetune.py", "--data", str(data_dir), *TINY, "--epochs", "1",
-                 "--out", str(out)], env={"ACCELERATE_USE_CPU": "1"})
+    r = _launch(
+        [
+            "accelerate",
+            "launch",
+            "--config_file",
+            "accelerate_config.yaml",
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            "jobs/finetune.py",
+            "--data",
+            str(data_dir),
+            *TINY,
+            "--epochs",
+            "1",
+            "--out",
+            str(out),
+        ],
+        env={"ACCELERATE_USE_CPU": "1"},
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     m = json.loads((out / "metrics.json").read_text())
     assert m["num_processes"] == 2
@@ -197,14 +235,23 @@ def test_two_cpu_ranks_count_each_example_once(data_dir, tmp_path):
 
 @pytest.mark.slow
 def test_launcher_script_uses_real_ranks(data_dir, tmp_path):
-    r = _launch(["bash", "jobs/finetune.sh", "--data", str(data_dir), *TINY, "--epochs", "1", "--out",
-                 str(tmp_path / "r")], env={"SPAMJOB_CPU_PROCESSES": "2", "SPAMJOB_GPUS": "0"})
+    r = _launch(
+        ["bash", "jobs/finetune.sh", "--data", str(data_dir), *TINY, "--epochs", "1", "--out", str(tmp_path / "r")],
+        env={"SPAMJOB_CPU_PROCESSES": "2", "SPAMJOB_GPUS": "0"},
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert "--multi_gpu --num_processes 2" in r.stderr
     assert json.loads((tmp_path / "r" / "metrics.json").read_text())["num_processes"] == 2
-    r = _launch(["bash", "jobs/finetune.sh", "--out", "x"],
-                env={"SPAMJOB_DRY_RUN": "1", "SPAMJOB_GPUS": "0", "NUM_MACHINES": "2", "MACHINE_RANK": "1",
-                     "MAIN_PROCESS_IP": "10.0.0.1"})
+    r = _launch(
+        ["bash", "jobs/finetune.sh", "--out", "x"],
+        env={
+            "SPAMJOB_DRY_RUN": "1",
+            "SPAMJOB_GPUS": "0",
+            "NUM_MACHINES": "2",
+            "MACHINE_RANK": "1",
+            "MAIN_PROCESS_IP": "10.0.0.1",
+        },
+    )
     assert r.returncode == 0
     assert "--num_machines 2 --machine_rank 1 --main_process_ip 10.0.0.1 --main_process_port 29500" in r.stderr
     assert "--multi_gpu --num_processes 2" in r.stderr
@@ -216,8 +263,12 @@ def test_resume_after_sigkill_matches_uninterrupted(data_dir, tmp_path):
     args = ["--data", str(data_dir), *TINY, "--epochs", "2", "--eval-freq", "40", "--threads", "2"]
     full = train(*args, "--out", str(tmp_path / "full"))
     assert full.returncode == 0, full.stderr
-    killed = subprocess.run([sys.executable, "-m", "spamjob.cli", "train", *args, "--out", str(tmp_path / "k")],
-                            capture_output=True, text=True, env={**os.environ, "SPAMJOB_KILL_AFTER_EPOCH": "1"})
+    killed = subprocess.run(
+        [sys.executable, "-m", "spamjob.cli", "train", *args, "--out", str(tmp_path / "k")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SPAMJOB_KILL_AFTER_EPOCH": "1"},
+    )
     assert killed.returncode == -signal.SIGKILL
     assert (tmp_path / "k" / "checkpoints" / "epoch-1").is_dir() and not (tmp_path / "k" / "metrics.json").exists()
     again = train(*args, "--out", str(tmp_path / "k"))
@@ -269,8 +320,19 @@ def test_bad_input(data_dir, tmp_path, setup, extra, message):
 
 
 def test_lora_merges_into_a_plain_artifact(data_dir, tmp_path):
-    r = train("--data", str(data_dir), *TINY, "--epochs", "1", "--trainable", "lora", "--lora-rank", "4",
-              "--out", str(tmp_path / "l"))
+    r = train(
+        "--data",
+        str(data_dir),
+        *TINY,
+        "--epochs",
+        "1",
+        "--trainable",
+        "lora",
+        "--lora-rank",
+        "4",
+        "--out",
+        str(tmp_path / "l"),
+    )
     assert r.returncode == 0, r.stderr
     from safetensors import safe_open
 
@@ -302,8 +364,9 @@ def test_jobs_script_runs_the_train_command_standalone(tmp_path):
     cli_run = train(*bad)
     assert job.returncode == cli_run.returncode == 1
     assert job.stderr == cli_run.stderr == "Error: give --data or --source, not both\n"
-    usage = subprocess.run([sys.executable, "jobs/finetune.py", "--epochs", "zero"], capture_output=True, text=True,
-                           cwd=REPO)
+    usage = subprocess.run(
+        [sys.executable, "jobs/finetune.py", "--epochs", "zero"], capture_output=True, text=True, cwd=REPO
+    )
     assert usage.returncode == 2 and "Usage: finetune.py [OPTIONS]" in usage.stderr
     assert "'zero' is not a valid integer" in usage.stderr and "Traceback" not in usage.stderr
 
@@ -329,7 +392,7 @@ def test_evaluate_sums_counts_examples_and_batches():
     logits = torch.stack([first.float() % 3, torch.ones(8)], dim=1)
     labels = _shard().labels
     losses = F.cross_entropy(logits, labels, reduction="none")
-    batch_means = sum(losses[i:i + 3].mean() for i in range(0, 8, 3))
+    batch_means = sum(losses[i : i + 3].mean() for i in range(0, 8, 3))
     expected = [batch_means.item(), 3, losses.sum().item(), (logits.argmax(-1) == labels).sum().item(), 8]
     torch.testing.assert_close(sums, torch.tensor(expected, dtype=torch.float64), atol=1e-6, rtol=0)
     assert evaluate_sums(_Fixed(), loader, "cpu", contextlib.nullcontext, num_batches=2)[[1, 4]].tolist() == [2, 6]

@@ -14,7 +14,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from support import Server, hf_greedy, hub_headers, tiny_hf_model, tokenizer_bytes, write_hf_dir, write_hub_dir, write_openai_dir
+from support import (
+    Server,
+    hf_greedy,
+    hub_headers,
+    tiny_hf_model,
+    tokenizer_bytes,
+    write_hf_dir,
+    write_hub_dir,
+    write_openai_dir,
+)
 
 from spamjob.errors import SpamjobError
 from spamjob.model import generate_greedy
@@ -71,7 +80,7 @@ def test_greedy_continuation_equals_transformers_generate(hf_model, layouts, lay
     expected = hf_greedy(hf_model, ids, 15)
     assert len(set(expected)) > 3  # a varied continuation, not one token repeated
     model = load_folder(layouts[layout])
-    out = generate_greedy(model, torch.tensor([ids]), 15)[0, len(ids):].tolist()
+    out = generate_greedy(model, torch.tensor([ids]), 15)[0, len(ids) :].tolist()
     assert out == expected
 
 
@@ -134,7 +143,11 @@ def test_hf_download_cache_and_offline(assets, layouts, hf_model, tmp_path, monk
         local = fetch_hf("124M", local_dir=tmp_path / "plain", endpoint=srv.url)
     assert (cache / "models--openai-community--gpt2").is_dir()  # HF cache layout
     assert sorted(p.name for p in local.iterdir() if p.is_file()) == [
-        "config.json", "merges.txt", "model.safetensors", "vocab.json"]
+        "config.json",
+        "merges.txt",
+        "model.safetensors",
+        "vocab.json",
+    ]
     torch.testing.assert_close(load_folder(folder).state_dict(), load_folder(local).state_dict())
     # Offline: the cache answers; an empty cache is a one-line error naming the fix.
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -160,9 +173,25 @@ def test_openai_download_from_local_server(assets, layouts, tmp_path, monkeypatc
 
 
 def _launch_two_ranks(args: list[str], env: dict, **popen) -> subprocess.Popen:
-    return subprocess.Popen(["accelerate", "launch", "--config_file", "accelerate_config.yaml", "--multi_gpu",
-                             "--num_processes", "2", "jobs/finetune.py", *args], cwd=REPO, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **env}, **popen)
+    return subprocess.Popen(
+        [
+            "accelerate",
+            "launch",
+            "--config_file",
+            "accelerate_config.yaml",
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            "jobs/finetune.py",
+            *args,
+        ],
+        cwd=REPO,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, **env},
+        **popen,
+    )
 
 
 def _kill_tree(pid: int) -> None:
@@ -186,10 +215,25 @@ def _kill_tree(pid: int) -> None:
 
 def _fetching_run(tmp_path: Path, srv: Server, weights: str, data_dir: Path) -> tuple[list[str], dict]:
     """`spamjob train --weights WEIGHTS` on two CPU ranks with empty caches, fetching from `srv`."""
-    env = {"ACCELERATE_USE_CPU": "1", "SPAMJOB_CACHE": str(tmp_path / "cache"), "HF_HOME": str(tmp_path / "hf"),
-           "SPAMJOB_OPENAI_URL": srv.url + "/models", "HF_ENDPOINT": srv.url}
-    args = ["--data", str(data_dir), "--weights", weights, "--max-length", "60", "--epochs", "1",
-            "--out", str(tmp_path / "run")]
+    env = {
+        "ACCELERATE_USE_CPU": "1",
+        "SPAMJOB_CACHE": str(tmp_path / "cache"),
+        "HF_HOME": str(tmp_path / "hf"),
+        "SPAMJOB_OPENAI_URL": srv.url + "/models",
+        "HF_ENDPOINT": srv.url,
+    }
+    args = [
+        "--data",
+        str(data_dir),
+        "--weights",
+        weights,
+        "--max-length",
+        "60",
+        "--epochs",
+        "1",
+        "--out",
+        str(tmp_path / "run"),
+    ]
     return args, env
 
 

@@ -87,19 +87,28 @@ def tokenize(batch: pa.Table, model: str, text_column: str | None = None) -> pa.
     return batch.append_column(IDS, ids).append_column(ERRORS, pa.array(window.errors, pa.string()))
 
 
-def score_dataset(ds: "ray.data.Dataset", model: str, *, actors: int | None = None, num_gpus: float = 0,
-                  cpus_per_actor: float | None = None, text_column: str | None = None,
-                  batch_rows: int = BATCH_ROWS, scorer: type = Scorer, tokenize_stage: bool | None = None,
-                  **options: Any) -> "ray.data.Dataset":
+def score_dataset(
+    ds: ray.data.Dataset,
+    model: str,
+    *,
+    actors: int | None = None,
+    num_gpus: float = 0,
+    cpus_per_actor: float | None = None,
+    text_column: str | None = None,
+    batch_rows: int = BATCH_ROWS,
+    scorer: type = Scorer,
+    tokenize_stage: bool | None = None,
+    **options: Any,
+) -> ray.data.Dataset:
     """`ds` with `prediction`, `spam_probability`, `truncated` and `error` added (lazily, like
     any Ray dataset). `options` go to `BatchScorer` (mixed_precision, batch_tokens, quantize);
     `scorer` may be a subclass of `Scorer` that post-processes each scored batch;
     `tokenize_stage` (default: with GPUs) tokenizes in CPU tasks before the actors.
 
     The pool starts once all its actors have loaded the model (Ray's `wait_for_min_actors_s`,
-    set to 10 minutes unless you set it). Defaults: with `num_gpus`, one actor per `num_gpus` of the cluster's GPUs (bf16); on CPU,
-    one actor per two CPUs; CPU actors share all but one of the cluster's CPUs, so that
-    reading and writing always find one."""
+    set to 10 minutes unless you set it). Defaults: with `num_gpus`, one actor per `num_gpus`
+    of the cluster's GPUs (bf16); on CPU, one actor per two CPUs; CPU actors share all but one
+    of the cluster's CPUs, so that reading and writing always find one."""
     if not ray.is_initialized():
         ray.init()
     actors, default_cpus = pool_size(num_gpus, actors)
@@ -109,11 +118,22 @@ def score_dataset(ds: "ray.data.Dataset", model: str, *, actors: int | None = No
         context.wait_for_min_actors_s = WAIT_FOR_ACTORS_S  # cannot place fails with Ray's timeout, never hangs
     ds = ds.repartition(target_num_rows_per_block=batch_rows)  # streaming: every actor gets blocks
     if tokenize_stage if tokenize_stage is not None else bool(num_gpus):
-        ds = ds.map_batches(tokenize, fn_kwargs={"model": str(model), "text_column": text_column},
-                            batch_format="pyarrow", batch_size=batch_rows, num_cpus=0.5)
-    return ds.map_batches(scorer, fn_constructor_kwargs={"model": str(model), "text_column": text_column, **options},
-                          batch_format="pyarrow", batch_size=batch_rows, num_cpus=cpus_per_actor,
-                          num_gpus=num_gpus or None, compute=ray.data.ActorPoolStrategy(size=actors))
+        ds = ds.map_batches(
+            tokenize,
+            fn_kwargs={"model": str(model), "text_column": text_column},
+            batch_format="pyarrow",
+            batch_size=batch_rows,
+            num_cpus=0.5,
+        )
+    return ds.map_batches(
+        scorer,
+        fn_constructor_kwargs={"model": str(model), "text_column": text_column, **options},
+        batch_format="pyarrow",
+        batch_size=batch_rows,
+        num_cpus=cpus_per_actor,
+        num_gpus=num_gpus or None,
+        compute=ray.data.ActorPoolStrategy(size=actors),
+    )
 
 
 def pool_size(num_gpus: float = 0, actors: int | None = None) -> tuple[int, float]:
@@ -151,8 +171,15 @@ def run_job(cfg) -> dict:
     ds, kept, named = _inputs(groups, cfg)  # columns checked before any file is written
     out.prepare(plan, cfg.overwrite, resume=False)
     num_gpus = 1 if ray.cluster_resources().get("GPU", 0) else 0  # one GPU per actor, bf16 by default
-    scored = score_dataset(ds, cfg.model, num_gpus=num_gpus, text_column=named(cfg.text_column),
-                           batch_rows=min(cfg.window_rows, BATCH_ROWS), batch_tokens=cfg.batch_tokens, **options)
+    scored = score_dataset(
+        ds,
+        cfg.model,
+        num_gpus=num_gpus,
+        text_column=named(cfg.text_column),
+        batch_rows=min(cfg.window_rows, BATCH_ROWS),
+        batch_tokens=cfg.batch_tokens,
+        **options,
+    )
     tmp = out.path / f".{PREDICTIONS}.ray.part"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
@@ -176,9 +203,18 @@ def _last_line(e: BaseException) -> str:
 def _report(out: Path, label_column: str | None, cfg, wall0: float, facts: dict, actors: int) -> dict:
     total, per_input, extra = count_folder(out, label_column)
     wall = time.perf_counter() - wall0
-    extra.update({"engine": "ray", "wall_time_s": round(wall, 3), "rows_per_s": round(total.rows_read / wall, 2),
-                  "num_processes": 1, "actors": actors, **facts,  # one driver process; the actors score
-                  "mixed_precision": cfg.mixed_precision, "quantize": cfg.quantize})
+    extra.update(
+        {
+            "engine": "ray",
+            "wall_time_s": round(wall, 3),
+            "rows_per_s": round(total.rows_read / wall, 2),
+            "num_processes": 1,
+            "actors": actors,
+            **facts,  # one driver process; the actors score
+            "mixed_precision": cfg.mixed_precision,
+            "quantize": cfg.quantize,
+        }
+    )
     report = rep.build(total, per_input, extra)
     rep.write(out, report)
     return report
@@ -194,21 +230,26 @@ def _input_groups(cfg) -> tuple[list[tuple[str, str, list[str]]], list[dict]]:
     uris = [i for i in cfg.inputs if "://" in i]
     sources = discover(local) if local else []
     check_out(Path(cfg.out), [s.path for s in sources])
-    for path, kind in [*((s.path, s.kind) for s in sources),
-                       *((u, (kind_of(PurePosixPath(u)) or ("parquet", None))[0]) for u in uris)]:
+    for path, kind in [
+        *((s.path, s.kind) for s in sources),
+        *((u, (kind_of(PurePosixPath(u)) or ("parquet", None))[0]) for u in uris),
+    ]:
         groups.setdefault((kind, csv.delimiter_for(path) if kind == "csv" else ""), []).append(path)
     fingerprints = [*(s.fingerprint() for s in sources), *({"path": u} for u in uris)]
     return [(kind, delim, paths) for (kind, delim), paths in groups.items()], fingerprints
 
 
-def _read(groups: list[tuple[str, str, list[str]]]) -> "ray.data.Dataset":
-    parts = [ray.data.read_parquet(paths) if kind == "parquet" else
-             ray.data.read_csv(paths, parse_options=pacsv.ParseOptions(delimiter=delim, newlines_in_values=True))
-             for kind, delim, paths in groups]
+def _read(groups: list[tuple[str, str, list[str]]]) -> ray.data.Dataset:
+    parts = [
+        ray.data.read_parquet(paths)
+        if kind == "parquet"
+        else ray.data.read_csv(paths, parse_options=pacsv.ParseOptions(delimiter=delim, newlines_in_values=True))
+        for kind, delim, paths in groups
+    ]
     return parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
 
 
-def _inputs(groups: list[tuple[str, str, list[str]]], cfg) -> tuple["ray.data.Dataset", list[str], Any]:
+def _inputs(groups: list[tuple[str, str, list[str]]], cfg) -> tuple[ray.data.Dataset, list[str], Any]:
     """The inputs as one dataset, its columns checked; the kept columns under their output names
     (a scored input's own prediction... renamed input_prediction..., as `spamjob score` does) and
     the map from an input column's name to its name there."""
@@ -230,8 +271,11 @@ def _check_columns(names: list[str], cfg) -> None:
         text_column_of(names, cfg.text_column)
     except SpamjobError as e:
         raise SpamjobError(f"the inputs have {e}") from None
-    wanted = [("--label-column", cfg.label_column), ("--id-column", cfg.id_column),
-              *(("--keep-columns", c) for c in cfg.keep_columns or ())]
+    wanted = [
+        ("--label-column", cfg.label_column),
+        ("--id-column", cfg.id_column),
+        *(("--keep-columns", c) for c in cfg.keep_columns or ()),
+    ]
     missing = [f"{what} {name!r}" for what, name in wanted if name and name not in names]
     if missing:
         raise SpamjobError(f"the inputs have no {', '.join(missing)} (columns: {', '.join(names)})")

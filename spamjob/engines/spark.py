@@ -15,8 +15,9 @@ reload it). The model path must be readable by every executor (a shared or copie
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -25,8 +26,12 @@ from pyspark.sql.types import BooleanType, DoubleType, IntegerType, StringType, 
 
 from spamjob.scorer import BatchScorer
 
-OUTPUT_FIELDS = [StructField("prediction", StringType()), StructField("spam_probability", DoubleType()),
-                 StructField("truncated", BooleanType()), StructField("error", StringType())]
+OUTPUT_FIELDS = [
+    StructField("prediction", StringType()),
+    StructField("spam_probability", DoubleType()),
+    StructField("truncated", BooleanType()),
+    StructField("error", StringType()),
+]
 # predict_batch_udf returns numbers and strings only: `truncated` is 0/1 there.
 UDF_FIELDS = [f if f.name != "truncated" else StructField("truncated", IntegerType()) for f in OUTPUT_FIELDS]
 _SCORERS: dict[tuple, BatchScorer] = {}  # per Python worker: (model, options) -> loaded scorer
@@ -53,8 +58,9 @@ def score_dataframe(df: DataFrame, model: str | Path, *, text_column: str | None
         for batch in batches:
             table = s.score_table(batch, text_column)
             # Spark hands strings as string or large_string (its Arrow settings): answer in kind.
-            arrow_schema = arrow_schema or pa.schema(list(batch.schema) + [_like(batch.schema, f) for f in
-                                                                            list(table.schema)[batch.num_columns:]])
+            arrow_schema = arrow_schema or pa.schema(
+                list(batch.schema) + [_like(batch.schema, f) for f in list(table.schema)[batch.num_columns :]]
+            )
             yield from table.cast(arrow_schema).to_batches()
 
     return df.mapInArrow(score, schema)
@@ -79,8 +85,9 @@ def spam_udf(model: str | Path, *, batch_size: int = 4096, **options: Any):
             values = [t if isinstance(t, (str, bytes)) else None for t in texts]  # pandas gives NaN for null
             kind = pa.binary() if any(isinstance(t, bytes) for t in values) else pa.string()
             table = s.score_table(pa.table({"text": pa.array(values, kind)}), "text")
-            table = table.set_column(table.schema.get_field_index("truncated"), "truncated",
-                                     table.column("truncated").cast(pa.int32()))
+            table = table.set_column(
+                table.schema.get_field_index("truncated"), "truncated", table.column("truncated").cast(pa.int32())
+            )
             return {f.name: table.column(f.name).to_numpy(zero_copy_only=False) for f in UDF_FIELDS}
 
         return predict

@@ -38,9 +38,11 @@ def export_hf(run_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
 
     clf = load_classifier(run_dir)
     if clf.pooling != "last-token":
-        raise SpamjobError(f"{run_dir} was trained with `last` pooling (a row padded to max_length, the reference "
-                           "recipe); transformers pools the last non-pad token, so it cannot reproduce it: train "
-                           "with --pooling last-token (the default) to export")
+        raise SpamjobError(
+            f"{run_dir} was trained with `last` pooling (a row padded to max_length, the reference "
+            "recipe); transformers pools the last non-pad token, so it cannot reproduce it: train "
+            "with --pooling last-token (the default) to export"
+        )
     out = Path(out)
     state = hf_state(clf.model.gpt.state_dict(), clf.model.gpt.cfg.n_layers)
     with atomic_path(out / "model.safetensors") as tmp:
@@ -56,16 +58,20 @@ def export_hf(run_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
 def hf_state(sd: dict[str, torch.Tensor], n_layers: int) -> dict[str, torch.Tensor]:
     """spamjob's GPT-2 + head -> GPT2ForSequenceClassification's tensors (the head's bias folded)."""
     linear = {"attention.out_proj": "attn.c_proj", "ffn.layers.0": "mlp.c_fc", "ffn.layers.2": "mlp.c_proj"}
-    new = {"transformer.wte.weight": sd["token_emb.weight"], "transformer.wpe.weight": sd["pos_emb.weight"],
-           "transformer.ln_f.weight": sd["final_norm.scale"],
-           "transformer.ln_f.bias": sd["final_norm.shift"] + _bias_shift(sd["out_head.weight"], sd["out_head.bias"]),
-           "score.weight": sd["out_head.weight"]}
+    new = {
+        "transformer.wte.weight": sd["token_emb.weight"],
+        "transformer.wpe.weight": sd["pos_emb.weight"],
+        "transformer.ln_f.weight": sd["final_norm.scale"],
+        "transformer.ln_f.bias": sd["final_norm.shift"] + _bias_shift(sd["out_head.weight"], sd["out_head.bias"]),
+        "score.weight": sd["out_head.weight"],
+    }
     for i in range(n_layers):
         b, h = f"transformer_blocks.{i}.", f"transformer.h.{i}."
         qkv = ("W_q", "W_k", "W_v")
         new[h + "attn.c_attn.weight"] = torch.cat([sd[b + f"attention.{t}.weight"] for t in qkv]).T
-        new[h + "attn.c_attn.bias"] = torch.cat([sd.get(b + f"attention.{t}.bias", torch.zeros(
-            sd[b + f"attention.{t}.weight"].shape[0])) for t in qkv])
+        new[h + "attn.c_attn.bias"] = torch.cat(
+            [sd.get(b + f"attention.{t}.bias", torch.zeros(sd[b + f"attention.{t}.weight"].shape[0])) for t in qkv]
+        )
         for src, dst in linear.items():
             new[h + dst + ".weight"] = sd[b + src + ".weight"].T
             new[h + dst + ".bias"] = sd[b + src + ".bias"]
@@ -84,16 +90,34 @@ def hf_config(clf) -> dict:
     """transformers' GPT2Config for the classifier, as JSON."""
     c = clf.model.gpt.cfg
     labels = dict(enumerate(clf.labels))
-    return {"architectures": ["GPT2ForSequenceClassification"], "model_type": "gpt2",
-            "vocab_size": c.vocab_size, "n_positions": c.context_length, "n_embd": c.emb_dim, "n_layer": c.n_layers,
-            "n_head": c.n_heads, "n_inner": None, "activation_function": "gelu_new", "layer_norm_epsilon": 1e-5,
-            "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0, "num_labels": len(labels),
-            "id2label": {str(i): name for i, name in labels.items()},
-            "label2id": {name: i for i, name in labels.items()},
-            "bos_token_id": PAD_ID, "eos_token_id": PAD_ID, "pad_token_id": PAD_ID, "torch_dtype": "float32",
-            "spamjob": {"max_length": clf.max_length, "pooling": clf.pooling,
-                        "model_sha256": clf.config.get("model_sha256"),
-                        "spam_threshold": clf.threshold}}  # pipelines take the argmax; spam when P(spam) > this
+    return {
+        "architectures": ["GPT2ForSequenceClassification"],
+        "model_type": "gpt2",
+        "vocab_size": c.vocab_size,
+        "n_positions": c.context_length,
+        "n_embd": c.emb_dim,
+        "n_layer": c.n_layers,
+        "n_head": c.n_heads,
+        "n_inner": None,
+        "activation_function": "gelu_new",
+        "layer_norm_epsilon": 1e-5,
+        "resid_pdrop": 0.0,
+        "embd_pdrop": 0.0,
+        "attn_pdrop": 0.0,
+        "num_labels": len(labels),
+        "id2label": {str(i): name for i, name in labels.items()},
+        "label2id": {name: i for i, name in labels.items()},
+        "bos_token_id": PAD_ID,
+        "eos_token_id": PAD_ID,
+        "pad_token_id": PAD_ID,
+        "torch_dtype": "float32",
+        "spamjob": {
+            "max_length": clf.max_length,
+            "pooling": clf.pooling,
+            "model_sha256": clf.config.get("model_sha256"),
+            "spam_threshold": clf.threshold,
+        },
+    }  # pipelines take the argmax; spam when P(spam) > this
 
 
 def _tokenizer(clf, run_dir: Path, out: Path) -> None:
@@ -104,9 +128,21 @@ def _tokenizer(clf, run_dir: Path, out: Path) -> None:
     for src, name in zip(files, ("vocab.json", "merges.txt")):
         with atomic_path(out / name) as tmp:
             shutil.copyfile(src, tmp)
-    write_json(out / "tokenizer_config.json", {
-        "tokenizer_class": "GPT2Tokenizer", "model_max_length": clf.max_length, "padding_side": "right",
-        "truncation_side": "right", "add_prefix_space": False, "split_special_tokens": True,
-        "bos_token": SPECIAL, "eos_token": SPECIAL, "unk_token": SPECIAL, "pad_token": SPECIAL})
-    write_json(out / "special_tokens_map.json", {k: SPECIAL for k in ("bos_token", "eos_token", "unk_token",
-                                                                     "pad_token")})
+    write_json(
+        out / "tokenizer_config.json",
+        {
+            "tokenizer_class": "GPT2Tokenizer",
+            "model_max_length": clf.max_length,
+            "padding_side": "right",
+            "truncation_side": "right",
+            "add_prefix_space": False,
+            "split_special_tokens": True,
+            "bos_token": SPECIAL,
+            "eos_token": SPECIAL,
+            "unk_token": SPECIAL,
+            "pad_token": SPECIAL,
+        },
+    )
+    write_json(
+        out / "special_tokens_map.json", {k: SPECIAL for k in ("bos_token", "eos_token", "unk_token", "pad_token")}
+    )

@@ -31,8 +31,10 @@ def push(run_dir: str | os.PathLike, repo_id: str, private: bool = False) -> Pus
     from spamjob.export.hf import export_hf
 
     if is_offline():
-        raise SpamjobError("spamjob push uploads to the Hugging Face Hub: not possible offline "
-                           "(--offline, SPAMJOB_OFFLINE or HF_HUB_OFFLINE is set)")
+        raise SpamjobError(
+            "spamjob push uploads to the Hugging Face Hub: not possible offline "
+            "(--offline, SPAMJOB_OFFLINE or HF_HUB_OFFLINE is set)"
+        )
     if repo_id.count("/") > 1 or not repo_id.strip("/"):
         raise SpamjobError(f"REPO_ID must be NAME or OWNER/NAME, got {repo_id!r}")
     with tempfile.TemporaryDirectory(prefix="spamjob-push-") as tmp:

@@ -34,9 +34,14 @@ from spamjob.tokens import TokenIds
 INPUTS, OUTPUTS = ("input_ids", "attention_mask"), ("logits", "spam_probability")
 OPSET = 17
 TOLERANCE = 1e-4  # fp32 ONNX Runtime vs spamjob, largest |difference| in P(spam)
-SAMPLE = ["WINNER!! As a valued network customer you have been selected to receive a £900 prize reward!",
-          "Ok lar... Joking wif u oni...", "hi <|endoftext|> there", "<|endoftext|>", "a",
-          "Free entry in 2 a wkly comp to win FA Cup final tkts 21st May 2005. " * 12]  # the last: over-length
+SAMPLE = [
+    "WINNER!! As a valued network customer you have been selected to receive a £900 prize reward!",
+    "Ok lar... Joking wif u oni...",
+    "hi <|endoftext|> there",
+    "<|endoftext|>",
+    "a",
+    "Free entry in 2 a wkly comp to win FA Cup final tkts 21st May 2005. " * 12,
+]  # the last: over-length
 
 
 class _Graph(torch.nn.Module):
@@ -51,8 +56,9 @@ class _Graph(torch.nn.Module):
         return logits, torch.softmax(logits, dim=-1)[:, 1]
 
 
-def export_onnx(run_dir: str | os.PathLike, out: str | os.PathLike, quantize: str | None = None,
-                texts: list[str] | None = None) -> dict:
+def export_onnx(
+    run_dir: str | os.PathLike, out: str | os.PathLike, quantize: str | None = None, texts: list[str] | None = None
+) -> dict:
     """model.onnx (+ model.int8.onnx), tokenizer/, spamjob_onnx.json and the model card in `out`,
     checked with ONNX Runtime on `texts` (default: SAMPLE and up to 500 test-split messages)."""
     ort = _onnxruntime()
@@ -93,14 +99,24 @@ def _export_graph(clf: Classifier, path: Path) -> None:
     """torch.onnx.export with dynamic batch and sequence axes, written under a temporary name."""
     width = clf.max_length if clf.padding == "fixed" else min(clf.max_length, 8)
     example = (torch.full((2, width), PAD_ID, dtype=torch.long), torch.ones((2, width), dtype=torch.long))
-    axes = {name: {0: "batch", 1: "sequence"} for name in INPUTS} | {"logits": {0: "batch"},
-                                                                       "spam_probability": {0: "batch"}}
+    axes = {name: {0: "batch", 1: "sequence"} for name in INPUTS} | {
+        "logits": {0: "batch"},
+        "spam_probability": {0: "batch"},
+    }
     # The TorchScript exporter (torch >= 2.9 defaults to the dynamo one, which needs onnxscript).
     legacy = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
     with atomic_path(path) as tmp, torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer notes on the context-length check and indexing: expected
-        torch.onnx.export(_Graph(clf).eval(), example, str(tmp), input_names=list(INPUTS),
-                          output_names=list(OUTPUTS), dynamic_axes=axes, opset_version=OPSET, **legacy)
+        torch.onnx.export(
+            _Graph(clf).eval(),
+            example,
+            str(tmp),
+            input_names=list(INPUTS),
+            output_names=list(OUTPUTS),
+            dynamic_axes=axes,
+            opset_version=OPSET,
+            **legacy,
+        )
 
 
 def probabilities(session, ids: list[list[int]], clf: Classifier, batch_tokens: int = 4096) -> np.ndarray:
@@ -130,8 +146,11 @@ def _quantize(out: Path, ids: list[list[int]], clf: Classifier, want: np.ndarray
         root.setLevel(level)
     got = probabilities(onnxruntime.InferenceSession(str(out / "model.int8.onnx")), ids, clf)
     t = clf.threshold
-    return {"messages": len(ids), "agreement": float(((got > t) == (want > t)).mean()),
-            "max_abs_diff": float(np.abs(got - want).max())}
+    return {
+        "messages": len(ids),
+        "agreement": float(((got > t) == (want > t)).mean()),
+        "max_abs_diff": float(np.abs(got - want).max()),
+    }
 
 
 def sample_texts(clf: Classifier, limit: int = 500) -> list[str]:
@@ -148,11 +167,22 @@ def sample_texts(clf: Classifier, limit: int = 500) -> list[str]:
 
 def describe(clf: Classifier, checks: dict) -> dict:
     """spamjob_onnx.json: how to feed the graph and what its outputs mean."""
-    return {"format": "spamjob-onnx/1", "inputs": list(INPUTS), "outputs": list(OUTPUTS), "opset": OPSET,
-            "tokenizer": {"encoding": "gpt2", "special_tokens_as_text": True, "folder": "tokenizer"},
-            "max_length": clf.max_length, "pooling": clf.pooling, "padding": clf.padding, "pad_id": PAD_ID,
-            "pad_to_max_length": clf.padding == "fixed", "labels": clf.labels, "spam_threshold": clf.threshold,
-            "model_sha256": clf.config.get("model_sha256"), "checked_with_onnxruntime": checks}
+    return {
+        "format": "spamjob-onnx/1",
+        "inputs": list(INPUTS),
+        "outputs": list(OUTPUTS),
+        "opset": OPSET,
+        "tokenizer": {"encoding": "gpt2", "special_tokens_as_text": True, "folder": "tokenizer"},
+        "max_length": clf.max_length,
+        "pooling": clf.pooling,
+        "padding": clf.padding,
+        "pad_id": PAD_ID,
+        "pad_to_max_length": clf.padding == "fixed",
+        "labels": clf.labels,
+        "spam_threshold": clf.threshold,
+        "model_sha256": clf.config.get("model_sha256"),
+        "checked_with_onnxruntime": checks,
+    }
 
 
 def _copy_extras(run_dir: Path, out: Path) -> None:

@@ -3,18 +3,22 @@ decoded without ever crashing on bad bytes."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 import pyarrow as pa
 
-from spamjob.config import ScoreConfig
 from spamjob.errors import SpamjobError
+from spamjob.scoring.config import ScoreConfig
 from spamjob.scoring.source import Source
 
 TEXT_CANDIDATES = ("Text", "text", "message", "sms")  # the text column, when --text-column is not given
-OUTPUT_TYPES = {"prediction": pa.string(), "spam_probability": pa.float64(), "truncated": pa.bool_(),
-                "error": pa.string()}  # what scoring adds to every row
+OUTPUT_TYPES = {
+    "prediction": pa.string(),
+    "spam_probability": pa.float64(),
+    "truncated": pa.bool_(),
+    "error": pa.string(),
+}  # what scoring adds to every row
 OUTPUT_COLUMNS = tuple(OUTPUT_TYPES)
 
 
@@ -89,9 +93,18 @@ def renamed_for_output(kept: Iterable[str]) -> dict[str, str]:
 
 def _textual(t: pa.DataType) -> bool:
     """Types a text column may have: strings and bytes of every layout (views too), or all nulls."""
-    return any(check(t) for check in (pa.types.is_string, pa.types.is_large_string, pa.types.is_string_view,
-                                      pa.types.is_binary, pa.types.is_large_binary, pa.types.is_binary_view,
-                                      pa.types.is_null))
+    return any(
+        check(t)
+        for check in (
+            pa.types.is_string,
+            pa.types.is_large_string,
+            pa.types.is_string_view,
+            pa.types.is_binary,
+            pa.types.is_large_binary,
+            pa.types.is_binary_view,
+            pa.types.is_null,
+        )
+    )
 
 
 def _check_names(source: Source, names: list[str]) -> None:
@@ -107,12 +120,16 @@ def _check_names(source: Source, names: list[str]) -> None:
 def _check_nested(source: Source, schema: pa.Schema, cfg: ScoreConfig, keep: tuple[str, ...]) -> None:
     """A label must be a plain value; CSV output cannot hold nested columns."""
     if cfg.label_column and pa.types.is_nested(schema.field(cfg.label_column).type):
-        raise SpamjobError(f"{source.path}: --label-column {cfg.label_column!r} holds "
-                           f"{schema.field(cfg.label_column).type}, not ham/spam or 0/1 values")
+        raise SpamjobError(
+            f"{source.path}: --label-column {cfg.label_column!r} holds "
+            f"{schema.field(cfg.label_column).type}, not ham/spam or 0/1 values"
+        )
     nested = [c for c in keep if pa.types.is_nested(schema.field(c).type)]
     if cfg.format == "csv" and nested:
-        raise SpamjobError(f"{source.path}: column {nested[0]!r} holds {schema.field(nested[0]).type}, which "
-                           "--format csv cannot write; leave it out with --keep-columns or use --format parquet")
+        raise SpamjobError(
+            f"{source.path}: column {nested[0]!r} holds {schema.field(nested[0]).type}, which "
+            "--format csv cannot write; leave it out with --keep-columns or use --format parquet"
+        )
 
 
 def as_strings(arr: pa.Array) -> tuple[list, list[bool]]:

@@ -55,9 +55,19 @@ class BatchScorer:
     intra-op threads are set to 1 for the process (`spamjob score` picks one worker per CPU it
     may use; see spamjob.threads)."""
 
-    def __init__(self, model: str | os.PathLike, *, device: str | torch.device | None = None,
-                 mixed_precision: str = "auto", batch_tokens: int | None = None, quantize: str | None = None,
-                 compile: bool = False, tokenize_workers: int = 0, workers: int = 1, threshold: float | None = None):
+    def __init__(
+        self,
+        model: str | os.PathLike,
+        *,
+        device: str | torch.device | None = None,
+        mixed_precision: str = "auto",
+        batch_tokens: int | None = None,
+        quantize: str | None = None,
+        compile: bool = False,
+        tokenize_workers: int = 0,
+        workers: int = 1,
+        threshold: float | None = None,
+    ):
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         gpu = device.type == "cuda"
         if quantize == "int8" and gpu:
@@ -110,12 +120,16 @@ class BatchScorer:
         ham, spam = self.classifier.labels
         labels = np.where(spam_prob > self.threshold, spam, ham).astype(object)  # at 0.5: the argmax, a tie is ham
         labels[~scored] = None
-        return {"prediction": pa.array(labels, type=OUTPUT_TYPES["prediction"]),
-                "spam_probability": pa.array(spam_prob, type=OUTPUT_TYPES["spam_probability"], mask=~scored),
-                "truncated": pa.array(truncated), "error": pa.array(window.errors, type=pa.string())}
+        return {
+            "prediction": pa.array(labels, type=OUTPUT_TYPES["prediction"]),
+            "spam_probability": pa.array(spam_prob, type=OUTPUT_TYPES["spam_probability"], mask=~scored),
+            "truncated": pa.array(truncated),
+            "error": pa.array(window.errors, type=pa.string()),
+        }
 
-    def score_table(self, table: pa.Table | pa.RecordBatch, text_column: str | None = None,
-                    window: Window | None = None) -> pa.Table:
+    def score_table(
+        self, table: pa.Table | pa.RecordBatch, text_column: str | None = None, window: Window | None = None
+    ) -> pa.Table:
         """`table` with the four output columns appended (the text column: given, else the first of
         Text, text, message, sms); `window`: its rows already prepared (e.g. by an earlier CPU stage)."""
         table = pa.Table.from_batches([table]) if isinstance(table, pa.RecordBatch) else table

@@ -22,8 +22,8 @@ from __future__ import annotations
 import codecs
 import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -61,19 +61,29 @@ def _open_stream(source: Source):
 def csv_schema(source: Source, csv: CsvOptions, block: int) -> pa.Schema:
     # Closed explicitly: a reader left to the garbage collector can keep a native read-ahead
     # thread busy past the interpreter's teardown (see spamjob.cli.run_standalone).
-    with _open_stream(source) as f, contextlib.closing(pacsv.open_csv(
-            f, read_options=read_options(csv, block), parse_options=parse_options(source, csv, lambda row: "skip"),
-            convert_options=pacsv.ConvertOptions(auto_dict_encode=False))) as reader:
+    with (
+        _open_stream(source) as f,
+        contextlib.closing(
+            pacsv.open_csv(
+                f,
+                read_options=read_options(csv, block),
+                parse_options=parse_options(source, csv, lambda row: "skip"),
+                convert_options=pacsv.ConvertOptions(auto_dict_encode=False),
+            )
+        ) as reader,
+    ):
         return reader.schema
 
 
 def read_error(source: Source, message: str, csv: CsvOptions, where: str = "") -> SpamjobError:
     if "codec can't decode" in message:  # a byte not valid in --encoding (files not UTF-8 are decoded whole)
-        return SpamjobError(f"{source.path}{where}: not {csv.encoding} text ({message.rsplit(': ', 1)[-1]}); "
-                            "check --encoding")
+        return SpamjobError(
+            f"{source.path}{where}: not {csv.encoding} text ({message.rsplit(': ', 1)[-1]}); check --encoding"
+        )
     if "straddl" in message:  # Arrow's words for a row longer than its block
-        return SpamjobError(f"{source.path}{where}: a row is longer than --block-mb {csv.block_bytes >> 20}; "
-                            "raise --block-mb")
+        return SpamjobError(
+            f"{source.path}{where}: a row is longer than --block-mb {csv.block_bytes >> 20}; raise --block-mb"
+        )
     return SpamjobError(f"cannot read {source.path}{where}: {message}")
 
 
@@ -84,12 +94,14 @@ def read_options(csv: CsvOptions, block: int, encoding: str | None = None) -> pa
 
 
 def parse_options(source: Source, csv: CsvOptions, handler) -> pacsv.ParseOptions:
-    return pacsv.ParseOptions(delimiter=csv.delimiter_for(source.path), newlines_in_values=True,
-                              invalid_row_handler=handler)
+    return pacsv.ParseOptions(
+        delimiter=csv.delimiter_for(source.path), newlines_in_values=True, invalid_row_handler=handler
+    )
 
 
-def iter_csv_blocks(source: Source, csv: CsvOptions, column_types: dict[str, pa.DataType]
-                    ) -> Iterator[tuple[int, Chunk]]:
+def iter_csv_blocks(
+    source: Source, csv: CsvOptions, column_types: dict[str, pa.DataType]
+) -> Iterator[tuple[int, Chunk]]:
     """(block index, chunk) for every block of a CSV/TSV file read whole, rejects attached to the
     block that met them (a block without rows joins the one before). The file is read with
     `end_line` after it (`settle_end`), so blocks are handed out one behind the reader: the last
@@ -107,10 +119,15 @@ def iter_csv_blocks(source: Source, csv: CsvOptions, column_types: dict[str, pa.
         f = _WithEndLine(raw, end_line(csv.delimiter_for(source.path), len(column_types)))
         try:
             reader = pacsv.open_csv(
-                f, read_options=read_options(csv, csv.block_bytes, "utf8"),
+                f,
+                read_options=read_options(csv, csv.block_bytes, "utf8"),
                 parse_options=parse_options(source, csv, on_invalid),
-                convert_options=pacsv.ConvertOptions(column_types=column_types, strings_can_be_null=False,
-                                                     quoted_strings_can_be_null=False, auto_dict_encode=False),
+                convert_options=pacsv.ConvertOptions(
+                    column_types=column_types,
+                    strings_can_be_null=False,
+                    quoted_strings_can_be_null=False,
+                    auto_dict_encode=False,
+                ),
             )
         except (pa.ArrowInvalid, OSError, EOFError, UnicodeDecodeError) as e:
             raise read_error(source, first_line(e), csv) from None
@@ -212,13 +229,21 @@ def csv_reject(source: Source, row, from_byte: int | None = None) -> dict:
     """A line Arrow could not parse (`pyarrow.csv.InvalidRow`). `line` is the record's number, 1 for
     the header; in a block read on its own (`from_byte`), counted from the block's first byte."""
     where = {"line": row.number} if from_byte is None else {"line": row.number, "from_byte": from_byte}
-    return {"file": source.path, **where, "reason": f"expected {row.expected_columns} fields, found {row.actual_columns}",
-            "text": row.text}
+    return {
+        "file": source.path,
+        **where,
+        "reason": f"expected {row.expected_columns} fields, found {row.actual_columns}",
+        "text": row.text,
+    }
 
 
 def unterminated_reject(source: Source, text: str) -> dict:
-    return {"file": source.path, "line": None, "text": text[:1000],
-            "reason": "unterminated quote: the last field runs to the end of the file"}
+    return {
+        "file": source.path,
+        "line": None,
+        "text": text[:1000],
+        "reason": "unterminated quote: the last field runs to the end of the file",
+    }
 
 
 class BlockError(SpamjobError):
@@ -227,29 +252,44 @@ class BlockError(SpamjobError):
 
 def block_count(source: Source, csv: CsvOptions) -> int:
     """Byte blocks of a file read in blocks; 0 for a file read whole (compressed, small, another encoding)."""
-    if (not csv.in_blocks or source.kind != "csv" or source.compression is not None or source.size <= csv.block_bytes
-            or codecs.lookup(csv.encoding).name not in SPLIT_ENCODINGS):
+    if (
+        not csv.in_blocks
+        or source.kind != "csv"
+        or source.compression is not None
+        or source.size <= csv.block_bytes
+        or codecs.lookup(csv.encoding).name not in SPLIT_ENCODINGS
+    ):
         return 0
     return math.ceil(source.size / csv.block_bytes)
 
 
-def read_block(source: Source, csv: CsvOptions, names: list[str], column_types: dict[str, pa.DataType],
-               k: int) -> Chunk:
+def read_block(
+    source: Source, csv: CsvOptions, names: list[str], column_types: dict[str, pa.DataType], k: int
+) -> Chunk:
     """The records of byte block k (only its bytes and a little after are read), checked as the module says."""
     delimiter = csv.delimiter_for(source.path)
     with open(source.path, "rb") as f:
-        start, stop = (_start(f, source, csv, delimiter, k * csv.block_bytes) if k else 0,
-                       _start(f, source, csv, delimiter, (k + 1) * csv.block_bytes))
+        start, stop = (
+            _start(f, source, csv, delimiter, k * csv.block_bytes) if k else 0,
+            _start(f, source, csv, delimiter, (k + 1) * csv.block_bytes),
+        )
         if start >= stop:
             return Chunk(pa.RecordBatch.from_pylist([], schema=pa.schema(list(column_types.items()))), 0)
         data, added = _read_with_end_line(f, start, stop, end_line(delimiter, len(names)))
     rejects: list[dict] = []
     table = _parse(source, csv, data, names if k else None, column_types, rejects, start if k else None)
-    chunk = Chunk(table.combine_chunks().to_batches()[0] if table.num_rows else
-                  pa.RecordBatch.from_pylist([], schema=table.schema), 0, rejects)
+    chunk = Chunk(
+        table.combine_chunks().to_batches()[0]
+        if table.num_rows
+        else pa.RecordBatch.from_pylist([], schema=table.schema),
+        0,
+        rejects,
+    )
     if stop < source.size and not ends_clean(chunk.batch):
-        raise BlockError(f"block {k} does not end at a record's end (byte {stop}): quotes that no CSV writer "
-                         "makes hide where records start; read whole")
+        raise BlockError(
+            f"block {k} does not end at a record's end (byte {stop}): quotes that no CSV writer "
+            "makes hide where records start; read whole"
+        )
     return settle_end(source, chunk, added)
 
 
@@ -259,8 +299,8 @@ def _read_with_end_line(f, start: int, stop: int, end: bytes) -> tuple[bytearray
     f.seek(start)
     n = f.readinto(memoryview(data)[: stop - start])
     added = (b"" if data[n - 1] in b"\n\r" else b"\n") + end
-    data[n: n + len(added)] = added
-    del data[n + len(added):]
+    data[n : n + len(added)] = added
+    del data[n + len(added) :]
     return data, added
 
 
@@ -274,8 +314,10 @@ def _start(f, source: Source, csv: CsvOptions, delimiter: str, pos: int) -> int:
         return start
     if end == source.size:
         return source.size
-    raise SpamjobError(f"{source.path}: no record starts in bytes {pos}..{end}: a row is longer than --block-mb "
-                       f"{csv.block_bytes >> 20}; raise --block-mb")
+    raise SpamjobError(
+        f"{source.path}: no record starts in bytes {pos}..{end}: a row is longer than --block-mb "
+        f"{csv.block_bytes >> 20}; raise --block-mb"
+    )
 
 
 def record_start(f, pos: int, end: int, delimiter: int, eof: bool) -> int | None:
@@ -311,7 +353,7 @@ def _first_boundary(buf: np.ndarray, n: int, delimiter: int, final: bool, eof: b
     quote = idx[buf[1:n] == QUOTE]
     seps = np.array([delimiter, LF, CR, QUOTE], np.uint8)
     may_open, may_close = np.isin(buf[quote - 1], seps), np.isin(nxt[quote], seps)
-    fits = [bool(may_open[p::2].all() and may_close[1 - p::2].all()) for p in (0, 1)]  # state at pos: out, in
+    fits = [bool(may_open[p::2].all() and may_close[1 - p :: 2].all()) for p in (0, 1)]  # state at pos: out, in
     if fits == [True, True] and len(quote) and not final:
         return None
     state = fits.index(True) if fits.count(True) == 1 else len(quote) % 2 if eof and all(fits) else None
@@ -322,8 +364,15 @@ def _first_boundary(buf: np.ndarray, n: int, delimiter: int, final: bool, eof: b
     return int(lines[0]) + 1 if len(lines) else None
 
 
-def _parse(source: Source, csv: CsvOptions, data: bytearray, names: list[str] | None,
-           column_types: dict[str, pa.DataType], rejects: list[dict], from_byte: int | None) -> pa.Table:
+def _parse(
+    source: Source,
+    csv: CsvOptions,
+    data: bytearray,
+    names: list[str] | None,
+    column_types: dict[str, pa.DataType],
+    rejects: list[dict],
+    from_byte: int | None,
+) -> pa.Table:
     def on_invalid(row) -> str:
         rejects.append(csv_reject(source, row, from_byte))
         return "skip"
@@ -332,11 +381,17 @@ def _parse(source: Source, csv: CsvOptions, data: bytearray, names: list[str] | 
     if names is not None:
         options.column_names = names
     try:
-        return pacsv.read_csv(pa.BufferReader(pa.py_buffer(data)), read_options=options,
-                              parse_options=parse_options(source, csv, on_invalid),
-                              convert_options=pacsv.ConvertOptions(column_types=column_types, strings_can_be_null=False,
-                                                                   quoted_strings_can_be_null=False,
-                                                                   auto_dict_encode=False))
+        return pacsv.read_csv(
+            pa.BufferReader(pa.py_buffer(data)),
+            read_options=options,
+            parse_options=parse_options(source, csv, on_invalid),
+            convert_options=pacsv.ConvertOptions(
+                column_types=column_types,
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+                auto_dict_encode=False,
+            ),
+        )
     except (pa.ArrowInvalid, OSError, EOFError, UnicodeDecodeError) as e:
         where = f" (bytes from {from_byte})" if from_byte is not None else ""
         raise read_error(source, first_line(e), csv, where) from None

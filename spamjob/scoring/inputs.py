@@ -7,8 +7,8 @@ from __future__ import annotations
 import functools
 import glob
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pyarrow as pa
 
@@ -38,12 +38,16 @@ def discover(patterns: list[str] | tuple[str, ...]) -> list[Source]:
             scored_input(p, p.parent)
         elif p.is_dir():
             scored_input(p, p)
-            candidates = sorted(f for f in _walk(p) if kind_of(f) is not None and scoring_output_of(f, p, marked) is None)
+            candidates = sorted(
+                f for f in _walk(p) if kind_of(f) is not None and scoring_output_of(f, p, marked) is None
+            )
             if not candidates:
                 raise SpamjobError(f"folder {p} holds no .parquet/.csv/.tsv/.txt files")
         else:
             candidates = sorted(Path(m) for m in glob.glob(str(p), recursive=True) if Path(m).is_file())
-            candidates = [c for c in candidates if kind_of(c) is not None and scoring_output_of(c, None, marked) is None]
+            candidates = [
+                c for c in candidates if kind_of(c) is not None and scoring_output_of(c, None, marked) is None
+            ]
             if not candidates:
                 raise SpamjobError(f"no input matches {pattern!r}")
         for c in candidates:
@@ -63,11 +67,15 @@ def scored_input(named: Path, folder: Path) -> None:
     if output is None:
         return
     if folder.resolve() != (output / PREDICTIONS).resolve():
-        raise SpamjobError(f"{named} is (inside) {output}, a spamjob scoring output; to score its predictions "
-                           f"again, name {output / PREDICTIONS} or parts in it")
+        raise SpamjobError(
+            f"{named} is (inside) {output}, a spamjob scoring output; to score its predictions "
+            f"again, name {output / PREDICTIONS} or parts in it"
+        )
     if not (output / "_SUCCESS").is_file():
-        raise SpamjobError(f"{named} belongs to an unfinished scoring job ({output} has no _SUCCESS); "
-                           "finish that job first (rerun its command)")
+        raise SpamjobError(
+            f"{named} belongs to an unfinished scoring job ({output} has no _SUCCESS); "
+            "finish that job first (rerun its command)"
+        )
 
 
 def _walk(folder: Path) -> Iterator[Path]:

@@ -17,11 +17,11 @@ import time
 import torch
 
 from spamjob import __version__
-from spamjob.config import ScoreConfig
 from spamjob.errors import SpamjobError
 from spamjob.operating import threshold_record
 from spamjob.scoring import report as rep
 from spamjob.scoring.columns import OUTPUT_COLUMNS
+from spamjob.scoring.config import ScoreConfig
 from spamjob.scoring.report import Counts
 from spamjob.scoring.run import score_all
 from spamjob.scoring.setup import ScoreJob, setup
@@ -59,8 +59,9 @@ def finish(job: ScoreJob, wall0: float) -> dict:
     """Peak memory of every process; then, on the main process, the report, manifest and `_SUCCESS`."""
     accelerator = job.accelerator
     gpu_mb = torch.cuda.max_memory_allocated() / 2**20 if accelerator.device.type == "cuda" else 0.0
-    peaks = torch.tensor([resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, gpu_mb],
-                         device=accelerator.device)
+    peaks = torch.tensor(
+        [resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, gpu_mb], device=accelerator.device
+    )
     peak, peak_gpu = accelerator.reduce(peaks, "max").tolist()
     steady = accelerator.reduce(torch.tensor([job.steady.rate()], device=accelerator.device), "sum").item()
     accelerator.wait_for_everyone()
@@ -78,16 +79,25 @@ def _write_report(job: ScoreJob, wall0: float, peaks: dict, steady: float) -> di
     total, per_input, parts, missing = _sum_sidecars(job)
     if missing:
         if job.cfg.shard is not None:  # other tasks are still at work: the last one writes the report
-            return {"pending": f"shard {job.cfg.shard} done; {len(missing)} unit(s) of other shards still to come; "
-                               f"the last task to finish writes {job.out.path / 'report.md'} and _SUCCESS"}
-        raise SpamjobError(f"{len(missing)} work unit(s) have no committed part (e.g. {missing[0]}); rerun the same command")
+            return {
+                "pending": f"shard {job.cfg.shard} done; {len(missing)} unit(s) of other shards still to come; "
+                f"the last task to finish writes {job.out.path / 'report.md'} and _SUCCESS"
+            }
+        raise SpamjobError(
+            f"{len(missing)} work unit(s) have no committed part (e.g. {missing[0]}); rerun the same command"
+        )
     wall = time.perf_counter() - wall0
-    extra = {"wall_time_s": round(wall, 3), "rows_per_s": round(total.rows_read / wall, 2) if wall else None,
-             "steady_rows_per_s": round(steady, 2) if steady else None,  # after each process's first window
-             **_facts(job, len(parts), peaks)}
+    extra = {
+        "wall_time_s": round(wall, 3),
+        "rows_per_s": round(total.rows_read / wall, 2) if wall else None,
+        "steady_rows_per_s": round(steady, 2) if steady else None,  # after each process's first window
+        **_facts(job, len(parts), peaks),
+    }
     report = rep.build(total, per_input, extra)
     rep.write(job.out.path, report)
-    job.out.finish({"plan": job.plan, "parts": parts, "rows": total.rows_read, "rejected": sum(total.rejected.values())})
+    job.out.finish(
+        {"plan": job.plan, "parts": parts, "rows": total.rows_read, "rejected": sum(total.rejected.values())}
+    )
     return report
 
 
@@ -103,8 +113,15 @@ def _sum_sidecars(job: ScoreJob) -> tuple[Counts, dict[str, Counts], list[dict],
                 missing.append(unit.name)
                 continue
             c_in += Counts.from_dict(info["counts"])
-            parts.append({"part": info["part"], "source": inp.source.path, "unit": i, "rows": info["rows"],
-                          "rejects": info["rejects"]})
+            parts.append(
+                {
+                    "part": info["part"],
+                    "source": inp.source.path,
+                    "unit": i,
+                    "rows": info["rows"],
+                    "rejects": info["rejects"],
+                }
+            )
         per_input[inp.source.path] = c_in
         total += c_in
     return total, per_input, parts, missing
@@ -121,11 +138,18 @@ def _facts(job: ScoreJob, parts: int, peaks: dict) -> dict:
         "quantize": cfg.quantize,
         "threshold": threshold_record(job.scorer.classifier.config, cfg.threshold),
         **padding_note(job.scorer.classifier),
-        "csv_read_whole": {i.source.path: r["reason"] for i in job.inputs
-                           if "reason" in (r := job.out.source_record(i.source.key))} or None,
+        "csv_read_whole": {
+            i.source.path: r["reason"] for i in job.inputs if "reason" in (r := job.out.source_record(i.source.key))
+        }
+        or None,
         **{k: round(v, 1) if v else None for k, v in peaks.items()},
-        "output": {"folder": str(job.out.path.resolve()), "format": cfg.format, "parts": parts,
-                   "columns": job.schema.names, "filled_with_nulls": _filled_with_nulls(job)},
+        "output": {
+            "folder": str(job.out.path.resolve()),
+            "format": cfg.format,
+            "parts": parts,
+            "columns": job.schema.names,
+            "filled_with_nulls": _filled_with_nulls(job),
+        },
         "spamjob_version": __version__,
     }
     if job.agreement is not None:
@@ -137,14 +161,19 @@ def padding_note(clf) -> dict:
     """For a `last`-pooling classifier (the reference recipe): why its scoring costs several times more."""
     if clf.padding != "fixed":
         return {}
-    return {"padding_note": f"every row is padded to max_length {clf.max_length}: this classifier reads the last "
-                            "padded position (`last` pooling, the reference recipe), so scoring costs several times "
-                            "the compute of a `last-token` classifier (about max_length / mean message length)"}
+    return {
+        "padding_note": f"every row is padded to max_length {clf.max_length}: this classifier reads the last "
+        "padded position (`last` pooling, the reference recipe), so scoring costs several times "
+        "the compute of a `last-token` classifier (about max_length / mean message length)"
+    }
 
 
 def _filled_with_nulls(job: ScoreJob) -> dict[str, list[str]]:
     """Per input, the output columns it does not have (null in its rows)."""
     kept = [f.name for f in job.schema if f.name not in OUTPUT_COLUMNS]
-    missing = {i.source.path: [c for c in kept if c not in i.kept_names(job.renamed)]
-               for i in job.inputs if i.columns is not None}
+    missing = {
+        i.source.path: [c for c in kept if c not in i.kept_names(job.renamed)]
+        for i in job.inputs
+        if i.columns is not None
+    }
     return {path: cols for path, cols in missing.items() if cols}

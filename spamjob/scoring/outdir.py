@@ -22,8 +22,8 @@ import contextlib
 import json
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from spamjob.errors import SpamjobError
 from spamjob.faults import kill_point, pause_point
@@ -37,7 +37,8 @@ OWNED_FILES = {PLAN, "_manifest.json", "_SUCCESS", "report.json", "report.md", "
 OWNED_FOLDERS = {SIDECARS, SOURCES, LOCKS, PREDICTIONS, REJECTS}
 _OWNED_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[^.]+\.part$")  # atomic_path's and PartWriter's
 _UNIT_FILE = re.compile(
-    r"^(?P<unit>part-[0-9a-f]{12}-\d{6}|report|plan)\.(parquet|csv|json|jsonl|lock)$|^[0-9a-f]{12}\.(json|lock)$")
+    r"^(?P<unit>part-[0-9a-f]{12}-\d{6}|report|plan)\.(parquet|csv|json|jsonl|lock)$|^[0-9a-f]{12}\.(json|lock)$"
+)
 REPORT_LOCK = "report"  # held while the report files are written
 PLAN_LOCK = "plan"  # held while a task checks --out against its plan (and writes it)
 
@@ -106,15 +107,20 @@ class OutputFolder:
         """The folder holds another job's files (or none of spamjob's): an error, or with --overwrite
         their deletion (the locks stay: other processes may be waiting on them)."""
         if not overwrite:
-            what = ("was written with another model, other inputs or other options" if old is not None
-                    else "is not empty and holds no spamjob scoring plan")
-            raise SpamjobError(f"output folder {self.path} {what}; pass --overwrite to replace it, "
-                               "or choose another --out")
+            what = (
+                "was written with another model, other inputs or other options"
+                if old is not None
+                else "is not empty and holds no spamjob scoring plan"
+            )
+            raise SpamjobError(
+                f"output folder {self.path} {what}; pass --overwrite to replace it, or choose another --out"
+            )
         whole = old is not None and old.get("engine") == "ray"  # Ray names its part files itself
         foreign = [p for p in self.path.iterdir() if not _owned(p, whole)]
         if foreign:
-            raise SpamjobError(f"--overwrite would delete {foreign[0]}, which spamjob did not write; "
-                               f"clear {self.path} by hand")
+            raise SpamjobError(
+                f"--overwrite would delete {foreign[0]}, which spamjob did not write; clear {self.path} by hand"
+            )
         for p in self.path.iterdir():
             if p.name != LOCKS:
                 shutil.rmtree(p) if p.is_dir() else p.unlink()
@@ -172,9 +178,17 @@ class OutputFolder:
             with atomic_path(self.path / rejects_name) as tmp:
                 tmp.write_text("".join(json.dumps(r) + "\n" for r in rejects))
         part_name = part.dest.relative_to(self.path).as_posix()
-        write_json(self.path / SIDECARS / f"{unit}.json", {
-            **where, "part": part_name, "rows": part.rows, "rejects": rejects_name, "counts": counts,
-            "files": {name: self._record(name) for name in (part_name, rejects_name) if name}})
+        write_json(
+            self.path / SIDECARS / f"{unit}.json",
+            {
+                **where,
+                "part": part_name,
+                "rows": part.rows,
+                "rejects": rejects_name,
+                "counts": counts,
+                "files": {name: self._record(name) for name in (part_name, rejects_name) if name},
+            },
+        )
 
     def source_record(self, key: str) -> dict:
         """What the job recorded about an input file (a CSV file's unit count, why it is read whole)."""

@@ -4,7 +4,7 @@ alone gives the layout and the statistics that the one-schema rule checks."""
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -37,7 +37,9 @@ def parquet_bounds(source: Source, column: str) -> list | None:
     lows, highs = [], []
     for g in range(meta.num_row_groups):
         group = meta.row_group(g)
-        chunk = next((group.column(j) for j in range(group.num_columns) if group.column(j).path_in_schema == column), None)
+        chunk = next(
+            (group.column(j) for j in range(group.num_columns) if group.column(j).path_in_schema == column), None
+        )
         stats = chunk.statistics if chunk is not None else None
         if stats is None or (not stats.has_min_max and stats.null_count != group.num_rows):
             return None

@@ -6,16 +6,22 @@ from __future__ import annotations
 from pathlib import Path
 
 from spamjob import __version__
-from spamjob.config import ScoreConfig
+from spamjob.scoring.config import ScoreConfig
 
 
-def build(cfg: ScoreConfig, model_sha256: str | None, inputs: list[dict], predictions: dict,
-          engine: str | None = None) -> dict:
+def build(
+    cfg: ScoreConfig, model_sha256: str | None, inputs: list[dict], predictions: dict, engine: str | None = None
+) -> dict:
     """The plan of scoring `inputs` (their fingerprints) with the classifier in cfg.model;
     `predictions`: the resolved settings that change a prediction (precision, int8, threshold)."""
     plan = {"engine": engine} if engine else {}
-    return {**plan, "spamjob_version": __version__, "model": model_record(cfg.model, model_sha256),
-            "inputs": inputs, "options": {**cfg.plan_options(), **predictions}}
+    return {
+        **plan,
+        "spamjob_version": __version__,
+        "model": model_record(cfg.model, model_sha256),
+        "inputs": inputs,
+        "options": {**cfg.plan_options(), **predictions},
+    }
 
 
 def model_record(model: str, sha256: str | None) -> dict:

@@ -34,7 +34,7 @@ class Predictor:
     def __call__(self, ids: TokenIds | list[list[int]]) -> np.ndarray:
         return self.launch(ids).result()
 
-    def launch(self, ids: TokenIds | list[list[int]]) -> "Launched":
+    def launch(self, ids: TokenIds | list[list[int]]) -> Launched:
         """Queue every batch of a window on the device and the copy of its probabilities back into
         pinned memory; returns at once on a GPU (the kernels run on), after the work on the CPU."""
         tokens = ids if isinstance(ids, TokenIds) else TokenIds.from_lists(ids)
@@ -42,8 +42,9 @@ class Predictor:
         if not n:
             return Launched(np.empty(0, dtype=np.int64), None, None)
         order, batches = sorted_batches(tokens, self.clf.max_length, self.clf.padding, self.batch_tokens)
-        pending = torch.cat(list((self.pool.map if self.pool else map)(lambda rows: self._forward(tokens, rows),
-                                                                       batches)))
+        pending = torch.cat(
+            list((self.pool.map if self.pool else map)(lambda rows: self._forward(tokens, rows), batches))
+        )
         if self.device.type != "cuda":
             return Launched(order, pending, None)
         host = torch.empty(n, dtype=pending.dtype, pin_memory=True)
@@ -55,10 +56,14 @@ class Predictor:
     def _forward(self, tokens: TokenIds, rows: np.ndarray) -> torch.Tensor:
         """P(spam) of one batch (`rows` of `tokens`), on the device."""
         ids, lengths = tokens.padded(rows, self.clf.max_length, self.clf.padding, PAD_ID)
-        with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.float16,
-                                                    enabled=self.dtype is torch.float16):
-            logits = self.model(torch.from_numpy(ids).to(self.device, non_blocking=True),
-                                torch.from_numpy(lengths).to(self.device, non_blocking=True))
+        with (
+            torch.inference_mode(),
+            torch.autocast(self.device.type, dtype=torch.float16, enabled=self.dtype is torch.float16),
+        ):
+            logits = self.model(
+                torch.from_numpy(ids).to(self.device, non_blocking=True),
+                torch.from_numpy(lengths).to(self.device, non_blocking=True),
+            )
         return torch.softmax(logits.float(), dim=-1)[:, 1]
 
     def close(self) -> None:
@@ -66,8 +71,9 @@ class Predictor:
             self.pool.shutdown(cancel_futures=True)
 
 
-def sorted_batches(tokens: TokenIds, max_length: int, padding: str, batch_tokens: int
-                   ) -> tuple[np.ndarray, list[np.ndarray]]:
+def sorted_batches(
+    tokens: TokenIds, max_length: int, padding: str, batch_tokens: int
+) -> tuple[np.ndarray, list[np.ndarray]]:
     """Rows sorted by kept length, and that order cut into batches of at most `batch_tokens` padded
     tokens (at least one row each); the batches cover the order front to back."""
     lengths = np.minimum(tokens.lengths, max_length)

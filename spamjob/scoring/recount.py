@@ -40,7 +40,9 @@ def count_folder(out: str | Path, label_column: str | None = None) -> tuple[Coun
     dataset, fmt = _dataset(out / PREDICTIONS, label_column)
     missing = [c for c in (*OUTPUT_COLUMNS, *([label_column] if label_column else [])) if c not in dataset.schema.names]
     if missing:
-        raise SpamjobError(f"{out / PREDICTIONS}: no column(s) {', '.join(missing)} (has {', '.join(dataset.schema.names)})")
+        raise SpamjobError(
+            f"{out / PREDICTIONS}: no column(s) {', '.join(missing)} (has {', '.join(dataset.schema.names)})"
+        )
     manifest = read_json(out / "_manifest.json") if (out / "_manifest.json").is_file() else None
     source_of = {p["part"]: p["source"] for p in manifest["parts"]} if manifest else {}
     per_input: dict[str, Counts] = {}
@@ -55,9 +57,16 @@ def count_folder(out: str | Path, label_column: str | None = None) -> tuple[Coun
     total = Counts()
     for counts in per_input.values():
         total += counts
-    extra = {"recounted_from": {"folder": str((out / PREDICTIONS).resolve()), "format": fmt,
-                                "parts": len(dataset.files), "label_column": label_column},
-             "model": manifest["plan"]["model"] if manifest else None, "spamjob_version": __version__}
+    extra = {
+        "recounted_from": {
+            "folder": str((out / PREDICTIONS).resolve()),
+            "format": fmt,
+            "parts": len(dataset.files),
+            "label_column": label_column,
+        },
+        "model": manifest["plan"]["model"] if manifest else None,
+        "spamjob_version": __version__,
+    }
     return total, per_input, extra
 
 
@@ -75,8 +84,13 @@ def _dataset(folder: Path, label_column: str | None) -> tuple[ds.Dataset, str]:
     an engine's bookkeeping, e.g. Spark's `_SUCCESS` and `.crc` files)."""
     if not folder.is_dir():
         raise SpamjobError(f"{folder}: no predictions folder (written by `spamjob score`, `--engine ray` or Spark)")
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(("_", "."))
-                   and not any(part.startswith(("_", ".")) for part in p.relative_to(folder).parts[:-1]))
+    files = sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file()
+        and not p.name.startswith(("_", "."))
+        and not any(part.startswith(("_", ".")) for part in p.relative_to(folder).parts[:-1])
+    )
     kinds = {FORMATS.get(p.suffix) for p in files}
     if not files or len(kinds) != 1 or None in kinds:
         found = ", ".join(sorted({p.suffix or p.name for p in files})) or "nothing"
@@ -84,8 +98,11 @@ def _dataset(folder: Path, label_column: str | None) -> tuple[ds.Dataset, str]:
     fmt = file_format = kinds.pop()
     if fmt == "csv":  # one type per column whatever a part holds (a part may have no scored row)
         types = {**OUTPUT_TYPES, **({label_column: pa.string()} if label_column else {})}
-        file_format = ds.CsvFileFormat(convert_options=pacsv.ConvertOptions(
-            column_types=types, strings_can_be_null=True, quoted_strings_can_be_null=False))  # as spamjob writes nulls
+        file_format = ds.CsvFileFormat(
+            convert_options=pacsv.ConvertOptions(
+                column_types=types, strings_can_be_null=True, quoted_strings_can_be_null=False
+            )
+        )  # as spamjob writes nulls
     try:
         return ds.dataset([str(p) for p in files], format=file_format), fmt
     except (pa.ArrowInvalid, OSError) as e:

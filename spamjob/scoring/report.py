@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 import pyarrow as pa
@@ -45,7 +45,7 @@ class Counts:
     by_label: list = field(default_factory=lambda: [[0] * (len(CURVE_EDGES) + 1) for _ in range(2)])
     """[true label][curve bin]: bin b holds CURVE_EDGES[b-1] < P(spam) <= CURVE_EDGES[b]."""
 
-    def __iadd__(self, other: "Counts") -> "Counts":
+    def __iadd__(self, other: Counts) -> Counts:
         for name in ("rows_read", "rows_scored", "predicted_spam", "truncated", "labeled", "unknown_labels"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.flagged.update(other.flagged)
@@ -60,15 +60,22 @@ class Counts:
 
     def to_dict(self) -> dict:
         return {
-            "rows_read": self.rows_read, "rows_scored": self.rows_scored, "predicted_spam": self.predicted_spam,
-            "truncated": self.truncated, "flagged": dict(sorted(self.flagged.items())),
-            "rejected": dict(sorted(self.rejected.items())), "labeled": self.labeled,
-            "unknown_labels": self.unknown_labels, "confusion": self.confusion,
-            "confusion_at_half": self.confusion_at_half, "histogram": self.histogram, "by_label": self.by_label,
+            "rows_read": self.rows_read,
+            "rows_scored": self.rows_scored,
+            "predicted_spam": self.predicted_spam,
+            "truncated": self.truncated,
+            "flagged": dict(sorted(self.flagged.items())),
+            "rejected": dict(sorted(self.rejected.items())),
+            "labeled": self.labeled,
+            "unknown_labels": self.unknown_labels,
+            "confusion": self.confusion,
+            "confusion_at_half": self.confusion_at_half,
+            "histogram": self.histogram,
+            "by_label": self.by_label,
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Counts":
+    def from_dict(cls, d: dict) -> Counts:
         c = cls(**{k: v for k, v in d.items() if k not in ("flagged", "rejected")})
         c.flagged, c.rejected = Counter(d["flagged"]), Counter(d["rejected"])
         return c
@@ -112,33 +119,50 @@ def pr_curve(c: Counts) -> dict[str, list[float]]:
     tp, fp = np.cumsum(spam[::-1])[::-1][1:], np.cumsum(ham[::-1])[::-1][1:]  # rows in bins above edge k
     keep = tp + fp > 0
     positives = max(int(spam.sum()), 1)
-    return {"threshold": [round(float(t), 6) for t in CURVE_EDGES[keep]],
-            "precision": [round(float(x), 6) for x in (tp / np.maximum(tp + fp, 1))[keep]],
-            "recall": [round(float(x), 6) for x in (tp / positives)[keep]]}
+    return {
+        "threshold": [round(float(t), 6) for t in CURVE_EDGES[keep]],
+        "precision": [round(float(x), 6) for x in (tp / np.maximum(tp + fp, 1))[keep]],
+        "recall": [round(float(x), 6) for x in (tp / positives)[keep]],
+    }
 
 
 def metrics(confusion: list) -> dict:
     """Accuracy, precision, recall and F1 of the spam class from [true][predicted] counts."""
     (tn, fp), (fn, tp) = confusion
     figures = summarize(tn, fp, fn, tp)
-    return {**{k: figures[k] for k in ("accuracy", "precision", "recall", "f1")},
-            "confusion_matrix": {"labels": ["ham", "spam"], "rows": "true label", "columns": "prediction",
-                                 "counts": confusion},
-            "examples": figures["examples"]}
+    return {
+        **{k: figures[k] for k in ("accuracy", "precision", "recall", "f1")},
+        "confusion_matrix": {
+            "labels": ["ham", "spam"],
+            "rows": "true label",
+            "columns": "prediction",
+            "counts": confusion,
+        },
+        "examples": figures["examples"],
+    }
 
 
 def build(total: Counts, per_input: dict[str, Counts], extra: dict) -> dict:
     """The report dictionary (report.json); `extra` may name the `threshold` the predictions used."""
     has_labels = total.labeled > 0
     if has_labels:
-        labels = {**metrics(total.confusion), "unknown_labels": total.unknown_labels,
-                  "at_0.5": metrics(total.confusion_at_half), "pr_curve": pr_curve(total)}
+        labels = {
+            **metrics(total.confusion),
+            "unknown_labels": total.unknown_labels,
+            "at_0.5": metrics(total.confusion_at_half),
+            "pr_curve": pr_curve(total),
+        }
     else:
         labels = {"labeled_rows": 0, "unknown_labels": total.unknown_labels}
     return {
         "accuracy": labels["accuracy"] if has_labels else None,
-        "rows": {"read": total.rows_read, "scored": total.rows_scored, "flagged": sum(total.flagged.values()),
-                 "rejected": sum(total.rejected.values()), "truncated": total.truncated},
+        "rows": {
+            "read": total.rows_read,
+            "scored": total.rows_scored,
+            "flagged": sum(total.flagged.values()),
+            "rejected": sum(total.rejected.values()),
+            "truncated": total.truncated,
+        },
         "flagged_by_reason": dict(sorted(total.flagged.items())),
         "rejected_by_reason": dict(sorted(total.rejected.items())),
         "spam_rate": total.predicted_spam / total.rows_scored if total.rows_scored else None,
@@ -191,24 +215,35 @@ def markdown(r: dict) -> str:
         m = r["labels"]
         (tn, fp), (fn, tp) = m["confusion_matrix"]["counts"]
         lines += [
-            "", "## Against the labels", "",
+            "",
+            "## Against the labels",
+            "",
             f"accuracy {_pct(m['accuracy'])}, precision {_pct(m['precision'])}, recall {_pct(m['recall'])}, "
             f"F1 {_pct(m['f1'])} over {m['examples']:,} labeled rows ({m['unknown_labels']:,} with unknown labels)",
-            "", "| true \\ predicted | ham | spam |", "|---|---|---|", f"| ham | {tn:,} | {fp:,} |",
+            "",
+            "| true \\ predicted | ham | spam |",
+            "|---|---|---|",
+            f"| ham | {tn:,} | {fp:,} |",
             f"| spam | {fn:,} | {tp:,} |",
-            "", "| threshold | precision | recall | F1 | accuracy |", "|---|---|---|---|---|",
+            "",
+            "| threshold | precision | recall | F1 | accuracy |",
+            "|---|---|---|---|---|",
         ]
         for name, at in ((_threshold_name(r), m), ("0.5 (argmax)", m["at_0.5"])):
-            lines.append(f"| {name} | {_pct(at['precision'])} | {_pct(at['recall'])} | {_pct(at['f1'])} | "
-                         f"{_pct(at['accuracy'])} |")
+            lines.append(
+                f"| {name} | {_pct(at['precision'])} | {_pct(at['recall'])} | {_pct(at['f1'])} | "
+                f"{_pct(at['accuracy'])} |"
+            )
     for title, key in (("Flagged rows", "flagged_by_reason"), ("Rejected lines", "rejected_by_reason")):
         if r[key]:
             lines += ["", f"## {title}", "", "| reason | rows |", "|---|---|"]
             lines += [f"| {reason} | {n:,} |" for reason, n in r[key].items()]
     lines += ["", "## Inputs", "", "| input | read | scored | flagged | rejected |", "|---|---|---|---|---|"]
     for path, c in r["inputs"].items():
-        lines.append(f"| `{path}` | {c['rows_read']:,} | {c['rows_scored']:,} | {sum(c['flagged'].values()):,} | "
-                     f"{sum(c['rejected'].values()):,} |")
+        lines.append(
+            f"| `{path}` | {c['rows_read']:,} | {c['rows_scored']:,} | {sum(c['flagged'].values()):,} | "
+            f"{sum(c['rejected'].values()):,} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -224,10 +259,14 @@ def summary(report: dict, folder: str | os.PathLike, recounted: bool = False) ->
     acc = f"; accuracy {report['accuracy'] * 100:.2f}%" if report.get("accuracy") is not None else ""
     where = f"; report: {Path(folder) / 'report.md'}"
     if recounted:
-        return (f"counted {r['read']:,} rows ({r['scored']:,} scored, {r['flagged']:,} flagged, "
-                f"{r['rejected']:,} rejected lines){acc}{where}")
-    return (f"scored {r['scored']:,} of {r['read']:,} rows ({r['flagged']:,} flagged, {r['rejected']:,} rejected lines)"
-            f"{acc} in {report['wall_time_s']:.1f} s ({report['rows_per_s']:,.1f} rows/s), {workers(report)}{where}")
+        return (
+            f"counted {r['read']:,} rows ({r['scored']:,} scored, {r['flagged']:,} flagged, "
+            f"{r['rejected']:,} rejected lines){acc}{where}"
+        )
+    return (
+        f"scored {r['scored']:,} of {r['read']:,} rows ({r['flagged']:,} flagged, {r['rejected']:,} rejected lines)"
+        f"{acc} in {report['wall_time_s']:.1f} s ({report['rows_per_s']:,.1f} rows/s), {workers(report)}{where}"
+    )
 
 
 def _threshold_name(r: dict) -> str:
@@ -272,8 +311,14 @@ def _confusion_panel(ax, r: dict) -> None:
     top = max(max(row) for row in counts) or 1
     for t in range(2):
         for p in range(2):
-            ax.text(p, t, f"{counts[t][p]:,}", ha="center", va="center",
-                    color="white" if counts[t][p] > top / 2 else "black")
+            ax.text(
+                p,
+                t,
+                f"{counts[t][p]:,}",
+                ha="center",
+                va="center",
+                color="white" if counts[t][p] > top / 2 else "black",
+            )
     ax.set_xticks([0, 1], ["ham", "spam"])
     ax.set_yticks([0, 1], ["ham", "spam"])
     ax.set_xlabel("prediction")

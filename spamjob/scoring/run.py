@@ -6,8 +6,8 @@ each window's table and commits a unit after its last write, still under the uni
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -103,8 +103,14 @@ class OpenUnit:
             if unit.byte_block and "reason" in job.out.source_record(unit.source.key):
                 self.part.abort()
             elif not self.done_before:
-                job.out.commit(unit.name, {"source": unit.source.path, "unit": unit.index}, self.part, job.schema,
-                               self.rejects, self.counts.to_dict())
+                job.out.commit(
+                    unit.name,
+                    {"source": unit.source.path, "unit": unit.index},
+                    self.part,
+                    job.schema,
+                    self.rejects,
+                    self.counts.to_dict(),
+                )
         self._lock.close()
 
     def abort(self) -> None:
@@ -149,8 +155,11 @@ def _output_table(job: ScoreJob, item: Item, inp: Input, probs: np.ndarray, coun
     new = job.scorer.output_columns(window, probs)
     counts += count_rows(new, item.labels)
     n, mine = window.num_rows, inp.kept_names(job.renamed)
-    kept = {f.name: _kept(item.chunk.batch.column(mine[f.name]), f.type) if f.name in mine else pa.nulls(n, f.type)
-            for f in job.schema if f.name not in new}
+    kept = {
+        f.name: _kept(item.chunk.batch.column(mine[f.name]), f.type) if f.name in mine else pa.nulls(n, f.type)
+        for f in job.schema
+        if f.name not in new
+    }
     return pa.table({**kept, **new}, schema=job.schema)
 
 

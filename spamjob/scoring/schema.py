@@ -15,7 +15,7 @@ CSV parts hold text: there a bytes column is written as text, invalid UTF-8 repl
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import pyarrow as pa
 
@@ -37,8 +37,9 @@ def common_type(name: str, found: Found, range_of: RangeOf) -> pa.DataType:
         return BYTES if any(_is_bytes(t) for t in types) else TEXT
     if any(pa.types.is_nested(t) for t in types) or any(_is_bytes(t) for t in types):
         kinds = " and ".join(sorted({str(t) for t in types}))
-        raise SpamjobError(f"column {name!r} is {kinds} in different inputs; score them separately "
-                           "or leave it out with --keep-columns")
+        raise SpamjobError(
+            f"column {name!r} is {kinds} in different inputs; score them separately or leave it out with --keep-columns"
+        )
     widened = _widened(types)
     if widened is not None and all(_exact(t, widened) for t in types):
         if pa.types.is_timestamp(widened):
@@ -58,8 +59,11 @@ def conform(values: pa.Array | pa.ChunkedArray, to: pa.DataType) -> pa.Array | p
     if values.type == to:
         return values
     if pa.types.is_dictionary(values.type):
-        values = values.dictionary_decode() if isinstance(values, pa.Array) else pa.chunked_array(
-            [c.dictionary_decode() for c in values.chunks], values.type.value_type)
+        values = (
+            values.dictionary_decode()
+            if isinstance(values, pa.Array)
+            else pa.chunked_array([c.dictionary_decode() for c in values.chunks], values.type.value_type)
+        )
     return values.cast(to, safe=True)
 
 
@@ -108,8 +112,11 @@ def _exact(src: pa.DataType, dst: pa.DataType) -> bool:
     if pa.types.is_floating(src):
         return pa.types.is_floating(dst) and dst.bit_width >= src.bit_width
     if pa.types.is_decimal(src):
-        return pa.types.is_decimal(dst) and dst.scale >= src.scale and \
-            dst.precision - dst.scale >= src.precision - src.scale
+        return (
+            pa.types.is_decimal(dst)
+            and dst.scale >= src.scale
+            and dst.precision - dst.scale >= src.precision - src.scale
+        )
     if pa.types.is_date(src):
         return pa.types.is_date64(dst)  # days -> milliseconds: always in range
     if pa.types.is_time(src) or pa.types.is_timestamp(src):
@@ -135,8 +142,10 @@ def _check_range(name: str, found: Found, to: pa.DataType, range_of: RangeOf) ->
         if bounds is not None and _fits(pa.array(bounds, t), to):
             continue
         why = "its statistics are missing" if bounds is None else "some values lie outside that range"
-        raise SpamjobError(f"column {name!r} is {t} in {path} and {to} elsewhere; {to} cannot hold every value "
-                           f"({why}); score them separately or leave it out with --keep-columns")
+        raise SpamjobError(
+            f"column {name!r} is {t} in {path} and {to} elsewhere; {to} cannot hold every value "
+            f"({why}); score them separately or leave it out with --keep-columns"
+        )
 
 
 def _fits(values: pa.Array, to: pa.DataType) -> bool:

@@ -11,10 +11,10 @@ import pyarrow as pa
 import torch
 from tqdm import tqdm
 
-from spamjob.config import ScoreConfig
 from spamjob import processes
 from spamjob.scoring import plan as job_plan
 from spamjob.scoring.columns import Columns, output_fields, renamed_for_output, resolve_columns
+from spamjob.scoring.config import ScoreConfig
 from spamjob.scoring.core import BatchScorer
 from spamjob.scoring.csv import CsvOptions
 from spamjob.scoring.inputs import discover, schema_of
@@ -40,8 +40,10 @@ class Input:
     def kept_fields(self, renamed: dict[str, str]) -> list[pa.Field]:
         """The kept columns as they come in (Parquet's as they are, CSV fields as text), under their
         output names."""
-        return [pa.field(name, pa.large_string() if self.source.kind == "csv" else self.schema.field(c).type)
-                for name, c in self.kept_names(renamed).items()]
+        return [
+            pa.field(name, pa.large_string() if self.source.kind == "csv" else self.schema.field(c).type)
+            for name, c in self.kept_names(renamed).items()
+        ]
 
 
 def output_schema(inputs: list[Input], fmt: str, renamed: dict[str, str]) -> pa.Schema:
@@ -54,8 +56,10 @@ def output_schema(inputs: list[Input], fmt: str, renamed: dict[str, str]) -> pa.
         for f in inp.kept_fields(renamed):
             by_name.setdefault(f.name, []).append((inp.source.path, f.type))
     sources = {inp.source.path: inp.source for inp in inputs}
-    kept = [pa.field(name, common_type(name, found, lambda path, col: parquet_bounds(sources[path], col)))
-            for name, found in by_name.items()]
+    kept = [
+        pa.field(name, common_type(name, found, lambda path, col: parquet_bounds(sources[path], col)))
+        for name, found in by_name.items()
+    ]
     if fmt == "csv":
         kept = [f.with_type(as_csv_text(f.type)) for f in kept]
     return pa.schema(kept + output_fields())
@@ -70,8 +74,11 @@ class Agreement:
     max_abs_diff: float = 0.0
 
     def report(self) -> dict:
-        return {"rows_compared": self.rows, "same_prediction": self.same / self.rows if self.rows else None,
-                "max_abs_probability_diff": self.max_abs_diff}
+        return {
+            "rows_compared": self.rows,
+            "same_prediction": self.same / self.rows if self.rows else None,
+            "max_abs_probability_diff": self.max_abs_diff,
+        }
 
 
 @dataclass
@@ -129,22 +136,49 @@ def setup(cfg: ScoreConfig) -> ScoreJob:
     renamed = renamed_for_output(c for i in inputs if i.columns is not None for c in i.columns.keep)
     schema = output_schema(inputs, cfg.format, renamed)
     # The tokenizer processes (GPU) start first and load their tokenizers while the model loads.
-    scorer = BatchScorer(cfg.model, device=accelerator.device, mixed_precision=cfg.mixed_precision,
-                         batch_tokens=cfg.batch_tokens, quantize=cfg.quantize, compile=cfg.compile,
-                         tokenize_workers=tok_workers, workers=threads.get("workers", 1), threshold=cfg.threshold)
+    scorer = BatchScorer(
+        cfg.model,
+        device=accelerator.device,
+        mixed_precision=cfg.mixed_precision,
+        batch_tokens=cfg.batch_tokens,
+        quantize=cfg.quantize,
+        compile=cfg.compile,
+        tokenize_workers=tok_workers,
+        workers=threads.get("workers", 1),
+        threshold=cfg.threshold,
+    )
     predictions = {"mixed_precision": scorer.mixed_precision, "quantize": cfg.quantize, "threshold": scorer.threshold}
-    plan = job_plan.build(cfg, scorer.classifier.config.get("model_sha256"),
-                          [i.source.fingerprint() for i in inputs], predictions)
+    plan = job_plan.build(
+        cfg, scorer.classifier.config.get("model_sha256"), [i.source.fingerprint() for i in inputs], predictions
+    )
     if accelerator.is_main_process:
         out.prepare(plan, cfg.overwrite)
     accelerator.wait_for_everyone()
     # With --shard K/N, this run's processes are ranks K*world .. K*world+world-1 of N*world.
     k, n = map(int, (cfg.shard or "0/1").split("/"))
-    job = ScoreJob(cfg, accelerator, out, scorer, inputs, schema, csv, plan, Agreement() if cfg.quantize else None,
-                   me=k * world + accelerator.process_index, total=n * world, threads=threads, renamed=renamed)
+    job = ScoreJob(
+        cfg,
+        accelerator,
+        out,
+        scorer,
+        inputs,
+        schema,
+        csv,
+        plan,
+        Agreement() if cfg.quantize else None,
+        me=k * world + accelerator.process_index,
+        total=n * world,
+        threads=threads,
+        renamed=renamed,
+    )
     rows = sum(parquet_layout(i.source)[1] for i in inputs if i.source.kind == "parquet" and i.columns is not None)
-    job.bar = tqdm(total=(rows // world) or None, unit="rows", desc=f"scoring (rank {accelerator.process_index})",
-                   disable=not (cfg.progress and accelerator.is_main_process), leave=False)
+    job.bar = tqdm(
+        total=(rows // world) or None,
+        unit="rows",
+        desc=f"scoring (rank {accelerator.process_index})",
+        disable=not (cfg.progress and accelerator.is_main_process),
+        leave=False,
+    )
     return job
 
 
@@ -152,5 +186,8 @@ def read_inputs(cfg: ScoreConfig, csv: CsvOptions) -> list[Input]:
     """The inputs found, --out checked against them, each with its schema and resolved columns."""
     sources = discover(cfg.inputs)
     check_out(OutputFolder(cfg.out).path, [s.path for s in sources])
-    return [Input(source, schema, resolve_columns(source, schema, cfg))
-            for source in sources for schema in [schema_of(source, csv)]]
+    return [
+        Input(source, schema, resolve_columns(source, schema, cfg))
+        for source in sources
+        for schema in [schema_of(source, csv)]
+    ]

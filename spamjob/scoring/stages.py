@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 
 def prefetch(items: Iterator, depth: int = 2, name: str = "spamjob-prefetch") -> Iterator:
@@ -54,8 +54,8 @@ def prefetch(items: Iterator, depth: int = 2, name: str = "spamjob-prefetch") ->
 
 class SerialWorker:
     """Runs submitted calls one after another in a background thread (at most `depth` waiting):
-    the scoring loop's part writes and commits, in order. `join()` waits until every call so far is done; the first error is raised by the next
-    `submit` or `join`, and later calls are dropped."""
+    the scoring loop's part writes and commits, in order. `join()` waits until every call so far
+    is done; the first error is raised by the next `submit` or `join`, and later calls are dropped."""
 
     def __init__(self, depth: int = 2):
         self._q: queue.Queue = queue.Queue(maxsize=depth)
@@ -93,7 +93,7 @@ class SerialWorker:
         if self._error is not None:
             raise self._error
 
-    def __enter__(self) -> "SerialWorker":
+    def __enter__(self) -> SerialWorker:
         return self
 
     def __exit__(self, *exc) -> None:

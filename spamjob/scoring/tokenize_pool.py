@@ -27,8 +27,9 @@ class TokenizerPool:
         self.workers = workers
         self.pool = None
         if workers > 0:
-            self.pool = cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"),
-                                               initializer=_worker_init, initargs=(str(tok_dir),))
+            self.pool = cf.ProcessPoolExecutor(
+                workers, mp_context=mp.get_context("spawn"), initializer=_worker_init, initargs=(str(tok_dir),)
+            )
             self._warming = [self.pool.submit(_ready) for _ in range(workers)]  # start them now, not at window 1
 
     def __call__(self, texts: list[str]) -> TokenIds:

@@ -8,8 +8,8 @@ whose byte blocks fail their check falls back to being read whole (spamjob.scori
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import pyarrow as pa
 
@@ -91,8 +91,9 @@ def _csv_units(job: ScoreJob, inp: Input, si: int) -> Iterator[tuple[Unit, Itera
     when read. A file that fell back from byte blocks is dealt over this task's processes only, so
     that each --shard task finishes it whatever the others do (the unit locks keep it done once)."""
     record = job.out.source_record(inp.source.key)
-    me, total = ((job.accelerator.process_index, job.accelerator.num_processes) if "reason" in record
-                 else (job.me, job.total))
+    me, total = (
+        (job.accelerator.process_index, job.accelerator.num_processes) if "reason" in record else (job.me, job.total)
+    )
     n_blocks = 0
     for block, chunk in iter_csv_blocks(inp.source, job.csv, _binary_types(inp)):
         n_blocks = block + 1

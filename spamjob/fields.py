@@ -1,0 +1,89 @@
+"""Options declared once: a dataclass field carries its type (a Literal is its choices), its
+default, its help (the docstring under it) and how it appears on the command line (`option`);
+`field_problems` checks a value against all of it, and spamjob.options builds the CLI from it."""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import MISSING, field, fields
+from types import UnionType
+from typing import Literal, Union, get_args, get_origin, get_type_hints
+
+
+def choices(hint) -> tuple[str, ...]:
+    """The values a Literal type allows (empty for other types)."""
+    return get_args(hint) if get_origin(hint) is Literal else ()
+
+
+def option(
+    default=MISSING,
+    *,
+    min: float | None = None,
+    metavar: str | None = None,
+    flag: str | None = None,
+    folder: bool = False,
+    sizes: bool = False,
+    argument: bool = False,
+):
+    """A dataclass field with how it appears on the command line (the field's docstring is its help).
+
+    `min`: smallest value (checked here and by the CLI); `flag`: another option name (a bool
+    field named `--no-X` is set False by it); `folder`: a folder path; `sizes`: a GPT-2 size
+    name; `argument`: positional arguments instead of an option.
+    """
+    meta = {
+        k: v
+        for k, v in {
+            "min": min,
+            "metavar": metavar,
+            "flag": flag,
+            "folder": folder,
+            "sizes": sizes,
+            "argument": argument,
+        }.items()
+        if v is not None and v is not False
+    }
+    return field(default=default, metadata=meta)
+
+
+def field_problems(cfg) -> list[str]:
+    """Values outside a field's Literal choices or below its `min`, one message each (option spelling)."""
+    problems = []
+    hints = field_types(type(cfg))
+    for f in fields(cfg):
+        value, name = getattr(cfg, f.name), f.name.replace("_", "-")
+        allowed = choices(optional_type(hints[f.name]))
+        if value is not None and allowed and value not in allowed:
+            problems.append(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+        low = f.metadata.get("min")
+        if value is not None and low is not None and value < low:
+            problems.append(f"{name} must be >= {low}, got {value}")
+        if f.metadata.get("folder") and (uri := uri_problem("--" + name, value)):
+            problems.append(uri)
+    return problems
+
+
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def uri_problem(option: str, value) -> str | None:
+    """A `scheme://` folder (s3://, gs://, abfs://...) that would otherwise be made locally as a
+    folder named `s3:`; object stores are not supported for folders yet."""
+    if isinstance(value, str) and _URI.match(value):
+        return (
+            f"{option} {value} is a URI; spamjob reads and writes local (or mounted) folders only, so give a local path"
+        )
+    return None
+
+
+def optional_type(hint):
+    """`X | None` -> X; other hints unchanged."""
+    args = [a for a in get_args(hint) if a is not type(None)]
+    return args[0] if get_origin(hint) in (Union, UnionType) and len(args) == 1 else hint
+
+
+@functools.cache
+def field_types(cls) -> dict:
+    """Resolved type hints of a dataclass's fields."""
+    return get_type_hints(cls)
