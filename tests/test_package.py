@@ -95,3 +95,15 @@ def test_core_never_imports_the_engines():
     assert not found
     engine_files = sorted(p.name for p in (PACKAGE / "engines").glob("*.py"))
     assert engine_files == ["__init__.py", "ray.py", "spark.py"]
+
+
+def test_pre_commit_runs_the_ruff_that_ci_runs():
+    """.pre-commit-config.yaml and the test extra pin one ruff version: both format alike."""
+    import re
+
+    import yaml
+
+    root = PACKAGE.parent
+    (pinned,) = re.findall(r'"ruff==([0-9.]+)"', (root / "pyproject.toml").read_text())
+    hooks = yaml.safe_load((root / ".pre-commit-config.yaml").read_text())["repos"]
+    assert [h["rev"] for h in hooks if h["repo"].endswith("/ruff-pre-commit")] == [f"v{pinned}"]
