@@ -12,7 +12,6 @@ The layout (the spamjob cache, a `spamjob download --all` bundle, a test-assets 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,26 +60,6 @@ def fetch(root: str | os.PathLike | None = None, *, progress: bool = True) -> As
     tokenizer = fetch_tokenizer(root / TOKENIZER, progress=progress)
     dataset = resolve_source(None, cache=root / DATASET.parent, progress=progress)
     return Assets(dataset=dataset, tokenizer=tokenizer)
-
-
-def locate(
-    folders: Iterable[str | os.PathLike | None], cache: str | os.PathLike | None = None, *, progress: bool = True
-) -> Assets:
-    """The first of `folders`, then `cache` (default: the spamjob cache), that holds the assets;
-    when none does, fetch them once into `cache`. Raises one line naming the fetch command when
-    that fails (no network, offline)."""
-    cache = Path(cache) if cache is not None else cache_dir()
-    searched = [Path(f) for f in folders if f] + [cache]
-    for folder in searched:
-        if (found := find(folder)) is not None:
-            return found
-    try:
-        return fetch(cache, progress=progress)
-    except SpamjobError as e:
-        raise SpamjobError(
-            f"the SMS dataset and GPT-2 tokenizer files are in none of {', '.join(map(str, searched))} "
-            f"and could not be fetched ({e}); run `{FETCH_COMMAND}` where there is network"
-        ) from None
 
 
 def bundle(dest: str | os.PathLike | None, size: str = "gpt2-small", source: str = "hf", progress: bool = True) -> Path:

@@ -52,11 +52,12 @@ _resolved: dict[str, str] = {}
 def _asset_env():
     """SPAMJOB_TOKENIZER and a seeded TIKTOKEN_CACHE_DIR for the located assets (located once)."""
     if not _resolved:
-        from spamjob import assets
+        from support import locate_assets
+
         from spamjob.text import tiktoken_cache_names
 
         with mock.patch.dict(os.environ, SOURCE_VARS):
-            found = assets.locate(ASSET_FOLDERS, cache=USER_CACHE)
+            found = locate_assets(ASSET_FOLDERS, cache=USER_CACHE)
         tiktoken_cache = _tmp / "tiktoken-cache"  # tiktoken's own `gpt2`, the independent reference
         tiktoken_cache.mkdir(exist_ok=True)
         for name, key in tiktoken_cache_names().items():

@@ -14,10 +14,14 @@ import os
 import threading
 import time
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
+
+from spamjob import assets as spamjob_assets
+from spamjob.errors import SpamjobError
+from spamjob.fsutil import cache_dir
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_ROUTE = "/static/public/228/sms+spam+collection.zip"  # the UCI path, on a stand-in server
@@ -261,6 +265,26 @@ def hf_greedy(model, ids: list[int], max_new_tokens: int) -> list[int]:
         attention_mask=torch.ones(1, len(ids), dtype=torch.long),
     )
     return out[0, len(ids) :].tolist()
+
+
+def locate_assets(
+    folders: Iterable[str | os.PathLike | None], cache: str | os.PathLike | None = None, *, progress: bool = True
+) -> spamjob_assets.Assets:
+    """The tests' assets (conftest.py): the first of `folders`, then `cache` (default: the spamjob
+    cache), that holds them; when none does, they are fetched once into `cache` by spamjob's own
+    download code. Raises one line naming the fetch command when that fails (no network, offline)."""
+    cache = Path(cache) if cache is not None else cache_dir()
+    searched = [Path(f) for f in folders if f] + [cache]
+    for folder in searched:
+        if (found := spamjob_assets.find(folder)) is not None:
+            return found
+    try:
+        return spamjob_assets.fetch(cache, progress=progress)
+    except SpamjobError as e:
+        raise SpamjobError(
+            f"the SMS dataset and GPT-2 tokenizer files are in none of {', '.join(map(str, searched))} "
+            f"and could not be fetched ({e}); run `{spamjob_assets.FETCH_COMMAND}` where there is network"
+        ) from None
 
 
 if __name__ == "__main__":

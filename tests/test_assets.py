@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from support import DATA_ROUTE, TOKENIZER_ROUTE, Server, asset_routes, asset_urls
+from support import DATA_ROUTE, TOKENIZER_ROUTE, Server, asset_routes, asset_urls, locate_assets
 
 from spamjob import assets as lib
 from spamjob.errors import SpamjobError
@@ -46,12 +46,12 @@ def test_find_needs_every_file_and_checks_hashes(assets, tmp_path):
 
 def test_locate_order_then_fetch_once_then_cache(assets, tmp_path, monkeypatch):
     first, cache = layout(assets, tmp_path / "first"), tmp_path / "cache"
-    assert lib.locate([None, tmp_path / "missing", first], cache=cache).dataset.parent.parent == first
+    assert locate_assets([None, tmp_path / "missing", first], cache=cache).dataset.parent.parent == first
     with Server(asset_routes(assets)) as srv:
         for k, v in asset_urls(srv).items():
             monkeypatch.setenv(k, v)
-        fetched = lib.locate([tmp_path / "missing"], cache=cache, progress=False)
-        assert lib.locate([], cache=cache, progress=False) == fetched  # the cache answers
+        fetched = locate_assets([tmp_path / "missing"], cache=cache, progress=False)
+        assert locate_assets([], cache=cache, progress=False) == fetched  # the cache answers
         assert srv.hits == {DATA_ROUTE: 1, f"{TOKENIZER_ROUTE}/encoder.json": 1, f"{TOKENIZER_ROUTE}/vocab.bpe": 1}
     assert fetched == lib.find(cache)
 
@@ -60,17 +60,18 @@ def test_locate_without_network_names_the_fetch_command(tmp_path, monkeypatch):
     for k, v in CLOSED.items():
         monkeypatch.setenv(k, v)
     with pytest.raises(SpamjobError) as e:
-        lib.locate([tmp_path / "a"], cache=tmp_path / "cache", progress=False)
+        locate_assets([tmp_path / "a"], cache=tmp_path / "cache", progress=False)
     msg = str(e.value)
     assert "\n" not in msg and "run `spamjob download --tokenizer --data` where there is network" in msg
     assert str(tmp_path / "a") in msg and str(tmp_path / "cache") in msg
 
 
 def _checkout(root: Path) -> Path:
-    """A checkout holding the real tests/conftest.py and two tests, with no ../shared beside it."""
+    """A checkout holding the real tests/conftest.py (and support.py) and two tests, with no ../shared beside it."""
     tests = root / "checkout" / "tests"
     tests.mkdir(parents=True)
     shutil.copy(TESTS / "conftest.py", tests)
+    shutil.copy(TESTS / "support.py", tests)
     (tests / "test_uses_assets.py").write_text(
         "def test_it(sms_path, tokenizer):\n"
         "    assert sms_path.stat().st_size == 477907 and tokenizer.encode_ordinary('hello world') == [31373, 995]\n"

@@ -18,9 +18,9 @@ from click.testing import CliRunner
 from spamjob.batches import PrefixCache, Shard, make_loader
 from spamjob.cli import cli
 from spamjob.config import GPTConfig
+from spamjob.evaluate import evaluate_sums
 from spamjob.model import GPTModel, SpamClassifier, first_trainable_block, freeze, replace_head
 from spamjob.text import pad_batch
-from spamjob.train import evaluate_sums
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--weights", "random", "--n-layers", "2", "--emb-dim", "32", "--n-heads", "2"]
@@ -116,7 +116,7 @@ def _fingerprint_matches(params: dict, golden: dict) -> None:
 
 @pytest.mark.parametrize("golden", GOLDEN["runs"], ids=lambda g: f"{g['config']['n_layers']}x{g['config']['emb_dim']}")
 def test_reference_preset_reproduces_the_book(golden, data_dir, tmp_path):
-    """The book's chapter-6 code, run with random weights, printed these figures (tests/golden/README.md)."""
+    """The book's chapter-6 code, run with random weights, printed these figures (tests/golden/README.md says which)."""
     from spamjob.config import TrainConfig
     from spamjob.train import main
     from spamjob.weights import load_gpt

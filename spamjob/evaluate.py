@@ -1,0 +1,126 @@
+"""Evaluation during and after fine-tuning: loss and accuracy as integer counts summed over every
+process (each example counted once whatever their number), the probabilities of the full splits,
+and the operating point chosen on validation (spamjob.operating)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from spamjob.batches import make_loader, to_device
+from spamjob.console import say
+from spamjob.data import SPLITS
+from spamjob.operating import ARGMAX, choose, counts_at, curve, parse_rule, thin
+from spamjob.train_setup import Run
+
+
+def eval_pair(run: Run, num_batches: int, what: str) -> list[float]:
+    """[train, validation] mean batch loss (`loss`) or accuracy over `num_batches` batches of each,
+    summed over processes (a sync point)."""
+    accelerator = run.accelerator
+    model = accelerator.unwrap_model(run.classifier)
+    sums = torch.stack(
+        [
+            evaluate_sums(model, loader, accelerator.device, accelerator.autocast, num_batches)
+            for loader in (run.train_loader, run.val_loader)
+        ]
+    )
+    s = accelerator.reduce(sums.to(accelerator.device), "sum").cpu()
+    return (s[:, 0] / s[:, 1] if what == "loss" else s[:, 3] / s[:, 4]).tolist()
+
+
+def _logits(model: torch.nn.Module, loader: DataLoader, device, autocast, num_batches: int | None = None):
+    """(fp32 logits, labels) of (at most num_batches) batches, in eval mode without gradients."""
+    was_training = model.training
+    model.eval()
+    try:
+        for i, batch in enumerate(loader):
+            if num_batches is not None and i >= num_batches:
+                break
+            labels = batch.pop("labels").to(device)
+            with torch.no_grad(), autocast():
+                logits = model(**to_device(batch, device)).float()
+            yield logits, labels
+    finally:
+        model.train(was_training)
+
+
+def evaluate_sums(
+    model: torch.nn.Module,
+    loader: DataLoader,
+    device,
+    autocast,
+    num_batches: int | None = None,
+    probs: list | None = None,
+) -> torch.Tensor:
+    """Sums over (at most num_batches) batches: [batch-mean loss, batches, example loss, correct, examples];
+    with `probs`, (P(spam), label) tensors of every batch are appended to it."""
+    out = torch.zeros(5, dtype=torch.float64, device=device)  # summed on the device: one transfer at the end
+    one = torch.ones((), dtype=torch.float64, device=device)
+    for logits, labels in _logits(model, loader, device, autocast, num_batches):
+        losses = F.cross_entropy(logits, labels, reduction="none").double()
+        out += torch.stack(
+            [losses.mean(), one, losses.sum(), (logits.argmax(-1) == labels).sum().double(), one * len(labels)]
+        )
+        if probs is not None:
+            probs.append((torch.softmax(logits, dim=-1)[:, 1], labels))
+    return out.cpu()
+
+
+def evaluate(run: Run) -> dict:
+    """Accuracy and loss on the full splits (every row of every shard once, sums over processes), and
+    the operating point: the threshold run.cfg.threshold_rule picks on validation, applied to test."""
+    accelerator = run.accelerator
+    model = accelerator.unwrap_model(run.classifier)
+    final, probs = {}, {}
+    for name in SPLITS:
+        shard = run.shards[name]
+        # Counts and example-loss sums do not depend on batching; on cached activations the
+        # pooled last block is cheap, so larger batches only save per-batch overhead.
+        batch_size = run.cfg.batch_size if shard.cache is None else max(run.cfg.batch_size, 64)
+        loader = make_loader(shard, batch_size, run.cfg.padding, run.max_length, train=False)
+        pairs = [] if name != "train" else None
+        s = accelerator.reduce(
+            evaluate_sums(model, loader, accelerator.device, accelerator.autocast, probs=pairs).to(accelerator.device),
+            "sum",
+        ).cpu()
+        final[name] = {
+            "accuracy": s[3].item() / s[4].item(),
+            "loss": s[2].item() / s[4].item(),
+            "examples": int(s[4].item()),
+            "truncated": shard.truncated_total,
+        }
+        if pairs is not None:
+            probs[name] = _gather_probs(pairs, accelerator)
+    final["operating_point"] = operating_point(probs, run.cfg.threshold_rule)
+    return final
+
+
+def _gather_probs(pairs: list, accelerator) -> tuple[np.ndarray, np.ndarray]:
+    """(P(spam), label) of every row of a split, from all processes (each row once)."""
+    from accelerate.utils import gather_object
+
+    p = torch.cat([a for a, _ in pairs]).double().cpu().numpy() if pairs else np.empty(0)
+    y = torch.cat([b for _, b in pairs]).cpu().numpy() if pairs else np.empty(0, dtype=np.int64)
+    if accelerator.num_processes > 1:
+        parts = gather_object([(p, y)])
+        p, y = np.concatenate([a for a, _ in parts]), np.concatenate([b for _, b in parts])
+    return p, y
+
+
+def operating_point(probs: dict[str, tuple[np.ndarray, np.ndarray]], rule: str) -> dict:
+    """The threshold `rule` picks on validation, its figures on validation and test (and test at
+    0.5, the argmax), and the validation precision/recall curve (thinned for metrics.json)."""
+    val_p, val_y = probs["validation"]
+    chosen = choose(val_p, val_y, parse_rule(rule))
+    if not chosen["rule_met"]:
+        say(f"operating point: no threshold meets {chosen['rule']} on the validation split; using 0.5 (argmax)")
+    test_p, test_y = probs["test"]
+    return {
+        **chosen,
+        "test": counts_at(test_p, test_y, chosen["threshold"]),
+        "test_at_0.5": counts_at(test_p, test_y, ARGMAX),
+        "validation_curve": thin(curve(val_p, val_y)) if (val_y == 1).any() else None,
+    }
