@@ -16,10 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from spamjob import __version__
+from spamjob.config import OPENAI_NAMES, canonical_size
 from spamjob.data import UCI_MEMBER, UCI_SHA256, resolve_source
 from spamjob.errors import SpamjobError
 from spamjob.fsutil import cache_dir, sha256_file, write_json
 from spamjob.text import TOKENIZER_FILES, fetch_tokenizer
+from spamjob.weights import fetch_hf, fetch_openai
 
 DATASET = Path("data") / UCI_MEMBER
 TOKENIZER = Path("gpt2-tokenizer")
@@ -68,9 +70,6 @@ def bundle(dest: str | os.PathLike | None, size: str = "gpt2-small", source: str
     Copy the folder to an air-gapped machine and point SPAMJOB_CACHE (or `spamjob --cache`)
     at it: with `--offline` every lookup is answered from there.
     """
-    from spamjob.config import OPENAI_NAMES, canonical_size
-    from spamjob.weights import fetch_hf, fetch_openai
-
     root = (Path(dest) if dest is not None else cache_dir()).resolve()
     size = canonical_size(size)
     if source == "hf":
@@ -89,3 +88,26 @@ def bundle(dest: str | os.PathLike | None, size: str = "gpt2-small", source: str
         },
     )
     return root
+
+
+def download(cfg) -> str:
+    """`spamjob download` (spamjob.commands.DownloadConfig): fetch what it names; the line to print."""
+    if cfg.all:
+        folder = bundle(cfg.dir, cfg.model, cfg.source)
+        return (
+            f"ready: {folder} (weights, tokenizer, data; see {folder / 'bundle.json'}); "
+            f"offline: spamjob --offline --cache {folder} run --out runs/job"
+        )
+    if cfg.tokenizer and cfg.data:
+        found = fetch(cfg.dir)
+        return f"ready: {found.dataset} and {found.tokenizer}"
+    if cfg.data:
+        folder = resolve_source(None, cache=cfg.dir)  # default: $SPAMJOB_CACHE/data
+    elif cfg.tokenizer:
+        folder = fetch_tokenizer(cfg.dir)
+    elif cfg.source == "hf":
+        folder = fetch_hf(cfg.model, cache=cfg.cache_dir, local_dir=cfg.dir)
+    else:
+        named = Path(cfg.cache_dir) / OPENAI_NAMES[canonical_size(cfg.model)] if cfg.cache_dir else None
+        folder = fetch_openai(cfg.model, cfg.dir or named)
+    return f"ready: {folder}"

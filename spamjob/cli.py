@@ -12,16 +12,23 @@ from pathlib import Path
 import click
 
 from spamjob import __version__
-from spamjob.config import SIZE_CHOICES, TrainConfig
+from spamjob.commands import (
+    ClassifyConfig,
+    DownloadConfig,
+    ExportConfig,
+    GenerateConfig,
+    PrepareConfig,
+    PushConfig,
+    ReportConfig,
+    RunConfig,
+)
+from spamjob.config import TrainConfig
 from spamjob.errors import SpamjobError
 from spamjob.options import LocalFolder, from_fields
 from spamjob.scoring.config import ScoreConfig
 from spamjob.threads import start_cpu_reading
 
 start_cpu_reading()  # the thread choice compares the CPUs' idle time from here to the job's start
-
-SIZE = click.Choice(SIZE_CHOICES, case_sensitive=False)
-
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -75,185 +82,34 @@ def cli(offline: bool, cache: str | None) -> None:
 
 
 @cli.command()
-@click.option(
-    "--source",
-    default=None,
-    metavar="URL|ZIP|FILE",
-    help="UCI zip URL [default], a local zip, or an extracted labeled file (TSV label<TAB>text, "
-    "or CSV/TSV with `label` and `text` header).",
-)
-@click.option(
-    "--out",
-    "out",
-    type=LocalFolder(),
-    default="data",
-    show_default=True,
-    help="Folder for train/validation/test files and prepare.json.",
-)
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["csv", "parquet"]),
-    default="csv",
-    show_default=True,
-    help="parquet writes .parquet files beside the CSVs.",
-)
-@click.option("--seed", type=int, default=123, show_default=True, help="Seed of balancing and shuffling.")
-@click.option("--train-frac", type=float, default=0.7, show_default=True)
-@click.option("--val-frac", type=float, default=0.1, show_default=True)
-@click.option("--no-balance", is_flag=True, help="Keep every row instead of undersampling ham to the spam count.")
-@click.option(
-    "--sha256",
-    default=None,
-    metavar="HEX|none",
-    help="Expected sha256 of the extracted file. Default: the UCI file's for zip sources, none for plain files.",
-)
-@click.option("--delimiter", default=None, help="Field separator [tab; comma for .csv].")
-@click.option(
-    "--cache-dir",
-    type=LocalFolder(),
-    default=None,
-    help="Where downloads and extracted files are kept [$SPAMJOB_CACHE/data].",
-)
-def prepare(source, out, fmt, seed, train_frac, val_frac, no_balance, sha256, delimiter, cache_dir) -> None:
+@from_fields(PrepareConfig)
+def prepare(**params) -> None:
     """Download (or read) the SMS Spam Collection, balance it and split it as the reference does."""
-    from spamjob.data import prepare as run_prepare
+    from spamjob.data import prepare_from
 
-    result = run_prepare(
-        source,
-        out,
-        seed=seed,
-        train_frac=train_frac,
-        val_frac=val_frac,
-        balanced=not no_balance,
-        formats=("csv", "parquet") if fmt == "parquet" else ("csv",),
-        sha256=sha256,
-        delimiter=delimiter,
-        cache=cache_dir,
-    )
+    result = prepare_from(PrepareConfig(**params))
     click.echo(result.summary())
-    click.echo(f"wrote {len(result.files)} files + prepare.json to {out}")
+    click.echo(f"wrote {len(result.files)} files + prepare.json to {params['out']}")
 
 
 @cli.command()
-@click.option("--model", "size", type=SIZE, default="gpt2-small", show_default=True, help="GPT-2 size.")
-@click.option(
-    "--source",
-    type=click.Choice(["hf", "openai"]),
-    default="hf",
-    show_default=True,
-    help="hf: Hugging Face Hub safetensors; openai: OpenAI's TensorFlow checkpoint files.",
-)
-@click.option(
-    "--dir",
-    "dest",
-    type=LocalFolder(),
-    default=None,
-    help="Write a self-contained folder usable as --weights DIR (default: the cache only).",
-)
-@click.option(
-    "--cache-dir",
-    type=LocalFolder(),
-    default=None,
-    help="Cache folder [hf: $HF_HUB_CACHE; openai: $SPAMJOB_CACHE/openai].",
-)
-@click.option(
-    "--tokenizer",
-    "tokenizer_only",
-    is_flag=True,
-    help="Fetch only the GPT-2 tokenizer files (encoder.json, vocab.bpe), into --dir or the cache.",
-)
-@click.option(
-    "--data",
-    "data_only",
-    is_flag=True,
-    help="Fetch only the UCI dataset (verified SMSSpamCollection), into --dir or the cache. With "
-    "--tokenizer: both, --dir laid out as a spamjob cache (what the tests need).",
-)
-@click.option(
-    "--all",
-    "everything",
-    is_flag=True,
-    help="Weights, tokenizer and the UCI dataset into one folder (--dir, default the spamjob cache) "
-    "laid out as a spamjob cache: copy it to an air-gapped cluster and use `spamjob --offline "
-    "--cache DIR ...`.",
-)
-def download(size, source, dest, cache_dir, tokenizer_only, data_only, everything) -> None:
+@from_fields(DownloadConfig)
+def download(**params) -> None:
     """Prefetch GPT-2 weights (or the tokenizer, the dataset, or everything) for offline and air-gapped runs."""
-    from spamjob.config import OPENAI_NAMES, canonical_size
-    from spamjob.text import fetch_tokenizer
-    from spamjob.weights import fetch_hf, fetch_openai
+    from spamjob.assets import download as fetch_what
 
-    if everything:
-        from spamjob.assets import bundle
-
-        folder = bundle(dest, size, source)
-        click.echo(
-            f"ready: {folder} (weights, tokenizer, data; see {folder / 'bundle.json'}); "
-            f"offline: spamjob --offline --cache {folder} run --out runs/job"
-        )
-        return
-    if tokenizer_only and data_only:
-        from spamjob import assets
-
-        found = assets.fetch(dest)
-        click.echo(f"ready: {found.dataset} and {found.tokenizer}")
-        return
-    if data_only:
-        from spamjob.data import resolve_source
-
-        folder = resolve_source(None, cache=dest)  # default: $SPAMJOB_CACHE/data
-    elif tokenizer_only:
-        folder = fetch_tokenizer(dest)
-    elif source == "hf":
-        folder = fetch_hf(size, cache=cache_dir, local_dir=dest)
-    else:
-        target = dest or (os.path.join(cache_dir, OPENAI_NAMES[canonical_size(size)]) if cache_dir else None)
-        folder = fetch_openai(size, target)
-    click.echo(f"ready: {folder}")
+    click.echo(fetch_what(DownloadConfig(**params)))
 
 
 @cli.command()
-@click.argument("prompt")
-@click.option(
-    "--weights",
-    default="hf",
-    show_default=True,
-    metavar="hf|openai|random|DIR",
-    help="Pretrained source or a local folder (HF or OpenAI layout).",
-)
-@click.option("--model", "size", type=SIZE, default=None, help="GPT-2 size [gpt2-small; read from a folder's config].")
-@click.option("--max-new-tokens", type=click.IntRange(min=0), default=50, show_default=True)
-@click.option(
-    "--tokenizer",
-    type=LocalFolder(),
-    default=None,
-    help="Folder with encoder.json + vocab.bpe [the weights folder, $SPAMJOB_TOKENIZER, cache].",
-)
-@click.option("--cache-dir", type=LocalFolder(), default=None, help="Weights cache folder.")
-@click.option("--seed", type=int, default=123, show_default=True, help="Seed of --weights random.")
-@click.option("--json", "as_json", is_flag=True, help="Print prompt, token ids and text as JSON.")
-def generate(prompt, weights, size, max_new_tokens, tokenizer, cache_dir, seed, as_json) -> None:
+@from_fields(GenerateConfig)
+def generate(**params) -> None:
     """Greedy continuation of PROMPT (the reference's sanity check after loading weights)."""
-    import torch
+    from spamjob.weights import generate as continue_prompt
 
-    from spamjob.model import generate_greedy
-    from spamjob.text import encode, load_tokenizer
-    from spamjob.weights import load_gpt
-
-    if not prompt:
-        raise SpamjobError("the prompt is empty")
-    model, folder = load_gpt(weights, size, seed=seed, cache=cache_dir)
-    tok = load_tokenizer(tokenizer, search=[folder] if folder else [])
-    ids = encode(tok, [prompt])[0]
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    out = generate_greedy(model.to(device), torch.tensor([ids], device=device), max_new_tokens)[0].tolist()
-    new = out[len(ids) :]
-    text = tok.decode(new)
-    if as_json:
-        click.echo(json.dumps({"prompt": prompt, "prompt_ids": ids, "new_ids": new, "text": prompt + text}))
-    else:
-        click.echo(prompt + text)
+    cfg = GenerateConfig(**params)
+    done = continue_prompt(cfg)
+    click.echo(json.dumps(done) if cfg.json else done["text"])
 
 
 @cli.command()
@@ -285,24 +141,8 @@ def train_config(auto_resume: bool = False, **options) -> TrainConfig:
 
 
 @cli.command()
-@click.argument("texts", nargs=-1)
-@click.option("--model", "run_dir", required=True, type=LocalFolder(), help="Run folder of `spamjob train`.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per text.")
-@click.option(
-    "--batch-tokens",
-    type=click.IntRange(min=1),
-    default=1024,
-    show_default=True,
-    help="Padded tokens per forward pass.",
-)
-@click.option(
-    "--threshold",
-    type=click.FloatRange(0, 1, max_open=True),
-    default=None,
-    metavar="P",
-    help="Spam when P(spam) > P [the classifier's operating point; 0.5 is the argmax].",
-)
-def classify(texts, run_dir, as_json, batch_tokens, threshold) -> None:
+@from_fields(ClassifyConfig)
+def classify(**params) -> None:
     """Label TEXTS (or lines of stdin) as ham or spam with a trained classifier.
 
     Lines are read as bytes and judged as `spamjob score` judges a message: an empty line or
@@ -310,32 +150,24 @@ def classify(texts, run_dir, as_json, batch_tokens, threshold) -> None:
     --json, which also gives the reason in `error`)."""
     from spamjob.scorer import BatchScorer
 
-    raw = [os.fsencode(t) for t in texts] or [line.rstrip(b"\r\n") for line in click.get_binary_stream("stdin")]
-    scorer = BatchScorer(run_dir, device="cpu", batch_tokens=batch_tokens, threshold=threshold)
+    cfg = ClassifyConfig(**params)
+    raw = [os.fsencode(t) for t in cfg.texts] or [line.rstrip(b"\r\n") for line in click.get_binary_stream("stdin")]
+    scorer = BatchScorer(cfg.model, device="cpu", batch_tokens=cfg.batch_tokens, threshold=cfg.threshold)
     try:
         rows = scorer.score_messages(raw).to_pylist()
     finally:
         scorer.close()
     for row in rows:
         text = row["text"].decode("utf-8", "replace")
-        if as_json:
-            click.echo(
-                json.dumps(
-                    {
-                        "text": text,
-                        "label": row["prediction"],
-                        "spam_probability": row["spam_probability"],
-                        "truncated": row["truncated"],
-                        "error": row["error"],
-                    }
-                )
-            )
+        if cfg.json:
+            fields = {"label": row["prediction"], **{k: row[k] for k in ("spam_probability", "truncated", "error")}}
+            click.echo(json.dumps({"text": text, **fields}))
         elif row["error"] is None:
             click.echo(f"{row['prediction']}\t{row['spam_probability']:.4f}\t{text}")
         else:
             click.echo(f"-\t-\t{text}")
     flagged = Counter(row["error"] for row in rows if row["error"] is not None)
-    if flagged and not as_json:
+    if flagged and not cfg.json:
         why = ", ".join(f"{reason}: {n}" for reason, n in flagged.items())
         click.echo(
             f"{sum(flagged.values())} of {len(rows)} lines not scored ({why}); --json gives each reason", err=True
@@ -363,41 +195,24 @@ def score(**params) -> None:
 
 
 @cli.command()
-@click.argument("run_dir", type=LocalFolder())
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["hf", "onnx"]),
-    default="hf",
-    show_default=True,
-    help="hf: a transformers GPT2ForSequenceClassification folder (from_pretrained, pipeline); onnx: "
-    "model.onnx with the pooling inside (ONNX Runtime, Triton), checked with onnxruntime.",
-)
-@click.option("--out", required=True, type=LocalFolder(), help="Folder to write.")
-@click.option(
-    "--quantize",
-    type=click.Choice(["int8"]),
-    default=None,
-    help="onnx: also model.int8.onnx (dynamic int8), with its agreement with fp32 spamjob.",
-)
-def export(run_dir, fmt, out, quantize) -> None:
+@from_fields(ExportConfig)
+def export(**params) -> None:
     """Write the classifier in RUN_DIR in another library's layout, loadable without spamjob."""
-    if fmt == "hf":
+    cfg = ExportConfig(**params)
+    if cfg.format == "hf":
         from spamjob.export.hf import export_hf
 
-        if quantize:
-            raise SpamjobError("--quantize is for --format onnx")
-        export_hf(run_dir, out)
+        export_hf(cfg.run_dir, cfg.out)
         click.echo(
-            f"exported {run_dir} to {out} (hf): AutoModelForSequenceClassification.from_pretrained({out!r}); "
-            "tokenize with truncation=True"
+            f"exported {cfg.run_dir} to {cfg.out} (hf): AutoModelForSequenceClassification.from_pretrained("
+            f"{cfg.out!r}); tokenize with truncation=True"
         )
         return
     from spamjob.export.onnx import export_onnx
 
-    checks = export_onnx(run_dir, out, quantize)["checked_with_onnxruntime"]
+    checks = export_onnx(cfg.run_dir, cfg.out, cfg.quantize)["checked_with_onnxruntime"]
     line = (
-        f"exported {run_dir} to {out}/model.onnx: ONNX Runtime matches spamjob within "
+        f"exported {cfg.run_dir} to {cfg.out}/model.onnx: ONNX Runtime matches spamjob within "
         f"{checks['fp32']['max_abs_diff']:.1e} on {checks['fp32']['messages']} messages"
     )
     if "int8" in checks:
@@ -406,53 +221,35 @@ def export(run_dir, fmt, out, quantize) -> None:
 
 
 @cli.command()
-@click.argument("run_dir", type=LocalFolder())
-@click.argument("repo_id")
-@click.option("--private", is_flag=True, help="Create the repository private (an existing one keeps its visibility).")
-def push(run_dir, repo_id, private) -> None:
+@from_fields(PushConfig)
+def push(**params) -> None:
     """Upload the classifier in RUN_DIR to the Hugging Face Hub as REPO_ID (OWNER/NAME): its
     transformers export and model card, one commit. Token: $HF_TOKEN or `hf auth login`."""
     from spamjob.export.hub import push as upload
 
-    done = upload(run_dir, repo_id, private)
+    cfg = PushConfig(**params)
+    done = upload(cfg.run_dir, cfg.repo_id, cfg.private)
     click.echo(
-        f"pushed {run_dir} to {done.repo_url} ({len(done.files)} files: {', '.join(done.files)}); "
+        f"pushed {cfg.run_dir} to {done.repo_url} ({len(done.files)} files: {', '.join(done.files)}); "
         f"commit {done.commit_url}"
     )
 
 
 @cli.command("report")
-@click.argument("folder", type=LocalFolder())
-@click.option(
-    "--label-column", default=None, help="Column of ham/spam or 0/1 labels: adds accuracy, precision, recall, F1."
-)
-def report_cmd(folder, label_column) -> None:
+@from_fields(ReportConfig)
+def report_cmd(**params) -> None:
     """Recount FOLDER/predictions/ (written by `spamjob score`, `--engine ray` or Spark) into
     FOLDER/report.json, report.md and report.png, with the counts `spamjob score` reports."""
     from spamjob.scoring.recount import recount
     from spamjob.scoring.report import summary
 
-    click.echo(summary(recount(folder, label_column), folder, recounted=True))
+    cfg = ReportConfig(**params)
+    click.echo(summary(recount(cfg.folder, cfg.label_column), cfg.folder, recounted=True))
 
 
 @cli.command()
-@click.option(
-    "--out",
-    required=True,
-    type=LocalFolder(),
-    help="Job folder: data/, model/, scored/ (predictions and report), run.json.",
-)
-@click.option("--source", default=None, metavar="URL|ZIP|FILE", help="Dataset [the UCI zip].")
-@click.option(
-    "--train-args",
-    default="",
-    metavar="'OPTIONS'",
-    help="`spamjob train` options, quoted (e.g. '--epochs 3 --weights random').",
-)
-@click.option(
-    "--score-args", default="", metavar="'OPTIONS'", help="`spamjob score` options, quoted (e.g. '--quantize int8')."
-)
-def run(out, source, train_args, score_args) -> None:
+@from_fields(RunConfig)
+def run(**params) -> None:
     """The main job: fetch, prepare, fine-tune, score the test split, report.
 
     Defaults: the UCI dataset, gpt2-small pretrained weights from the Hub, the default
@@ -463,15 +260,16 @@ def run(out, source, train_args, score_args) -> None:
     from spamjob.pipeline import JobPaths
     from spamjob.pipeline import run as run_job
 
-    paths = JobPaths(Path(out))
-    train_opts = _stage_options(train, shlex.split(train_args), {"data": paths.data, "out": paths.model})
+    cfg = RunConfig(**params)
+    paths = JobPaths(Path(cfg.out))
+    train_opts = _stage_options(train, shlex.split(cfg.train_args), {"data": paths.data, "out": paths.model})
     if train_opts["source"] is not None:
         raise SpamjobError("give the data source as `spamjob run --source`, not among the training options")
     train_opts.pop("auto_resume")  # `run` always resumes a killed training
     score_opts = _stage_options(
-        score, [str(paths.test_split), *shlex.split(score_args)], {"model": paths.model, "out": paths.scored}
+        score, [str(paths.test_split), *shlex.split(cfg.score_args)], {"model": paths.model, "out": paths.scored}
     )
-    summary = run_job(out, source, TrainConfig(**train_opts), ScoreConfig(**score_opts))
+    summary = run_job(cfg.out, cfg.source, TrainConfig(**train_opts), ScoreConfig(**score_opts))
     from accelerate import PartialState
 
     if PartialState().is_main_process:

@@ -249,6 +249,23 @@ def prepare(
     return result
 
 
+def prepare_from(cfg) -> PrepareResult:
+    """`prepare` with `spamjob prepare`'s options (spamjob.commands.PrepareConfig)."""
+    formats = ("csv", "parquet") if cfg.format == "parquet" else ("csv",)
+    return prepare(
+        cfg.source,
+        cfg.out,
+        seed=cfg.seed,
+        train_frac=cfg.train_frac,
+        val_frac=cfg.val_frac,
+        balanced=cfg.balance,
+        formats=formats,
+        sha256=cfg.sha256,
+        delimiter=cfg.delimiter,
+        cache=cfg.cache_dir,
+    )
+
+
 def _check_split_options(train_frac: float, val_frac: float, formats: tuple[str, ...]) -> None:
     if not (0 < train_frac < 1 and 0 <= val_frac < 1 and train_frac + val_frac < 1):
         raise SpamjobError(

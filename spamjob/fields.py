@@ -20,6 +20,7 @@ def option(
     default=MISSING,
     *,
     min: float | None = None,
+    below: float | None = None,
     metavar: str | None = None,
     flag: str | None = None,
     folder: bool = False,
@@ -28,14 +29,16 @@ def option(
 ):
     """A dataclass field with how it appears on the command line (the field's docstring is its help).
 
-    `min`: smallest value (checked here and by the CLI); `flag`: another option name (a bool
-    field named `--no-X` is set False by it); `folder`: a folder path; `sizes`: a GPT-2 size
-    name; `argument`: positional arguments instead of an option.
+    `min`: smallest value, `below`: a bound above every value (both checked here and by the CLI);
+    `flag`: another option name (a bool field named `--no-X` is set False by it); `folder`: a
+    folder path; `sizes`: a GPT-2 size name; `argument`: positional (a tuple field: any number
+    of them) instead of an option.
     """
     meta = {
         k: v
         for k, v in {
             "min": min,
+            "below": below,
             "metavar": metavar,
             "flag": flag,
             "folder": folder,
@@ -48,7 +51,7 @@ def option(
 
 
 def field_problems(cfg) -> list[str]:
-    """Values outside a field's Literal choices or below its `min`, one message each (option spelling)."""
+    """Values outside a field's Literal choices or its bounds, one message each (option spelling)."""
     problems = []
     hints = field_types(type(cfg))
     for f in fields(cfg):
@@ -59,6 +62,9 @@ def field_problems(cfg) -> list[str]:
         low = f.metadata.get("min")
         if value is not None and low is not None and value < low:
             problems.append(f"{name} must be >= {low}, got {value}")
+        high = f.metadata.get("below")
+        if value is not None and high is not None and not value < high:
+            problems.append(f"{name} must be < {high}, got {value}")
         if f.metadata.get("folder") and (uri := uri_problem("--" + name, value)):
             problems.append(uri)
     return problems

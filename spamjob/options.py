@@ -69,7 +69,8 @@ class CommaList(click.ParamType):
 def _param(f: Field, hint, help: str | None) -> Callable:
     meta = f.metadata
     if meta.get("argument"):
-        return click.argument(f.name, nargs=-1)
+        many = get_origin(hint) is tuple
+        return click.argument(f.name, nargs=-1 if many else 1, type=None if many else _type(hint, meta))
     name = meta.get("flag", "--" + f.name.replace("_", "-"))
     required = f.default is MISSING
     default = None if required else f.default
@@ -98,9 +99,9 @@ def _type(hint, meta) -> click.ParamType:
         return LocalFolder()
     if get_origin(hint) is tuple:
         return CommaList()
-    low = meta.get("min")
+    low, high = meta.get("min"), meta.get("below")
     if hint is int:
         return click.INT if low is None else click.IntRange(min=low)
     if hint is float:
-        return click.FLOAT if low is None else click.FloatRange(min=low)
+        return click.FLOAT if low is high is None else click.FloatRange(min=low, max=high, max_open=high is not None)
     return click.STRING

@@ -12,8 +12,8 @@ from spamjob.config import HF_REPOS, OPENAI_NAMES, GPTConfig, canonical_size, co
 from spamjob.errors import SpamjobError
 from spamjob.fetch import download, is_offline
 from spamjob.fsutil import cache_dir, read_json
-from spamjob.model import GPTModel
-from spamjob.text import TOKENIZER_FILES
+from spamjob.model import GPTModel, generate_greedy
+from spamjob.text import TOKENIZER_FILES, encode, load_tokenizer
 
 HF_FILES = ("config.json", "model.safetensors", "vocab.json", "merges.txt")
 OPENAI_FILES = (
@@ -324,3 +324,17 @@ def load_gpt(
             f"({model.cfg.shape()})"
         )
     return model, folder
+
+
+def generate(cfg) -> dict:
+    """`spamjob generate` (spamjob.commands.GenerateConfig): the weights loaded, the prompt
+    continued greedily; prompt, token ids and text."""
+    if not cfg.prompt:
+        raise SpamjobError("the prompt is empty")
+    model, folder = load_gpt(cfg.weights, cfg.model, seed=cfg.seed, cache=cfg.cache_dir)
+    tok = load_tokenizer(cfg.tokenizer, search=[folder] if folder else [])
+    ids = encode(tok, [cfg.prompt])[0]
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    out = generate_greedy(model.to(device), torch.tensor([ids], device=device), cfg.max_new_tokens)[0].tolist()
+    new = out[len(ids) :]
+    return {"prompt": cfg.prompt, "prompt_ids": ids, "new_ids": new, "text": cfg.prompt + tok.decode(new)}

@@ -96,7 +96,15 @@ def test_prepare_via_console_script(sms_path, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "cls, command", [("spamjob.config.TrainConfig", "train"), ("spamjob.scoring.config.ScoreConfig", "score")]
+    "cls, command",
+    [
+        ("spamjob.config.TrainConfig", "train"),
+        ("spamjob.scoring.config.ScoreConfig", "score"),
+        *(
+            (f"spamjob.commands.{name.title()}Config", name)
+            for name in ("prepare", "download", "generate", "classify", "export", "push", "report", "run")
+        ),
+    ],
 )
 def test_every_config_field_is_an_option_with_its_docstring_as_help(cls, command):
     import dataclasses
