@@ -15,6 +15,8 @@ from spamjob.config import LABELS, GPTConfig
 from spamjob.errors import SpamjobError
 from spamjob.fsutil import atomic_path, read_json, sha256_file, write_json
 from spamjob.model import GPTModel, SpamClassifier
+from spamjob.operating import threshold_of
+from spamjob.scoring.predictor import Predictor
 from spamjob.text import PAD_ID, TOKENIZER_FILES, encode, load_tokenizer, tokenizer_files
 
 FORMAT = "spamjob-classifier/1"
@@ -76,7 +78,6 @@ class Classifier:
     @property
     def threshold(self) -> float:
         """Spam when P(spam) > threshold: the operating point chosen in training (0.5 before it existed)."""
-        from spamjob.operating import threshold_of
 
         return threshold_of(self.config)
 
@@ -86,7 +87,6 @@ class Classifier:
 
     def spam_probability(self, texts: Sequence[str], batch_tokens: int = 1024) -> tuple[list[float], list[bool]]:
         """P(spam) per text and whether it was truncated to max_length (scoring's batched path, fp32)."""
-        from spamjob.scoring.predictor import Predictor
 
         ids = encode(self.tokenizer, texts)
         probs = Predictor(self, self.device, "no", batch_tokens)(ids)

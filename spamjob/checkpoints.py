@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from spamjob.config import TrainConfig
+from spamjob.console import say
 from spamjob.errors import SpamjobError
 from spamjob.fsutil import read_json, write_json
 
@@ -67,7 +68,6 @@ def check_resume(cfg: TrainConfig, out: Path) -> None:
 
 def start_state(cfg: TrainConfig, accelerator, out: Path) -> TrainState:
     """The last checkpoint's state (loaded into model and optimizer) with --resume; else a fresh one."""
-    from spamjob.console import say
 
     if not cfg.resume:
         if accelerator.is_main_process:

@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from spamjob.errors import SpamjobError
+
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)  # read once: mkstemp creates 0600 files, finished files get the usual mode
 
@@ -71,7 +73,6 @@ def write_json(dest: str | os.PathLike, obj: Any) -> None:
 
 def read_json(path: str | os.PathLike) -> Any:
     """Read a JSON file; a missing or malformed file raises SpamjobError naming it."""
-    from spamjob.errors import SpamjobError
 
     try:
         return json.loads(Path(path).read_text())

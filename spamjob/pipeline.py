@@ -9,10 +9,18 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from spamjob import __version__
+from spamjob.checkpoints import checkpoint_dirs
 from spamjob.config import TrainConfig
 from spamjob.console import say
+from spamjob.data import default_source, prepare, resolve_source
 from spamjob.fsutil import write_json
+from spamjob.processes import partial_state
 from spamjob.scoring.config import ScoreConfig
+from spamjob.scoring.job import main as run_score
+from spamjob.text import load_tokenizer
+from spamjob.train import main as run_train
+from spamjob.train import summary
+from spamjob.weights import resolve_weights
 
 
 @dataclass(frozen=True)
@@ -43,8 +51,6 @@ def run(out: str | os.PathLike, source: str | None, train_cfg: TrainConfig, scor
 
     The stage configs come with the paths of `JobPaths(out)` (data, model, scored, the test split).
     """
-    from spamjob.data import default_source
-    from spamjob.processes import partial_state
 
     paths, state, t0 = JobPaths(Path(out)), partial_state(), time.perf_counter()
     src = source or default_source()
@@ -71,9 +77,6 @@ def run(out: str | os.PathLike, source: str | None, train_cfg: TrainConfig, scor
 def _fetch(source: str, train_cfg: TrainConfig, state) -> str:
     """Fetch (or find offline) everything before any work: no half-done job for want of a file,
     and never a silent fall-back to random weights."""
-    from spamjob.data import resolve_source
-    from spamjob.text import load_tokenizer
-    from spamjob.weights import resolve_weights
 
     with state.main_process_first():
         weights_dir = resolve_weights(train_cfg.weights, train_cfg.model, cache=train_cfg.weights_cache)
@@ -83,7 +86,6 @@ def _fetch(source: str, train_cfg: TrainConfig, state) -> str:
 
 
 def _prepare(source: str, paths: JobPaths, seed: int, state) -> str:
-    from spamjob.data import prepare
 
     if (paths.data / "prepare.json").is_file():
         return "skipped (done before)"
@@ -95,9 +97,6 @@ def _prepare(source: str, paths: JobPaths, seed: int, state) -> str:
 
 def _train(paths: JobPaths, train_cfg: TrainConfig, state) -> str:
     """Fine-tune, or resume a killed training from its last epoch."""
-    from spamjob.checkpoints import checkpoint_dirs
-    from spamjob.train import main as run_train
-    from spamjob.train import summary
 
     if (paths.model / "metrics.json").is_file():
         return "skipped (done before)"
@@ -109,7 +108,6 @@ def _train(paths: JobPaths, train_cfg: TrainConfig, state) -> str:
 
 def _score(paths: JobPaths, score_cfg: ScoreConfig) -> tuple[str, dict]:
     """Score the test split with its labels: the test-accuracy report."""
-    from spamjob.scoring.job import main as run_score
 
     if (paths.scored / "_SUCCESS").is_file():
         return "skipped (done before)", json.loads((paths.scored / "report.json").read_text())

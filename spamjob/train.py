@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from spamjob import __version__
+from spamjob.artifact import save_classifier
 from spamjob.batches import to_device
 from spamjob.checkpoints import TrainState, check_resume, save_checkpoint, start_state
 from spamjob.config import TrainConfig
@@ -195,7 +196,6 @@ def _metrics(run: Run, state: TrainState, final: dict, cache_info: dict, phases:
 def _write_artifact(run: Run, history: list[dict], metrics: dict, plots: PlotProcess) -> None:
     """model.safetensors + config.json + tokenizer/, history.jsonl, plots (main process); the time
     it takes goes into metrics' phases."""
-    from spamjob.artifact import save_classifier
 
     t0 = time.perf_counter()
     cfg, out, data_dir, model = run.cfg, run.out, run.data_dir, run.model

@@ -17,10 +17,11 @@ from spamjob.batches import PrefixCache, Shard, make_loader
 from spamjob.checkpoints import save_trainable_only
 from spamjob.config import TrainConfig, resolve_mixed_precision
 from spamjob.console import say
-from spamjob.data import SPLITS
+from spamjob.data import SPLITS, load_split, prepare
 from spamjob.errors import SpamjobError
 from spamjob.model import GPTModel, SpamClassifier, first_trainable_block, freeze, replace_head
 from spamjob.text import load_tokenizer
+from spamjob.weights import load_gpt
 
 
 @dataclass
@@ -62,7 +63,6 @@ def accelerator_for(cfg: TrainConfig):
 
 def load_splits(data_dir: Path) -> dict[str, pd.DataFrame]:
     """train / validation / test as written by `spamjob prepare`, checked: not empty, labels 0/1."""
-    from spamjob.data import load_split
 
     frames = {}
     for name in SPLITS:
@@ -77,8 +77,6 @@ def load_splits(data_dir: Path) -> dict[str, pd.DataFrame]:
 
 def build_model(cfg: TrainConfig, device: torch.device) -> Model:
     """GPT-2 from --weights, its tokenizer, the new 2-class head (seeded as the reference does), freezing."""
-    from spamjob.weights import load_gpt
-
     gpt, weights_dir = load_gpt(
         cfg.weights,
         cfg.model,
@@ -163,7 +161,6 @@ def data_dir_for(cfg: TrainConfig, accelerator) -> Path:
         if not d.is_dir():
             raise SpamjobError(f"--data {d} is not a folder; run `spamjob prepare --out {d}` first")
         return d
-    from spamjob.data import prepare
 
     d = Path(cfg.out) / "data"
     if accelerator.is_main_process and not (d / "prepare.json").is_file():

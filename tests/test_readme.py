@@ -1,4 +1,4 @@
-"""Every command block in README.md, executed in order as a newcomer would type it.
+"""Every command block in README.md and docs/, executed in order as a newcomer would type it.
 
 The network is replaced by local servers: a stand-in Hub serving a tiny random GPT-2 as
 `openai-community/gpt2` (with the real tokenizer files), the tokenizer files, and a zip of
@@ -23,13 +23,39 @@ REPO = Path(__file__).resolve().parents[1]
 COVERED_ELSEWHERE = ("<!-- doc-test: install -->", "<!-- test-command -->", "<!-- test-command: slow -->")
 
 
+# README.md, then the manual in its reading order (later pages use what earlier ones made).
+PAGES = (
+    "README.md",
+    *(
+        f"docs/{p}.md"
+        for p in (
+            "training",
+            "scoring",
+            "reports",
+            "engines",
+            "export",
+            "cluster-jobs",
+            "offline",
+            "troubleshooting",
+            "architecture",
+        )
+    ),
+)
+
+
 def readme_blocks() -> list[tuple[str, str]]:
-    """(marker line before the block, block text) for every ```bash block."""
-    text = (REPO / "README.md").read_text()
+    """(marker line before the block, block text) for every ```bash block of README.md and docs/."""
     blocks = []
-    for m in re.finditer(r"(?:^(<!--[^\n]*-->)\n)?```bash\n(.*?)```", text, flags=re.M | re.S):
-        blocks.append((m.group(1) or "", m.group(2)))
+    for page in PAGES:
+        text = (REPO / page).read_text()
+        for m in re.finditer(r"(?:^(<!--[^\n]*-->)\n)?```bash\n(.*?)```", text, flags=re.M | re.S):
+            blocks.append((m.group(1) or "", m.group(2)))
     return blocks
+
+
+def test_every_page_of_the_manual_is_read():
+    """A page added to docs/ is run too: PAGES lists every Markdown file there."""
+    assert sorted(f"docs/{p.name}" for p in (REPO / "docs").glob("*.md")) == sorted(PAGES[1:])
 
 
 def test_readme_blocks_are_found():

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from spamjob import __version__
 from spamjob.errors import SpamjobError
+from spamjob.export.hf import export_hf
 from spamjob.fetch import is_offline
 from spamjob.fsutil import read_json
 
@@ -28,7 +29,6 @@ class Pushed:
 
 def push(run_dir: str | os.PathLike, repo_id: str, private: bool = False) -> Pushed:
     """Upload the hf export of `run_dir` to the model repository `repo_id` (created if missing)."""
-    from spamjob.export.hf import export_hf
 
     if is_offline():
         raise SpamjobError(

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from spamjob.artifact import Classifier, load_classifier
+from spamjob.data import load_split
 from spamjob.errors import SpamjobError
 from spamjob.fsutil import atomic_path, write_json
 from spamjob.scoring.predictor import sorted_batches
@@ -155,7 +156,6 @@ def _quantize(out: Path, ids: list[list[int]], clf: Classifier, want: np.ndarray
 
 def sample_texts(clf: Classifier, limit: int = 500) -> list[str]:
     """SAMPLE plus up to `limit` messages of the run's test split (when its data folder is there)."""
-    from spamjob.data import load_split
 
     folder = (clf.config.get("data") or {}).get("folder")
     try:

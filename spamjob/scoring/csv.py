@@ -93,6 +93,13 @@ def read_options(csv: CsvOptions, block: int, encoding: str | None = None) -> pa
     return pacsv.ReadOptions(use_threads=False, block_size=block, encoding=encoding or csv.encoding)
 
 
+def _exact(column_types: dict[str, pa.DataType]) -> pacsv.ConvertOptions:
+    """Fields as the given types (bytes, for scoring), an empty field as empty, never as null."""
+    return pacsv.ConvertOptions(
+        column_types=column_types, strings_can_be_null=False, quoted_strings_can_be_null=False, auto_dict_encode=False
+    )
+
+
 def parse_options(source: Source, csv: CsvOptions, handler) -> pacsv.ParseOptions:
     return pacsv.ParseOptions(
         delimiter=csv.delimiter_for(source.path), newlines_in_values=True, invalid_row_handler=handler
@@ -122,12 +129,7 @@ def iter_csv_blocks(
                 f,
                 read_options=read_options(csv, csv.block_bytes, "utf8"),
                 parse_options=parse_options(source, csv, on_invalid),
-                convert_options=pacsv.ConvertOptions(
-                    column_types=column_types,
-                    strings_can_be_null=False,
-                    quoted_strings_can_be_null=False,
-                    auto_dict_encode=False,
-                ),
+                convert_options=_exact(column_types),
             )
         except (pa.ArrowInvalid, OSError, EOFError, UnicodeDecodeError) as e:
             raise read_error(source, first_line(e), csv) from None
@@ -385,12 +387,7 @@ def _parse(
             pa.BufferReader(pa.py_buffer(data)),
             read_options=options,
             parse_options=parse_options(source, csv, on_invalid),
-            convert_options=pacsv.ConvertOptions(
-                column_types=column_types,
-                strings_can_be_null=False,
-                quoted_strings_can_be_null=False,
-                auto_dict_encode=False,
-            ),
+            convert_options=_exact(column_types),
         )
     except (pa.ArrowInvalid, OSError, EOFError, UnicodeDecodeError) as e:
         where = f" (bytes from {from_byte})" if from_byte is not None else ""
