@@ -18,7 +18,7 @@ from pathlib import Path
 import click
 
 from spamjob.cli import run_standalone
-from spamjob.errors import SpamjobError
+from spamjob.errors import SpamjobError, first_line
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -70,7 +70,7 @@ def main(inputs, model, out, fmt, text_column, label_column, mixed_precision, qu
         scored = score_dataframe(df, model, text_column=text_column, mixed_precision=mixed_precision, quantize=quantize)
         scored.write.mode("overwrite" if overwrite else "errorifexists").parquet(f"{out.rstrip('/')}/predictions")
     except PySparkException as e:  # a missing input, an existing output, a failed task: one line
-        raise click.ClickException(str(e).strip().splitlines()[0]) from None
+        raise click.ClickException(first_line(e)) from None
     if not local:
         click.echo(f"scored into {out}/predictions; for the report, run `spamjob report` where that folder is mounted")
         return

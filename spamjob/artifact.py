@@ -12,7 +12,7 @@ import torch
 
 from spamjob import __version__
 from spamjob.config import LABELS, GPTConfig
-from spamjob.errors import SpamjobError
+from spamjob.errors import SpamjobError, first_line
 from spamjob.fsutil import atomic_path, read_json, sha256_file, write_json
 from spamjob.model import GPTModel, SpamClassifier
 from spamjob.operating import threshold_of
@@ -110,7 +110,7 @@ def load_classifier(run_dir: str | os.PathLike, device: str | torch.device = "cp
     try:
         gpt.load_state_dict(load_file(run_dir / "model.safetensors", device=str(device)), strict=True, assign=True)
     except Exception as e:  # safetensors or shape errors: a damaged or foreign file
-        raise SpamjobError(f"cannot load {run_dir}/model.safetensors: {str(e).splitlines()[0]}") from None
+        raise SpamjobError(f"cannot load {run_dir}/model.safetensors: {first_line(e)}") from None
     tok_dir = run_dir / "tokenizer"
     tokenizer = load_tokenizer(tok_dir if tok_dir.is_dir() else None)
     model = SpamClassifier(gpt, cfg["pooling"]).eval()

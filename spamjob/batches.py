@@ -1,4 +1,4 @@
-"""The training data path: per-process shards, the frozen-prefix cache, the loaders."""
+"""The training data path: per-process slices, the frozen-prefix cache, the loaders."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from spamjob.text import pad_batch, rows_within
 
 
 class PrefixCache:
-    """Activations entering block `start`, per example of one shard, packed as (sum of widths, d).
+    """Activations entering block `start`, per example of one rank's slice, packed as (sum of widths, d).
 
     Frozen blocks below the first trainable one compute the same thing in every epoch
     and evaluation; they run once here. Example i owns rows offsets[i] : offsets[i] + widths[i].
@@ -89,7 +89,7 @@ class PrefixCache:
 
 
 @dataclass
-class Shard:
+class RankSlice:
     """This process's rows of one split: token ids (truncated), labels, optional prefix cache."""
 
     name: str
@@ -106,32 +106,32 @@ class Shard:
 class _Collate:
     """Indices -> model inputs: token ids padded (plain path) or cached activations (cached path)."""
 
-    def __init__(self, shard: Shard, max_length: int, padding: str):
-        self.shard, self.max_length, self.padding = shard, max_length, padding
+    def __init__(self, rank_slice: RankSlice, max_length: int, padding: str):
+        self.rank_slice, self.max_length, self.padding = rank_slice, max_length, padding
 
     def __call__(self, idx: list[int]) -> dict:
-        lengths = torch.tensor([max(len(self.shard.ids[i]), 0) for i in idx], dtype=torch.long)
-        labels = self.shard.labels[idx]
-        cache = self.shard.cache
+        lengths = torch.tensor([max(len(self.rank_slice.ids[i]), 0) for i in idx], dtype=torch.long)
+        labels = self.rank_slice.labels[idx]
+        cache = self.rank_slice.cache
         if cache is not None:
             return {"hidden": cache.gather(idx), "lengths": lengths, "start": cache.start, "labels": labels}
-        b = pad_batch([self.shard.ids[i] for i in idx], self.max_length, padding=self.padding)
+        b = pad_batch([self.rank_slice.ids[i] for i in idx], self.max_length, padding=self.padding)
         return {"input_ids": b.input_ids, "lengths": b.lengths, "labels": labels}
 
 
 def make_loader(
-    shard: Shard, batch_size: int, padding: str, max_length: int, *, train: bool, n_rows: int | None = None
+    rank_slice: RankSlice, batch_size: int, padding: str, max_length: int, *, train: bool, n_rows: int | None = None
 ) -> DataLoader:
     """A plain torch DataLoader over row indices, exactly as the reference builds its loaders."""
-    rows = list(range(len(shard) if n_rows is None else n_rows))
+    rows = list(range(len(rank_slice) if n_rows is None else n_rows))
     return DataLoader(
         rows,
         batch_size=batch_size,
         shuffle=train,
         drop_last=train,
         num_workers=0,
-        collate_fn=_Collate(shard, max_length, padding),
-        pin_memory=torch.cuda.is_available() and shard.cache is None,
+        collate_fn=_Collate(rank_slice, max_length, padding),
+        pin_memory=torch.cuda.is_available() and rank_slice.cache is None,
     )  # cached rows are on the GPU
 
 

@@ -70,17 +70,17 @@ def evaluate_sums(
 
 
 def evaluate(run: Run) -> dict:
-    """Accuracy and loss on the full splits (every row of every shard once, sums over processes), and
+    """Accuracy and loss on the full splits (every row of every slice once, sums over processes), and
     the operating point: the threshold run.cfg.threshold_rule picks on validation, applied to test."""
     accelerator = run.accelerator
     model = accelerator.unwrap_model(run.classifier)
     final, probs = {}, {}
     for name in SPLITS:
-        shard = run.shards[name]
+        rank_slice = run.slices[name]
         # Counts and example-loss sums do not depend on batching; on cached activations the
         # pooled last block is cheap, so larger batches only save per-batch overhead.
-        batch_size = run.cfg.batch_size if shard.cache is None else max(run.cfg.batch_size, 64)
-        loader = make_loader(shard, batch_size, run.cfg.padding, run.max_length, train=False)
+        batch_size = run.cfg.batch_size if rank_slice.cache is None else max(run.cfg.batch_size, 64)
+        loader = make_loader(rank_slice, batch_size, run.cfg.padding, run.max_length, train=False)
         pairs = [] if name != "train" else None
         s = accelerator.reduce(
             evaluate_sums(model, loader, accelerator.device, accelerator.autocast, probs=pairs).to(accelerator.device),
@@ -90,7 +90,7 @@ def evaluate(run: Run) -> dict:
             "accuracy": s[3].item() / s[4].item(),
             "loss": s[2].item() / s[4].item(),
             "examples": int(s[4].item()),
-            "truncated": shard.truncated_total,
+            "truncated": rank_slice.truncated_total,
         }
         if pairs is not None:
             probs[name] = _gather_probs(pairs, accelerator)

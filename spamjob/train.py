@@ -1,9 +1,9 @@
 """Fine-tuning on an Accelerator: main() builds the run in named steps -> fit() -> evaluate() ->
 the classifier artifact.
 
-One code path for the CPU, one GPU and many processes. Each process owns a fixed shard
+One code path for the CPU, one GPU and many processes. Each process owns a fixed rank_slice
 of every split (rank r takes rows r, r+W, ...), so the frozen-prefix cache of a process
-covers exactly its shard, and every reported accuracy is an integer count summed over
+covers exactly its rank_slice, and every reported accuracy is an integer count summed over
 processes: each example is counted once whatever the number of processes.
 """
 
@@ -41,7 +41,7 @@ from spamjob.train_setup import (
     data_dir_for,
     load_splits,
     make_loaders,
-    make_shards,
+    make_slices,
     max_length_for,
     prefix_cache_for,
 )
@@ -60,9 +60,9 @@ def main(cfg: TrainConfig) -> dict:
     model = build_model(cfg, accelerator.device)
     ids = {name: encode(model.tokenizer, frames[name]["Text"].astype(str).tolist()) for name in SPLITS}
     max_length = max_length_for(cfg, ids["train"], model.gpt.cfg.context_length)
-    shards = make_shards(frames, ids, max_length, accelerator.process_index, accelerator.num_processes)
+    slices = make_slices(frames, ids, max_length, accelerator.process_index, accelerator.num_processes)
     phases = {"setup_s": time.perf_counter() - wall0}
-    cache_info = prefix_cache_for(model.gpt, shards, cfg, max_length, accelerator)
+    cache_info = prefix_cache_for(model.gpt, slices, cfg, max_length, accelerator)
     phases["cache_s"] = cache_info["build_s"]
 
     # The plots' child process starts here: its matplotlib import overlaps the optimizer's
@@ -70,10 +70,10 @@ def main(cfg: TrainConfig) -> dict:
     with plot_process(accelerator.is_main_process) as plots:
         t0 = time.perf_counter()
         classifier, optimizer = build_optimizer(model.gpt, cfg, accelerator)
-        train_loader, val_loader = make_loaders(shards, cfg, max_length, accelerator.num_processes)
+        train_loader, val_loader = make_loaders(slices, cfg, max_length, accelerator.num_processes)
         phases["optimizer_s"] = time.perf_counter() - t0  # torch.optim's first use imports torch._dynamo (~1 s)
         run = Run(
-            cfg, accelerator, out, data_dir, model, max_length, shards, classifier, optimizer, train_loader, val_loader
+            cfg, accelerator, out, data_dir, model, max_length, slices, classifier, optimizer, train_loader, val_loader
         )
         state = fit(run, start_state(cfg, accelerator, out))
         phases["train_s"] = state.train_time_s

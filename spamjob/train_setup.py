@@ -1,5 +1,5 @@
 """What a fine-tuning run builds before its first step: the process group, the data splits and
-each process's shards, the model (pretrained or random, LoRA adapters), the frozen-prefix cache,
+each process's slices, the model (pretrained or random, LoRA adapters), the frozen-prefix cache,
 the optimizer and the loaders (spamjob.train runs them)."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from spamjob import processes
-from spamjob.batches import PrefixCache, Shard, make_loader
+from spamjob.batches import PrefixCache, RankSlice, make_loader
 from spamjob.checkpoints import save_trainable_only
 from spamjob.config import TrainConfig, resolve_mixed_precision
 from spamjob.console import say
@@ -45,7 +45,7 @@ class Run:
     data_dir: Path
     model: Model
     max_length: int
-    shards: dict[str, Shard]
+    slices: dict[str, RankSlice]
     classifier: torch.nn.Module  # prepared (DDP-wrapped with several processes)
     optimizer: torch.optim.Optimizer
     train_loader: DataLoader
@@ -109,21 +109,21 @@ def max_length_for(cfg: TrainConfig, train_ids: list[list[int]], context_length:
     return max_length
 
 
-def make_shards(
+def make_slices(
     frames: dict[str, pd.DataFrame], ids: dict[str, list[list[int]]], max_length: int, rank: int, world: int
-) -> dict[str, Shard]:
+) -> dict[str, RankSlice]:
     """This process's rows of every split (rows rank, rank + world, ...), truncated to max_length."""
-    shards = {}
+    slices = {}
     for name in SPLITS:
         rows = list(range(rank, len(ids[name]), world))
-        shards[name] = Shard(
+        slices[name] = RankSlice(
             name,
             [ids[name][i][:max_length] for i in rows],
             torch.tensor(frames[name]["Label"].to_numpy()[rows], dtype=torch.long),
             n_total=len(ids[name]),
             truncated_total=sum(len(s) > max_length for s in ids[name]),
         )
-    return shards
+    return slices
 
 
 def build_optimizer(gpt: GPTModel, cfg: TrainConfig, accelerator) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
@@ -141,17 +141,17 @@ def build_optimizer(gpt: GPTModel, cfg: TrainConfig, accelerator) -> tuple[torch
 
 
 def make_loaders(
-    shards: dict[str, Shard], cfg: TrainConfig, max_length: int, world: int
+    slices: dict[str, RankSlice], cfg: TrainConfig, max_length: int, world: int
 ) -> tuple[DataLoader, DataLoader]:
     """The training loader (shuffled, drop_last) and the validation loader of the evaluation schedule."""
     # Equal step counts on every process (DDP needs them): each trains on n_train // world rows.
-    n_rows = shards["train"].n_total // world
-    train_loader = make_loader(shards["train"], cfg.batch_size, cfg.padding, max_length, train=True, n_rows=n_rows)
+    n_rows = slices["train"].n_total // world
+    train_loader = make_loader(slices["train"], cfg.batch_size, cfg.padding, max_length, train=True, n_rows=n_rows)
     if len(train_loader) == 0:
         raise SpamjobError(
             f"{n_rows} training rows per process is less than one batch of {cfg.batch_size}; lower --batch-size"
         )
-    return train_loader, make_loader(shards["validation"], cfg.batch_size, cfg.padding, max_length, train=False)
+    return train_loader, make_loader(slices["validation"], cfg.batch_size, cfg.padding, max_length, train=False)
 
 
 def data_dir_for(cfg: TrainConfig, accelerator) -> Path:
@@ -170,8 +170,8 @@ def data_dir_for(cfg: TrainConfig, accelerator) -> Path:
     return d
 
 
-def prefix_cache_for(gpt: GPTModel, shards: dict, cfg: TrainConfig, max_length: int, accelerator) -> dict:
-    """Build the frozen-prefix cache of every shard when it is exact and fits the budget."""
+def prefix_cache_for(gpt: GPTModel, slices: dict, cfg: TrainConfig, max_length: int, accelerator) -> dict:
+    """Build the frozen-prefix cache of every slice when it is exact and fits the budget."""
     start = first_trainable_block(gpt)
     info = {"used": False, "start_block": start, "megabytes": 0.0, "build_s": 0.0, "reason": ""}
     if cfg.prefix_cache == "off":
@@ -187,7 +187,7 @@ def prefix_cache_for(gpt: GPTModel, shards: dict, cfg: TrainConfig, max_length: 
         info["reason"] = "last-position pooling with dynamic padding depends on the batch"
         say("prefix cache: off (pooling 'last' with dynamic padding reads a batch-dependent position)")
         return info
-    widths = {n: [max_length if cfg.padding == "fixed" else max(len(s), 1) for s in sh.ids] for n, sh in shards.items()}
+    widths = {n: [max_length if cfg.padding == "fixed" else max(len(s), 1) for s in sh.ids] for n, sh in slices.items()}
     # Computed in bf16 on a GPU, kept in bf16 there (half the memory); fp32 otherwise.
     on_gpu_bf16 = accelerator.device.type == "cuda" and accelerator.mixed_precision == "bf16"
     dtype = torch.bfloat16 if on_gpu_bf16 else torch.float32
@@ -200,14 +200,14 @@ def prefix_cache_for(gpt: GPTModel, shards: dict, cfg: TrainConfig, max_length: 
         )
         return info
     t0 = time.perf_counter()
-    for name, shard in shards.items():
-        shard.cache = PrefixCache.build(
-            gpt, shard.ids, widths[name], start, accelerator.device, accelerator.autocast, dtype=dtype
+    for name, rank_slice in slices.items():
+        rank_slice.cache = PrefixCache.build(
+            gpt, rank_slice.ids, widths[name], start, accelerator.device, accelerator.autocast, dtype=dtype
         )
     info.update(
         used=True,
         dtype=str(dtype).removeprefix("torch."),
-        megabytes=round(sum(s.cache.megabytes for s in shards.values()), 1),
+        megabytes=round(sum(s.cache.megabytes for s in slices.values()), 1),
         build_s=round(time.perf_counter() - t0, 3),
     )
     say(

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from spamjob.config import HF_REPOS, OPENAI_NAMES, GPTConfig, canonical_size, config_for, matches_size
-from spamjob.errors import SpamjobError
+from spamjob.errors import SpamjobError, first_line
 from spamjob.fetch import download, is_offline
 from spamjob.fsutil import cache_dir, read_json
 from spamjob.model import GPTModel, generate_greedy
@@ -70,7 +70,7 @@ def fetch_hf(
                 f"run `spamjob download --model {size} --source hf` where there is network, or pass --weights DIR"
             ) from None
         except HfHubHTTPError as e:
-            raise SpamjobError(f"cannot fetch {repo}/{name} from the Hub: {str(e).splitlines()[0]}") from None
+            raise SpamjobError(f"cannot fetch {repo}/{name} from the Hub: {first_line(e)}") from None
     return Path(path).parent  # type: ignore[arg-type]
 
 
@@ -186,7 +186,7 @@ def read_openai_state(folder: Path) -> dict[str, torch.Tensor]:
                 arr = arr[0]
             state[key] = torch.from_numpy(arr.copy())
     except (tf.errors.OpError, ValueError) as e:
-        raise SpamjobError(f"cannot read the TensorFlow checkpoint {ckpt}: {str(e).splitlines()[0]}") from None
+        raise SpamjobError(f"cannot read the TensorFlow checkpoint {ckpt}: {first_line(e)}") from None
     return state
 
 

@@ -6,15 +6,15 @@ import contextlib
 
 import torch
 
-from spamjob.batches import PrefixCache, Shard, make_loader
+from spamjob.batches import PrefixCache, RankSlice, make_loader
 from spamjob.config import GPTConfig
 from spamjob.model import GPTModel
 
 IDS = [[5, 6, 7], [8], [9, 10, 11, 12, 13], [14, 15], [16, 17, 18, 19], [20], [21, 22, 23], [24, 25]]
 
 
-def shard(ids=IDS) -> Shard:
-    return Shard("train", ids, torch.tensor([i % 2 for i in range(len(ids))]), n_total=len(ids), truncated_total=0)
+def rank_slice(ids=IDS) -> RankSlice:
+    return RankSlice("train", ids, torch.tensor([i % 2 for i in range(len(ids))]), n_total=len(ids), truncated_total=0)
 
 
 def tiny_gpt() -> GPTModel:
@@ -47,22 +47,22 @@ def test_gather_pads_by_repeating_the_last_row():
 
 def test_loaders_follow_the_reference():
     torch.manual_seed(123)
-    train = list(make_loader(shard(), 3, "dynamic", 4, train=True))
+    train = list(make_loader(rank_slice(), 3, "dynamic", 4, train=True))
     torch.manual_seed(123)
-    again = list(make_loader(shard(), 3, "dynamic", 4, train=True))
+    again = list(make_loader(rank_slice(), 3, "dynamic", 4, train=True))
     assert len(train) == 2  # 8 rows, batches of 3, last partial batch dropped
     assert all(torch.equal(a["input_ids"], b["input_ids"]) for a, b in zip(train, again))  # seeded shuffle
-    evaluation = list(make_loader(shard(), 3, "fixed", 4, train=False))
+    evaluation = list(make_loader(rank_slice(), 3, "fixed", 4, train=False))
     assert [len(b["labels"]) for b in evaluation] == [3, 3, 2]  # every row, in order
     assert evaluation[0]["input_ids"].tolist() == [[5, 6, 7, 50256], [8] + [50256] * 3, [9, 10, 11, 12]]
     assert evaluation[0]["lengths"].tolist() == [3, 1, 4] and evaluation[0]["labels"].tolist() == [0, 1, 0]
-    dynamic = next(iter(make_loader(shard(), 2, "dynamic", 4, train=False)))
+    dynamic = next(iter(make_loader(rank_slice(), 2, "dynamic", 4, train=False)))
     assert dynamic["input_ids"].shape == (2, 3)  # padded to the batch's longest row only
-    assert len(list(make_loader(shard(), 2, "dynamic", 4, train=True, n_rows=5))) == 2
+    assert len(list(make_loader(rank_slice(), 2, "dynamic", 4, train=True, n_rows=5))) == 2
 
 
 def test_cached_loader_hands_out_activations():
-    s = shard(IDS[:3])
+    s = rank_slice(IDS[:3])
     s.cache = PrefixCache(torch.randn(9, 4), torch.tensor([3, 1, 5]), start=2)
     b = next(iter(make_loader(s, 3, "dynamic", 8, train=False)))
     assert set(b) == {"hidden", "lengths", "start", "labels"} and b["hidden"].shape == (3, 5, 4) and b["start"] == 2
@@ -101,7 +101,7 @@ def test_a_cached_training_step_has_no_sync_point():
     gpt = tiny_gpt()
     replace_head(gpt, 2, seed=1)
     freeze(gpt, "last-block")
-    s = shard()
+    s = rank_slice()
     s.cache = PrefixCache.build(gpt, s.ids, [len(x) for x in s.ids], 2, torch.device("cpu"), contextlib.nullcontext)
     accelerator = Accelerator(cpu=True)
     classifier = SpamClassifier(gpt, "last-token").train()

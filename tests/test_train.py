@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
 
-from spamjob.batches import PrefixCache, Shard, make_loader
+from spamjob.batches import PrefixCache, RankSlice, make_loader
 from spamjob.cli import cli
 from spamjob.config import GPTConfig
 from spamjob.evaluate import evaluate_sums
@@ -374,8 +374,8 @@ def test_jobs_script_runs_the_train_command_standalone(tmp_path):
 IDS = [[5, 6, 7], [8], [9, 10, 11, 12, 13], [14, 15], [16, 17, 18, 19], [20], [21, 22, 23], [24, 25]]
 
 
-def _shard() -> Shard:
-    return Shard("train", IDS, torch.tensor([i % 2 for i in range(len(IDS))]), n_total=len(IDS), truncated_total=0)
+def _shard() -> RankSlice:
+    return RankSlice("train", IDS, torch.tensor([i % 2 for i in range(len(IDS))]), n_total=len(IDS), truncated_total=0)
 
 
 class _Fixed(torch.nn.Module):

@@ -22,16 +22,13 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 from pyspark.sql import DataFrame
-from pyspark.sql.types import BooleanType, DoubleType, IntegerType, StringType, StructField, StructType
+from pyspark.sql.pandas.types import from_arrow_type
+from pyspark.sql.types import IntegerType, StructField, StructType
 
 from spamjob.scorer import BatchScorer
+from spamjob.scoring.columns import OUTPUT_TYPES
 
-OUTPUT_FIELDS = [
-    StructField("prediction", StringType()),
-    StructField("spam_probability", DoubleType()),
-    StructField("truncated", BooleanType()),
-    StructField("error", StringType()),
-]
+OUTPUT_FIELDS = [StructField(name, from_arrow_type(t)) for name, t in OUTPUT_TYPES.items()]  # scoring's four
 # predict_batch_udf returns numbers and strings only: `truncated` is 0/1 there.
 UDF_FIELDS = [f if f.name != "truncated" else StructField("truncated", IntegerType()) for f in OUTPUT_FIELDS]
 _SCORERS: dict[tuple, BatchScorer] = {}  # per Python worker: (model, options) -> loaded scorer
