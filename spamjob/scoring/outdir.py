@@ -5,10 +5,10 @@
    spamjob did not write) is an error unless --overwrite, which deletes only what a scoring job
    writes. Temporaries of dead processes go; the plan is written; `_SUCCESS` is removed.
 2. Each work unit is written under its own lock (`lock(unit)`): its part in predictions/ under a
-   temporary name (`part_writer`), renamed into place when complete; then its rejects; then its
-   sidecar `_parts/<unit>.json` (rows, counts and the size and sha256 of each file): the sidecar
-   is the commit (`commit`). A unit whose sidecar is missing, or whose files no longer match it,
-   is redone (`committed`).
+   temporary name (a PartWriter at `part_path`), renamed into place when complete; then its
+   rejects; then its sidecar `_parts/<unit>.json` (rows, counts and the size and sha256 of each
+   file): the sidecar is the commit (`commit`). A unit whose sidecar is missing, or whose files
+   no longer match it, is redone (`committed`).
 3. `finish`: the report (written by the caller under the report lock), `_manifest.json`, then
    `_SUCCESS`, last.
 
