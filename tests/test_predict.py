@@ -12,7 +12,6 @@ import torch
 from spamjob.artifact import load_classifier
 from spamjob.config import GPTConfig
 from spamjob.scoring.predictor import Predictor
-from spamjob.scoring.tokenize_pool import TokenizerPool
 from spamjob.text import encode
 
 TEXTS = ["free entry to win a car", "", "ok see you", "URGENT! call now " * 20, "hi <|endoftext|>", "yes"] * 7
@@ -30,36 +29,6 @@ def test_predictor_matches_one_at_a_time_in_input_order(clf, batch_tokens):
     alone = [clf.spam_probability([t])[0][0] for t in TEXTS]
     np.testing.assert_allclose(got, alone, atol=1e-6, rtol=0)
     assert Predictor(clf, torch.device("cpu"), "no", 64)([]).shape == (0,)
-
-
-def as_lists(tokens) -> list[list[int]]:
-    return [tokens.row(i).tolist() for i in range(len(tokens))]
-
-
-def test_tokenizer_pool_equals_the_plain_loop(clf, classifier_dir):
-    texts = [f"message {i} " + TEXTS[i % len(TEXTS)] for i in range(5000)]
-    plain = TokenizerPool(clf.tokenizer, classifier_dir / "tokenizer", workers=0)
-    pooled = TokenizerPool(clf.tokenizer, classifier_dir / "tokenizer", workers=2)
-    try:
-        assert as_lists(pooled(texts)) == as_lists(plain(texts)) == encode(clf.tokenizer, texts)
-        assert as_lists(pooled(texts[:10])) == as_lists(plain(texts[:10]))  # small windows stay in this thread
-    finally:
-        pooled.close()
-
-
-def test_tokenizer_processes_never_import_torch(classifier_dir):
-    """A worker imports the tokenizer and numpy only (torch: ~2 s and ~230 MB per process)."""
-    import concurrent.futures as cf
-    import multiprocessing as mp
-
-    from spamjob.scoring.tokenize_pool import _worker_init
-
-    with cf.ProcessPoolExecutor(
-        1, mp_context=mp.get_context("spawn"), initializer=_worker_init, initargs=(str(classifier_dir / "tokenizer"),)
-    ) as pool:
-        # a builtin, so that the worker imports nothing of this test module (which imports torch)
-        loaded = pool.submit(eval, "list(__import__('sys').modules)").result()
-    assert "tiktoken" in loaded and "spamjob.scoring.tokenize_pool" in loaded and "torch" not in loaded
 
 
 def to_copies(model, layers_input) -> list:
