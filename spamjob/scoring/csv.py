@@ -33,7 +33,7 @@ from spamjob.errors import SpamjobError, first_line
 from spamjob.scoring.source import Chunk, Source
 
 LOOK = 1 << 16  # bytes looked at after k*B to infer the first record start (more when none is found)
-SPLIT_ENCODINGS = {"utf-8", "utf-8-sig", "ascii", "iso8859-1", "cp1252"}  # (codecs names) newline, quote: one byte
+BLOCK_ENCODINGS = {"utf-8", "utf-8-sig", "ascii", "iso8859-1", "cp1252"}  # (codecs names) newline, quote: one byte
 QUOTE, LF, CR = ord('"'), ord("\n"), ord("\r")
 
 
@@ -259,7 +259,7 @@ def block_count(source: Source, csv: CsvOptions) -> int:
         or source.kind != "csv"
         or source.compression is not None
         or source.size <= csv.block_bytes
-        or codecs.lookup(csv.encoding).name not in SPLIT_ENCODINGS
+        or codecs.lookup(csv.encoding).name not in BLOCK_ENCODINGS
     ):
         return 0
     return math.ceil(source.size / csv.block_bytes)
