@@ -48,7 +48,8 @@ def checkpoints(tmp_path_factory):
     return model, write_hf_dir(model, root / "hf"), write_openai_dir(model, root / "openai")
 
 
-@pytest.mark.parametrize("layout", [1, 2], ids=["hf", "openai"])
+# The OpenAI layout reads a TensorFlow checkpoint (~10 s of TensorFlow import): the slow suite runs it.
+@pytest.mark.parametrize("layout", [pytest.param(1, id="hf"), pytest.param(2, id="openai", marks=pytest.mark.slow)])
 def test_generate_prints_transformers_tokens(checkpoints, tokenizer, layout):
     model, folder = checkpoints[0], checkpoints[layout]
     prompt = "Every effort moves you"
