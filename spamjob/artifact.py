@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 from collections.abc import Sequence
@@ -10,10 +12,10 @@ from pathlib import Path
 
 import torch
 
-from spamjob import __version__
+from spamjob import __version__, stores
 from spamjob.config import LABELS, GPTConfig
 from spamjob.errors import SpamjobError, first_line
-from spamjob.fsutil import atomic_path, read_json, sha256_file, write_json
+from spamjob.fsutil import atomic_path, cache_dir, locked, read_json, sha256_file, write_json
 from spamjob.model import GPTModel, SpamClassifier
 from spamjob.operating import threshold_of
 from spamjob.scoring.predictor import Predictor
@@ -93,11 +95,47 @@ class Classifier:
         return probs.tolist(), [len(s) > self.max_length for s in ids]
 
 
+def fetch_classifier(uri: str) -> Path:
+    """A classifier folder in an object store, fetched once into the cache (one process at a time),
+    its weights verified against the sha256 its config.json records, and reused while that holds."""
+    config = stores.read_bytes(stores.join(uri, "config.json"))
+    if config is None:
+        raise SpamjobError(f"{uri} is not a trained classifier (no config.json)")
+    want = json.loads(config).get("model_sha256")
+    if not want:
+        raise SpamjobError(f"{uri}/config.json records no model_sha256: its weights cannot be verified")
+    local = cache_dir() / "classifiers" / hashlib.sha1(uri.rstrip("/").encode()).hexdigest()[:16]
+    with locked(local.with_suffix(".lock")):
+        if (local / "config.json").is_file() and (local / "config.json").read_bytes() == config:
+            if sha256_file(local / "model.safetensors") == want:
+                return local
+        _download_folder(uri, local, want)
+    return local
+
+
+def _download_folder(uri: str, local: Path, sha256: str) -> None:
+    """Every object under `uri` into `local` (replaced whole, by rename, once the weights check out)."""
+    tmp = local.with_name(f".{local.name}.{os.getpid()}.part")
+    shutil.rmtree(tmp, ignore_errors=True)
+    prefix = uri.rstrip("/") + "/"
+    for obj, _, _ in stores.list_files(prefix):
+        dest = tmp / obj[len(prefix) :]
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        stores.download(obj, dest)
+    got = sha256_file(tmp / "model.safetensors") if (tmp / "model.safetensors").is_file() else None
+    if got != sha256:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise SpamjobError(f"{uri}/model.safetensors: sha256 {got} is not the {sha256} that config.json records")
+    shutil.rmtree(local, ignore_errors=True)
+    os.replace(tmp, local)
+
+
 def load_classifier(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> Classifier:
-    """Load a classifier written by `save_classifier`; needs no base weights."""
+    """Load a classifier written by `save_classifier` (a local folder or a URI: `fetch_classifier`);
+    needs no base weights."""
     from safetensors.torch import load_file
 
-    run_dir = Path(run_dir)
+    run_dir = fetch_classifier(run_dir) if stores.is_uri(run_dir) else Path(run_dir)
     if not (run_dir / "config.json").is_file() or not (run_dir / "model.safetensors").is_file():
         raise SpamjobError(f"{run_dir} is not a trained classifier (needs config.json and model.safetensors)")
     cfg = read_json(run_dir / "config.json")

@@ -24,7 +24,7 @@ from spamjob.commands import (
 )
 from spamjob.config import TrainConfig
 from spamjob.errors import SpamjobError
-from spamjob.options import LocalFolder, from_fields
+from spamjob.options import Folder, from_fields
 from spamjob.scoring.config import ScoreConfig
 from spamjob.threads import start_cpu_reading
 
@@ -67,7 +67,7 @@ class _Group(click.Group):
 )
 @click.option(
     "--cache",
-    type=LocalFolder(),
+    type=Folder(),
     default=None,
     envvar="SPAMJOB_CACHE",
     help="spamjob's cache folder, e.g. a bundle made by `spamjob download --all` [$SPAMJOB_CACHE, ~/.cache/spamjob].",

@@ -142,8 +142,8 @@ class PushConfig(_Checked):
 class ReportConfig(_Checked):
     """`spamjob report`: a predictions folder recounted."""
 
-    folder: str = option(argument=True, folder=True)
-    """A scoring output folder (its predictions/ is counted)."""
+    folder: str = option(argument=True, folder=True, store=True)
+    """A scoring output folder, local or a URI (its predictions/ is counted)."""
     label_column: str | None = None
     """Column of ham/spam or 0/1 labels: adds accuracy, precision, recall, F1."""
 

@@ -24,6 +24,7 @@ def option(
     metavar: str | None = None,
     flag: str | None = None,
     folder: bool = False,
+    store: bool = False,
     sizes: bool = False,
     argument: bool = False,
 ):
@@ -31,8 +32,8 @@ def option(
 
     `min`: smallest value, `below`: a bound above every value (both checked here and by the CLI);
     `flag`: another option name (a bool field named `--no-X` is set False by it); `folder`: a
-    folder path; `sizes`: a GPT-2 size name; `argument`: positional (a tuple field: any number
-    of them) instead of an option.
+    folder path (`store`: or an object store's URI, s3:// gs:// abfs://); `sizes`: a GPT-2 size
+    name; `argument`: positional (a tuple field: any number of them) instead of an option.
     """
     meta = {
         k: v
@@ -42,6 +43,7 @@ def option(
             "metavar": metavar,
             "flag": flag,
             "folder": folder,
+            "store": store,
             "sizes": sizes,
             "argument": argument,
         }.items()
@@ -65,21 +67,32 @@ def field_problems(cfg) -> list[str]:
         high = f.metadata.get("below")
         if value is not None and high is not None and not value < high:
             problems.append(f"{name} must be < {high}, got {value}")
-        if f.metadata.get("folder") and (uri := uri_problem("--" + name, value)):
+        if f.metadata.get("folder") and (uri := uri_problem("--" + name, value, f.metadata.get("store", False))):
             problems.append(uri)
     return problems
 
 
-_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_URI = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<rest>[^/]*)")
+# URI schemes of the object stores spamjob reads and writes (spamjob.stores), by store.
+STORE_SCHEMES = {"s3": "s3", "gs": "gcs", "gcs": "gcs", "abfs": "azure", "abfss": "azure", "az": "azure"}
 
 
-def uri_problem(option: str, value) -> str | None:
-    """A `scheme://` folder (s3://, gs://, abfs://...) that would otherwise be made locally as a
-    folder named `s3:`; object stores are not supported for folders yet."""
-    if isinstance(value, str) and _URI.match(value):
-        return (
-            f"{option} {value} is a URI; spamjob reads and writes local (or mounted) folders only, so give a local path"
-        )
+def uri_problem(option: str, value, store: bool = False) -> str | None:
+    """A `scheme://` folder where only local folders are read or written (it would be made locally
+    as a folder named `s3:`); with `store`, a URI of a store spamjob does not know, or one that
+    carries credentials or options (they would land in plans and logs)."""
+    m = _URI.match(value) if isinstance(value, str) else None
+    if m is None:
+        return None
+    if not store:
+        return f"{option} {value} is a URI; this option takes a local (or mounted) folder, so give a local path"
+    scheme, bucket = m.group("scheme").lower(), m.group("rest")
+    if scheme not in STORE_SCHEMES:
+        return f"{option} {value}: unsupported scheme {scheme}://; use s3://, gs:// or abfs:// (or a local path)"
+    if ":" in bucket or "?" in value or ("@" in bucket and STORE_SCHEMES[scheme] != "azure"):
+        return f"{option}: credentials and options in a URI are refused; use the store's variables or profiles"
+    if not bucket:
+        return f"{option} {value}: no bucket named"
     return None
 
 

@@ -42,16 +42,22 @@ def field_docs(cls) -> dict[str, str]:
     }
 
 
-class LocalFolder(click.Path):
-    """A folder path; a URI (s3://...) is a one-line error naming the option, never a local `s3:`."""
+class Folder(click.Path):
+    """A folder path; a URI (s3://...) is a one-line error naming the option, never a local `s3:`,
+    unless the option takes an object store's URI too (`store`: its URI checked, passed as it is)."""
 
-    def __init__(self):
+    def __init__(self, store: bool = False):
         super().__init__(file_okay=False)
+        self.store = store
 
     def convert(self, value, param, ctx):
         option = param.opts[0] if param is not None and param.opts else "a folder"
-        if (problem := uri_problem(option if option.startswith("-") else option.upper(), value)) is not None:
+        if (
+            problem := uri_problem(option if option.startswith("-") else option.upper(), value, self.store)
+        ) is not None:
             raise click.ClickException(problem)
+        if self.store and "://" in str(value):
+            return value
         return super().convert(value, param, ctx)
 
 
@@ -96,7 +102,7 @@ def _type(hint, meta) -> click.ParamType:
     if meta.get("sizes"):
         return click.Choice(SIZE_CHOICES, case_sensitive=False)
     if meta.get("folder"):
-        return LocalFolder()
+        return Folder(store=meta.get("store", False))
     if get_origin(hint) is tuple:
         return CommaList()
     low, high = meta.get("min"), meta.get("below")

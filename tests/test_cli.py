@@ -128,18 +128,15 @@ def test_every_config_field_is_an_option_with_its_docstring_as_help(cls, command
 @pytest.mark.parametrize(
     "args",
     [
-        ["score", "in.csv", "--model", "m", "--out", "s3://bucket/scored"],
-        ["score", "in.csv", "--model", "m", "--out", "gs://bucket/scored", "--engine", "ray"],
         ["train", "--weights", "random", "--out", "s3://bucket/run"],
         ["export", "m", "--out", "abfs://container/export"],
         ["prepare", "--out", "s3://bucket/data"],
         ["download", "--tokenizer", "--dir", "s3://bucket/tok"],
         ["run", "--out", "s3://bucket/job"],
-        ["report", "s3://bucket/scored"],
     ],
 )
 def test_a_uri_for_a_folder_is_one_line_naming_the_option(args, tmp_path):
-    """Object stores are not supported for folders: never a local folder named `s3:`."""
+    """Where an option takes local folders only: never a local folder named `s3:`."""
     r = subprocess.run(
         [sys.executable, "-m", "spamjob.cli", *args], capture_output=True, text=True, cwd=tmp_path, timeout=300
     )
@@ -153,7 +150,9 @@ def test_a_uri_for_a_folder_is_refused_by_the_configs_too():
     from spamjob.errors import SpamjobError
     from spamjob.scoring.config import ScoreConfig
 
-    with pytest.raises(SpamjobError, match="--out s3://b/x is a URI"):
-        ScoreConfig(inputs=("a.csv",), model="m", out="s3://b/x")
+    with pytest.raises(SpamjobError, match="unsupported scheme ftp://"):
+        ScoreConfig(inputs=("a.csv",), model="m", out="ftp://b/x")
+    with pytest.raises(SpamjobError, match="--model: credentials and options in a URI are refused"):
+        ScoreConfig(inputs=("a.csv",), model="s3://AKIA:secret@b/m", out="o")
     with pytest.raises(SpamjobError, match="--out gs://b/r is a URI"):
         TrainConfig(out="gs://b/r")

@@ -134,7 +134,7 @@ def test_a_block_reads_only_its_bytes_and_the_start_of_the_next(tmp_path, monkey
             spans.append((at, at + n))
             return n
 
-    monkeypatch.setattr(csvsplit, "open", lambda path, mode: Counting(path, "r"), raising=False)
+    monkeypatch.setattr(csvsplit.stores, "open_input_file", lambda path: Counting(path, "r"))
     n = block_count(src, opt)
     assert n > 5
     rows = 0

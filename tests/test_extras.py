@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-EXTRAS = {"ray": "ray", "spark": "pyspark", "onnx": "onnxruntime", "lora": "peft", "tf": "tensorflow"}
+EXTRAS = {"ray": "ray", "spark": "pyspark", "onnx": "onnxruntime", "lora": "peft", "tf": "tensorflow", "s3": "s3fs"}
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +78,10 @@ def _command(extra: str, venv: Path, ctx: dict) -> tuple[list[str], str]:
             ],
             "scored 40 of 40 rows on Spark",
         ),
+        "s3": (
+            [spamjob, "score", ctx["s3"]["in"], "--model", ctx["model"], "--out", ctx["s3"]["out"], "--no-progress"],
+            "scored 40 of 40 rows",
+        ),
         "onnx": ([spamjob, "export", ctx["model"], "--format", "onnx", "--out", out], "ONNX Runtime matches spamjob"),
         "lora": (
             [
@@ -117,10 +121,26 @@ def openai_dir(tmp_path_factory) -> Path:
     return write_openai_dir(tiny_hf_model(seed=5), tmp_path_factory.mktemp("openai") / "124M")
 
 
+@pytest.fixture(scope="module")
+def bucket(four_files):
+    """The four files in a bucket of a local S3 endpoint (moto's server), and where to write."""
+    from s3server import MotoS3, put_folder, use
+
+    server = MotoS3()
+    saved = dict(os.environ)
+    use(server.env())
+    src = put_folder(four_files, f"{server.bucket('extras')}/in")
+    yield {"in": src, "out": "s3://extras/out", "env": server.env()}
+    server.stop()
+    os.environ.clear()
+    os.environ.update(saved)
+    use({})
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("extra", list(EXTRAS))
 def test_an_extra_installed_alone_runs_its_command(
-    extra, assets, four_files, classifier_dir, data_dir, openai_dir, tmp_path
+    extra, assets, four_files, classifier_dir, data_dir, openai_dir, bucket, tmp_path
 ):
     venv = _venv_with(extra, tmp_path)
     try:
@@ -133,6 +153,7 @@ def test_an_extra_installed_alone_runs_its_command(
                 "model": str(classifier_dir),
                 "data": str(data_dir),
                 "openai": str(openai_dir),
+                "s3": bucket,
             },
         )
     finally:
@@ -151,6 +172,7 @@ def _run_alone(extra: str, venv: Path, ctx: dict) -> None:
         "PYSPARK_PYTHON": python,
         "SPARK_LOCAL_IP": "127.0.0.1",
         "RAY_USAGE_STATS_ENABLED": "0",
+        **ctx["s3"]["env"],
     }
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ctx["tmp"], timeout=900)
     assert r.returncode == 0 and said in r.stdout, (r.stdout + r.stderr)[-4000:]

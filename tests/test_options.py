@@ -66,18 +66,14 @@ def test_out_of_range_values_are_usage_errors(args):
 def test_a_uri_for_a_folder_is_one_line():
     r = run("x", "--out", "s3://bucket/o")
     assert r.exit_code == 1 and r.output.strip().splitlines() == [
-        "Error: --out s3://bucket/o is a URI; spamjob reads and writes local (or mounted) folders only, "
-        "so give a local path"
+        "Error: --out s3://bucket/o is a URI; this option takes a local (or mounted) folder, so give a local path"
     ]
 
 
 def test_the_same_checks_hold_from_python():
     assert field_problems(Example(("x",), "o")) == []
     problems = field_problems(Example(("x",), "gs://b", kind="c", n=0, p=1.0))
-    assert (
-        "--out gs://b is a URI; spamjob reads and writes local (or mounted) folders only, so give a local path"
-        in problems
-    )
+    assert "--out gs://b is a URI; this option takes a local (or mounted) folder, so give a local path" in problems
     assert "kind must be one of a, b, got 'c'" in problems and "n must be >= 1, got 0" in problems
     assert "p must be < 1, got 1.0" in problems
 

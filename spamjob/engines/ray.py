@@ -41,6 +41,7 @@ from spamjob.scoring.inputs import discover
 from spamjob.scoring.outdir import PREDICTIONS, OutputFolder, check_out
 from spamjob.scoring.recount import count_folder
 from spamjob.scoring.source import kind_of
+from spamjob.stores import is_uri
 from spamjob.text import encode_flat, load_tokenizer
 from spamjob.threads import usable_cpus
 from spamjob.tokens import TokenIds
@@ -157,6 +158,8 @@ def run_job(cfg) -> dict:
     OUT/predictions/ (Parquet, Ray's file names), then the report (`spamjob report`) and `_SUCCESS`.
     The output folder is spamjob's (plan, --overwrite rules), but a rerun redoes the whole job."""
     wall0 = time.perf_counter()
+    if is_uri(cfg.out) or is_uri(cfg.model):
+        raise SpamjobError("--engine ray takes a local (or mounted) --out and --model; object stores are to come")
     out = OutputFolder(cfg.out)
     groups, fingerprints = _input_groups(cfg)
     if not (Path(cfg.model) / "config.json").is_file():
@@ -229,7 +232,7 @@ def _input_groups(cfg) -> tuple[list[tuple[str, str, list[str]]], list[dict]]:
     local = [i for i in cfg.inputs if "://" not in i]
     uris = [i for i in cfg.inputs if "://" in i]
     sources = discover(local) if local else []
-    check_out(Path(cfg.out), [s.path for s in sources])
+    check_out(cfg.out, [s.path for s in sources])
     for path, kind in [
         *((s.path, s.kind) for s in sources),
         *((u, (kind_of(PurePosixPath(u)) or ("parquet", None))[0]) for u in uris),

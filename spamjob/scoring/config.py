@@ -18,10 +18,10 @@ class ScoreConfig:
 
     inputs: tuple[str, ...] = option(argument=True)
     """Parquet/CSV/TSV files, folders (searched recursively) and globs; .gz, .bz2, .zst too."""
-    model: str = option(folder=True)
-    """Run folder of `spamjob train` (the classifier)."""
-    out: str = option(folder=True)
-    """Output folder (local or mounted): predictions/ (the parts), rejects/, report.json/.md/.png,
+    model: str = option(folder=True, store=True)
+    """Run folder of `spamjob train` (the classifier), local or a URI (fetched once into the cache)."""
+    out: str = option(folder=True, store=True)
+    """Output folder, local or a URI (s3://, gs://, abfs://): predictions/ (the parts), rejects/, report.json/.md/.png,
     _manifest.json, _SUCCESS."""
     format: OutputFormat = "parquet"
     """File format of the prediction parts."""

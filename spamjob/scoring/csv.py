@@ -29,6 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from spamjob import stores
 from spamjob.errors import SpamjobError, first_line
 from spamjob.scoring.source import Chunk, Source
 
@@ -55,7 +56,7 @@ class CsvOptions:
 
 
 def _open_stream(source: Source):
-    return pa.input_stream(source.path, compression=source.compression)
+    return stores.open_input_stream(source.path, source.compression)
 
 
 def csv_schema(source: Source, csv: CsvOptions, block: int) -> pa.Schema:
@@ -270,7 +271,7 @@ def read_block(
 ) -> Chunk:
     """The records of byte block k (only its bytes and a little after are read), checked as the module says."""
     delimiter = csv.delimiter_for(source.path)
-    with open(source.path, "rb") as f:
+    with stores.open_input_file(source.path) as f:  # an object: ranged reads of its bytes alone
         start, stop = (
             _start(f, source, csv, delimiter, k * csv.block_bytes) if k else 0,
             _start(f, source, csv, delimiter, (k + 1) * csv.block_bytes),

@@ -8,13 +8,15 @@ import functools
 import glob
 import os
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pyarrow as pa
+import pyarrow.fs as pa_fs
 
+from spamjob import stores
 from spamjob.errors import SpamjobError, first_line
 from spamjob.scoring.csv import CsvOptions, csv_schema, read_error
-from spamjob.scoring.outdir import PLAN, PREDICTIONS, scoring_output_of
+from spamjob.scoring.outdir import PLAN, PREDICTIONS, scoring_output_of, uri_output_of
 from spamjob.scoring.parquet import parquet_schema
 from spamjob.scoring.source import Source, kind_of
 
@@ -30,6 +32,9 @@ def discover(patterns: list[str] | tuple[str, ...]) -> list[Source]:
     seen: dict[str, Source] = {}
     marked = functools.lru_cache(maxsize=None)(lambda folder: (folder / PLAN).is_file())  # this call only
     for pattern in patterns:
+        if stores.is_uri(pattern):
+            seen.update((s.path, s) for s in uri_sources(pattern) if s.path not in seen)
+            continue
         p = Path(pattern).expanduser()
         if p.is_file():
             candidates = [p]
@@ -72,6 +77,49 @@ def scored_input(named: Path, folder: Path) -> None:
             f"again, name {output / PREDICTIONS} or parts in it"
         )
     if not (output / "_SUCCESS").is_file():
+        raise SpamjobError(
+            f"{named} belongs to an unfinished scoring job ({output} has no _SUCCESS); "
+            "finish that job first (rerun its command)"
+        )
+
+
+def uri_sources(pattern: str) -> list[Source]:
+    """The objects a URI names (one object, a prefix listed recursively, or a glob), by the same
+    rules as local paths: scoring outputs met on the way skipped, a named one's predictions only."""
+    has_plan = functools.lru_cache(maxsize=None)(lambda prefix: stores.exists(stores.join(prefix, PLAN)))
+    if stores.GLOB.search(pattern):
+        found = [f for f in stores.glob_files(pattern) if uri_output_of(stores.parent(f[0]), has_plan) is None]
+        empty = f"no input matches {pattern!r}"
+    elif (info := stores.info(pattern)).type == pa_fs.FileType.File:
+        if kind_of(PurePosixPath(pattern)) is None:
+            raise SpamjobError(f"{pattern}: unknown input type; expected .parquet, .csv, .tsv or .txt (optionally .gz)")
+        scored_uri(pattern, stores.parent(pattern))
+        found, empty = [(pattern, info.size, info.mtime_ns or 0)], ""
+    else:
+        scored_uri(pattern, pattern)
+        listed = stores.list_files(pattern)
+        outputs = tuple(stores.parent(u) + "/" for u, _, _ in listed if u.endswith("/" + PLAN))
+        found = [f for f in listed if not f[0].startswith(outputs)]
+        empty = f"{pattern}: no such object, and no .parquet/.csv/.tsv/.txt objects under it"
+    kinds = {uri: kind_of(PurePosixPath(uri)) for uri, _, _ in found}
+    sources = [Source(uri, *kinds[uri], size, mtime) for uri, size, mtime in found if kinds[uri]]
+    if not sources:
+        raise SpamjobError(empty)
+    return sources
+
+
+def scored_uri(named: str, folder: str) -> None:
+    """`scored_input`'s rule for an object store."""
+    output = uri_output_of(named)
+    if output is None:
+        return
+    predictions = stores.join(output, PREDICTIONS)
+    if folder.rstrip("/") != predictions:
+        raise SpamjobError(
+            f"{named} is (inside) {output}, a spamjob scoring output; to score its predictions "
+            f"again, name {predictions} or parts in it"
+        )
+    if not stores.exists(stores.join(output, "_SUCCESS")):
         raise SpamjobError(
             f"{named} belongs to an unfinished scoring job ({output} has no _SUCCESS); "
             "finish that job first (rerun its command)"

@@ -22,10 +22,11 @@ from spamjob.operating import threshold_record
 from spamjob.scoring import report as rep
 from spamjob.scoring.columns import OUTPUT_COLUMNS
 from spamjob.scoring.config import ScoreConfig
+from spamjob.scoring.outdir import commits
 from spamjob.scoring.report import Counts
 from spamjob.scoring.run import score_all
 from spamjob.scoring.setup import ScoreJob, setup
-from spamjob.scoring.units import Unit, byte_blocks, unit_count
+from spamjob.scoring.units import byte_blocks, units_of
 
 
 def main(cfg: ScoreConfig) -> dict:
@@ -81,7 +82,7 @@ def _write_report(job: ScoreJob, wall0: float, peaks: dict, steady: float) -> di
         if job.cfg.shard is not None:  # other tasks are still at work: the last one writes the report
             return {
                 "pending": f"shard {job.cfg.shard} done; {len(missing)} unit(s) of other shards still to come; "
-                f"the last task to finish writes {job.out.path / 'report.md'} and _SUCCESS"
+                f"the last task to finish writes {job.out.child('report.md')} and _SUCCESS"
             }
         raise SpamjobError(
             f"{len(missing)} work unit(s) have no committed part (e.g. {missing[0]}); rerun the same command"
@@ -94,7 +95,8 @@ def _write_report(job: ScoreJob, wall0: float, peaks: dict, steady: float) -> di
         **_facts(job, len(parts), peaks),
     }
     report = rep.build(total, per_input, extra)
-    rep.write(job.out.path, report)
+    with job.out.staged() as folder:
+        rep.write(folder, report)
     job.out.finish(
         {"plan": job.plan, "parts": parts, "rows": total.rows_read, "rejected": sum(total.rejected.values())}
     )
@@ -106,10 +108,9 @@ def _sum_sidecars(job: ScoreJob) -> tuple[Counts, dict[str, Counts], list[dict],
     total, per_input, parts, missing = Counts(), {}, [], []
     for inp in job.inputs:
         c_in = Counts()
-        for i in range(unit_count(job, inp)):
-            unit = Unit(inp.source, i)
+        for unit in units_of(job, inp):
             info = job.out.sidecar(unit.name)
-            if info is None:
+            if info is None or not commits(info, unit.where):
                 missing.append(unit.name)
                 continue
             c_in += Counts.from_dict(info["counts"])
@@ -117,7 +118,7 @@ def _sum_sidecars(job: ScoreJob) -> tuple[Counts, dict[str, Counts], list[dict],
                 {
                     "part": info["part"],
                     "source": inp.source.path,
-                    "unit": i,
+                    "unit": unit.index,
                     "rows": info["rows"],
                     "rejects": info["rejects"],
                 }
@@ -144,7 +145,7 @@ def _facts(job: ScoreJob, parts: int, peaks: dict) -> dict:
         or None,
         **{k: round(v, 1) if v else None for k, v in peaks.items()},
         "output": {
-            "folder": str(job.out.path.resolve()),
+            "folder": job.out.location,
             "format": cfg.format,
             "parts": parts,
             "columns": job.schema.names,

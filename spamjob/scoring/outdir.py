@@ -25,9 +25,11 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+from spamjob import stores
 from spamjob.errors import SpamjobError
 from spamjob.faults import kill_point, pause_point
 from spamjob.fsutil import atomic_path, locked, read_json, sha256_file, write_json
+from spamjob.scoring.parts import PartWriter
 
 PLAN = "_plan.json"  # written first: it makes a folder a scoring output
 PREDICTIONS = "predictions"  # the parts, one Parquet/CSV dataset
@@ -36,8 +38,10 @@ REJECTS, SIDECARS, SOURCES, LOCKS = "rejects", "_parts", "_sources", "_locks"
 OWNED_FILES = {PLAN, "_manifest.json", "_SUCCESS", "report.json", "report.md", "report.png"}
 OWNED_FOLDERS = {SIDECARS, SOURCES, LOCKS, PREDICTIONS, REJECTS}
 _OWNED_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[^.]+\.part$")  # atomic_path's and PartWriter's
+# A unit's files (an object store's carry the attempt that wrote them), the report's and plan's locks, sources.
 _UNIT_FILE = re.compile(
-    r"^(?P<unit>part-[0-9a-f]{12}-\d{6}|report|plan)\.(parquet|csv|json|jsonl|lock)$|^[0-9a-f]{12}\.(json|lock)$"
+    r"^(?P<unit>part-[0-9a-f]{12}-\d{6}|report|plan)(?:\.[0-9a-f]{12})?\.(parquet|csv|json|jsonl|lock)$"
+    r"|^[0-9a-f]{12}\.(json|lock)$"
 )
 REPORT_LOCK = "report"  # held while the report files are written
 PLAN_LOCK = "plan"  # held while a task checks --out against its plan (and writes it)
@@ -59,23 +63,65 @@ def scoring_output_of(path: Path, stop: Path | None = None, has_marker=None) -> 
     return None
 
 
-def check_out(out: Path, inputs: list[str]) -> None:
+def uri_output_of(uri: str, has_plan=None) -> str | None:
+    """`scoring_output_of` in an object store: the prefix holding PLAN that `uri` is or lies in, if
+    any (one request per level; `has_plan`: a cached prefix -> bool test)."""
+    has_plan = has_plan or (lambda prefix: stores.exists(stores.join(prefix, PLAN)))
+    while True:
+        if has_plan(uri):
+            return uri
+        up = stores.parent(uri)
+        if up == uri:
+            return None
+        uri = up
+
+
+def check_out(out: str, inputs: list[str]) -> None:
     """--out may neither hold an input (a rerun or --overwrite would change what it reads) nor lie
     inside another scoring output (its predictions/ would read as more rows)."""
-    out = out.expanduser().resolve()
-    inside = next((path for path in inputs if Path(path).is_relative_to(out)), None)
+    if stores.is_uri(out):
+        inside = next((path for path in inputs if path.startswith(out.rstrip("/") + "/")), None)
+        owner = uri_output_of(stores.parent(out))
+    else:
+        out = Path(out).expanduser().resolve()
+        inside = next((path for path in inputs if not stores.is_uri(path) and Path(path).is_relative_to(out)), None)
+        owner = scoring_output_of(out.parent) if out.parent.exists() else None
     if inside is not None:
         raise SpamjobError(f"input {inside} lies inside --out {out}; write the output elsewhere")
-    owner = scoring_output_of(out.parent) if out.parent.exists() else None
+    if inside is not None:
+        raise SpamjobError(f"input {inside} lies inside --out {out}; write the output elsewhere")
     if owner is not None:
         raise SpamjobError(f"--out {out} lies inside {owner}, another scoring output; write the output elsewhere")
 
 
 class OutputFolder:
-    """A local --out folder: commits by rename, concurrency by flock (see the module's protocol)."""
+    """A local --out folder: commits by rename, concurrency by flock (see the module's protocol).
+    spamjob.scoring.outstore.StoreFolder is the same interface for an object store."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+
+    @property
+    def location(self) -> str:
+        """The folder as reports and messages name it."""
+        return str(self.path.resolve())
+
+    def child(self, name: str) -> str:
+        return str(self.path / name)
+
+    def part_writer(self, unit: str, fmt: str) -> PartWriter:
+        return PartWriter(self.part_path(unit, fmt), fmt)
+
+    @contextlib.contextmanager
+    def staged(self) -> Iterator[Path]:
+        """A local folder whose files are the output's (here: the folder itself; the report goes there)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        yield self.path
+
+    def read_json(self, name: str) -> dict | None:
+        """A bookkeeping file of the folder (the manifest, a report), None when it is absent."""
+        path = self.path / name
+        return read_json(path) if path.is_file() else None
 
     def lock(self, name: str, wait: bool = True):
         """The lock of a unit (its part name), of a CSV file's blocks (its key), or PLAN_LOCK/REPORT_LOCK."""
@@ -154,10 +200,14 @@ class OutputFolder:
         except SpamjobError:
             return None
 
-    def committed(self, unit: str) -> bool:
-        """The unit's sidecar is there and every file it lists has its recorded size and sha256: a
-        part truncated or a rejects file deleted since is redone, never trusted."""
-        files = (self.sidecar(unit) or {}).get("files", {})
+    def committed(self, unit: str, where: dict | None = None) -> bool:
+        """The unit's sidecar is there, commits `where` (the unit's input, index and kind) and every
+        file it lists has its recorded size and sha256: a part truncated or a rejects file deleted
+        since is redone, never trusted."""
+        info = self.sidecar(unit) or {}
+        files = info.get("files", {})
+        if where is not None and not commits(info, where):
+            return False
         return bool(files) and all(self._record(name) == rec for name, rec in files.items())
 
     def _record(self, name: str) -> dict | None:
@@ -189,6 +239,13 @@ class OutputFolder:
                 "files": {name: self._record(name) for name in (part_name, rejects_name) if name},
             },
         )
+
+    def uncommit(self, unit: str) -> None:
+        """Undo a unit's commit: its sidecar first (the unit reads as not done), then its files."""
+        info = self.sidecar(unit) or {}
+        (self.path / SIDECARS / f"{unit}.json").unlink(missing_ok=True)
+        for name in info.get("files", {}):
+            (self.path / name).unlink(missing_ok=True)
 
     def source_record(self, key: str) -> dict:
         """What the job recorded about an input file (a CSV file's unit count, why it is read whole)."""
@@ -224,16 +281,22 @@ class OutputFolder:
             tmp.write_text("")
 
 
+def commits(sidecar: dict, where: dict) -> bool:
+    """A sidecar is the commit of the unit `where` names (a byte block and a block of a file read
+    whole share an index and a name)."""
+    return all(sidecar.get(k, False if k == "byte_block" else None) == v for k, v in where.items())
+
+
 def _owned(p: Path, whole: bool) -> bool:
     """A file or folder of --out that a scoring job writes (or its temporary); `whole`: any file in
     an owned folder (an engine that names its files itself)."""
     m = _OWNED_TEMPORARY.match(p.name)
     name = m.group("name") if m else p.name
     if p.is_dir():
-        return name in OWNED_FOLDERS and (whole or all(c.is_file() and _unit_file(c.name) for c in p.iterdir()))
+        return name in OWNED_FOLDERS and (whole or all(c.is_file() and unit_file(c.name) for c in p.iterdir()))
     return name in OWNED_FILES
 
 
-def _unit_file(name: str) -> bool:
+def unit_file(name: str) -> bool:
     m = _OWNED_TEMPORARY.match(name)
     return _UNIT_FILE.match(m.group("name") if m else name) is not None

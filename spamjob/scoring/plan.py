@@ -7,6 +7,7 @@ from pathlib import Path
 
 from spamjob import __version__
 from spamjob.scoring.config import ScoreConfig
+from spamjob.stores import is_uri
 
 
 def build(
@@ -26,4 +27,4 @@ def build(
 
 def model_record(model: str, sha256: str | None) -> dict:
     """The classifier as plans and reports name it: its folder and its weights' hash."""
-    return {"path": str(Path(model).resolve()), "sha256": sha256}
+    return {"path": model if is_uri(model) else str(Path(model).resolve()), "sha256": sha256}

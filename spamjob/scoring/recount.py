@@ -10,56 +10,58 @@ same rows. A `spamjob score` folder adds what only it knows: lines rejected befo
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.dataset as ds
 
-from spamjob import __version__
+from spamjob import __version__, stores
 from spamjob.errors import SpamjobError, first_line
-from spamjob.fsutil import read_json
 from spamjob.scoring.columns import OUTPUT_COLUMNS, OUTPUT_TYPES, labels_of
 from spamjob.scoring.outdir import PREDICTIONS, REJECTS
+from spamjob.scoring.outstore import output_folder
 from spamjob.scoring.report import Counts, build, count_rows, write
+from spamjob.stores import is_uri
 
 FORMATS = {".parquet": "parquet", ".csv": "csv"}
 
 
 def recount(out: str | Path, label_column: str | None = None) -> dict:
-    """Count `out/predictions/` (and `out/rejects/`), write report.json/md/png into `out`; returns the report."""
+    """Count `out/predictions/` (and `out/rejects/`), write report.json/md/png into `out` (a folder
+    or a URI); returns the report."""
     total, per_input, extra = count_folder(out, label_column)
     report = build(total, per_input, extra)
-    write(out, report)
+    with output_folder(str(out)).staged() as folder:
+        write(folder, report)
     return report
 
 
 def count_folder(out: str | Path, label_column: str | None = None) -> tuple[Counts, dict[str, Counts], dict]:
     """The counts of `out/predictions/` (and `out/rejects/`): in all, per input, and what they came from."""
-    out = Path(out)
-    dataset, fmt = _dataset(out / PREDICTIONS, label_column)
+    files = OutputFiles(str(out))
+    dataset, fmt = _dataset(files, label_column)
     missing = [c for c in (*OUTPUT_COLUMNS, *([label_column] if label_column else [])) if c not in dataset.schema.names]
     if missing:
         raise SpamjobError(
-            f"{out / PREDICTIONS}: no column(s) {', '.join(missing)} (has {', '.join(dataset.schema.names)})"
+            f"{files.predictions}: no column(s) {', '.join(missing)} (has {', '.join(dataset.schema.names)})"
         )
-    manifest = read_json(out / "_manifest.json") if (out / "_manifest.json").is_file() else None
+    manifest = files.manifest
     source_of = {p["part"]: p["source"] for p in manifest["parts"]} if manifest else {}
     per_input: dict[str, Counts] = {}
     for fragment in dataset.get_fragments():
-        part = Path(fragment.path).relative_to(out).as_posix()
-        counts = per_input.setdefault(source_of.get(part, str(out / PREDICTIONS)), Counts())
+        counts = per_input.setdefault(source_of.get(files.name_of(fragment.path), files.unnamed), Counts())
         try:
             counts += _count_part(fragment, dataset.schema, label_column)
         except (pa.ArrowException, OSError) as e:
             raise SpamjobError(f"{fragment.path}: cannot read this part ({first_line(e)})") from None
-    _add_rejects(out, manifest, per_input)
+    _add_rejects(files, manifest, per_input)
     total = Counts()
     for counts in per_input.values():
         total += counts
     extra = {
         "recounted_from": {
-            "folder": str((out / PREDICTIONS).resolve()),
+            "folder": files.predictions,
             "format": fmt,
             "parts": len(dataset.files),
             "label_column": label_column,
@@ -68,6 +70,44 @@ def count_folder(out: str | Path, label_column: str | None = None) -> tuple[Coun
         "spamjob_version": __version__,
     }
     return total, per_input, extra
+
+
+class OutputFiles:
+    """The files of a scoring output, local or in an object store: names relative to it, and where
+    pyarrow reads them (a path, with `filesystem` for a store). In a store, a `spamjob score`
+    output's parts are the ones its manifest names (an unfinished job's attempts may be beside them)."""
+
+    def __init__(self, out: str):
+        self.folder = output_folder(out)
+        self.uri = out.rstrip("/") if is_uri(out) else None
+        self.root = stores.locate(out).path if self.uri else str(Path(out).resolve())
+        self.filesystem = stores.locate(out).fs if self.uri else None
+        self.predictions = self.folder.child(PREDICTIONS) if self.uri else str(Path(out, PREDICTIONS).resolve())
+        self.manifest = self.folder.read_json("_manifest.json")
+        self.unnamed = self.predictions if self.uri else str(Path(out, PREDICTIONS))  # parts of no known input
+
+    def under(self, sub: str) -> list[str]:
+        """Names (relative to the output) of every file below `sub`, sorted."""
+        if self.uri:
+            return [u[len(self.uri) + 1 :] for u, _, _ in stores.list_files(stores.join(self.uri, sub) + "/")]
+        base = Path(self.root)
+        return sorted(p.relative_to(base).as_posix() for p in (base / sub).rglob("*") if p.is_file())
+
+    def part_names(self) -> list[str]:
+        if self.uri and self.manifest:
+            return sorted(p["part"] for p in self.manifest["parts"])
+        return self.under(PREDICTIONS)
+
+    def path(self, name: str) -> str:
+        return f"{self.root}/{name}"
+
+    def name_of(self, path: str) -> str:
+        return Path(path).relative_to(self.root).as_posix()
+
+    def read_text(self, name: str) -> str:
+        if self.uri:
+            return (stores.read_bytes(stores.join(self.uri, name)) or b"").decode("utf-8")
+        return Path(self.root, name).read_text(encoding="utf-8")
 
 
 def _count_part(fragment: ds.Fragment, schema: pa.Schema, label_column: str | None) -> Counts:
@@ -79,22 +119,18 @@ def _count_part(fragment: ds.Fragment, schema: pa.Schema, label_column: str | No
     return counts
 
 
-def _dataset(folder: Path, label_column: str | None) -> tuple[ds.Dataset, str]:
+def _dataset(files: OutputFiles, label_column: str | None) -> tuple[ds.Dataset, str]:
     """The predictions dataset: Parquet or CSV part files (names starting with `_` or `.` are
     an engine's bookkeeping, e.g. Spark's `_SUCCESS` and `.crc` files)."""
-    if not folder.is_dir():
-        raise SpamjobError(f"{folder}: no predictions folder (written by `spamjob score`, `--engine ray` or Spark)")
-    files = sorted(
-        p
-        for p in folder.rglob("*")
-        if p.is_file()
-        and not p.name.startswith(("_", "."))
-        and not any(part.startswith(("_", ".")) for part in p.relative_to(folder).parts[:-1])
-    )
-    kinds = {FORMATS.get(p.suffix) for p in files}
-    if not files or len(kinds) != 1 or None in kinds:
-        found = ", ".join(sorted({p.suffix or p.name for p in files})) or "nothing"
-        raise SpamjobError(f"{folder}: expected only .parquet or only .csv part files, found {found}")
+    names = [n for n in files.part_names() if not any(part.startswith(("_", ".")) for part in n.split("/")[1:])]
+    if not (files.under(PREDICTIONS) if files.uri else Path(files.root, PREDICTIONS).is_dir()):
+        raise SpamjobError(
+            f"{files.predictions}: no predictions folder (written by `spamjob score`, `--engine ray` or Spark)"
+        )
+    kinds = {FORMATS.get(PurePosixPath(n).suffix) for n in names}
+    if not names or len(kinds) != 1 or None in kinds:
+        found = ", ".join(sorted({PurePosixPath(n).suffix or PurePosixPath(n).name for n in names})) or "nothing"
+        raise SpamjobError(f"{files.predictions}: expected only .parquet or only .csv part files, found {found}")
     fmt = file_format = kinds.pop()
     if fmt == "csv":  # one type per column whatever a part holds (a part may have no scored row)
         types = {**OUTPUT_TYPES, **({label_column: pa.string()} if label_column else {})}
@@ -104,15 +140,17 @@ def _dataset(folder: Path, label_column: str | None) -> tuple[ds.Dataset, str]:
             )
         )  # as spamjob writes nulls
     try:
-        return ds.dataset([str(p) for p in files], format=file_format), fmt
+        paths = [files.path(n) for n in names]
+        return ds.dataset(paths, format=file_format, filesystem=files.filesystem), fmt
     except (pa.ArrowInvalid, OSError) as e:
-        raise SpamjobError(f"{folder}: cannot read the predictions ({first_line(e)})") from None
+        raise SpamjobError(f"{files.predictions}: cannot read the predictions ({first_line(e)})") from None
 
 
-def _add_rejects(out: Path, manifest: dict | None, per_input: dict[str, Counts]) -> None:
+def _add_rejects(files: OutputFiles, manifest: dict | None, per_input: dict[str, Counts]) -> None:
     """Lines `spamjob score` rejected before scoring, counted under their input."""
     source_of = {p["rejects"]: p["source"] for p in manifest["parts"] if p.get("rejects")} if manifest else {}
-    for path in sorted((out / REJECTS).glob("*.jsonl")):
-        counts = per_input.setdefault(source_of.get(f"{REJECTS}/{path.name}", str(out / PREDICTIONS)), Counts())
-        for line in path.read_text(encoding="utf-8").splitlines():
+    named = sorted(source_of) if files.uri and manifest else files.under(REJECTS)
+    for name in (n for n in named if n.endswith(".jsonl") and n.count("/") == 1):
+        counts = per_input.setdefault(source_of.get(name, files.unnamed), Counts())
+        for line in files.read_text(name).splitlines():
             counts.rejected[json.loads(line)["reason"]] += 1

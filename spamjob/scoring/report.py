@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from spamjob import stores
 from spamjob.config import LABELS
 from spamjob.console import say
 from spamjob.fsutil import atomic_path, write_json
@@ -257,7 +258,7 @@ def summary(report: dict, folder: str | os.PathLike, recounted: bool = False) ->
     (`recounted`) `spamjob report`'s."""
     r = report["rows"]
     acc = f"; accuracy {report['accuracy'] * 100:.2f}%" if report.get("accuracy") is not None else ""
-    where = f"; report: {Path(folder) / 'report.md'}"
+    where = f"; report: {stores.join(folder, 'report.md') if stores.is_uri(folder) else Path(folder) / 'report.md'}"
     if recounted:
         return (
             f"counted {r['read']:,} rows ({r['scored']:,} scored, {r['flagged']:,} flagged, "

@@ -89,28 +89,25 @@ class OpenUnit:
         self.unit, self.inp = unit, input_of(job, unit)
         self._lock = contextlib.ExitStack()
         self._lock.enter_context(job.out.lock(unit.name))
-        self.done_before = job.out.committed(unit.name)  # by another run, while this one waited for the lock
+        self.done_before = job.out.committed(unit.name, unit.where)  # by another run, while this one waited
         if not self.done_before:
             job.out.remove_temporaries(unit.name)  # a dead process's leftovers of this unit
-        self.part = PartWriter(job.out.part_path(unit.name, job.cfg.format), job.cfg.format)
+        self.part = job.out.part_writer(unit.name, job.cfg.format)
         self.counts, self.rejects = Counts(), []
 
     def commit(self, job: ScoreJob) -> None:
         """Part, rejects, sidecar (the writer thread, after the unit's last write); then the lock goes.
-        A byte block commits under its file's lock, and not at all once the file fell back."""
+        A byte block commits under its file's lock, and not at all once the file fell back: checked
+        again after its commit, where a store without locks lets a fall-back land in between."""
         unit = self.unit
         with job.out.lock(unit.source.key) if unit.byte_block else contextlib.nullcontext():
             if unit.byte_block and "reason" in job.out.source_record(unit.source.key):
                 self.part.abort()
             elif not self.done_before:
-                job.out.commit(
-                    unit.name,
-                    {"source": unit.source.path, "unit": unit.index},
-                    self.part,
-                    job.schema,
-                    self.rejects,
-                    self.counts.to_dict(),
-                )
+                counts = self.counts.to_dict()
+                job.out.commit(unit.name, unit.where, self.part, job.schema, self.rejects, counts)
+                if unit.byte_block and "reason" in job.out.source_record(unit.source.key):
+                    job.out.uncommit(unit.name)
         self._lock.close()
 
     def abort(self) -> None:

@@ -19,6 +19,7 @@ from spamjob.scoring.core import BatchScorer
 from spamjob.scoring.csv import CsvOptions
 from spamjob.scoring.inputs import discover, schema_of
 from spamjob.scoring.outdir import OutputFolder, check_out
+from spamjob.scoring.outstore import StoreFolder, output_folder
 from spamjob.scoring.parquet import parquet_bounds, parquet_layout
 from spamjob.scoring.schema import as_csv_text, common_type
 from spamjob.scoring.source import Source
@@ -106,7 +107,7 @@ class ScoreJob:
 
     cfg: ScoreConfig
     accelerator: object
-    out: OutputFolder
+    out: OutputFolder | StoreFolder
     scorer: BatchScorer
     inputs: list[Input]
     schema: pa.Schema  # of every part
@@ -127,7 +128,7 @@ def setup(cfg: ScoreConfig) -> ScoreJob:
     """The scorer (model loaded once), the inputs and their columns, the plan checked against --out."""
     gpu = torch.cuda.is_available()
     accelerator = processes.accelerator(cpu=not gpu)
-    world, out = accelerator.num_processes, OutputFolder(cfg.out)
+    world, out = accelerator.num_processes, output_folder(cfg.out)
     # CPU: one single-threaded model worker per CPU (torch.compile'd models keep one caller).
     threads = apply_threads(cfg.threads, workers=not gpu and not cfg.compile)
     tok_workers = cfg.tokenize_workers if cfg.tokenize_workers is not None else tokenizer_workers(gpu)
@@ -185,7 +186,7 @@ def setup(cfg: ScoreConfig) -> ScoreJob:
 def read_inputs(cfg: ScoreConfig, csv: CsvOptions) -> list[Input]:
     """The inputs found, --out checked against them, each with its schema and resolved columns."""
     sources = discover(cfg.inputs)
-    check_out(OutputFolder(cfg.out).path, [s.path for s in sources])
+    check_out(cfg.out, [s.path for s in sources])
     return [
         Input(source, schema, resolve_columns(source, schema, cfg))
         for source in sources

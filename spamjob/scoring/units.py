@@ -31,6 +31,11 @@ class Unit:
     def name(self) -> str:
         return f"part-{self.source.key}-{self.index:06d}"
 
+    @property
+    def where(self) -> dict:
+        """What its sidecar records of it (a byte block and a block of a file read whole share a name)."""
+        return {"source": self.source.path, "unit": self.index, "byte_block": self.byte_block}
+
 
 def plan_units(job: ScoreJob, inputs: list[Input]) -> Iterator[tuple[Unit, Iterator[Chunk]]]:
     """This process's units of `inputs` not committed before, each with its chunks (read lazily).
@@ -44,7 +49,7 @@ def plan_units(job: ScoreJob, inputs: list[Input]) -> Iterator[tuple[Unit, Itera
     in_blocks = {inp.source.path for inp in inputs if byte_blocks(job, inp)}  # once: a fall-back waits for round 2
     fixed = [(inp, unit) for inp in inputs for unit in _fixed_units(job, inp, inp.source.path in in_blocks)]
     for k, (inp, unit) in enumerate(fixed):
-        if k % job.total == job.me and not job.out.committed(unit.name):
+        if k % job.total == job.me and not job.out.committed(unit.name, unit.where):
             yield unit, _chunks(job, inp, unit)
     for inp in inputs:
         if inp.source.kind == "csv" and inp.columns is not None and inp.source.path not in in_blocks:
@@ -98,10 +103,11 @@ def _csv_units(job: ScoreJob, inp: Input, si: int) -> Iterator[tuple[Unit, Itera
     for block, chunk in iter_csv_blocks(inp.source, job.csv, _binary_types(inp)):
         n_blocks = block + 1
         unit = Unit(inp.source, block)
-        if (si + block) % total == me and not job.out.committed(unit.name):
+        if (si + block) % total == me and not job.out.committed(unit.name, unit.where):
             yield unit, windows_of(chunk, job.cfg.window_rows)
-    if n_blocks == 0 and si % total == me and not job.out.committed(Unit(inp.source, 0).name):
-        yield Unit(inp.source, 0), iter(())
+    empty = Unit(inp.source, 0)
+    if n_blocks == 0 and si % total == me and not job.out.committed(empty.name, empty.where):
+        yield empty, iter(())
     if job.accelerator.is_main_process:
         job.out.record_source(inp.source.key, {**record, "path": inp.source.path, "units": max(n_blocks, 1)})
 
@@ -121,6 +127,12 @@ def fall_back(job: ScoreJob, source: Source, reason: str) -> None:
         # Another task's may have done it already: then its whole-file units may be here.
         if "reason" not in job.out.source_record(source.key):
             job.out.uncommit_source(source.key, reason, source.path)
+
+
+def units_of(job: ScoreJob, inp: Input) -> list[Unit]:
+    """Every unit of an input, as its sidecar names it (byte blocks while the file is read in blocks)."""
+    in_blocks = bool(byte_blocks(job, inp))
+    return [Unit(inp.source, i, byte_block=in_blocks) for i in range(unit_count(job, inp))]
 
 
 def unit_count(job: ScoreJob, inp: Input) -> int:

@@ -1,0 +1,264 @@
+"""Scoring from and into an object store, against a real S3 endpoint on 127.0.0.1 (moto's server):
+the same output as local scoring, resume after SIGKILL, two --shard tasks, faults, credentials."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+from s3server import CREDENTIALS, FaultProxy, MotoS3, objects, put_folder, use
+
+from spamjob import stores
+from spamjob.cli import cli
+
+REPO = Path(__file__).resolve().parents[1]
+TIMING = ("wall_time_s", "rows_per_s", "steady_rows_per_s", "peak_rss_mb", "threads")
+
+
+@pytest.fixture(scope="module")
+def s3():
+    pytest.importorskip("moto", reason="the object-store tests need moto[server] (the test extra)")
+    server = MotoS3()
+    saved = {k: os.environ.get(k) for k in server.env()}
+    use(server.env())
+    yield server
+    server.stop()
+    for k, v in saved.items():
+        os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+    use({})
+
+
+def messages(sms_path: Path, n: int, seed: int = 0) -> pd.DataFrame:
+    df = pd.read_csv(sms_path, sep="\t", header=None, names=["Label", "Text"])
+    rows = np.random.default_rng(seed).integers(0, len(df), n)
+    return df.iloc[rows].reset_index(drop=True).assign(id=range(n))[["id", "Text", "Label"]]
+
+
+@pytest.fixture(scope="module")
+def inputs(sms_path, tmp_path_factory) -> Path:
+    """A Parquet file of 3 row groups, a CSV file and a gzipped TSV, with a bad line each."""
+    folder = tmp_path_factory.mktemp("inputs")
+    pq.write_table(pa.Table.from_pandas(messages(sms_path, 300), preserve_index=False), folder / "a.parquet", 100)
+    csv = messages(sms_path, 200, seed=1).to_csv(index=False)
+    (folder / "b.csv").write_text(csv + 'x,"unterminated\n')
+    tsv = messages(sms_path, 100, seed=2).to_csv(index=False, sep="\t")
+    (folder / "c.tsv.gz").write_bytes(gzip.compress((tsv + "1\t2\t3\t4\n").encode()))
+    return folder
+
+
+def score(*args: str):
+    return CliRunner().invoke(cli, ["score", *args, "--no-progress"])
+
+
+def part_table(out: str) -> pd.DataFrame:
+    """The predictions, read as a user reads a finished output: the parts its manifest names."""
+    manifest = json.loads(stores.read_bytes(stores.join(out, "_manifest.json")))
+    parts = [pq.read_table(pa.BufferReader(stores.read_bytes(stores.join(out, p["part"])))) for p in manifest["parts"]]
+    return pa.concat_tables(parts).to_pandas()
+
+
+def same_report(a: dict, b: dict) -> None:
+    """Equal but for timing and where the inputs and output lie."""
+
+    def strip(r):
+        r = {k: v for k, v in r.items() if k not in TIMING}
+        r["inputs"] = list(r["inputs"].values())
+        r["output"] = {k: v for k, v in r["output"].items() if k not in ("folder", "filled_with_nulls")}
+        r.pop("csv_read_whole")
+        r["model"] = r["model"]["sha256"]
+        return r
+
+    assert strip(a) == strip(b)
+
+
+def test_s3_in_and_out_equals_local_scoring(s3, inputs, classifier_dir, tmp_path):
+    bucket = s3.bucket("equal")
+    src = put_folder(inputs, f"{bucket}/in")
+    model = put_folder(classifier_dir, f"{bucket}/model")
+    local = score(str(inputs), "--model", str(classifier_dir), "--out", str(tmp_path / "o"), "--label-column", "Label")
+    assert local.exit_code == 0, local.output
+    remote = score(src, "--model", model, "--out", f"{bucket}/out", "--label-column", "Label")
+    assert remote.exit_code == 0, remote.output
+    assert f"{bucket}/out/report.md" in remote.output
+    key = ["id", "Text", "Label"]  # parts are named after their input's path: another order of files
+    want = pd.read_parquet(tmp_path / "o" / "predictions").sort_values(key, kind="stable").reset_index(drop=True)
+    got = part_table(f"{bucket}/out").sort_values(key, kind="stable").reset_index(drop=True)
+    assert len(got) == len(want) == 600  # and 2 lines rejected
+    pd.testing.assert_frame_equal(got.drop(columns="spam_probability"), want.drop(columns="spam_probability"))
+    assert np.abs(got["spam_probability"] - want["spam_probability"]).max() <= 1e-6
+    rep = json.loads(stores.read_bytes(f"{bucket}/out/report.json"))
+    same_report(rep, json.loads((tmp_path / "o" / "report.json").read_text()))
+    assert rep["output"]["folder"] == f"{bucket}/out" and rep["model"]["path"] == model
+    names = set(objects(f"{bucket}/out"))
+    assert {"_plan.json", "_manifest.json", "_SUCCESS", "report.json", "report.md", "report.png"} <= names
+    assert len([n for n in names if n.startswith("predictions/")]) == len(
+        list((tmp_path / "o" / "predictions").iterdir())
+    )
+
+
+def test_a_rerun_of_a_finished_s3_job_is_the_same_and_the_report_recounts(s3, inputs, classifier_dir):
+    bucket = s3.bucket("again")
+    out = f"{bucket}/out"
+    first = score(str(inputs / "a.parquet"), "--model", str(classifier_dir), "--out", out, "--label-column", "Label")
+    assert first.exit_code == 0, first.output
+    before = objects(out)
+    again = score(str(inputs / "a.parquet"), "--model", str(classifier_dir), "--out", out, "--label-column", "Label")
+    assert again.exit_code == 0, again.output
+    after = objects(out)
+    assert {k for k in after if not k.startswith("report")} == {k for k in before if not k.startswith("report")}
+    r = CliRunner().invoke(cli, ["report", out, "--label-column", "Label"])
+    assert r.exit_code == 0, r.output
+    counted = json.loads(stores.read_bytes(f"{out}/report.json"))
+    scored = json.loads(before["report.json"])
+    assert counted["rows"] == scored["rows"] and counted["accuracy"] == scored["accuracy"]
+
+
+def test_another_plan_on_the_same_s3_out_is_refused_without_overwrite(s3, inputs, classifier_dir):
+    out = f"{s3.bucket('plans')}/out"
+    assert score(str(inputs / "a.parquet"), "--model", str(classifier_dir), "--out", out).exit_code == 0
+    r = score(str(inputs / "b.csv"), "--model", str(classifier_dir), "--out", out)
+    assert r.exit_code == 1 and "pass --overwrite" in r.output and out in r.output
+    r = score(str(inputs / "b.csv"), "--model", str(classifier_dir), "--out", out, "--overwrite")
+    assert r.exit_code == 0, r.output
+    assert len(part_table(out)) == 200
+
+
+def test_store_errors_are_one_line_naming_the_uri(s3, inputs, classifier_dir):
+    r = score("s3://no-such-bucket/in/", "--model", str(classifier_dir), "--out", "/tmp/never")
+    assert r.exit_code == 1 and "s3://no-such-bucket/in/" in r.output, r.output
+    bucket = s3.bucket("errors")
+    r = score(f"{bucket}/absent.parquet", "--model", str(classifier_dir), "--out", "/tmp/never")
+    assert r.exit_code == 1 and r.output.strip().splitlines() == [
+        f"Error: {bucket}/absent.parquet: no such object, and no .parquet/.csv/.tsv/.txt objects under it"
+    ]
+    r = score(str(inputs / "a.parquet"), "--model", f"{bucket}/no-model", "--out", f"{bucket}/o")
+    assert r.exit_code == 1 and "no-model is not a trained classifier" in r.output, r.output
+
+
+def _cli(args: list[str], env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "spamjob.cli", *args, "--no-progress"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+        env={**os.environ, **env},
+    )
+
+
+@pytest.mark.slow
+def test_sigkill_then_rerun_on_s3_equals_uninterrupted_and_leaves_no_dead_attempt(s3, inputs, classifier_dir):
+    bucket = s3.bucket("kill")
+    src = put_folder(inputs, f"{bucket}/in")
+    base = ["score", src, "--model", str(classifier_dir), "--window-rows", "50", "--label-column", "Label"]
+    full = _cli([*base, "--out", f"{bucket}/full"], s3.env())
+    assert full.returncode == 0, full.stderr
+    killed = _cli([*base, "--out", f"{bucket}/k"], {**s3.env(), "SPAMJOB_KILL_BEFORE_SIDECAR": "1"})
+    assert killed.returncode == -signal.SIGKILL
+    left = objects(f"{bucket}/k")
+    assert [n for n in left if n.startswith("predictions/")] and not [n for n in left if n.startswith("_parts/")]
+    killed = _cli([*base, "--out", f"{bucket}/k"], {**s3.env(), "SPAMJOB_KILL_AFTER_WINDOWS": "5"})
+    assert killed.returncode == -signal.SIGKILL and "_SUCCESS" not in objects(f"{bucket}/k")
+    again = _cli([*base, "--out", f"{bucket}/k"], s3.env())
+    assert again.returncode == 0, again.stderr
+    pd.testing.assert_frame_equal(part_table(f"{bucket}/k"), part_table(f"{bucket}/full"))
+    same_report(
+        json.loads(stores.read_bytes(f"{bucket}/k/report.json")),
+        json.loads(stores.read_bytes(f"{bucket}/full/report.json")),
+    )
+    names = objects(f"{bucket}/k")
+    manifest = json.loads(names["_manifest.json"])
+    assert sorted(n for n in names if n.startswith("predictions/")) == sorted(p["part"] for p in manifest["parts"])
+    assert len([n for n in names if n.startswith("_parts/")]) == len(manifest["parts"])
+
+
+@pytest.mark.slow
+def test_two_shard_tasks_into_one_s3_out(s3, inputs, classifier_dir):
+    bucket = s3.bucket("shards")
+    base = ["score", str(inputs), "--model", str(classifier_dir), "--window-rows", "50", "--out", f"{bucket}/o"]
+    tasks = [
+        subprocess.Popen(
+            [sys.executable, "-m", "spamjob.cli", *base, "--shard", f"{k}/2", "--no-progress"],
+            cwd=REPO,
+            env={**os.environ, **s3.env()},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for k in range(2)
+    ]
+    for t in tasks:
+        _, err = t.communicate(timeout=600)
+        assert t.returncode == 0, err
+    whole = score(str(inputs), "--model", str(classifier_dir), "--window-rows", "50", "--out", f"{bucket}/one")
+    assert whole.exit_code == 0, whole.output
+    key = ["id", "Text"]
+    got = part_table(f"{bucket}/o").sort_values(key).reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, part_table(f"{bucket}/one").sort_values(key).reset_index(drop=True))
+    assert "_SUCCESS" in objects(f"{bucket}/o")
+
+
+@pytest.mark.slow
+def test_throttling_and_5xx_are_retried_and_a_403_is_one_line(s3, inputs, classifier_dir):
+    bucket = s3.bucket("faults")
+    src = put_folder(inputs, f"{bucket}/in")
+    flaky = FaultProxy(s3.endpoint, lambda method, path, n: 503 if n % 4 == 0 else 500 if n % 7 == 0 else None)
+    denied = FaultProxy(s3.endpoint, lambda method, path, n: 403)
+    try:
+        args = ["score", src, "--model", str(classifier_dir), "--out", f"{bucket}/o", "--label-column", "Label"]
+        r = _cli(args, s3.env(flaky.endpoint))
+        assert r.returncode == 0, r.stderr
+        assert {s for _, _, s in flaky.seen} >= {500, 503}
+        assert json.loads(stores.read_bytes(f"{bucket}/o/report.json"))["rows"]["read"] == 600
+        r = _cli(args, s3.env(denied.endpoint))
+        assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
+        assert r.stderr.startswith("Error: s3://faults/in") and "access denied" in r.stderr, r.stderr
+    finally:
+        flaky.stop()
+        denied.stop()
+
+
+@pytest.mark.slow
+def test_no_credential_lands_in_any_file_or_log(s3, inputs, classifier_dir):
+    bucket = s3.bucket("secrets")
+    r = _cli(["score", str(inputs), "--model", str(classifier_dir), "--out", f"{bucket}/o"], s3.env())
+    assert r.returncode == 0, r.stderr
+    denied = _cli(["score", "s3://secrets/nothing/", "--model", str(classifier_dir), "--out", f"{bucket}/p"], s3.env())
+    assert denied.returncode == 1
+    written = b"".join(objects(f"{bucket}/o").values()) + (r.stdout + r.stderr + denied.stderr).encode()
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        assert CREDENTIALS[name].encode() not in written
+
+
+def test_an_attempt_that_loses_the_commit_deletes_its_part(s3):
+    """Two attempts at one unit (a rerun beside a live task): one sidecar, the other part gone."""
+    from spamjob.scoring.outstore import StoreFolder
+
+    out = f"{s3.bucket('race')}/o"
+    schema = pa.schema([("x", pa.int64())])
+    where = {"source": "in.parquet", "unit": 0, "byte_block": False}
+    a, b = StoreFolder(out), StoreFolder(out)
+    parts = []
+    for folder in (a, b):
+        part = folder.part_writer("part-0123456789ab-000000", "parquet")
+        part.write(pa.table({"x": [1, 2]}, schema=schema))
+        parts.append(part)
+    a.commit("part-0123456789ab-000000", where, parts[0], schema, [], {})
+    b.commit("part-0123456789ab-000000", where, parts[1], schema, [], {})
+    names = objects(out)
+    assert [n for n in names if n.startswith("predictions/")] == [
+        f"predictions/part-0123456789ab-000000.{a.attempt}.parquet"
+    ]
+    assert a.committed("part-0123456789ab-000000", where) and b.committed("part-0123456789ab-000000", where)
+    assert not a.committed("part-0123456789ab-000000", {**where, "byte_block": True})
