@@ -262,3 +262,62 @@ def test_an_attempt_that_loses_the_commit_deletes_its_part(s3):
     ]
     assert a.committed("part-0123456789ab-000000", where) and b.committed("part-0123456789ab-000000", where)
     assert not a.committed("part-0123456789ab-000000", {**where, "byte_block": True})
+
+
+@pytest.mark.slow
+def test_engine_ray_reads_and_writes_s3(s3, inputs, classifier_dir):
+    """--engine ray with the inputs, the model and --out in the bucket: Ray's own parts in
+    predictions/, the same counts as `spamjob score`, `spamjob report` on the URI alike."""
+    pytest.importorskip("ray")
+    bucket = s3.bucket("ray")
+    src = f"{bucket}/in/a.parquet"
+    stores.upload(inputs / "a.parquet", src)
+    model = put_folder(classifier_dir, f"{bucket}/model")
+    args = ["score", src, "--model", model, "--label-column", "Label"]
+    by_ray = _cli([*args, "--out", f"{bucket}/ray", "--engine", "ray"], {**s3.env(), "RAY_USAGE_STATS_ENABLED": "0"})
+    assert by_ray.returncode == 0, by_ray.stderr[-3000:]
+    assert "scored 300 of 300 rows" in by_ray.stdout and f"{bucket}/ray/report.md" in by_ray.stdout
+    by_spamjob = score(*args[1:], "--out", f"{bucket}/spamjob")
+    assert by_spamjob.exit_code == 0, by_spamjob.output
+    names = objects(f"{bucket}/ray")
+    assert "_SUCCESS" in names and [n for n in names if n.startswith("predictions/") and n.endswith(".parquet")]
+    mine, theirs = (json.loads(stores.read_bytes(f"{bucket}/{o}/report.json")) for o in ("ray", "spamjob"))
+    for key in ("rows", "accuracy", "predicted", "labels", "spam_probability_histogram"):
+        assert mine[key] == theirs[key], key
+    counted = CliRunner().invoke(cli, ["report", f"{bucket}/ray", "--label-column", "Label"])
+    assert counted.exit_code == 0 and "counted 300 rows" in counted.output, counted.output
+
+
+@pytest.mark.slow
+def test_large_csvs_in_byte_blocks_from_s3_on_two_gloo_ranks_equal_local(s3, sms_path, classifier_dir, tmp_path):
+    """Two real ranks read their byte blocks by ranged requests; the file whose blocks fail their
+    check falls back to being read whole, in the store too; the output equals one local process's."""
+    from test_score import _large_csvs
+
+    split, odd = _large_csvs(sms_path, tmp_path / "in")
+    bucket = s3.bucket("blocks")
+    src = put_folder(tmp_path / "in", f"{bucket}/in")
+    common = ["--model", str(classifier_dir), "--label-column", "label", "--block-mb", "1", "--no-progress"]
+    local = score(str(split), str(odd), *common[:-1], "--out", str(tmp_path / "local"))
+    assert local.exit_code == 0, local.output
+    launch = ["accelerate", "launch", "--config_file", "accelerate_config.yaml", "--multi_gpu", "--num_processes", "2"]
+    two = subprocess.run(
+        [*launch, "jobs/score.py", f"{src}/split.csv", f"{src}/odd.csv", *common, "--out", f"{bucket}/two"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=900,
+        env={**os.environ, **s3.env(), "ACCELERATE_USE_CPU": "1"},
+    )
+    assert two.returncode == 0, two.stderr[-3000:]
+    rep = json.loads(stores.read_bytes(f"{bucket}/two/report.json"))
+    want = json.loads((tmp_path / "local" / "report.json").read_text())
+    assert rep["num_processes"] == 2 and rep["rows"] == want["rows"] and rep["labels"] == want["labels"]
+    assert list(rep["csv_read_whole"]) == [f"{src}/odd.csv"]
+    key = ["id", "text", "label"]  # the two files share ids and texts
+    got = part_table(f"{bucket}/two").sort_values(key).reset_index(drop=True)
+    local_rows = pd.read_parquet(tmp_path / "local" / "predictions").sort_values(key).reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, local_rows, check_exact=False, atol=1e-5)
+    names = objects(f"{bucket}/two")
+    manifest = json.loads(names["_manifest.json"])
+    assert sorted(n for n in names if n.startswith("predictions/")) == sorted(p["part"] for p in manifest["parts"])

@@ -17,6 +17,7 @@ layout.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -29,6 +30,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import ray
 
+from spamjob import stores
 from spamjob.errors import SpamjobError, first_line
 from spamjob.fsutil import read_json
 from spamjob.operating import threshold_record
@@ -38,7 +40,8 @@ from spamjob.scoring.columns import OUTPUT_COLUMNS, kept_columns, renamed_for_ou
 from spamjob.scoring.core import BatchScorer, Window, prepare_window, text_column_of
 from spamjob.scoring.csv import CsvOptions
 from spamjob.scoring.inputs import discover
-from spamjob.scoring.outdir import PREDICTIONS, OutputFolder, check_out
+from spamjob.scoring.outdir import PREDICTIONS, check_out
+from spamjob.scoring.outstore import output_folder
 from spamjob.scoring.recount import count_folder
 from spamjob.scoring.source import kind_of
 from spamjob.stores import is_uri
@@ -158,43 +161,61 @@ def run_job(cfg) -> dict:
     OUT/predictions/ (Parquet, Ray's file names), then the report (`spamjob report`) and `_SUCCESS`.
     The output folder is spamjob's (plan, --overwrite rules), but a rerun redoes the whole job."""
     wall0 = time.perf_counter()
-    if is_uri(cfg.out) or is_uri(cfg.model):
-        raise SpamjobError("--engine ray takes a local (or mounted) --out and --model; object stores are to come")
-    out = OutputFolder(cfg.out)
+    out = output_folder(cfg.out)
     groups, fingerprints = _input_groups(cfg)
-    if not (Path(cfg.model) / "config.json").is_file():
-        raise SpamjobError(f"{cfg.model}: not a run folder of `spamjob train` (no config.json)")
-    config = read_json(Path(cfg.model) / "config.json")
+    config = _model_config(cfg.model)
     threshold = threshold_record(config, cfg.threshold)
     options = {"mixed_precision": cfg.mixed_precision, "quantize": cfg.quantize, "threshold": threshold["value"]}
     plan = job_plan.build(cfg, config.get("model_sha256"), fingerprints, options, engine="ray")
     if out.finished_with(plan):
-        return {**read_json(out.path / "report.json"), "already_done": True}
+        return {**out.read_json("report.json"), "already_done": True}
     _init(cfg.ray_address)
     ds, kept, named = _inputs(groups, cfg)  # columns checked before any file is written
     out.prepare(plan, cfg.overwrite, resume=False)
     num_gpus = 1 if ray.cluster_resources().get("GPU", 0) else 0  # one GPU per actor, bf16 by default
     scored = score_dataset(
         ds,
-        cfg.model,
+        cfg.model,  # a URI: each actor's node fetches it once into its cache
         num_gpus=num_gpus,
         text_column=named(cfg.text_column),
         batch_rows=min(cfg.window_rows, BATCH_ROWS),
         batch_tokens=cfg.batch_tokens,
         **options,
     )
-    tmp = out.path / f".{PREDICTIONS}.ray.part"
-    shutil.rmtree(tmp, ignore_errors=True)
     try:
-        scored.select_columns([*kept, *OUTPUT_COLUMNS]).write_parquet(str(tmp))
+        _write(scored.select_columns([*kept, *OUTPUT_COLUMNS]), out)
     except (ray.exceptions.RayError, pa.ArrowException, OSError, ValueError) as e:
         raise SpamjobError(f"the Ray job failed: {_last_line(e)}") from None
-    tmp.rename(out.path / PREDICTIONS)
     facts = {"model": plan["model"], "threshold": threshold}
     with out.finishing():
-        report = _report(out.path, named(cfg.label_column), cfg, wall0, facts, pool_size(num_gpus)[0])
+        report = _report(out, named(cfg.label_column), cfg, wall0, facts, pool_size(num_gpus)[0])
         out.finish()  # no manifest: Ray's parts are not spamjob's units
     return report
+
+
+def _model_config(model: str) -> dict:
+    """The classifier's config.json, from its folder or its URI."""
+    config = (
+        json.loads(stores.read_bytes(stores.join(model, "config.json")) or b"null")
+        if is_uri(model)
+        else (read_json(Path(model) / "config.json") if (Path(model) / "config.json").is_file() else None)
+    )
+    if config is None:
+        raise SpamjobError(f"{model}: not a run folder of `spamjob train` (no config.json)")
+    return config
+
+
+def _write(scored: ray.data.Dataset, out) -> None:
+    """OUT/predictions/ in Ray's part files: locally under a temporary name, renamed when whole; in
+    an object store straight into place (no rename there: the output is whole once `_SUCCESS` is)."""
+    if is_uri(out.location):
+        loc = stores.locate(out.child(PREDICTIONS))
+        scored.write_parquet(loc.path, filesystem=loc.fs)
+        return
+    tmp = out.path / f".{PREDICTIONS}.ray.part"
+    shutil.rmtree(tmp, ignore_errors=True)
+    scored.write_parquet(str(tmp))
+    tmp.rename(out.path / PREDICTIONS)
 
 
 def _last_line(e: BaseException) -> str:
@@ -203,8 +224,8 @@ def _last_line(e: BaseException) -> str:
     return lines[-1] if lines else type(e).__name__
 
 
-def _report(out: Path, label_column: str | None, cfg, wall0: float, facts: dict, actors: int) -> dict:
-    total, per_input, extra = count_folder(out, label_column)
+def _report(out, label_column: str | None, cfg, wall0: float, facts: dict, actors: int) -> dict:
+    total, per_input, extra = count_folder(out.location, label_column)
     wall = time.perf_counter() - wall0
     extra.update(
         {
@@ -219,7 +240,8 @@ def _report(out: Path, label_column: str | None, cfg, wall0: float, facts: dict,
         }
     )
     report = rep.build(total, per_input, extra)
-    rep.write(out, report)
+    with out.staged() as folder:
+        rep.write(folder, report)
     return report
 
 
