@@ -1,8 +1,9 @@
 """Every command block in README.md and docs/, executed in order as a newcomer would type it.
 
 The network is replaced by local servers: a stand-in Hub serving a tiny random GPT-2 as
-`openai-community/gpt2` (with the real tokenizer files), the tokenizer files, and a zip of
-the real SMS Spam Collection at the dataset URL. Nothing else is changed in the commands.
+`openai-community/gpt2` (with the real tokenizer files), the tokenizer files, a zip of
+the real SMS Spam Collection at the dataset URL, and an S3 endpoint (moto) holding the
+manual's bucket. Nothing else is changed in the commands.
 The install block and the default test command are run by tests/test_new_user.py; `.ci/run`
 runs both test commands.
 """
@@ -78,8 +79,19 @@ def network(assets, tmp_path_factory):
         yield srv
 
 
+@pytest.fixture(scope="module")
+def bucket():
+    """The manual's bucket, s3://spamjob-demo, on a local S3 endpoint (moto's server)."""
+    from s3server import MotoS3
+
+    server = MotoS3()
+    server.bucket("spamjob-demo")
+    yield server.env()
+    server.stop()
+
+
 @pytest.mark.slow
-def test_every_readme_command_runs(network, tmp_path):
+def test_every_readme_command_runs(network, bucket, tmp_path):
     sandbox = tmp_path / "work"
     sandbox.mkdir()
     for name in ("jobs", "accelerate_config.yaml", "benchmarks"):
@@ -95,6 +107,7 @@ def test_every_readme_command_runs(network, tmp_path):
             "HF_HOME": str(tmp_path / "hf"),
             "SPAMJOB_CACHE": str(tmp_path / "cache"),
             **asset_urls(network),
+            **bucket,
         }
     )
     ran = 0

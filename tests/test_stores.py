@@ -321,3 +321,28 @@ def test_large_csvs_in_byte_blocks_from_s3_on_two_gloo_ranks_equal_local(s3, sms
     names = objects(f"{bucket}/two")
     manifest = json.loads(names["_manifest.json"])
     assert sorted(n for n in names if n.startswith("predictions/")) == sorted(p["part"] for p in manifest["parts"])
+
+
+@pytest.mark.slow
+def test_the_kubernetes_cronjob_for_buckets_runs_as_written(s3, inputs, classifier_dir, tmp_path):
+    """jobs/k8s/score-cronjob-s3.yaml's container command, its env, against the local endpoint."""
+    import re
+
+    import yaml
+
+    doc = yaml.safe_load((REPO / "jobs" / "k8s" / "score-cronjob-s3.yaml").read_text())
+    (container,) = doc["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    put_folder(inputs, f"{s3.bucket('spamjob-data')}/inbox")
+    put_folder(classifier_dir, f"{s3.bucket('spamjob-models')}/current")
+    env = {e["name"]: e["value"] for e in container["env"]}
+    env.update({**s3.env(), "SPAMJOB_CACHE": str(tmp_path / "cache"), "SPAMJOB_GPUS": "0"})
+    r = _cli_raw([*container["command"], *container["args"]], env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    (day,) = {n.split("/")[0] for n in objects("s3://spamjob-data/scored")}
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", day)
+    assert "_SUCCESS" in objects(f"s3://spamjob-data/scored/{day}")
+    assert list((tmp_path / "cache" / "classifiers").iterdir())  # the model, fetched once into the pod's cache
+
+
+def _cli_raw(cmd: list[str], env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600, env={**os.environ, **env})
