@@ -84,6 +84,7 @@ def filesystem(kind: str) -> pafs.FileSystem:
             endpoint_override=endpoint(),
             retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=RETRIES),
             check_directory_existence_before_creation=False,
+            allow_delayed_open=True,  # a small object in one PutObject, not a 3-request multipart upload
         )
     if kind == "gcs":
         return pafs.GcsFileSystem(retry_time_limit=RETRIES * 6.0)

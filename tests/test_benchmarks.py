@@ -130,3 +130,17 @@ def test_csv_read_bench_smoke(assets):
     assert [int(x[0]) for x in rows] == [1, 2]
     off_mb, auto_mb = (float(rows[1][k].split()[1].replace(",", "")) for k in (1, 2))
     assert auto_mb < off_mb  # two processes: each reads about half the file, not all of it
+
+
+@pytest.mark.slow
+def test_store_bench_smoke(assets):
+    """The local-disk and S3-endpoint runs side by side, with requests per unit counted."""
+    r = subprocess.run(
+        [sys.executable, "benchmarks/store_bench.py", "--smoke", "--sms", str(assets["SMS"])],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "| local disk |" in r.stdout and "| S3 endpoint |" in r.stdout and "S3 endpoint / local disk" in r.stdout
