@@ -17,6 +17,7 @@ appear in URIs (spamjob.fields.uri_problem refuses them) and so never in plans, 
 from __future__ import annotations
 
 import contextlib
+import datetime
 import fnmatch
 import functools
 import io
@@ -59,7 +60,20 @@ def locate(uri: str) -> Location:
     if m is None or m.group("scheme").lower() not in STORE_SCHEMES:
         raise SpamjobError(f"{uri}: not an s3://, gs:// or abfs:// URI")
     kind = STORE_SCHEMES[m.group("scheme").lower()]
-    return Location(uri, filesystem(kind), m.group("rest").rstrip("/"), kind)
+    path = m.group("rest").rstrip("/")
+    region = s3_region(path.split("/", 1)[0]) if kind == "s3" else None
+    return Location(uri, filesystem(kind, region), path, kind)
+
+
+@functools.cache
+def s3_region(bucket: str) -> str | None:
+    """The region to sign S3 requests for: AWS_REGION / AWS_DEFAULT_REGION, else the bucket's own
+    (asked once per bucket, as FileSystem.from_uri does); None with an endpoint override."""
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if region or endpoint():
+        return region or None
+    with store_errors(f"s3://{bucket}"):
+        return pafs.resolve_s3_region(bucket)
 
 
 def join(uri: str, *names: str) -> str:
@@ -77,17 +91,18 @@ def endpoint() -> str | None:
 
 
 @functools.cache
-def filesystem(kind: str) -> pafs.FileSystem:
-    """One client per store kind and process (the clients pool their connections)."""
+def filesystem(kind: str, region: str | None = None) -> pafs.FileSystem:
+    """One client per store kind (and S3 region) and process (the clients pool their connections)."""
     if kind == "s3":
         return pafs.S3FileSystem(
+            region=region,
             endpoint_override=endpoint(),
             retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=RETRIES),
             check_directory_existence_before_creation=False,
             allow_delayed_open=True,  # a small object in one PutObject, not a 3-request multipart upload
         )
     if kind == "gcs":
-        return pafs.GcsFileSystem(retry_time_limit=RETRIES * 6.0)
+        return pafs.GcsFileSystem(retry_time_limit=datetime.timedelta(seconds=RETRIES * 6))
     return pafs.PyFileSystem(pafs.FSSpecHandler(fsspec_store("azure")))
 
 

@@ -149,4 +149,5 @@ def use(env: dict[str, str]) -> None:
 
     os.environ.update(env)
     stores.filesystem.cache_clear()
+    stores.s3_region.cache_clear()
     stores.fsspec_store.cache_clear()

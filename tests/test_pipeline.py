@@ -24,6 +24,7 @@ def spamjob(*args: str, env: dict | None = None, drop: tuple = ()) -> subprocess
     )
 
 
+@pytest.mark.slow  # an end-to-end check: the slow suite keeps the default one under 5 minutes
 def test_run_end_to_end_then_resume_after_kill(sms_path, tmp_path):
     out = tmp_path / "job"
     args = [
@@ -83,6 +84,7 @@ def test_run_rejects_options_it_sets_itself(tmp_path):
     assert r.returncode == 1 and "bad train option" in r.stderr
 
 
+@pytest.mark.slow  # an end-to-end check: the slow suite keeps the default one under 5 minutes
 def test_air_gapped_round_trip(assets, tmp_path):
     # Where there is network (here: local servers standing in for the Hub, OpenAI and UCI).
     ckpt = write_hf_dir(tiny_hf_model(seed=9, n_layer=2, n_embd=32, n_head=2, n_positions=256), tmp_path / "ckpt")

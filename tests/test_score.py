@@ -381,6 +381,7 @@ def test_cpu_scoring_records_its_model_workers(classifier_dir, data_dir, tmp_pat
     pd.testing.assert_frame_equal(outs[1], outs[3], check_exact=False, atol=1e-5)
 
 
+@pytest.mark.slow  # an end-to-end check: the slow suite keeps the default one under 5 minutes
 def test_memory_stays_flat_with_ten_times_the_rows(sms_path, classifier_dir, tmp_path):
     msgs = _messages(sms_path, 2000, 4)
     small = _parquet(tmp_path / "small.parquet", msgs, row_group_size=1000)

@@ -4,6 +4,7 @@ the same output as local scoring, resume after SIGKILL, two --shard tasks, fault
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import json
 import os
 import signal
@@ -21,6 +22,7 @@ from s3server import CREDENTIALS, FaultProxy, MotoS3, objects, put_folder, use
 
 from spamjob import stores
 from spamjob.cli import cli
+from spamjob.errors import SpamjobError
 
 REPO = Path(__file__).resolve().parents[1]
 TIMING = ("wall_time_s", "rows_per_s", "steady_rows_per_s", "peak_rss_mb", "threads")
@@ -346,3 +348,30 @@ def test_the_kubernetes_cronjob_for_buckets_runs_as_written(s3, inputs, classifi
 
 def _cli_raw(cmd: list[str], env: dict) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600, env={**os.environ, **env})
+
+
+def test_uris_map_to_their_store_clients(monkeypatch):
+    """No request made: S3 (the region from the environment), GCS, and Azure needing adlfs."""
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    stores.s3_region.cache_clear()
+    loc = stores.locate("s3://bucket/a/b.parquet")
+    assert (loc.kind, loc.path, loc.fs.region) == ("s3", "bucket/a/b.parquet", "eu-west-1")
+    assert stores.locate("gs://bucket/x/").fs.type_name == "gcs" and stores.locate("gs://bucket/x/").path == "bucket/x"
+    assert stores.parent("s3://b/a/c.csv") == "s3://b/a" and stores.parent("s3://b") == "s3://b"
+    assert stores.join("s3://b/a/", "predictions", "/x.json") == "s3://b/a/predictions/x.json"
+    if importlib.util.find_spec("adlfs") is None:
+        with pytest.raises(SpamjobError, match=r"abfs:// URIs need adlfs: pip install 'spamjob\[azure\]'"):
+            stores.locate("abfs://container/x")
+    stores.s3_region.cache_clear()
+
+
+def test_a_store_error_is_one_line_without_secrets(monkeypatch):
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "a-secret-value-123")
+    with pytest.raises(SpamjobError) as e, stores.store_errors("s3://b/x"):
+        raise OSError("AWS Error ACCESS_DENIED during HeadObject operation: a-secret-value-123\ndetail")
+    assert str(e.value) == "s3://b/x: access denied (check the credentials and the bucket's policy)"
+    with pytest.raises(SpamjobError) as e, stores.store_errors("s3://b/x"):
+        raise OSError("odd failure mentioning a-secret-value-123\nmore")
+    assert str(e.value) == "s3://b/x: odd failure mentioning ***"
+    with pytest.raises(SpamjobError, match=r"^s3://b/x: not found$"), stores.store_errors("s3://b/x"):
+        raise FileNotFoundError("gone")
