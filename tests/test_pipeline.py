@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 
+import pytest
 from support import Server, asset_routes, asset_urls, hub_headers, tiny_hf_model, tokenizer_bytes, write_hf_dir
 
 TINY_TRAIN = "--weights random --n-layers 2 --emb-dim 32 --n-heads 2"
