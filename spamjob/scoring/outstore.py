@@ -116,8 +116,10 @@ class StoreFolder:
         """Step 1 of the protocol."""
         old = self.read_json(PLAN)
         if old is None and self._names():
-            self._clear(None, overwrite)
-        elif old is not None and (old != plan or not resume):
+            old = self.read_json(PLAN)  # another task may have created it since
+            if old is None:
+                self._clear(None, overwrite)
+        if old is not None and (old != plan or not resume):
             self._clear(old, overwrite or old == plan)
             old = None
         if old is None and not stores.create(self.child(PLAN), _json(plan)) and self.read_json(PLAN) != plan:
