@@ -153,20 +153,11 @@ class OutputFolder:
         """The folder holds another job's files (or none of spamjob's): an error, or with --overwrite
         their deletion (the locks stay: other processes may be waiting on them)."""
         if not overwrite:
-            what = (
-                "was written with another model, other inputs or other options"
-                if old is not None
-                else "is not empty and holds no spamjob scoring plan"
-            )
-            raise SpamjobError(
-                f"output folder {self.path} {what}; pass --overwrite to replace it, or choose another --out"
-            )
+            raise another_job(f"output folder {self.path}", old)
         whole = old is not None and old.get("engine") == "ray"  # Ray names its part files itself
         foreign = [p for p in self.path.iterdir() if not _owned(p, whole)]
         if foreign:
-            raise SpamjobError(
-                f"--overwrite would delete {foreign[0]}, which spamjob did not write; clear {self.path} by hand"
-            )
+            raise not_ours(foreign[0], self.path)
         for p in self.path.iterdir():
             if p.name != LOCKS:
                 shutil.rmtree(p) if p.is_dir() else p.unlink()
@@ -279,6 +270,20 @@ class OutputFolder:
             write_json(self.path / "_manifest.json", manifest)
         with atomic_path(self.path / "_SUCCESS") as tmp:
             tmp.write_text("")
+
+
+def another_job(what: str, old: dict | None) -> SpamjobError:
+    """--out holds another job's output (`old`: its plan), or files of no scoring job at all."""
+    why = (
+        "was written with another model, other inputs or other options"
+        if old is not None
+        else "is not empty and holds no spamjob scoring plan"
+    )
+    return SpamjobError(f"{what} {why}; pass --overwrite to replace it, or choose another --out")
+
+
+def not_ours(found, out) -> SpamjobError:
+    return SpamjobError(f"--overwrite would delete {found}, which spamjob did not write; clear {out} by hand")
 
 
 def commits(sidecar: dict, where: dict) -> bool:

@@ -47,7 +47,9 @@ from spamjob.scoring.outdir import (
     SIDECARS,
     SOURCES,
     OutputFolder,
+    another_job,
     commits,
+    not_ours,
     unit_file,
 )
 from spamjob.scoring.parts import PartWriter
@@ -132,20 +134,12 @@ class StoreFolder:
 
     def _clear(self, old: dict | None, overwrite: bool) -> None:
         if not overwrite:
-            what = (
-                "was written with another model, other inputs or other options"
-                if old is not None
-                else "is not empty and holds no spamjob scoring plan"
-            )
-            raise SpamjobError(f"output {self.uri} {what}; pass --overwrite to replace it, or choose another --out")
+            raise another_job(f"output {self.uri}", old)
         whole = old is not None and old.get("engine") == "ray"
         names = self._names()
         foreign = [n for n in names if not _owned(n, whole)]
         if foreign:
-            raise SpamjobError(
-                f"--overwrite would delete {self.child(foreign[0])}, which spamjob did not write; "
-                f"clear {self.uri} by hand"
-            )
+            raise not_ours(self.child(foreign[0]), self.uri)
         stores.delete([self.child(n) for n in names if n != PLAN] + [self.child(PLAN)])
 
     def remove_temporaries(self, unit: str | None = None) -> None:
