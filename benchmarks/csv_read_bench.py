@@ -1,5 +1,5 @@
-"""What one scoring process reads of a large CSV file: its own byte blocks (`--csv-split auto`)
-against the whole file parsed to keep its blocks (`--csv-split off`), side by side in one run.
+"""What one scoring process reads of a large CSV file: its own byte blocks (`--csv-blocks auto`)
+against the whole file parsed to keep its blocks (`--csv-blocks off`), side by side in one run.
 
 The file is made of real SMS messages as pandas writes them (every third one spanning two lines,
 so quoted newlines cross block boundaries). For each number of processes P, process 0's share
@@ -61,12 +61,12 @@ def make_file(path: Path, mb: int, sms: Path) -> None:
 
 
 def whole(src, opt, types, me: int, p: int) -> int:
-    """--csv-split off: the file parsed from its start, this process's blocks kept."""
+    """--csv-blocks off: the file parsed from its start, this process's blocks kept."""
     return sum(c.batch.num_rows for k, c in iter_csv_blocks(src, opt, types) if k % p == me)
 
 
 def in_blocks(src, opt, names, types, me: int, p: int) -> int:
-    """--csv-split auto: only this process's byte blocks."""
+    """--csv-blocks auto: only this process's byte blocks."""
     return sum(
         csvsplit.read_block(src, opt, names, types, k).batch.num_rows
         for k in range(csvsplit.block_count(src, opt))

@@ -115,7 +115,7 @@ PrefixCacheMode = Literal["auto", "off"]
 Compute = Literal["fast", "reference"]
 OutputFormat = Literal["parquet", "csv"]
 Quantize = Literal["int8"]
-CsvSplit = Literal["auto", "off"]
+CsvBlocks = Literal["auto", "off"]
 Engine = Literal["spamjob", "ray"]
 
 PRESETS = {

@@ -23,6 +23,7 @@ def option(
     below: float | None = None,
     metavar: str | None = None,
     flag: str | None = None,
+    alias: str | None = None,
     folder: bool = False,
     store: bool = False,
     sizes: bool = False,
@@ -31,7 +32,8 @@ def option(
     """A dataclass field with how it appears on the command line (the field's docstring is its help).
 
     `min`: smallest value, `below`: a bound above every value (both checked here and by the CLI);
-    `flag`: another option name (a bool field named `--no-X` is set False by it); `folder`: a
+    `flag`: another option name (a bool field named `--no-X` is set False by it); `alias`: a former
+    spelling of the option, still accepted; `folder`: a
     folder path (`store`: or an object store's URI, s3:// gs:// abfs://); `sizes`: a GPT-2 size
     name; `argument`: positional (a tuple field: any number of them) instead of an option.
     """
@@ -42,6 +44,7 @@ def option(
             "below": below,
             "metavar": metavar,
             "flag": flag,
+            "alias": alias,
             "folder": folder,
             "store": store,
             "sizes": sizes,

@@ -84,8 +84,9 @@ def _param(f: Field, hint, help: str | None) -> Callable:
         return click.option(
             name, f.name, is_flag=True, flag_value=not name.startswith("--no-"), default=default, help=help
         )
+    names = [name, meta["alias"]] if "alias" in meta else [name]
     return click.option(
-        name,
+        *names,
         f.name,
         type=_type(hint, meta),
         default=default,

@@ -79,7 +79,7 @@ def test_score_config_validation():
         "delimiter": None,
         "encoding": "utf-8",
         "block_mb": 16,
-        "csv_split": "auto",
+        "csv_blocks": "auto",
     }
     with pytest.raises(SpamjobError) as e:
         ScoreConfig(inputs=(), model="m", out="o", format="xlsx", mixed_precision="fp8", quantize="int4", window_rows=0)

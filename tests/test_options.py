@@ -22,7 +22,7 @@ class Example:
     """Things to name."""
     out: str = option(folder=True)
     """Where to write."""
-    kind: Literal["a", "b"] = "a"
+    kind: Literal["a", "b"] = option("a", alias="--sort")
     """One of two kinds."""
     n: int = option(2, min=1)
     """How many."""
@@ -55,6 +55,13 @@ def test_values_parse_into_the_dataclass():
     r = run("x", "y", "--out", "o", "--kind", "b", "--n", "3", "--p", "0.25", "--cols", "a, b,,c", "--no-progress")
     assert r.exit_code == 0, r.output
     assert r.output.strip() == repr(Example(("x", "y"), "o", "b", 3, 0.25, ("a", "b", "c"), False))
+
+
+def test_a_former_spelling_is_still_accepted():
+    r = run("x", "--out", "o", "--sort", "b")
+    assert r.exit_code == 0, r.output
+    assert r.output.strip() == repr(Example(("x",), "o", "b"))
+    assert "--kind, --sort [a|b]" in run("--help").output
 
 
 @pytest.mark.parametrize("args", [["--kind", "c"], ["--n", "0"], ["--p", "1"], ["--p", "-0.1"]])

@@ -7,7 +7,7 @@ import codecs
 import re
 from dataclasses import asdict, dataclass
 
-from spamjob.config import CsvSplit, Engine, MixedPrecision, OutputFormat, Quantize
+from spamjob.config import CsvBlocks, Engine, MixedPrecision, OutputFormat, Quantize
 from spamjob.errors import SpamjobError
 from spamjob.fields import field_problems, option
 
@@ -39,7 +39,7 @@ class ScoreConfig:
     """Encoding of CSV/TSV inputs."""
     block_mb: int = option(16, min=1)
     """CSV work-unit size (one part per block)."""
-    csv_split: CsvSplit = "auto"
+    csv_blocks: CsvBlocks = option("auto", alias="--csv-split")
     """auto: each process reads only its own blocks of an uncompressed UTF-8/Latin-1 CSV file larger
     than one block (a file whose stray quotes hide where its records start is then read whole, as the
     report says); off: every process reads each CSV file whole, scoring its own blocks."""
@@ -131,6 +131,6 @@ class ScoreConfig:
             "delimiter",
             "encoding",
             "block_mb",
-            "csv_split",
+            "csv_blocks",
         )
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items() if k in keys}

@@ -132,7 +132,7 @@ def setup(cfg: ScoreConfig) -> ScoreJob:
     # CPU: one single-threaded model worker per CPU (torch.compile'd models keep one caller).
     threads = apply_threads(cfg.threads, workers=not gpu and not cfg.compile)
     tok_workers = cfg.tokenize_workers if cfg.tokenize_workers is not None else tokenizer_workers(gpu)
-    csv = CsvOptions(cfg.delimiter, cfg.encoding, cfg.block_mb << 20, in_blocks=cfg.csv_split == "auto")
+    csv = CsvOptions(cfg.delimiter, cfg.encoding, cfg.block_mb << 20, in_blocks=cfg.csv_blocks == "auto")
     inputs = read_inputs(cfg, csv)  # bad inputs fail here, before the model is loaded
     renamed = renamed_for_output(c for i in inputs if i.columns is not None for c in i.columns.keep)
     schema = output_schema(inputs, cfg.format, renamed)
