@@ -3,7 +3,7 @@
 Inputs: a Parquet file (row groups of --group-rows) and a CSV file read in 1 MB byte blocks,
 real SMS messages. Both ways, whole `spamjob score` processes, alternating, --repeats times:
 local files into a local --out, and the same files in a bucket into an --out in the bucket. The
-S3 endpoint is moto's server on 127.0.0.1 (tests/s3server.py), behind a proxy that counts the
+S3 endpoint is moto's server on 127.0.0.1 (tests/store_servers.py), behind a proxy that counts the
 requests; printed: rows/s (the report's), process wall seconds, and requests per work unit
 (every request of the run: listing, plan, footers, ranged reads, parts, sidecars, report).
 A local endpoint has no network latency: the figures show spamjob's own cost of a store
@@ -31,8 +31,8 @@ import pyarrow.parquet as pq
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path[:0] = [str(REPO), str(HERE), str(REPO / "tests")]
-from s3server import FaultProxy, MotoS3, put_folder, use  # noqa: E402
 from score_bench import SMS, machine, messages, random_classifier  # noqa: E402
+from store_servers import FaultProxy, MotoS3, put_folder, use  # noqa: E402
 
 
 def make_inputs(folder: Path, n: int, group_rows: int, sms: Path) -> int:

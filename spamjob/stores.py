@@ -4,7 +4,9 @@ A URI (`s3://bucket/key`, `gs://...`, `abfs://container/...`) is opened through 
 and GCS natively (ranged reads, multipart writes, the store clients' own credential chains),
 Azure through adlfs (an fsspec filesystem) wrapped in `PyFileSystem(FSSpecHandler(...))`. An S3
 endpoint for an S3-compatible store (MinIO, Ceph) comes from `AWS_ENDPOINT_URL_S3` or
-`AWS_ENDPOINT_URL`, as for the AWS SDKs. Requests are retried with backoff on throttling and 5xx
+`AWS_ENDPOINT_URL`, as for the AWS SDKs; a GCS emulator from `STORAGE_EMULATOR_HOST`, as for
+Google's clients (and gcsfs); Azure's account, key or connection string from adlfs's
+`AZURE_STORAGE_*` variables. Requests are retried with backoff on throttling and 5xx
 by the clients (`RETRIES` attempts). Bytes are read and written as they are (pyarrow would
 otherwise (de)compress by the name's suffix). `create` ("only if absent") needs the store's conditional
 write, reached through s3fs / gcsfs / adlfs (`spamjob[s3]`, `[gcs]`, `[azure]`); without it a
@@ -102,7 +104,13 @@ def filesystem(kind: str, region: str | None = None) -> pafs.FileSystem:
             allow_delayed_open=True,  # a small object in one PutObject, not a 3-request multipart upload
         )
     if kind == "gcs":
-        return pafs.GcsFileSystem(retry_time_limit=datetime.timedelta(seconds=RETRIES * 6))
+        retry = datetime.timedelta(seconds=RETRIES * 6)
+        if emulator := os.environ.get("STORAGE_EMULATOR_HOST"):  # fake-gcs-server, a test server
+            scheme, _, host = emulator.rpartition("://")
+            return pafs.GcsFileSystem(
+                endpoint_override=host, scheme=scheme or "http", anonymous=True, retry_time_limit=retry
+            )
+        return pafs.GcsFileSystem(retry_time_limit=retry)
     return pafs.PyFileSystem(pafs.FSSpecHandler(fsspec_store("azure")))
 
 
@@ -121,7 +129,7 @@ def fsspec_store(kind: str):
             return gcsfs.GCSFileSystem()
         import adlfs
 
-        return adlfs.AzureBlobFileSystem(account_name=os.environ.get("AZURE_STORAGE_ACCOUNT_NAME"))
+        return adlfs.AzureBlobFileSystem()  # its AZURE_STORAGE_* variables, else Azure's credential chain
     except ImportError:
         if kind == "azure":
             raise SpamjobError("abfs:// URIs need adlfs: pip install 'spamjob[azure]'") from None
@@ -153,7 +161,7 @@ def reason(e: BaseException) -> str:
 def scrub(text: str) -> str:
     """`text` without the value of any credential variable (defence in depth: clients' messages)."""
     for name, value in os.environ.items():
-        if value and len(value) >= 8 and re.search(r"SECRET|TOKEN|KEY|PASSWORD|CREDENTIAL", name):
+        if value and len(value) >= 8 and re.search(r"SECRET|TOKEN|KEY|PASSWORD|CREDENTIAL|CONNECTION_STRING", name):
             text = text.replace(value, "***")
     return text
 

@@ -5,6 +5,7 @@ needs fsspec's HTTP filesystem, whose aiohttp only another extra brought)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -17,7 +18,17 @@ import pyarrow.parquet as pq
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-EXTRAS = {"ray": "ray", "spark": "pyspark", "onnx": "onnxruntime", "lora": "peft", "tf": "tensorflow", "s3": "s3fs"}
+EXTRAS = {
+    "ray": "ray",
+    "spark": "pyspark",
+    "onnx": "onnxruntime",
+    "lora": "peft",
+    "tf": "tensorflow",
+    "s3": "s3fs",
+    "gcs": "gcsfs",
+    "azure": "adlfs",
+}
+STORES = {"s3": "s3", "gcs": "gs", "azure": "abfs"}  # an extra for a store, and the store's URI scheme
 
 
 @pytest.fixture(scope="module")
@@ -78,10 +89,22 @@ def _command(extra: str, venv: Path, ctx: dict) -> tuple[list[str], str]:
             ],
             "scored 40 of 40 rows on Spark",
         ),
-        "s3": (
-            [spamjob, "score", ctx["s3"]["in"], "--model", ctx["model"], "--out", ctx["s3"]["out"], "--no-progress"],
-            "scored 40 of 40 rows",
-        ),
+        **{
+            store: (
+                [
+                    spamjob,
+                    "score",
+                    f"{scheme}://extras/in",
+                    "--model",
+                    ctx["model"],
+                    "--out",
+                    f"{scheme}://extras/out",
+                    "--no-progress",
+                ],
+                "scored 40 of 40 rows",
+            )
+            for store, scheme in STORES.items()
+        },
         "onnx": ([spamjob, "export", ctx["model"], "--format", "onnx", "--out", out], "ONNX Runtime matches spamjob"),
         "lora": (
             [
@@ -122,26 +145,26 @@ def openai_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def bucket(four_files):
-    """The four files in a bucket of a local S3 endpoint (moto's server), and where to write."""
-    from s3server import MotoS3, put_folder, use
+def buckets(four_files):
+    """The four files under `extras/in` in each store's local server (S3, GCS, and Azure where
+    Azurite is installed); the environment that points the clients at them."""
+    from store_servers import Azurite, GcsEmulator, MotoS3, azurite_command, put_folder, serving
 
-    server = MotoS3()
-    saved = dict(os.environ)
-    use(server.env())
-    src = put_folder(four_files, f"{server.bucket('extras')}/in")
-    yield {"in": src, "out": "s3://extras/out", "env": server.env()}
-    server.stop()
-    os.environ.clear()
-    os.environ.update(saved)
-    use({})
+    kinds = (MotoS3, GcsEmulator, Azurite) if azurite_command() else (MotoS3, GcsEmulator)
+    with contextlib.ExitStack() as stack:
+        servers = [stack.enter_context(serving(kind())) for kind in kinds]
+        for server in servers:
+            put_folder(four_files, f"{server.bucket('extras')}/in")
+        yield {k: v for server in servers for k, v in server.env().items()}
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("extra", list(EXTRAS))
 def test_an_extra_installed_alone_runs_its_command(
-    extra, assets, four_files, classifier_dir, data_dir, openai_dir, bucket, tmp_path
+    extra, assets, four_files, classifier_dir, data_dir, openai_dir, buckets, tmp_path
 ):
+    if extra == "azure" and "AZURE_STORAGE_CONNECTION_STRING" not in buckets:
+        pytest.skip("Azurite is not installed (.ci/run installs it: npm install --prefix .ci/node azurite)")
     venv = _venv_with(extra, tmp_path)
     try:
         _run_alone(
@@ -153,7 +176,7 @@ def test_an_extra_installed_alone_runs_its_command(
                 "model": str(classifier_dir),
                 "data": str(data_dir),
                 "openai": str(openai_dir),
-                "s3": bucket,
+                "env": buckets,
             },
         )
     finally:
@@ -172,7 +195,7 @@ def _run_alone(extra: str, venv: Path, ctx: dict) -> None:
         "PYSPARK_PYTHON": python,
         "SPARK_LOCAL_IP": "127.0.0.1",
         "RAY_USAGE_STATS_ENABLED": "0",
-        **ctx["s3"]["env"],
+        **ctx["env"],
     }
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ctx["tmp"], timeout=900)
     assert r.returncode == 0 and said in r.stdout, (r.stdout + r.stderr)[-4000:]

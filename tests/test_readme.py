@@ -82,7 +82,7 @@ def network(assets, tmp_path_factory):
 @pytest.fixture(scope="module")
 def bucket():
     """The manual's bucket, s3://spamjob-demo, on a local S3 endpoint (moto's server)."""
-    from s3server import MotoS3
+    from store_servers import MotoS3
 
     server = MotoS3()
     server.bucket("spamjob-demo")

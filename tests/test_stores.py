@@ -18,7 +18,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from s3server import CREDENTIALS, FaultProxy, MotoS3, objects, put_folder, use
+from store_servers import (
+    AZURITE_KEY,
+    CREDENTIALS,
+    Azurite,
+    FaultProxy,
+    GcsEmulator,
+    MotoS3,
+    azurite_command,
+    objects,
+    put_folder,
+    serving,
+)
 
 from spamjob import stores
 from spamjob.cli import cli
@@ -30,15 +41,28 @@ TIMING = ("wall_time_s", "rows_per_s", "steady_rows_per_s", "peak_rss_mb", "thre
 
 @pytest.fixture(scope="module")
 def s3():
-    pytest.importorskip("moto", reason="the object-store tests need moto[server] (the test extra)")
-    server = MotoS3()
-    saved = {k: os.environ.get(k) for k in server.env()}
-    use(server.env())
-    yield server
-    server.stop()
-    for k, v in saved.items():
-        os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
-    use({})
+    with serving(MotoS3()) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def azure():
+    if azurite_command() is None:
+        pytest.skip("Azurite is not installed (.ci/run installs it: npm install --prefix .ci/node azurite)")
+    with serving(Azurite()) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def gcs():
+    with serving(GcsEmulator()) as server:
+        yield server
+
+
+@pytest.fixture(params=["s3", "azure", "gcs"])
+def store(request):
+    """Each store kind's server (its URIs: s3://, abfs://, gs://)."""
+    return request.getfixturevalue(request.param)
 
 
 def messages(sms_path: Path, n: int, seed: int = 0) -> pd.DataFrame:
@@ -84,8 +108,8 @@ def same_report(a: dict, b: dict) -> None:
     assert strip(a) == strip(b)
 
 
-def test_s3_in_and_out_equals_local_scoring(s3, inputs, classifier_dir, tmp_path):
-    bucket = s3.bucket("equal")
+def test_store_in_and_out_equals_local_scoring(store, inputs, classifier_dir, tmp_path):
+    bucket = store.bucket("equal")
     src = put_folder(inputs, f"{bucket}/in")
     model = put_folder(classifier_dir, f"{bucket}/model")
     local = score(str(inputs), "--model", str(classifier_dir), "--out", str(tmp_path / "o"), "--label-column", "Label")
@@ -107,10 +131,13 @@ def test_s3_in_and_out_equals_local_scoring(s3, inputs, classifier_dir, tmp_path
     assert len([n for n in names if n.startswith("predictions/")]) == len(
         list((tmp_path / "o" / "predictions").iterdir())
     )
+    written = b"".join(objects(f"{bucket}/out").values()) + remote.output.encode()
+    for secret in (CREDENTIALS["AWS_ACCESS_KEY_ID"], CREDENTIALS["AWS_SECRET_ACCESS_KEY"], AZURITE_KEY):
+        assert secret.encode() not in written
 
 
-def test_a_rerun_of_a_finished_s3_job_is_the_same_and_the_report_recounts(s3, inputs, classifier_dir):
-    bucket = s3.bucket("again")
+def test_a_rerun_of_a_finished_store_job_is_the_same_and_the_report_recounts(store, inputs, classifier_dir):
+    bucket = store.bucket("again")
     out = f"{bucket}/out"
     first = score(str(inputs / "a.parquet"), "--model", str(classifier_dir), "--out", out, "--label-column", "Label")
     assert first.exit_code == 0, first.output
@@ -146,6 +173,30 @@ def test_store_errors_are_one_line_naming_the_uri(s3, inputs, classifier_dir):
     ]
     r = score(str(inputs / "a.parquet"), "--model", f"{bucket}/no-model", "--out", f"{bucket}/o")
     assert r.exit_code == 1 and "no-model is not a trained classifier" in r.output, r.output
+
+
+def test_a_model_uri_is_fetched_once_verified_and_reused(s3, classifier_dir, tmp_path, monkeypatch):
+    """--model s3://...: its objects come down once into the cache, the weights are checked against
+    the sha256 config.json records, and a second load reuses the cached folder without a download."""
+    from spamjob import artifact
+
+    monkeypatch.setenv("SPAMJOB_CACHE", str(tmp_path / "cache"))
+    bucket = s3.bucket("models")
+    model = put_folder(classifier_dir, f"{bucket}/good")
+    fetched = []
+    download = stores.download
+    monkeypatch.setattr(stores, "download", lambda uri, dest: (fetched.append(uri), download(uri, dest)))
+    first = artifact.fetch_classifier(model)
+    assert first.is_relative_to(tmp_path / "cache" / "classifiers") and len(fetched) == len(objects(model))
+    assert (first / "model.safetensors").read_bytes() == (classifier_dir / "model.safetensors").read_bytes()
+    fetched.clear()
+    assert artifact.fetch_classifier(model) == first and fetched == []
+    assert artifact.load_classifier(model).config == json.loads((classifier_dir / "config.json").read_text())
+    tampered = put_folder(classifier_dir, f"{bucket}/tampered")
+    stores.write_bytes(f"{tampered}/model.safetensors", b"not the weights config.json names")
+    with pytest.raises(SpamjobError, match=r"tampered/model.safetensors: sha256 [0-9a-f]{64} is not the [0-9a-f]{64}"):
+        artifact.fetch_classifier(tampered)
+    assert not [p for p in (tmp_path / "cache" / "classifiers").iterdir() if p.is_dir() and p != first]
 
 
 def _cli(args: list[str], env: dict) -> subprocess.CompletedProcess:

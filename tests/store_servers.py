@@ -1,13 +1,25 @@
-"""A real S3 endpoint on 127.0.0.1 for the object-store tests: moto's standalone server, and a
-proxy in front of it that answers some requests with an error (throttling, 5xx, 403)."""
+"""Store endpoints on 127.0.0.1 for the object-store tests, each a server a user could run too:
+S3 from moto's standalone server, Azure Blob from Azurite (Microsoft's emulator, an npm package
+that .ci/run installs), GCS from gcp-storage-emulator; and a proxy in front of S3 that answers
+some requests with an error (throttling, 5xx, 403). Every server has `bucket(name)` (a URI to
+write under), `env()` (what points the store clients at it) and `stop()`."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import http.server
+import json
 import logging
 import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
 import threading
+import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -49,6 +61,110 @@ class MotoS3:
 
     def stop(self) -> None:
         self.server.stop()
+
+
+REPO = Path(__file__).resolve().parents[1]
+# Azurite's well-known development account (published in its README): not a secret, but the
+# tests check that it lands in no file the job writes, as a real key must not.
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+
+def azurite_command() -> str | None:
+    """Azurite's blob server: where .ci/run installs it (.ci/node), else on PATH."""
+    local = REPO / ".ci" / "node" / "node_modules" / ".bin" / "azurite-blob"
+    return str(local) if local.exists() else shutil.which("azurite-blob")
+
+
+class Azurite:
+    """Azurite's Blob service on a free port, in memory; `env` is a connection string (adlfs reads it)."""
+
+    def __init__(self):
+        command = azurite_command()
+        if command is None:
+            raise RuntimeError("Azurite is not installed: npm install --prefix .ci/node azurite (as .ci/run does)")
+        args = ["--blobHost", "127.0.0.1", "--blobPort", "0", "--inMemoryPersistence", "--silent", "--loose"]
+        self.process = subprocess.Popen(
+            [command, *args, "--skipApiVersionCheck", "--disableTelemetry"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.endpoint = _wait_for_line(self.process, re.compile(r"listens on (http://\S+)"))
+
+    def env(self) -> dict[str, str]:
+        connection = (
+            f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
+            f"BlobEndpoint={self.endpoint}/{AZURITE_ACCOUNT};"
+        )
+        return {"AZURE_STORAGE_CONNECTION_STRING": connection}
+
+    def bucket(self, name: str) -> str:
+        import adlfs
+
+        adlfs.AzureBlobFileSystem(connection_string=self.env()["AZURE_STORAGE_CONNECTION_STRING"]).mkdir(name)
+        return f"abfs://{name}"
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+class GcsEmulator:
+    """gcp-storage-emulator (a GCS JSON API server) on a free port, in memory. It ignores
+    preconditions (`ifGenerationMatch=0`): a create there is a plain write, as docs/scoring.md
+    says for stores without conditional writes."""
+
+    def __init__(self):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        # Its server answers one request at a time: a client that stops reading one download (pyarrow
+        # reads ahead) would stall every other request. A real GCS serves them concurrently.
+        threaded = (
+            "import http.server as h, sys; h.HTTPServer = h.ThreadingHTTPServer; "
+            "from gcp_storage_emulator.__main__ import main; sys.exit(main())"
+        )
+        command = [sys.executable, "-c", threaded, "start", "--host", "127.0.0.1", "--port", str(port), "--in-memory"]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.endpoint = f"http://127.0.0.1:{port}"
+        for _ in range(300):
+            try:
+                urllib.request.urlopen(self.endpoint, timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"gcp-storage-emulator did not answer on {self.endpoint}")
+
+    def env(self) -> dict[str, str]:
+        return {"STORAGE_EMULATOR_HOST": self.endpoint}
+
+    def bucket(self, name: str) -> str:
+        request = urllib.request.Request(
+            f"{self.endpoint}/storage/v1/b?project=test",
+            data=json.dumps({"name": name}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        urllib.request.urlopen(request, timeout=30).close()
+        return f"gs://{name}"
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+def _wait_for_line(process: subprocess.Popen, pattern: re.Pattern, timeout: float = 60) -> str:
+    """The first group of the first line of the process's output that matches (it keeps running)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if m := pattern.search(line):
+            threading.Thread(target=process.stdout.read, daemon=True).start()  # drain the rest
+            return m.group(1)
+        if not line and process.poll() is not None:
+            break
+    process.kill()
+    raise RuntimeError(f"{process.args[0]} did not start")
 
 
 class FaultProxy:
@@ -141,6 +257,20 @@ def put_folder(folder: Path, uri: str) -> str:
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         stores.upload(path, stores.join(uri, path.relative_to(folder).as_posix()))
     return uri
+
+
+@contextlib.contextmanager
+def serving(server):
+    """The server, with this process's store clients pointed at it; the environment restored after."""
+    saved = {k: os.environ.get(k) for k in server.env()}
+    use(server.env())
+    try:
+        yield server
+    finally:
+        server.stop()
+        for k, v in saved.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+        use({})
 
 
 def use(env: dict[str, str]) -> None:
