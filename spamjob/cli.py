@@ -152,7 +152,9 @@ def classify(**params) -> None:
 
     cfg = ClassifyConfig(**params)
     raw = [os.fsencode(t) for t in cfg.texts] or [line.rstrip(b"\r\n") for line in click.get_binary_stream("stdin")]
-    scorer = BatchScorer(cfg.model, device="cpu", batch_tokens=cfg.batch_tokens, threshold=cfg.threshold)
+    scorer = BatchScorer(
+        cfg.model, device="cpu", batch_tokens=cfg.batch_tokens, threshold=cfg.threshold, runtime=cfg.runtime
+    )
     try:
         rows = scorer.score_messages(raw).to_pylist()
     finally:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from spamjob.config import Runtime
 from spamjob.errors import SpamjobError
 from spamjob.fields import field_problems, option
 
@@ -104,6 +105,9 @@ class ClassifyConfig(_Checked):
     """Padded tokens per forward pass."""
     threshold: float | None = option(None, min=0, below=1, metavar="P")
     """Spam when P(spam) > P [the classifier's operating point; 0.5 is the argmax]."""
+    runtime: Runtime = "torch"
+    """torch, or onnxruntime (`pip install 'spamjob[onnx]'`; its first use exports the classifier's graph
+    into the cache), or auto: as `spamjob score --runtime`."""
 
 
 @dataclass(frozen=True)

@@ -116,6 +116,8 @@ Compute = Literal["fast", "reference"]
 OutputFormat = Literal["parquet", "csv"]
 Quantize = Literal["int8"]
 CsvBlocks = Literal["auto", "off"]
+Runtime = Literal["auto", "torch", "onnxruntime"]
+RUNTIMES = ("torch", "onnxruntime")  # what `auto` resolves to (resolve_runtime)
 Engine = Literal["spamjob", "ray"]
 
 PRESETS = {
@@ -259,3 +261,15 @@ def resolve_mixed_precision(mixed_precision: str, gpu: bool) -> str:
     import torch
 
     return "bf16" if gpu and torch.cuda.is_bf16_supported() else "no"
+
+
+def resolve_runtime(runtime: str, gpu: bool, compile: bool = False, mixed_precision: str = "auto") -> str:
+    """`auto` -> onnxruntime for CPU scoring in fp32 or int8 where the `onnx` extra is installed
+    (the faster runtime on CPU: benchmarks/RESULTS.md), else torch; other values unchanged."""
+    if runtime != "auto":
+        return runtime
+    import importlib.util
+
+    cpu_fp32 = not gpu and not compile and resolve_mixed_precision(mixed_precision, gpu) == "no"
+    installed = all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "onnx"))
+    return "onnxruntime" if cpu_fp32 and installed else "torch"

@@ -69,7 +69,7 @@ def test_score_bench_smoke_with_onnx_runtime_rows(assets, tmp_path):
             "--sms",
             str(assets["SMS"]),
             "--variants",
-            "fp32,int8,onnx,onnx-int8",
+            "fp32,int8,torch,onnx,onnx-int8",
             "--json",
             str(tmp_path / "s.json"),
         ],
@@ -81,8 +81,13 @@ def test_score_bench_smoke_with_onnx_runtime_rows(assets, tmp_path):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     rows = json.loads((tmp_path / "s.json").read_text())["results"]
     names = [x["name"] for x in rows]
-    assert [n[:3] for n in names] == ["(a)", "(b)", "(d)", "(d)", "(c)", "(c)"]
+    assert [n[:3] for n in names] == ["(a)", "(b)", "(d)", "(d)", "(c)", "(c)", "(c)"]
     assert "ONNX Runtime fp32" in names[2] and "ONNX Runtime int8" in names[3]
+    assert names[4:] == [
+        "(c) spamjob score (default runtime), onnxruntime, fp32",
+        "(c) spamjob score (default runtime), onnxruntime, int8",
+        "(c) spamjob score, torch, fp32",
+    ]
     assert all(x["msg_per_s"] > 0 for x in rows) and rows[2]["agreement"]["same_prediction"] == 1.0
     assert "ONNX Runtime int8" in r.stdout and "agreement with fp32" in r.stdout
 
@@ -144,3 +149,28 @@ def test_store_bench_smoke(assets):
     )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "| local disk |" in r.stdout and "| S3 endpoint |" in r.stdout and "S3 endpoint / local disk" in r.stdout
+
+
+@pytest.mark.slow
+def test_ort_bench_smoke(assets, tmp_path):
+    """Every int8 recipe and thread layout, quiet and loaded, in one run."""
+    pytest.importorskip("onnxruntime")
+    r = subprocess.run(
+        [
+            sys.executable,
+            "benchmarks/ort_bench.py",
+            "--smoke",
+            "--sms",
+            str(assets["SMS"]),
+            "--json",
+            str(tmp_path / "o.json"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    rows = json.loads((tmp_path / "o.json").read_text())["rows"]
+    assert len([x for x in rows if x["part"] == "int8"]) == 5 and "(spamjob's)" in r.stdout
+    assert len([x for x in rows if x["part"] == "layout"]) == 12 and all(x["msg_per_s"] > 0 for x in rows)

@@ -31,6 +31,7 @@ import pyarrow.csv as pacsv
 import ray
 
 from spamjob import stores
+from spamjob.config import resolve_runtime
 from spamjob.errors import SpamjobError, first_line
 from spamjob.fsutil import read_json
 from spamjob.operating import threshold_record
@@ -105,7 +106,7 @@ def score_dataset(
     **options: Any,
 ) -> ray.data.Dataset:
     """`ds` with `prediction`, `spam_probability`, `truncated` and `error` added (lazily, like
-    any Ray dataset). `options` go to `BatchScorer` (mixed_precision, batch_tokens, quantize);
+    any Ray dataset). `options` go to `BatchScorer` (mixed_precision, batch_tokens, quantize, runtime);
     `scorer` may be a subclass of `Scorer` that post-processes each scored batch;
     `tokenize_stage` (default: with GPUs) tokenizes in CPU tasks before the actors.
 
@@ -165,7 +166,12 @@ def run_job(cfg) -> dict:
     groups, fingerprints = _input_groups(cfg)
     config = _model_config(cfg.model)
     threshold = threshold_record(config, cfg.threshold)
-    options = {"mixed_precision": cfg.mixed_precision, "quantize": cfg.quantize, "threshold": threshold["value"]}
+    options = {
+        "mixed_precision": cfg.mixed_precision,
+        "quantize": cfg.quantize,
+        "runtime": cfg.runtime,  # as asked: `auto` resolves once the cluster's GPUs are known
+        "threshold": threshold["value"],
+    }
     plan = job_plan.build(cfg, config.get("model_sha256"), fingerprints, options, engine="ray")
     if out.finished_with(plan):
         return {**out.read_json("report.json"), "already_done": True}
@@ -173,6 +179,7 @@ def run_job(cfg) -> dict:
     ds, kept, named = _inputs(groups, cfg)  # columns checked before any file is written
     out.prepare(plan, cfg.overwrite, resume=False)
     num_gpus = 1 if ray.cluster_resources().get("GPU", 0) else 0  # one GPU per actor, bf16 by default
+    options["runtime"] = resolve_runtime(cfg.runtime, bool(num_gpus), False, cfg.mixed_precision)
     scored = score_dataset(
         ds,
         cfg.model,  # a URI: each actor's node fetches it once into its cache
@@ -186,7 +193,7 @@ def run_job(cfg) -> dict:
         _write(scored.select_columns([*kept, *OUTPUT_COLUMNS]), out)
     except (ray.exceptions.RayError, pa.ArrowException, OSError, ValueError) as e:
         raise SpamjobError(f"the Ray job failed: {_last_line(e)}") from None
-    facts = {"model": plan["model"], "threshold": threshold}
+    facts = {"model": plan["model"], "threshold": threshold, "runtime": {"name": options["runtime"]}}
     with out.finishing():
         report = _report(out, named(cfg.label_column), cfg, wall0, facts, pool_size(num_gpus)[0])
         out.finish()  # no manifest: Ray's parts are not spamjob's units

@@ -44,7 +44,7 @@ def scorer(model: str, **options: Any) -> BatchScorer:
 
 def score_dataframe(df: DataFrame, model: str | Path, *, text_column: str | None = None, **options: Any) -> DataFrame:
     """`df` with `prediction`, `spam_probability`, `truncated` and `error` appended (lazily).
-    `options` go to `BatchScorer` (mixed_precision, batch_tokens, quantize, workers)."""
+    `options` go to `BatchScorer` (mixed_precision, batch_tokens, quantize, runtime, workers)."""
     model = str(Path(model).resolve())
     schema = StructType(df.schema.fields + OUTPUT_FIELDS)
     arrow_schema = None

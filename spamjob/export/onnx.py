@@ -14,6 +14,7 @@ agreement with fp32 spamjob is measured on the same messages and written down.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import logging
 import os
@@ -24,17 +25,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from spamjob.artifact import Classifier, load_classifier
+from spamjob import __version__
+from spamjob.artifact import Classifier, fetch_classifier, load_classifier
 from spamjob.data import load_split
 from spamjob.errors import SpamjobError
-from spamjob.fsutil import atomic_path, write_json
-from spamjob.scoring.predictor import sorted_batches
+from spamjob.fsutil import atomic_path, cache_dir, locked, read_json, sha256_file, write_json
+from spamjob.scoring.ort_predictor import OrtPredictor, open_session, require_onnxruntime, session_settings
+from spamjob.stores import is_uri
 from spamjob.text import PAD_ID, TOKENIZER_FILES, encode, tokenizer_files
-from spamjob.tokens import TokenIds
+from spamjob.threads import usable_cpus
 
 INPUTS, OUTPUTS = ("input_ids", "attention_mask"), ("logits", "spam_probability")
 OPSET = 17
 TOLERANCE = 1e-4  # fp32 ONNX Runtime vs spamjob, largest |difference| in P(spam)
+# Dynamic int8: only the MatMuls with constant weights (the Linear layers, as torch's dynamic int8
+# quantizes), per-channel weight scales (benchmarks/ort_bench.py: label agreement with fp32).
+INT8_OPTIONS = {"per_channel": True, "extra_options": {"MatMulConstBOnly": True}}
 SAMPLE = [
     "WINNER!! As a valued network customer you have been selected to receive a £900 prize reward!",
     "Ok lar... Joking wif u oni...",
@@ -58,19 +64,23 @@ class _Graph(torch.nn.Module):
 
 
 def export_onnx(
-    run_dir: str | os.PathLike, out: str | os.PathLike, quantize: str | None = None, texts: list[str] | None = None
+    run_dir: str | os.PathLike,
+    out: str | os.PathLike,
+    quantize: str | None = None,
+    texts: list[str] | None = None,
+    test_messages: int = 500,
 ) -> dict:
     """model.onnx (+ model.int8.onnx), tokenizer/, spamjob_onnx.json and the model card in `out`,
-    checked with ONNX Runtime on `texts` (default: SAMPLE and up to 500 test-split messages)."""
-    ort = _onnxruntime()
+    checked with ONNX Runtime on `texts` (default: SAMPLE and up to `test_messages` of the test split)."""
+    require_onnxruntime("--format onnx")
     clf = load_classifier(run_dir)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     _export_graph(clf, out / "model.onnx")
-    texts = texts or sample_texts(clf)
+    texts = texts or sample_texts(clf, test_messages)
     want = np.asarray(clf.spam_probability(texts)[0])
     ids = encode(clf.tokenizer, texts)
-    got = probabilities(ort.InferenceSession(str(out / "model.onnx")), ids, clf)
+    got = probabilities(out / "model.onnx", ids, clf)
     diff = float(np.abs(got - want).max())
     if diff > TOLERANCE:
         raise SpamjobError(f"the ONNX graph differs from spamjob by {diff:.2e} > {TOLERANCE:g}; not exported")
@@ -83,17 +93,24 @@ def export_onnx(
     return meta
 
 
-def _onnxruntime():
-    """The onnxruntime module; a one-line error when it or onnx (the exporter and quantizer need it) is missing."""
-    import importlib.util
-
-    try:
-        import onnxruntime
-    except ImportError:
-        onnxruntime = None
-    if onnxruntime is None or importlib.util.find_spec("onnx") is None:
-        raise SpamjobError("--format onnx needs onnx and onnxruntime: pip install 'spamjob[onnx]'")
-    return onnxruntime
+def scoring_graph(model: str | os.PathLike, quantize: str | None = None) -> Path:
+    """The classifier's graph for `spamjob score --runtime onnxruntime` (model.onnx, or
+    model.int8.onnx with `quantize`): exported once per classifier and versions of spamjob, torch
+    and onnxruntime into the cache, checked like every export (within TOLERANCE of spamjob, on
+    SAMPLE and 100 test messages: a graph that differs is never used), and reused after.
+    spamjob_onnx.json, written last, marks a folder whose graphs passed."""
+    ort = require_onnxruntime("--runtime onnxruntime")
+    run_dir = fetch_classifier(str(model)) if is_uri(str(model)) else Path(model)
+    weights = read_json(run_dir / "config.json").get("model_sha256") or sha256_file(run_dir / "model.safetensors")
+    made_by = f"{weights} spamjob {__version__} torch {torch.__version__} onnxruntime {ort.__version__}"
+    key = hashlib.sha256(made_by.encode()).hexdigest()[:16]
+    folder = cache_dir() / "onnx" / key
+    with locked(folder.with_name(f"{key}.lock")):
+        checked = read_json(folder / "spamjob_onnx.json") if (folder / "spamjob_onnx.json").is_file() else {}
+        if ("int8" if quantize else "fp32") not in checked.get("checked_with_onnxruntime", {}):
+            (folder / "spamjob_onnx.json").unlink(missing_ok=True)
+            export_onnx(run_dir, folder, quantize, test_messages=100)
+    return folder / ("model.int8.onnx" if quantize else "model.onnx")
 
 
 def _export_graph(clf: Classifier, path: Path) -> None:
@@ -120,21 +137,13 @@ def _export_graph(clf: Classifier, path: Path) -> None:
         )
 
 
-def probabilities(session, ids: list[list[int]], clf: Classifier, batch_tokens: int = 4096) -> np.ndarray:
-    """P(spam) from an ONNX Runtime session: rows cut to max_length, length-sorted, right-padded
-    per batch (every row to max_length for `last` pooling), order restored."""
-    tokens = TokenIds.from_lists(ids)
-    probs = np.empty(len(tokens))
-    for take in sorted_batches(tokens, clf.max_length, clf.padding, batch_tokens)[1]:
-        x, lengths = tokens.padded(take, clf.max_length, clf.padding, PAD_ID)
-        mask = (np.arange(x.shape[1])[None, :] < lengths[:, None]).astype(np.int64)
-        probs[take] = session.run(["spam_probability"], {"input_ids": x, "attention_mask": mask})[0]
-    return probs
+def probabilities(graph: Path, ids: list[list[int]], clf: Classifier, batch_tokens: int = 4096) -> np.ndarray:
+    """P(spam) from ONNX Runtime on `graph`, batched as scoring batches (OrtPredictor)."""
+    return OrtPredictor(clf, open_session(graph, session_settings(1, usable_cpus())), batch_tokens)(ids)
 
 
 def _quantize(out: Path, ids: list[list[int]], clf: Classifier, want: np.ndarray) -> dict:
     """model.int8.onnx and how often its labels agree with fp32 spamjob's."""
-    import onnxruntime
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     root = logging.getLogger()
@@ -142,10 +151,10 @@ def _quantize(out: Path, ids: list[list[int]], clf: Classifier, want: np.ndarray
     root.setLevel(logging.ERROR)  # its advice to pre-process the graph is for convolutional nets
     try:
         with atomic_path(out / "model.int8.onnx") as tmp:
-            quantize_dynamic(str(out / "model.onnx"), str(tmp), weight_type=QuantType.QInt8)
+            quantize_dynamic(str(out / "model.onnx"), str(tmp), weight_type=QuantType.QInt8, **INT8_OPTIONS)
     finally:
         root.setLevel(level)
-    got = probabilities(onnxruntime.InferenceSession(str(out / "model.int8.onnx")), ids, clf)
+    got = probabilities(out / "model.int8.onnx", ids, clf)
     t = clf.threshold
     return {
         "messages": len(ids),

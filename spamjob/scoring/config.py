@@ -7,7 +7,7 @@ import codecs
 import re
 from dataclasses import asdict, dataclass
 
-from spamjob.config import CsvBlocks, Engine, MixedPrecision, OutputFormat, Quantize
+from spamjob.config import CsvBlocks, Engine, MixedPrecision, OutputFormat, Quantize, Runtime
 from spamjob.errors import SpamjobError
 from spamjob.fields import field_problems, option
 
@@ -54,6 +54,11 @@ class ScoreConfig:
     """torch.compile the model."""
     quantize: Quantize | None = None
     """CPU only: dynamic int8 Linear layers; agreement with fp32 goes in the report."""
+    runtime: Runtime = "auto"
+    """What runs the model. torch; onnxruntime (CPU, fp32 or --quantize int8; `pip install
+    'spamjob[onnx]'`): the graph of spamjob's own ONNX export, made once per classifier into the
+    cache and checked against torch within 1e-4; auto: onnxruntime for CPU fp32/int8 scoring where
+    it is installed, else torch."""
     threshold: float | None = option(None, metavar="P")
     """Spam when P(spam) > P [the classifier's operating point from training, config.json; 0.5 is the
     argmax of the two logits]."""

@@ -25,9 +25,10 @@ import pyarrow as pa
 import torch
 
 from spamjob.artifact import load_classifier
-from spamjob.config import resolve_mixed_precision
+from spamjob.config import RUNTIMES, resolve_mixed_precision, resolve_runtime
 from spamjob.errors import SpamjobError
 from spamjob.scoring.columns import OUTPUT_COLUMNS, OUTPUT_TYPES, TEXT_CANDIDATES, as_strings
+from spamjob.scoring.ort_predictor import OrtPredictor, open_session, require_onnxruntime, session_settings
 from spamjob.scoring.predictor import Launched, Predictor
 from spamjob.scoring.tokenize_pool import TokenizerPool
 from spamjob.tokens import TokenIds
@@ -53,7 +54,9 @@ class BatchScorer:
     `threshold`: spam when P(spam) > it [the classifier's operating point, config.json].
     `workers` > 1 (CPU): that many threads each run the model on their own batches, and torch's
     intra-op threads are set to 1 for the process (`spamjob score` picks one worker per CPU it
-    may use; see spamjob.threads)."""
+    may use; see spamjob.threads). `runtime` "onnxruntime" (CPU, fp32 or int8): the model runs
+    on ONNX Runtime, the graph of spamjob's own export (spamjob.export.onnx.scoring_graph);
+    "auto": that where it can, else torch (spamjob.config.resolve_runtime)."""
 
     def __init__(
         self,
@@ -67,11 +70,15 @@ class BatchScorer:
         tokenize_workers: int = 0,
         workers: int = 1,
         threshold: float | None = None,
+        runtime: str = "torch",
     ):
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         gpu = device.type == "cuda"
         if quantize == "int8" and gpu:
             raise SpamjobError("--quantize int8 is for CPU scoring (dynamic int8 kernels); on GPU use bf16")
+        self.mixed_precision, self.quantize = resolve_mixed_precision(mixed_precision, gpu), quantize
+        runtime = resolve_runtime(runtime, gpu, compile, self.mixed_precision)
+        check_runtime(runtime, gpu, compile, self.mixed_precision)
         # The tokenizer processes start first: they load their tokenizers while the model loads.
         self.tokenize = TokenizerPool(None, Path(model) / "tokenizer", tokenize_workers)
         try:
@@ -81,12 +88,17 @@ class BatchScorer:
             raise
         self.tokenize.tok = clf.tokenizer  # the calling thread's tokenizer (small windows)
         self.threshold = clf.threshold if threshold is None else float(threshold)  # spam when P(spam) > it
-        self.mixed_precision = resolve_mixed_precision(mixed_precision, gpu)
         batch_tokens = batch_tokens or (65536 if gpu else 512)
         if workers > 1 and torch.get_num_threads() != 1:
             torch.set_num_threads(1)
-        self.reference: Predictor | None = None  # fp32, to measure what int8 changes
-        if quantize == "int8":
+        self.reference: Predictor | OrtPredictor | None = None  # fp32, to measure what int8 changes
+        self.session: dict | None = None  # ONNX Runtime's settings
+        if runtime == "onnxruntime":
+            self.session = session_settings(workers)
+            self.predictor = _ort_predictor(model, clf, quantize, batch_tokens, self.session)
+            if quantize == "int8":
+                self.reference = _ort_predictor(model, clf, None, batch_tokens, self.session)
+        elif quantize == "int8":
             self.reference = Predictor(clf, device, "no", batch_tokens, workers)
             quantized = copy.copy(clf)
             quantized.model = torch.ao.quantization.quantize_dynamic(clf.model, {torch.nn.Linear}, dtype=torch.qint8)
@@ -95,6 +107,26 @@ class BatchScorer:
             self.predictor = Predictor(clf, device, self.mixed_precision, batch_tokens, workers)
         if compile:
             self.predictor.model = torch.compile(self.predictor.model, dynamic=True)
+
+    @property
+    def runtime_record(self) -> dict:
+        """What runs the model, as the report names it."""
+        if self.session is None:
+            return {"name": "torch", "version": torch.__version__.split("+")[0]}
+        return {"name": "onnxruntime", "version": require_onnxruntime("").__version__, "session": self.session}
+
+    @property
+    def settings(self) -> dict:
+        """The resolved settings that change a prediction, as a scoring plan holds them (ONNX
+        Runtime's worker count changes none, and follows the machine's load: left out)."""
+        session = {k: v for k, v in (self.session or {}).items() if k != "workers"}
+        runtime = {**self.runtime_record, "session": session} if session else self.runtime_record
+        return {
+            "mixed_precision": self.mixed_precision,
+            "quantize": self.quantize,
+            "threshold": self.threshold,
+            "runtime": runtime,
+        }
 
     def prepare(self, texts: pa.Array) -> Window:
         """Decode and flag a text column and tokenize what is scored (thread-safe: no model)."""
@@ -153,6 +185,27 @@ class BatchScorer:
             if predictor is not None:
                 predictor.close()
         self.tokenize.close()
+
+
+def check_runtime(runtime: str, gpu: bool, compile: bool, mixed_precision: str) -> None:
+    """What runs on ONNX Runtime: CPU scoring in fp32 or int8; a one-line error otherwise."""
+    if runtime not in RUNTIMES:
+        raise SpamjobError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    if runtime != "onnxruntime":
+        return
+    if gpu:
+        raise SpamjobError("--runtime onnxruntime is for CPU scoring; on a GPU use --runtime torch (bf16)")
+    if compile:
+        raise SpamjobError("--compile is for --runtime torch")
+    if mixed_precision != "no":
+        raise SpamjobError(f"--runtime onnxruntime runs fp32 (or --quantize int8), not {mixed_precision}")
+    require_onnxruntime("--runtime onnxruntime")
+
+
+def _ort_predictor(model, clf, quantize: str | None, batch_tokens: int, settings: dict) -> OrtPredictor:
+    from spamjob.export.onnx import scoring_graph  # the exporter: only for this runtime
+
+    return OrtPredictor(clf, open_session(scoring_graph(model, quantize), settings), batch_tokens, settings["workers"])
 
 
 def text_column_of(names: list[str], given: str | None = None) -> str:

@@ -135,6 +135,7 @@ def _facts(job: ScoreJob, parts: int, peaks: dict) -> dict:
         "num_processes": job.accelerator.num_processes,
         "threads": job.threads,
         "model": job.plan["model"],
+        "runtime": job.scorer.runtime_record,
         "mixed_precision": job.scorer.mixed_precision,
         "quantize": cfg.quantize,
         "threshold": threshold_record(job.scorer.classifier.config, cfg.threshold),

@@ -91,7 +91,7 @@ class Launched:
     """A window's probabilities on their way back: `result()` waits for this window only (its copy
     into pinned memory, recorded by an event), not for windows launched after it."""
 
-    def __init__(self, order: np.ndarray, probs: torch.Tensor | None, done):
+    def __init__(self, order: np.ndarray, probs: torch.Tensor | np.ndarray | None, done):
         self.order, self.probs, self.done = order, probs, done
 
     def result(self) -> np.ndarray:
@@ -99,5 +99,5 @@ class Launched:
         if self.probs is not None:
             if self.done is not None:
                 self.done.synchronize()
-            out[self.order] = self.probs.numpy()  # the batches cover `order` front to back
+            out[self.order] = np.asarray(self.probs)  # the batches cover `order` front to back
         return out

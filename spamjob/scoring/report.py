@@ -205,6 +205,8 @@ def markdown(r: dict) -> str:
         lines.append(f"- recounted from `{r['recounted_from']['folder']}` ({r['recounted_from']['parts']:,} parts)")
     if r.get("model"):
         lines.append(f"- model: `{r['model']['path']}` (sha256 {(r['model']['sha256'] or '')[:16]}...)")
+    if r.get("runtime"):
+        lines.append(f"- {runtime_line(r)}")
     if r.get("padding_note"):
         lines.append(f"- note: {r['padding_note']}")
     for path, reason in (r.get("csv_read_whole") or {}).items():
@@ -246,6 +248,17 @@ def markdown(r: dict) -> str:
             f"{sum(c['rejected'].values()):,} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def runtime_line(r: dict) -> str:
+    """What ran the model: runtime, precision, and int8's agreement with fp32."""
+    rt, agreement = r["runtime"], r.get("quantization_agreement") or {}
+    precision = "int8" if r.get("quantize") else {"no": "fp32"}.get(r.get("mixed_precision"), r.get("mixed_precision"))
+    line = f"runtime: {' '.join(filter(None, (rt['name'], rt.get('version'))))}, {precision}"
+    if agreement.get("same_prediction") is not None:
+        same, rows = _pct(agreement["same_prediction"]), agreement["rows_compared"]
+        line += f"; int8 labels agree with fp32 on {same} of {rows:,} rows"
+    return line
 
 
 def workers(r: dict) -> str:

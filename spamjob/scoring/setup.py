@@ -147,10 +147,10 @@ def setup(cfg: ScoreConfig) -> ScoreJob:
         tokenize_workers=tok_workers,
         workers=threads.get("workers", 1),
         threshold=cfg.threshold,
+        runtime=cfg.runtime,
     )
-    predictions = {"mixed_precision": scorer.mixed_precision, "quantize": cfg.quantize, "threshold": scorer.threshold}
     plan = job_plan.build(
-        cfg, scorer.classifier.config.get("model_sha256"), [i.source.fingerprint() for i in inputs], predictions
+        cfg, scorer.classifier.config.get("model_sha256"), [i.source.fingerprint() for i in inputs], scorer.settings
     )
     if accelerator.is_main_process:
         out.prepare(plan, cfg.overwrite)

@@ -1,0 +1,158 @@
+"""`spamjob score --runtime onnxruntime`: ONNX Runtime runs the graph of spamjob's own export inside
+the scoring job; everything around the model is the job's own (flags, truncation, resume, the
+plan), and the probabilities are torch's within 1e-4."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from test_score import _messages, _run, predictions, report, score, without_timing
+
+pytest.importorskip("onnxruntime")  # the `onnx` extra; .ci/run installs it
+
+ODD = ["hi <|endoftext|> there", "<|endoftext|>", "win<|endoftext|>", "free " * 300, "call now " * 100]
+
+
+@pytest.fixture(scope="module")
+def inputs(sms_path, tmp_path_factory) -> Path:
+    """200 real messages (special-token text, over-length ones) and a null, an empty, a blank and an
+    invalid UTF-8 row, in a Parquet file of 4 row groups."""
+    texts = [t.encode() for t in _messages(sms_path, 195, seed=3) + ODD] + [None, b"", b"  \n", b"caf\xe9 \xff"]
+    path = tmp_path_factory.mktemp("ort") / "in.parquet"
+    table = pa.table({"id": range(len(texts)), "text": pa.array(texts, pa.binary())})
+    pq.write_table(table, path, row_group_size=60)
+    return path
+
+
+@pytest.fixture(scope="module")
+def by_torch(inputs, classifier_dir, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("torch") / "o"
+    r = score(str(inputs), "--model", str(classifier_dir), "--out", str(out), "--runtime", "torch")
+    assert r.exit_code == 0, r.output
+    return out
+
+
+def test_onnxruntime_scores_as_torch_within_1e4(inputs, classifier_dir, by_torch, tmp_path):
+    r = score(str(inputs), "--model", str(classifier_dir), "--out", str(tmp_path / "o"), "--runtime", "onnxruntime")
+    assert r.exit_code == 0, r.output
+    got, want = predictions(tmp_path / "o"), predictions(by_torch)
+    assert len(got) == 204 and got["error"].notna().sum() == 4 and got["truncated"].sum() >= 2
+    pd.testing.assert_frame_equal(
+        got.drop(columns=["spam_probability", "prediction"]), want.drop(columns=["spam_probability", "prediction"])
+    )
+    assert np.nanmax(np.abs(got["spam_probability"] - want["spam_probability"])) <= 1e-4
+    assert got["spam_probability"].isna().equals(want["spam_probability"].isna())
+    t = report(tmp_path / "o")["threshold"]["value"]
+    clear = (want["spam_probability"] - t).abs() > 1e-4  # labels agree wherever 1e-4 cannot cross the threshold
+    assert (got["prediction"][clear] == want["prediction"][clear]).all()
+    rep = report(tmp_path / "o")
+    assert rep["runtime"]["name"] == "onnxruntime" and rep["runtime"]["session"]["intra_op_threads"] == 1
+    assert "runtime: onnxruntime" in (tmp_path / "o" / "report.md").read_text()
+    assert report(by_torch)["runtime"]["name"] == "torch"
+
+
+def test_the_graph_is_exported_once_per_classifier_and_reused(inputs, classifier_dir, tmp_path, monkeypatch):
+    from spamjob.export import onnx
+
+    monkeypatch.setenv("SPAMJOB_CACHE", str(tmp_path / "cache"))
+    made = []
+    export = onnx.export_onnx
+    monkeypatch.setattr(onnx, "export_onnx", lambda *a, **k: made.append(a[2]) or export(*a, **k))
+    first = onnx.scoring_graph(classifier_dir)
+    assert first.is_relative_to(tmp_path / "cache" / "onnx") and made == [None]
+    assert onnx.scoring_graph(classifier_dir) == first and made == [None]
+    int8 = onnx.scoring_graph(classifier_dir, "int8")  # the folder is made again, with the int8 graph
+    assert int8 == first.with_name("model.int8.onnx") and made == [None, "int8"]
+    assert onnx.scoring_graph(classifier_dir) == first and made == [None, "int8"]
+    checks = json.loads((first.parent / "spamjob_onnx.json").read_text())["checked_with_onnxruntime"]
+    assert checks["fp32"]["max_abs_diff"] <= 1e-4 and checks["fp32"]["messages"] > 6
+
+
+def test_a_graph_that_fails_its_check_is_never_used(classifier_dir, tmp_path, monkeypatch):
+    from spamjob.errors import SpamjobError
+    from spamjob.export import onnx
+
+    monkeypatch.setenv("SPAMJOB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(onnx, "TOLERANCE", -1.0)  # no graph can pass
+    with pytest.raises(SpamjobError, match="the ONNX graph differs from spamjob"):
+        onnx.scoring_graph(classifier_dir)
+    monkeypatch.setattr(onnx, "TOLERANCE", 1e-4)
+    made = []
+    export = onnx.export_onnx
+    monkeypatch.setattr(onnx, "export_onnx", lambda *a, **k: made.append(1) or export(*a, **k))
+    onnx.scoring_graph(classifier_dir)
+    assert made == [1]  # exported again: the failed folder was not taken for a checked one
+
+
+def test_a_rerun_with_the_other_runtime_is_another_job(inputs, classifier_dir, by_torch):
+    args = [str(inputs), "--model", str(classifier_dir), "--out", str(by_torch)]
+    r = score(*args, "--runtime", "onnxruntime")
+    assert r.exit_code == 1 and "pass --overwrite" in r.output
+    r = score(*args, "--runtime", "torch")  # the same job again: nothing to redo
+    assert r.exit_code == 0, r.output
+
+
+def test_one_line_errors(inputs, classifier_dir, tmp_path, monkeypatch):
+    args = [str(inputs), "--model", str(classifier_dir), "--out", str(tmp_path / "o"), "--runtime", "onnxruntime"]
+    r = score(*args, "--mixed-precision", "bf16")
+    assert r.exit_code == 1 and r.output == "Error: --runtime onnxruntime runs fp32 (or --quantize int8), not bf16\n"
+    r = score(*args, "--compile")
+    assert r.exit_code == 1 and r.output == "Error: --compile is for --runtime torch\n"
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if the extra were not installed
+    r = score(*args)
+    assert r.exit_code == 1
+    assert r.output == "Error: --runtime onnxruntime needs onnx and onnxruntime: pip install 'spamjob[onnx]'\n"
+    assert not (tmp_path / "o").exists()
+
+
+def test_auto_is_onnxruntime_on_cpu_where_installed_else_torch(monkeypatch):
+    from spamjob.config import resolve_runtime
+
+    assert resolve_runtime("auto", gpu=False) == "onnxruntime"
+    assert resolve_runtime("auto", gpu=True) == "torch"
+    assert resolve_runtime("auto", gpu=False, compile=True) == "torch"
+    assert resolve_runtime("auto", gpu=False, mixed_precision="bf16") == "torch"
+    assert resolve_runtime("torch", gpu=False) == "torch"
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: None if name == "onnxruntime" else object())
+    assert resolve_runtime("auto", gpu=False) == "torch"
+
+
+def _base(inputs: Path, classifier_dir: Path) -> list[str]:
+    return [sys.executable, "-m", "spamjob.cli", "score", str(inputs), "--model", str(classifier_dir)]
+
+
+@pytest.mark.slow
+def test_sigkill_then_rerun_on_onnxruntime_equals_uninterrupted(inputs, classifier_dir, tmp_path):
+    base = [*_base(inputs, classifier_dir), "--runtime", "onnxruntime", "--window-rows", "20", "--no-progress"]
+    full = _run([*base, "--out", str(tmp_path / "full")])
+    assert full.returncode == 0, full.stderr
+    killed = _run([*base, "--out", str(tmp_path / "k")], env={"SPAMJOB_KILL_AFTER_WINDOWS": "5"})
+    assert killed.returncode == -signal.SIGKILL and not (tmp_path / "k" / "_SUCCESS").exists()
+    assert len(list((tmp_path / "k" / "_parts").iterdir())) == 1
+    again = _run([*base, "--out", str(tmp_path / "k")])
+    assert again.returncode == 0, again.stderr
+    pd.testing.assert_frame_equal(predictions(tmp_path / "k"), predictions(tmp_path / "full"))
+    assert without_timing(report(tmp_path / "k")) == without_timing(report(tmp_path / "full"))
+
+
+@pytest.mark.slow
+def test_two_ranks_on_onnxruntime_equal_one_process(inputs, classifier_dir, by_torch, tmp_path):
+    common = [str(inputs), "--model", str(classifier_dir), "--runtime", "onnxruntime", "--no-progress"]
+    one = _run([sys.executable, "jobs/score.py", *common, "--out", str(tmp_path / "one")])
+    assert one.returncode == 0, one.stderr
+    launch = ["accelerate", "launch", "--config_file", "accelerate_config.yaml", "--multi_gpu", "--num_processes", "2"]
+    two = _run([*launch, "jobs/score.py", *common, "--out", str(tmp_path / "two")], env={"ACCELERATE_USE_CPU": "1"})
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert report(tmp_path / "two")["num_processes"] == 2
+    pd.testing.assert_frame_equal(predictions(tmp_path / "two"), predictions(tmp_path / "one"))
+    diff = np.abs(predictions(tmp_path / "two")["spam_probability"] - predictions(by_torch)["spam_probability"])
+    assert np.nanmax(diff) <= 1e-4
