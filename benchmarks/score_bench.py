@@ -47,25 +47,22 @@ def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} CPU cores (torch {torch.__version__})"
 
 
-def random_classifier(out: Path, layers: int, dim: int, heads: int) -> Path:
-    """A classifier artifact with random gpt2-small-sized weights (what the scoring cost depends on)."""
+def random_classifier(out: Path, layers: int, dim: int, heads: int, sms: Path | None = None) -> Path:
+    """A classifier artifact with random gpt2-small-sized weights (what the scoring cost depends on);
+    with `sms`, the reference splits prepared beside it and recorded, as `spamjob train` records its
+    data (the ONNX graph's checks use the test split)."""
     from spamjob.artifact import save_classifier
+    from spamjob.data import prepare
     from spamjob.model import replace_head
     from spamjob.weights import load_gpt
 
     gpt, _ = load_gpt("random", n_layers=layers, emb_dim=dim, n_heads=heads, seed=123)
     replace_head(gpt, 2)
-    save_classifier(
-        out,
-        gpt,
-        {
-            "max_length": 120,
-            "pooling": "last-token",
-            "padding": "dynamic",
-            "training": None,
-            "benchmark": "random weights",
-        },
-    )
+    data = out.parent / "data" if sms else None
+    if data:
+        prepare(sms, data, progress=False)
+    meta = {"max_length": 120, "pooling": "last-token", "padding": "dynamic", "training": None}
+    save_classifier(out, gpt, {**meta, "benchmark": "random weights", "data": {"folder": str(data) if data else None}})
     return out
 
 
@@ -260,6 +257,17 @@ VARIANTS = {
     "compile": ["--runtime", "torch", "--compile"],
 }
 DEFAULTS = ("fp32", "int8")
+FP32_OF = {"int8": "fp32", "torch-int8": "torch", "ort-int8": "ort"}  # an int8 variant's fp32 counterpart
+
+
+def label_agreement(out: Path, fp32_out: Path) -> float:
+    """The share of rows whose label is the same in two finished outputs of the same input."""
+    import pandas as pd
+
+    key = ["text"]
+    a = pd.read_parquet(out / "predictions").sort_values(key, kind="stable")["prediction"].to_numpy()
+    b = pd.read_parquet(fp32_out / "predictions").sort_values(key, kind="stable")["prediction"].to_numpy()
+    return float((a == b).mean())
 
 
 def warm_graphs(run_dir: Path, variants: list[str]) -> None:
@@ -333,7 +341,7 @@ def main() -> None:
     results = []
     with tempfile.TemporaryDirectory(prefix="score-bench-") as tmp:
         tmp = Path(tmp)
-        run_dir = a.model or random_classifier(tmp / "clf", *dims)
+        run_dir = a.model or random_classifier(tmp / "clf", *dims, sms=a.sms)
         clf = load_classifier(run_dir)
         texts = messages(a.n, sms=a.sms)
         import pyarrow as pa
@@ -395,6 +403,9 @@ def main() -> None:
                     row["agreement"] = bf16_agreement(clf, out, texts_c[:20000], device)
                 row["threads"], row["steady"] = rep.get("threads"), rep.get("steady_rows_per_s")
                 row["peak_gpu_mb"] = rep.get("peak_gpu_mb")
+                fp32 = tmp / f"out-{FP32_OF.get(variant)}"
+                if fp32.is_dir():  # its fp32 run came first: every message's label against that run's
+                    row["agreement_all"] = label_agreement(out, fp32)
                 results.append(row)
 
     for r in results:
@@ -416,6 +427,8 @@ def main() -> None:
             extra += f"  steady state: {r['steady']:,.1f} msg/s"
         if "agreement" in r:
             extra += f"  agreement with fp32: {r['agreement']['same_prediction'] * 100:.2f}%"
+        if "agreement_all" in r:
+            extra += f" (on all {r['n']:,} messages: {r['agreement_all'] * 100:.2f}%)"
         print(
             f"{r['name']:<78} {r['n']:>9,} {r['s']:>9.2f} {r['msg_per_s']:>10,.1f} "
             f"{r['msg_per_s'] / base:>6.2f}x{extra}"

@@ -62,9 +62,10 @@ def save_classifier(run_dir: str | os.PathLike, gpt: GPTModel, meta: dict, token
 
 @dataclass
 class Classifier:
-    """A loaded classifier: model, tokenizer and the settings it was trained with."""
+    """A loaded classifier: model (None when loaded without its weights), tokenizer and the settings
+    it was trained with."""
 
-    model: SpamClassifier
+    model: SpamClassifier | None
     tokenizer: object
     max_length: int
     pooling: str
@@ -130,17 +131,25 @@ def _download_folder(uri: str, local: Path, sha256: str) -> None:
     os.replace(tmp, local)
 
 
-def load_classifier(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> Classifier:
+def load_classifier(run_dir: str | os.PathLike, device: str | torch.device = "cpu", weights: bool = True) -> Classifier:
     """Load a classifier written by `save_classifier` (a local folder or a URI: `fetch_classifier`);
-    needs no base weights."""
-    from safetensors.torch import load_file
-
+    needs no base weights. Without `weights`, its settings and tokenizer only (`model` is None: for
+    a runtime that runs the classifier's ONNX graph instead)."""
     run_dir = fetch_classifier(run_dir) if stores.is_uri(run_dir) else Path(run_dir)
     if not (run_dir / "config.json").is_file() or not (run_dir / "model.safetensors").is_file():
         raise SpamjobError(f"{run_dir} is not a trained classifier (needs config.json and model.safetensors)")
     cfg = read_json(run_dir / "config.json")
     if cfg.get("format") != FORMAT:
         raise SpamjobError(f"{run_dir}/config.json is not a {FORMAT} config (format {cfg.get('format')!r})")
+    tok_dir = run_dir / "tokenizer"
+    tokenizer = load_tokenizer(tok_dir if tok_dir.is_dir() else None)
+    model = _load_model(run_dir, cfg, device) if weights else None
+    return Classifier(model, tokenizer, int(cfg["max_length"]), cfg["pooling"], list(cfg["labels"]), cfg)
+
+
+def _load_model(run_dir: Path, cfg: dict, device: str | torch.device) -> SpamClassifier:
+    from safetensors.torch import load_file
+
     arch = GPTConfig.from_dict(cfg["architecture"])
     with torch.device("meta"):
         gpt = GPTModel(arch)
@@ -149,7 +158,4 @@ def load_classifier(run_dir: str | os.PathLike, device: str | torch.device = "cp
         gpt.load_state_dict(load_file(run_dir / "model.safetensors", device=str(device)), strict=True, assign=True)
     except Exception as e:  # safetensors or shape errors: a damaged or foreign file
         raise SpamjobError(f"cannot load {run_dir}/model.safetensors: {first_line(e)}") from None
-    tok_dir = run_dir / "tokenizer"
-    tokenizer = load_tokenizer(tok_dir if tok_dir.is_dir() else None)
-    model = SpamClassifier(gpt, cfg["pooling"]).eval()
-    return Classifier(model, tokenizer, int(cfg["max_length"]), cfg["pooling"], list(cfg["labels"]), cfg)
+    return SpamClassifier(gpt, cfg["pooling"]).eval()

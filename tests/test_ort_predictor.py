@@ -92,6 +92,27 @@ def test_a_graph_that_fails_its_check_is_never_used(classifier_dir, tmp_path, mo
     assert made == [1]  # exported again: the failed folder was not taken for a checked one
 
 
+def test_int8_agreement_is_sampled_from_the_job_when_the_graph_saw_too_few_messages(
+    inputs, classifier_dir, tmp_path, monkeypatch
+):
+    """A classifier copied without its data folder: its graph is checked on the 6 odd messages
+    only, so the job scores up to 128 of its own rows in fp32 too (its first window: a row group of
+    60) and reports that."""
+    import shutil
+
+    moved = tmp_path / "clf"
+    shutil.copytree(classifier_dir, moved)
+    config = json.loads((moved / "config.json").read_text())
+    (moved / "config.json").write_text(json.dumps({**config, "data": {"folder": str(tmp_path / "gone")}}))
+    monkeypatch.setenv("SPAMJOB_CACHE", str(tmp_path / "cache"))
+    r = score(str(inputs), "--model", str(moved), "--out", str(tmp_path / "o"), "--quantize", "int8")
+    assert r.exit_code == 0, r.output
+    agreement = report(tmp_path / "o")["quantization_agreement"]
+    assert agreement["rows_compared"] == 60 and "first window" in agreement["measured_on"]
+    check = json.loads(next((tmp_path / "cache" / "onnx").glob("*/spamjob_onnx.json")).read_text())
+    assert check["checked_with_onnxruntime"]["int8"]["messages"] == 6
+
+
 def test_a_rerun_with_the_other_runtime_is_another_job(inputs, classifier_dir, by_torch):
     args = [str(inputs), "--model", str(classifier_dir), "--out", str(by_torch)]
     r = score(*args, "--runtime", "onnxruntime")

@@ -410,19 +410,19 @@ def test_memory_stays_flat_with_ten_times_the_rows(sms_path, classifier_dir, tmp
     assert peaks[1] <= peaks[0] * 1.10, peaks
 
 
-def test_int8_quantization_reports_agreement(classifier_dir, data_dir, tmp_path):
-    r = score(
-        str(data_dir / "validation.csv"),
-        "--model",
-        str(classifier_dir),
-        "--out",
-        str(tmp_path / "q"),
-        "--quantize",
-        "int8",
-    )
+@pytest.mark.parametrize("runtime", ["torch", "onnxruntime"])
+def test_int8_quantization_reports_agreement(classifier_dir, data_dir, tmp_path, runtime):
+    """torch: on the first 128 rows of the job (the validation split's 149 here); ONNX Runtime: as
+    checked when the int8 graph was made, on the 6 odd messages and 128 of the test split."""
+    if runtime == "onnxruntime":
+        pytest.importorskip("onnxruntime")
+    args = [str(data_dir / "validation.csv"), "--model", str(classifier_dir), "--out", str(tmp_path / "q")]
+    r = score(*args, "--quantize", "int8", "--runtime", runtime)
     assert r.exit_code == 0, r.output
     agreement = report(tmp_path / "q")["quantization_agreement"]
-    assert agreement["rows_compared"] == 149 and 0.9 <= agreement["same_prediction"] <= 1.0
+    rows, on = {"torch": (128, "this job's first window"), "onnxruntime": (134, "int8 ONNX graph was made")}[runtime]
+    assert agreement["rows_compared"] == rows and on in agreement["measured_on"]
+    assert 0.9 <= agreement["same_prediction"] <= 1.0
 
 
 def test_jobs_script_runs_the_score_command_standalone(classifier_dir, tmp_path):

@@ -27,6 +27,7 @@ import torch
 
 from spamjob import __version__
 from spamjob.artifact import Classifier, fetch_classifier, load_classifier
+from spamjob.config import INT8_SAMPLE
 from spamjob.data import load_split
 from spamjob.errors import SpamjobError
 from spamjob.fsutil import atomic_path, cache_dir, locked, read_json, sha256_file, write_json
@@ -109,7 +110,7 @@ def scoring_graph(model: str | os.PathLike, quantize: str | None = None) -> Path
         checked = read_json(folder / "spamjob_onnx.json") if (folder / "spamjob_onnx.json").is_file() else {}
         if ("int8" if quantize else "fp32") not in checked.get("checked_with_onnxruntime", {}):
             (folder / "spamjob_onnx.json").unlink(missing_ok=True)
-            export_onnx(run_dir, folder, quantize, test_messages=100)
+            export_onnx(run_dir, folder, quantize, test_messages=INT8_SAMPLE)
     return folder / ("model.int8.onnx" if quantize else "model.onnx")
 
 

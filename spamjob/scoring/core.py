@@ -25,8 +25,9 @@ import pyarrow as pa
 import torch
 
 from spamjob.artifact import load_classifier
-from spamjob.config import RUNTIMES, resolve_mixed_precision, resolve_runtime
+from spamjob.config import INT8_SAMPLE, RUNTIMES, resolve_mixed_precision, resolve_runtime
 from spamjob.errors import SpamjobError
+from spamjob.fsutil import read_json
 from spamjob.scoring.columns import OUTPUT_COLUMNS, OUTPUT_TYPES, TEXT_CANDIDATES, as_strings
 from spamjob.scoring.ort_predictor import OrtPredictor, open_session, require_onnxruntime, session_settings
 from spamjob.scoring.predictor import Launched, Predictor
@@ -82,7 +83,7 @@ class BatchScorer:
         # The tokenizer processes start first: they load their tokenizers while the model loads.
         self.tokenize = TokenizerPool(None, Path(model) / "tokenizer", tokenize_workers)
         try:
-            self.classifier = clf = load_classifier(model)
+            self.classifier = clf = load_classifier(model, weights=runtime == "torch")
         except BaseException:
             self.tokenize.close()
             raise
@@ -93,11 +94,19 @@ class BatchScorer:
             torch.set_num_threads(1)
         self.reference: Predictor | OrtPredictor | None = None  # fp32, to measure what int8 changes
         self.session: dict | None = None  # ONNX Runtime's settings
+        self.int8_check: dict | None = None  # ONNX Runtime: the int8 graph's agreement, measured when it was made
         if runtime == "onnxruntime":
+            from spamjob.export.onnx import scoring_graph  # the exporter: for this optional runtime only
+
             self.session = session_settings(workers)
-            self.predictor = _ort_predictor(model, clf, quantize, batch_tokens, self.session)
-            if quantize == "int8":
-                self.reference = _ort_predictor(model, clf, None, batch_tokens, self.session)
+            graph = scoring_graph(model, quantize)
+            self.predictor = OrtPredictor(clf, open_session(graph, self.session), batch_tokens, workers)
+            check = read_json(graph.parent / "spamjob_onnx.json")["checked_with_onnxruntime"].get("int8")
+            if quantize == "int8" and check["messages"] >= INT8_SAMPLE:
+                self.int8_check = check
+            elif quantize == "int8":  # too few messages were at hand then (no test split): sample this job
+                fp32 = graph.with_name("model.onnx")
+                self.reference = OrtPredictor(clf, open_session(fp32, self.session), batch_tokens, workers)
         elif quantize == "int8":
             self.reference = Predictor(clf, device, "no", batch_tokens, workers)
             quantized = copy.copy(clf)
@@ -200,12 +209,6 @@ def check_runtime(runtime: str, gpu: bool, compile: bool, mixed_precision: str) 
     if mixed_precision != "no":
         raise SpamjobError(f"--runtime onnxruntime runs fp32 (or --quantize int8), not {mixed_precision}")
     require_onnxruntime("--runtime onnxruntime")
-
-
-def _ort_predictor(model, clf, quantize: str | None, batch_tokens: int, settings: dict) -> OrtPredictor:
-    from spamjob.export.onnx import scoring_graph  # the exporter: only for this runtime
-
-    return OrtPredictor(clf, open_session(scoring_graph(model, quantize), settings), batch_tokens, settings["workers"])
 
 
 def text_column_of(names: list[str], given: str | None = None) -> str:

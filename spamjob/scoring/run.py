@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from spamjob.config import INT8_SAMPLE
 from spamjob.faults import kill_point, pause_point
 from spamjob.scoring.columns import labels_of, utf8_column
 from spamjob.scoring.core import Window
@@ -22,8 +23,6 @@ from spamjob.scoring.setup import Input, ScoreJob
 from spamjob.scoring.source import Chunk
 from spamjob.scoring.stages import SerialWorker, prefetch
 from spamjob.scoring.units import Unit, input_of, plan_units
-
-INT8_SAMPLE = 512  # rows of the first window scored in fp32 too: the fp32 pass costs what it measures
 
 
 @dataclass

@@ -68,17 +68,30 @@ def output_schema(inputs: list[Input], fmt: str, renamed: dict[str, str]) -> pa.
 
 @dataclass
 class Agreement:
-    """int8 against fp32 on a sample of the first window (reported, never used for the output)."""
+    """int8 against fp32 (reported, never used for the output): on a sample of this job's first
+    window (torch), or as checked when the classifier's int8 graph was made (ONNX Runtime, at no
+    cost to the job: on the classifier's test messages)."""
 
     rows: int = 0
     same: int = 0
     max_abs_diff: float = 0.0
+    measured_on: str = "the first rows of this job's first window"
+
+    @classmethod
+    def of(cls, scorer: BatchScorer) -> Agreement:
+        check = scorer.int8_check
+        if check is None:
+            return cls()
+        rows = check["messages"]
+        on = "the classifier's test messages, when its int8 ONNX graph was made"
+        return cls(rows, round(check["agreement"] * rows), check["max_abs_diff"], on)
 
     def report(self) -> dict:
         return {
             "rows_compared": self.rows,
             "same_prediction": self.same / self.rows if self.rows else None,
             "max_abs_probability_diff": self.max_abs_diff,
+            "measured_on": self.measured_on,
         }
 
 
@@ -166,7 +179,7 @@ def setup(cfg: ScoreConfig) -> ScoreJob:
         schema,
         csv,
         plan,
-        Agreement() if cfg.quantize else None,
+        Agreement.of(scorer) if cfg.quantize else None,
         me=k * world + accelerator.process_index,
         total=n * world,
         threads=threads,
