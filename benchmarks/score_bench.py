@@ -349,7 +349,10 @@ def main() -> None:
 
         n_c = a.n_spamjob or a.n
         texts_c = texts if n_c == a.n else messages(n_c, seed=1, sms=a.sms)
-        pq.write_table(pa.table({"text": texts_c}), tmp / "in.parquet", row_group_size=max(n_c // 8, 1))
+        # 8 row groups (units) for several processes, but none smaller than a default window (16,384
+        # rows): a group of a few hundred rows would cut every window, and its length sort, to its size.
+        groups = max(n_c // 8, min(n_c, 16384))
+        pq.write_table(pa.table({"text": texts_c}), tmp / "in.parquet", row_group_size=groups)
 
         with background_load(a.background_load):  # every pipeline runs beside the same competing processes
             t, _ = timed(reference_loop, clf, texts[: a.n_reference], device)
