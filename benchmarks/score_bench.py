@@ -341,6 +341,7 @@ def main() -> None:
     results = []
     with tempfile.TemporaryDirectory(prefix="score-bench-") as tmp:
         tmp = Path(tmp)
+        os.environ["SPAMJOB_CACHE"] = str(tmp / "cache")  # ONNX graphs made by this run (warm_graphs), for it
         run_dir = a.model or random_classifier(tmp / "clf", *dims, sms=a.sms)
         clf = load_classifier(run_dir)
         texts = messages(a.n, sms=a.sms)
