@@ -279,7 +279,8 @@ def warm_graphs(run_dir: Path, variants: list[str]) -> None:
     def on_ort(variant: str) -> bool:
         args = VARIANTS[variant]
         runtime = args[args.index("--runtime") + 1] if "--runtime" in args else "auto"
-        return resolve_runtime(runtime, torch.cuda.is_available()) == "onnxruntime"
+        quantize = "int8" if "int8" in variant else None
+        return resolve_runtime(runtime, torch.cuda.is_available(), quantize=quantize) == "onnxruntime"
 
     for quantize in {"int8" if "int8" in v else None for v in variants if v in VARIANTS and on_ort(v)}:
         scoring_graph(run_dir, quantize)

@@ -107,7 +107,7 @@ class ClassifyConfig(_Checked):
     """Spam when P(spam) > P [the classifier's operating point; 0.5 is the argmax]."""
     runtime: Runtime = "torch"
     """torch, or onnxruntime (`pip install 'spamjob[onnx]'`; its first use exports the classifier's graph
-    into the cache), or auto: as `spamjob score --runtime`."""
+    into the cache)."""
 
 
 @dataclass(frozen=True)

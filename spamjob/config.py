@@ -268,13 +268,16 @@ def resolve_mixed_precision(mixed_precision: str, gpu: bool) -> str:
     return "bf16" if gpu and torch.cuda.is_bf16_supported() else "no"
 
 
-def resolve_runtime(runtime: str, gpu: bool, compile: bool = False, mixed_precision: str = "auto") -> str:
-    """`auto` -> onnxruntime for CPU scoring in fp32 or int8 where the `onnx` extra is installed
-    (the faster runtime on CPU: benchmarks/RESULTS.md), else torch; other values unchanged."""
+def resolve_runtime(
+    runtime: str, gpu: bool, compile: bool = False, mixed_precision: str = "auto", quantize: str | None = None
+) -> str:
+    """`auto` -> onnxruntime for CPU scoring in int8 where the `onnx` extra is installed (well ahead of
+    torch's int8), else torch (in fp32 on a par with ONNX Runtime, with no export to make):
+    benchmarks/RESULTS.md, "ONNX Runtime inside spamjob score"; other values unchanged."""
     if runtime != "auto":
         return runtime
     import importlib.util
 
-    cpu_fp32 = not gpu and not compile and resolve_mixed_precision(mixed_precision, gpu) == "no"
+    cpu_int8 = quantize == "int8" and not gpu and not compile and resolve_mixed_precision(mixed_precision, gpu) == "no"
     installed = all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "onnx"))
-    return "onnxruntime" if cpu_fp32 and installed else "torch"
+    return "onnxruntime" if cpu_int8 and installed else "torch"

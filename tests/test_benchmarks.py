@@ -69,7 +69,7 @@ def test_score_bench_smoke_with_onnx_runtime_rows(assets, tmp_path):
             "--sms",
             str(assets["SMS"]),
             "--variants",
-            "fp32,int8,torch,onnx,onnx-int8",
+            "fp32,int8,ort,onnx,onnx-int8",
             "--json",
             str(tmp_path / "s.json"),
         ],
@@ -84,9 +84,9 @@ def test_score_bench_smoke_with_onnx_runtime_rows(assets, tmp_path):
     assert [n[:3] for n in names] == ["(a)", "(b)", "(d)", "(d)", "(c)", "(c)", "(c)"]
     assert "ONNX Runtime fp32" in names[2] and "ONNX Runtime int8" in names[3]
     assert names[4:] == [
-        "(c) spamjob score (default runtime), onnxruntime, fp32",
+        "(c) spamjob score (default runtime), torch, fp32",
         "(c) spamjob score (default runtime), onnxruntime, int8",
-        "(c) spamjob score, torch, fp32",
+        "(c) spamjob score, onnxruntime, fp32",
     ]
     assert all(x["msg_per_s"] > 0 for x in rows) and rows[2]["agreement"]["same_prediction"] == 1.0
     assert "ONNX Runtime int8" in r.stdout and "agreement with fp32" in r.stdout

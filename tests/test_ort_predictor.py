@@ -134,17 +134,16 @@ def test_one_line_errors(inputs, classifier_dir, tmp_path, monkeypatch):
     assert not (tmp_path / "o").exists()
 
 
-def test_auto_is_onnxruntime_on_cpu_where_installed_else_torch(monkeypatch):
+def test_auto_is_onnxruntime_for_cpu_int8_where_installed_else_torch(monkeypatch):
     from spamjob.config import resolve_runtime
 
-    assert resolve_runtime("auto", gpu=False) == "onnxruntime"
+    assert resolve_runtime("auto", gpu=False, quantize="int8") == "onnxruntime"
+    assert resolve_runtime("auto", gpu=False) == "torch"  # fp32: on a par, and no graph to make
     assert resolve_runtime("auto", gpu=True) == "torch"
-    assert resolve_runtime("auto", gpu=False, compile=True) == "torch"
-    assert resolve_runtime("auto", gpu=False, mixed_precision="bf16") == "torch"
-    assert resolve_runtime("torch", gpu=False) == "torch"
-    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    assert resolve_runtime("auto", gpu=False, compile=True, quantize="int8") == "torch"
+    assert resolve_runtime("onnxruntime", gpu=False) == "onnxruntime"
     monkeypatch.setattr("importlib.util.find_spec", lambda name: None if name == "onnxruntime" else object())
-    assert resolve_runtime("auto", gpu=False) == "torch"
+    assert resolve_runtime("auto", gpu=False, quantize="int8") == "torch"
 
 
 def _base(inputs: Path, classifier_dir: Path) -> list[str]:

@@ -179,7 +179,7 @@ def run_job(cfg) -> dict:
     ds, kept, named = _inputs(groups, cfg)  # columns checked before any file is written
     out.prepare(plan, cfg.overwrite, resume=False)
     num_gpus = 1 if ray.cluster_resources().get("GPU", 0) else 0  # one GPU per actor, bf16 by default
-    options["runtime"] = resolve_runtime(cfg.runtime, bool(num_gpus), False, cfg.mixed_precision)
+    options["runtime"] = resolve_runtime(cfg.runtime, bool(num_gpus), False, cfg.mixed_precision, cfg.quantize)
     scored = score_dataset(
         ds,
         cfg.model,  # a URI: each actor's node fetches it once into its cache

@@ -28,7 +28,6 @@ import torch
 from spamjob import __version__
 from spamjob.artifact import Classifier, fetch_classifier, load_classifier
 from spamjob.config import INT8_SAMPLE
-from spamjob.data import load_split
 from spamjob.errors import SpamjobError
 from spamjob.fsutil import atomic_path, cache_dir, locked, read_json, sha256_file, write_json
 from spamjob.scoring.ort_predictor import OrtPredictor, open_session, require_onnxruntime, session_settings
@@ -98,7 +97,7 @@ def scoring_graph(model: str | os.PathLike, quantize: str | None = None) -> Path
     """The classifier's graph for `spamjob score --runtime onnxruntime` (model.onnx, or
     model.int8.onnx with `quantize`): exported once per classifier and versions of spamjob, torch
     and onnxruntime into the cache, checked like every export (within TOLERANCE of spamjob, on
-    SAMPLE and 100 test messages: a graph that differs is never used), and reused after.
+    SAMPLE and INT8_SAMPLE test messages: a graph that differs is never used), and reused after.
     spamjob_onnx.json, written last, marks a folder whose graphs passed."""
     ort = require_onnxruntime("--runtime onnxruntime")
     run_dir = fetch_classifier(str(model)) if is_uri(str(model)) else Path(model)
@@ -166,6 +165,7 @@ def _quantize(out: Path, ids: list[list[int]], clf: Classifier, want: np.ndarray
 
 def sample_texts(clf: Classifier, limit: int = 500) -> list[str]:
     """SAMPLE plus up to `limit` messages of the run's test split (when its data folder is there)."""
+    from spamjob.data import load_split  # pandas: only when a graph is made, not when a job finds it cached
 
     folder = (clf.config.get("data") or {}).get("folder")
     try:

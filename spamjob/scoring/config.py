@@ -57,8 +57,8 @@ class ScoreConfig:
     runtime: Runtime = "auto"
     """What runs the model. torch; onnxruntime (CPU, fp32 or --quantize int8; `pip install
     'spamjob[onnx]'`): the graph of spamjob's own ONNX export, made once per classifier into the
-    cache and checked against torch within 1e-4; auto: onnxruntime for CPU fp32/int8 scoring where
-    it is installed, else torch."""
+    cache and checked against torch within 1e-4; auto: onnxruntime for CPU --quantize int8 where it
+    is installed, else torch."""
     threshold: float | None = option(None, metavar="P")
     """Spam when P(spam) > P [the classifier's operating point from training, config.json; 0.5 is the
     argmax of the two logits]."""

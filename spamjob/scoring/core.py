@@ -78,7 +78,7 @@ class BatchScorer:
         if quantize == "int8" and gpu:
             raise SpamjobError("--quantize int8 is for CPU scoring (dynamic int8 kernels); on GPU use bf16")
         self.mixed_precision, self.quantize = resolve_mixed_precision(mixed_precision, gpu), quantize
-        runtime = resolve_runtime(runtime, gpu, compile, self.mixed_precision)
+        runtime = resolve_runtime(runtime, gpu, compile, self.mixed_precision, quantize)
         check_runtime(runtime, gpu, compile, self.mixed_precision)
         # The tokenizer processes start first: they load their tokenizers while the model loads.
         self.tokenize = TokenizerPool(None, Path(model) / "tokenizer", tokenize_workers)
