@@ -57,7 +57,7 @@ class BatchScorer:
     intra-op threads are set to 1 for the process (`spamjob score` picks one worker per CPU it
     may use; see spamjob.threads). `runtime` "onnxruntime" (CPU, fp32 or int8): the model runs
     on ONNX Runtime, the graph of spamjob's own export (spamjob.export.onnx.scoring_graph);
-    "auto": that where it can, else torch (spamjob.config.resolve_runtime)."""
+    "auto": ONNX Runtime for CPU int8 where it is installed, else torch (config.resolve_runtime)."""
 
     def __init__(
         self,
@@ -84,30 +84,25 @@ class BatchScorer:
         self.tokenize = TokenizerPool(None, Path(model) / "tokenizer", tokenize_workers)
         try:
             self.classifier = clf = load_classifier(model, weights=runtime == "torch")
+            self.tokenize.tok = clf.tokenizer  # the calling thread's tokenizer (small windows)
+            self.threshold = clf.threshold if threshold is None else float(threshold)  # spam when P(spam) > it
+            batch_tokens = batch_tokens or (65536 if gpu else 512)
+            if workers > 1 and torch.get_num_threads() != 1:
+                torch.set_num_threads(1)
+            self.reference: Predictor | OrtPredictor | None = None  # fp32, to measure what int8 changes
+            self.session: dict | None = None  # ONNX Runtime's settings
+            self.int8_check: dict | None = None  # ONNX Runtime: the int8 graph's check when it was made
+            if runtime == "onnxruntime":
+                self._on_onnxruntime(model, batch_tokens, workers)
+            else:
+                self._on_torch(device, batch_tokens, workers, compile)
         except BaseException:
             self.tokenize.close()
             raise
-        self.tokenize.tok = clf.tokenizer  # the calling thread's tokenizer (small windows)
-        self.threshold = clf.threshold if threshold is None else float(threshold)  # spam when P(spam) > it
-        batch_tokens = batch_tokens or (65536 if gpu else 512)
-        if workers > 1 and torch.get_num_threads() != 1:
-            torch.set_num_threads(1)
-        self.reference: Predictor | OrtPredictor | None = None  # fp32, to measure what int8 changes
-        self.session: dict | None = None  # ONNX Runtime's settings
-        self.int8_check: dict | None = None  # ONNX Runtime: the int8 graph's agreement, measured when it was made
-        if runtime == "onnxruntime":
-            from spamjob.export.onnx import scoring_graph  # the exporter: for this optional runtime only
 
-            self.session = session_settings(workers)
-            graph = scoring_graph(model, quantize)
-            self.predictor = OrtPredictor(clf, open_session(graph, self.session), batch_tokens, workers)
-            check = read_json(graph.parent / "spamjob_onnx.json")["checked_with_onnxruntime"].get("int8")
-            if quantize == "int8" and check["messages"] >= INT8_SAMPLE:
-                self.int8_check = check
-            elif quantize == "int8":  # too few messages were at hand then (no test split): sample this job
-                fp32 = graph.with_name("model.onnx")
-                self.reference = OrtPredictor(clf, open_session(fp32, self.session), batch_tokens, workers)
-        elif quantize == "int8":
+    def _on_torch(self, device: torch.device, batch_tokens: int, workers: int, compile: bool) -> None:
+        clf = self.classifier
+        if self.quantize == "int8":
             self.reference = Predictor(clf, device, "no", batch_tokens, workers)
             quantized = copy.copy(clf)
             quantized.model = torch.ao.quantization.quantize_dynamic(clf.model, {torch.nn.Linear}, dtype=torch.qint8)
@@ -116,6 +111,23 @@ class BatchScorer:
             self.predictor = Predictor(clf, device, self.mixed_precision, batch_tokens, workers)
         if compile:
             self.predictor.model = torch.compile(self.predictor.model, dynamic=True)
+
+    def _on_onnxruntime(self, model: str | os.PathLike, batch_tokens: int, workers: int) -> None:
+        """The classifier's cached, checked graph in one session; int8's agreement from the graph's
+        check when that saw at least INT8_SAMPLE messages, else from a sample of the job (fp32 graph)."""
+        from spamjob.export.onnx import scoring_graph  # the exporter: for this optional runtime only
+
+        clf, self.session = self.classifier, session_settings(workers)
+        graph = scoring_graph(model, self.quantize)
+        self.predictor = OrtPredictor(clf, open_session(graph, self.session), batch_tokens, workers)
+        if self.quantize != "int8":
+            return
+        check = read_json(graph.parent / "spamjob_onnx.json")["checked_with_onnxruntime"]["int8"]
+        if check["messages"] >= INT8_SAMPLE:
+            self.int8_check = check
+        else:  # too few messages were at hand then (no test split): sample this job
+            fp32 = open_session(graph.with_name("model.onnx"), self.session)
+            self.reference = OrtPredictor(clf, fp32, batch_tokens, workers)
 
     @property
     def runtime_record(self) -> dict:
