@@ -121,6 +121,25 @@ def test_a_rerun_with_the_other_runtime_is_another_job(inputs, classifier_dir, b
     assert r.exit_code == 0, r.output
 
 
+def test_classify_on_onnxruntime_gives_torchs_labels(classifier_dir):
+    from click.testing import CliRunner
+
+    from spamjob.cli import cli
+
+    texts = ["WIN a free prize now!!", "see you at 5", "free " * 300, "hi <|endoftext|> there"]
+    rows = {}
+    for runtime in ("torch", "onnxruntime"):
+        r = CliRunner().invoke(
+            cli, ["classify", "--model", str(classifier_dir), "--json", "--runtime", runtime, *texts]
+        )
+        assert r.exit_code == 0, r.output
+        rows[runtime] = [json.loads(line) for line in r.output.splitlines()]
+    threshold = json.loads((classifier_dir / "config.json").read_text())["operating_point"]["threshold"]
+    for a, b in zip(rows["torch"], rows["onnxruntime"]):
+        assert a["truncated"] == b["truncated"] and abs(a["spam_probability"] - b["spam_probability"]) <= 1e-4
+        assert a["label"] == b["label"] or abs(a["spam_probability"] - threshold) <= 1e-4
+
+
 def test_one_line_errors(inputs, classifier_dir, tmp_path, monkeypatch):
     args = [str(inputs), "--model", str(classifier_dir), "--out", str(tmp_path / "o"), "--runtime", "onnxruntime"]
     r = score(*args, "--mixed-precision", "bf16")
