@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -95,15 +96,23 @@ def ray_cluster():
 def test_ray_scores_like_spamjob(ray_cluster, rows, by_spamjob, classifier_dir, tmp_path):
     from spamjob.engines.ray import Scorer, score_dataset
 
+    met = tmp_path / "actors"
+    met.mkdir()
+
     class WithPid(Scorer):
         def __call__(self, batch):
+            (met / str(os.getpid())).touch()
+            deadline = time.monotonic() + 120  # each actor's first batch waits for the other's: the pool,
+            while len(os.listdir(met)) < 2 and time.monotonic() < deadline:  # which sends each block to
+                time.sleep(0.05)  # the least busy actor, must use both whatever the machine's load
             out = super().__call__(batch)
             return out.append_column("pid", pa.array([os.getpid()] * out.num_rows, pa.int64()))
 
     ds = ray_cluster.data.read_parquet(str(rows))
     scored = score_dataset(ds, str(classifier_dir), actors=2, batch_rows=50, scorer=WithPid).materialize()
     table = pa.concat_tables(ray_cluster.get(scored.to_arrow_refs()))
-    assert table.num_rows == 400 and len(set(table.column("pid").to_pylist())) == 2  # 2 actors on 2 CPUs, both busy
+    pids = table.column("pid").to_pylist()
+    assert table.num_rows == 400 and len(set(pids)) == 2, {p: pids.count(p) for p in set(pids)}  # 2 actors on 2 CPUs
     same_predictions(table.to_pandas(), pd.read_parquet(by_spamjob / "predictions"))
     scored.drop_columns(["pid"]).write_parquet(str(tmp_path / "predictions"))  # Ray's own writer and file names
     same_report(tmp_path, by_spamjob)
