@@ -8,13 +8,17 @@ by side in one run on the same graph and messages:
     workers: one session, W threads each running their own batches on one intra-op thread,
              no spinning (W = the CPUs this process may use);
     pool:    one caller, one session with W intra-op threads, spinning (ONNX Runtime's default);
-    pool, no spinning: the same with spinning off.
+    pool, no spinning: the same with spinning off;
+(3) with --exporters, instead: the graphs of the TorchScript exporter (deprecated) and of the
+    dynamo one (spamjob's), each exported in a fresh process as a job's first run does
+    (export, check against spamjob, int8): seconds, largest difference, fp32 and int8 msg/s.
 
 Every pass tokenizes, length-sorts and batches as `spamjob score` does (OrtPredictor, 512 padded
 tokens per batch). The classifier is gpt2-small-sized with random weights (--model RUN_DIR for
 a trained one), messages resampled from the SMS Spam Collection.
 
     python benchmarks/ort_bench.py                    # 2,000 messages, gpt2-small dims
+    python benchmarks/ort_bench.py --exporters        # the exporters compared
     python benchmarks/ort_bench.py --smoke            # tiny, for CI
 """
 
@@ -23,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import subprocess
 import sys
 import tempfile
 import time
@@ -72,12 +77,39 @@ def timed_pass(clf, graph: Path, settings: dict, workers: int, ids) -> tuple[flo
     return seconds, probs
 
 
+EXPORT = """
+import sys, time
+from spamjob.export import onnx
+onnx.exporter = lambda: sys.argv[1]
+t = time.perf_counter()
+meta = onnx.export_onnx(sys.argv[2], sys.argv[3], "int8", test_messages=int(sys.argv[4]))
+print(time.perf_counter() - t, meta["checked_with_onnxruntime"]["fp32"]["max_abs_diff"])
+"""
+
+
+def exporters(run_dir: Path, clf, ids, tmp: Path, cpus: int, checked: int) -> list[dict]:
+    """Each exporter in a fresh process (imports included), then its graphs' speed in this one."""
+    rows = []
+    for how in ("torchscript", "dynamo"):
+        out = tmp / how
+        args = [sys.executable, "-c", EXPORT, how, str(run_dir), str(out), str(checked)]
+        seconds, diff = map(float, subprocess.run(args, check=True, capture_output=True, text=True).stdout.split())
+        settings, workers = layouts(cpus)["workers"]
+        fp32, _ = timed_pass(clf, out / "model.onnx", settings, workers, ids)
+        int8, _ = timed_pass(clf, out / "model.int8.onnx", settings, workers, ids)
+        rows.append(
+            {"part": "exporter", "name": how, "export_s": seconds, "max_abs_diff": diff, "fp32_s": fp32, "int8_s": int8}
+        )
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=2000, help="messages per pass")
     ap.add_argument("--model", type=Path, help="a trained run folder instead of random gpt2-small weights")
     ap.add_argument("--background-load", type=int, default=1, metavar="N", help="busy processes for the loaded runs")
     ap.add_argument("--smoke", action="store_true", help="2-layer 32-dim model, 200 messages")
+    ap.add_argument("--exporters", action="store_true", help="compare the exporters' graphs (part 3) only")
     ap.add_argument("--sms", type=Path, default=SMS)
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
@@ -97,6 +129,9 @@ def main() -> None:
         clf = load_classifier(run_dir)
         texts = messages(n, seed=5, sms=a.sms)
         ids = encode(clf.tokenizer, texts)
+        if a.exporters:
+            print_exporters(exporters(run_dir, clf, ids, tmp, cpus, 32), n, dims, cpus)
+            return
         export_onnx(run_dir, tmp / "onnx", texts=texts[:32])
         fp32 = tmp / "onnx" / "model.onnx"
         settings, workers = layouts(cpus)["workers"]
@@ -129,6 +164,17 @@ def main() -> None:
         print(f"| {r['name']} | {r['load']} | {r['msg_per_s']:,.1f} | {r['msg_per_s'] / base['msg_per_s']:.2f}x |")
     if a.json:
         a.json.write_text(json.dumps({"machine": machine(), "rows": rows}, indent=2))
+
+
+def print_exporters(rows: list[dict], n: int, dims: tuple, cpus: int) -> None:
+    print(
+        f"# ort_bench --exporters: {n:,} messages, {dims[0]} layers x {dims[1]} dims; {machine()}; usable CPUs: {cpus}"
+    )
+    print("| exporter | export + check + int8, fresh process (s) | max abs diff vs spamjob | fp32 msg/s | int8 msg/s |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        speeds = f"{n / r['fp32_s']:,.1f} | {n / r['int8_s']:,.1f}"
+        print(f"| {r['name']} | {r['export_s']:.1f} | {r['max_abs_diff']:.1e} | {speeds} |")
 
 
 if __name__ == "__main__":

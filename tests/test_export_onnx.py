@@ -62,6 +62,7 @@ def test_onnx_runtime_gives_spamjob_probabilities(classifier_dir, exported, text
     meta = json.loads((exported / "spamjob_onnx.json").read_text())
     assert meta["inputs"] == ["input_ids", "attention_mask"] and meta["spam_threshold"] == clf.threshold
     assert meta["checked_with_onnxruntime"]["fp32"]["max_abs_diff"] <= 1e-4
+    assert meta["checked_with_onnxruntime"]["fp32"]["exporter"] == "dynamo"  # the extra brings onnxscript
     assert (exported / "tokenizer" / "encoder.json").is_file() and (exported / "README.md").is_file()
 
 
@@ -110,6 +111,28 @@ def test_last_pooling_exports_with_rows_padded_to_max_length(data_dir, tmp_path,
     assert meta["pooling"] == "last" and meta["pad_to_max_length"] and clf.padding == "fixed"
     got = run_graph(tmp_path / "onnx" / "model.onnx", texts, clf, pad_to=clf.max_length)
     np.testing.assert_allclose(got, clf.spam_probability(texts)[0], atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("how", ["dynamo", "torchscript"])
+def test_either_exporter_with_weights_beside_the_graph(how, classifier_dir, tmp_path, texts, monkeypatch):
+    """The deprecated TorchScript exporter (older torch, no onnxscript) gives the same probabilities;
+    past EXTERNAL_DATA_BYTES (large GPT-2s: protobuf stops at 2 GiB) the weights go to model.onnx.data."""
+    from spamjob.artifact import load_classifier
+    from spamjob.export import onnx
+
+    monkeypatch.setattr(onnx, "exporter", lambda: how)
+    monkeypatch.setattr(onnx, "EXTERNAL_DATA_BYTES", 0)
+    meta = onnx.export_onnx(classifier_dir, tmp_path / "onnx", "int8" if how == "dynamo" else None, texts=texts)
+    assert meta["checked_with_onnxruntime"]["fp32"]["exporter"] == how
+    files = {f.name for f in (tmp_path / "onnx").iterdir()} - {"model.int8.onnx"}
+    assert files == {"README.md", "model.onnx", "model.onnx.data", "spamjob_onnx.json", "tokenizer"}  # no temporaries
+    assert how != "dynamo" or meta["checked_with_onnxruntime"]["int8"]["agreement"] >= 0.95
+    weights = (tmp_path / "onnx" / "model.onnx.data").stat().st_size
+    assert weights > 10 * (tmp_path / "onnx" / "model.onnx").stat().st_size
+    clf = load_classifier(classifier_dir)
+    np.testing.assert_allclose(
+        run_graph(tmp_path / "onnx" / "model.onnx", texts, clf), clf.spam_probability(texts)[0], atol=1e-4, rtol=0
+    )
 
 
 def test_one_line_errors(classifier_dir, tmp_path, monkeypatch):

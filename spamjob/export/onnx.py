@@ -14,12 +14,16 @@ agreement with fp32 spamjob is measured on the same messages and written down.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import importlib.util
 import inspect
 import logging
 import os
 import shutil
+import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +40,8 @@ from spamjob.text import PAD_ID, TOKENIZER_FILES, encode, tokenizer_files
 from spamjob.threads import usable_cpus
 
 INPUTS, OUTPUTS = ("input_ids", "attention_mask"), ("logits", "spam_probability")
-OPSET = 17
+OPSET = 18  # the dynamo exporter's own; ONNX Runtime >= 1.14 runs it
+EXTERNAL_DATA_BYTES = 1 << 30  # weights past this go to model.onnx.data (protobuf stops at 2 GiB)
 TOLERANCE = 1e-4  # fp32 ONNX Runtime vs spamjob, largest |difference| in P(spam)
 # Dynamic int8: only the MatMuls with constant weights (the Linear layers, as torch's dynamic int8
 # quantizes), per-channel weight scales (benchmarks/ort_bench.py: label agreement with fp32).
@@ -76,7 +81,7 @@ def export_onnx(
     clf = load_classifier(run_dir)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    _export_graph(clf, out / "model.onnx")
+    how = _export_graph(clf, out / "model.onnx")
     texts = texts or sample_texts(clf, test_messages)
     want = np.asarray(clf.spam_probability(texts)[0])
     ids = encode(clf.tokenizer, texts)
@@ -84,7 +89,7 @@ def export_onnx(
     diff = float(np.abs(got - want).max())
     if diff > TOLERANCE:
         raise SpamjobError(f"the ONNX graph differs from spamjob by {diff:.2e} > {TOLERANCE:g}; not exported")
-    checks = {"fp32": {"messages": len(texts), "max_abs_diff": diff}}
+    checks = {"fp32": {"messages": len(texts), "max_abs_diff": diff, "exporter": how}}
     if quantize == "int8":
         checks["int8"] = _quantize(out, ids, clf, want)
     meta = describe(clf, checks)
@@ -102,7 +107,7 @@ def scoring_graph(model: str | os.PathLike, quantize: str | None = None) -> Path
     ort = require_onnxruntime("--runtime onnxruntime")
     run_dir = fetch_classifier(str(model)) if is_uri(str(model)) else Path(model)
     weights = read_json(run_dir / "config.json").get("model_sha256") or sha256_file(run_dir / "model.safetensors")
-    made_by = f"{weights} spamjob {__version__} torch {torch.__version__} onnxruntime {ort.__version__}"
+    made_by = f"{weights} spamjob {__version__} torch {torch.__version__} {exporter()} onnxruntime {ort.__version__}"
     key = hashlib.sha256(made_by.encode()).hexdigest()[:16]
     folder = cache_dir() / "onnx" / key
     with locked(folder.with_name(f"{key}.lock")):
@@ -113,28 +118,90 @@ def scoring_graph(model: str | os.PathLike, quantize: str | None = None) -> Path
     return folder / ("model.int8.onnx" if quantize else "model.onnx")
 
 
-def _export_graph(clf: Classifier, path: Path) -> None:
-    """torch.onnx.export with dynamic batch and sequence axes, written under a temporary name."""
+def _export_graph(clf: Classifier, path: Path) -> str:
+    """The graph at `path` with dynamic batch and sequence axes, by the exporter `exporter()` picks;
+    weights past EXTERNAL_DATA_BYTES go to `path`.data beside it. Both appear whole or not at all."""
     width = clf.max_length if clf.padding == "fixed" else min(clf.max_length, 8)
     example = (torch.full((2, width), PAD_ID, dtype=torch.long), torch.ones((2, width), dtype=torch.long))
+    external = sum(p.numel() * p.element_size() for p in clf.model.parameters()) > EXTERNAL_DATA_BYTES
+    how = exporter()
+    with tempfile.TemporaryDirectory(prefix=".export-", dir=path.parent) as tmp, torch.no_grad():
+        made = Path(tmp) / path.name
+        if how == "dynamo":
+            _by_dynamo(_Graph(clf).eval(), example, made, external, clf.max_length)
+        else:
+            _by_torchscript(_Graph(clf).eval(), example, made, external)
+        for part in sorted(Path(tmp).iterdir(), key=lambda f: f == made):  # the weights first, the graph last
+            os.replace(part, path.parent / part.name)
+    return how
+
+
+def exporter() -> str:
+    """ "dynamo" (torch.export and onnxscript, the maintained exporter: the `onnx` extra brings
+    onnxscript) where torch has it; "torchscript" (deprecated) on older torch or without onnxscript.
+    Both give graphs within TOLERANCE of spamjob (tests/test_export.py)."""
+    if "dynamo" not in inspect.signature(torch.onnx.export).parameters:
+        return "torchscript"
+    return "dynamo" if importlib.util.find_spec("onnxscript") else "torchscript"
+
+
+def _by_dynamo(graph: torch.nn.Module, example: tuple, path: Path, external: bool, longest: int) -> None:
+    dims = {0: torch.export.Dim("batch"), 1: torch.export.Dim("sequence", max=longest)}
+    with warnings.catch_warnings(), _quiet("torch.onnx", "torch.export", "onnxscript"):
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            graph,
+            example,
+            dynamo=True,
+            input_names=list(INPUTS),
+            output_names=list(OUTPUTS),
+            dynamic_shapes=(dims, dims),
+            opset_version=OPSET,
+            optimize=True,
+            verbose=False,
+        )
+    program.save(str(path), external_data=external)
+
+
+def _by_torchscript(graph: torch.nn.Module, example: tuple, path: Path, external: bool) -> None:
     axes = {name: {0: "batch", 1: "sequence"} for name in INPUTS} | {
         "logits": {0: "batch"},
         "spam_probability": {0: "batch"},
     }
-    # The TorchScript exporter (torch >= 2.9 defaults to the dynamo one, which needs onnxscript).
     legacy = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
-    with atomic_path(path) as tmp, torch.no_grad(), warnings.catch_warnings():
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer notes on the context-length check and indexing: expected
         torch.onnx.export(
-            _Graph(clf).eval(),
+            graph,
             example,
-            str(tmp),
+            str(path),
             input_names=list(INPUTS),
             output_names=list(OUTPUTS),
             dynamic_axes=axes,
             opset_version=OPSET,
             **legacy,
         )
+    if external:  # one weights file beside the graph, as the dynamo exporter writes
+        import onnx
+
+        model = onnx.load(str(path))
+        for f in path.parent.iterdir():
+            if f != path:
+                f.unlink()
+        onnx.save(model, str(path), save_as_external_data=True, location=path.name + ".data")
+
+
+@contextlib.contextmanager
+def _quiet(*loggers: str) -> Iterator[None]:
+    """Errors only from these loggers (the exporter's notes on optional ops and its progress)."""
+    saved = [(logging.getLogger(n), logging.getLogger(n).level) for n in loggers]
+    for logger, _ in saved:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in saved:
+            logger.setLevel(level)
 
 
 def probabilities(graph: Path, ids: list[list[int]], clf: Classifier, batch_tokens: int = 4096) -> np.ndarray:
