@@ -16,7 +16,7 @@ from spamjob import __version__, stores
 from spamjob.config import LABELS, GPTConfig
 from spamjob.errors import SpamjobError, first_line
 from spamjob.fsutil import atomic_path, cache_dir, locked, read_json, sha256_file, write_json
-from spamjob.model import GPTModel, SpamClassifier
+from spamjob.model import GPTModel, SpamClassifier, empty_modules
 from spamjob.operating import threshold_of
 from spamjob.scoring.predictor import Predictor
 from spamjob.text import PAD_ID, TOKENIZER_FILES, encode, load_tokenizer, tokenizer_files
@@ -151,7 +151,7 @@ def _load_model(run_dir: Path, cfg: dict, device: str | torch.device) -> SpamCla
     from safetensors.torch import load_file
 
     arch = GPTConfig.from_dict(cfg["architecture"])
-    with torch.device("meta"):
+    with empty_modules():
         gpt = GPTModel(arch)
         gpt.out_head = torch.nn.Linear(arch.emb_dim, cfg["num_classes"])
     try:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from spamjob.config import GPTConfig, Pooling, Trainable
 from spamjob.errors import SpamjobError
@@ -14,6 +17,28 @@ from spamjob.fields import choices
 
 FREEZE_POLICIES = tuple(p for p in choices(Trainable) if p != "lora")  # LoRA: peft's adapters (train.py)
 POOLINGS = choices(Pooling)
+RANDOM_FILLS = frozenset(
+    {"normal_", "uniform_", "kaiming_uniform_", "kaiming_normal_", "xavier_uniform_", "trunc_normal_"}
+)
+
+
+class _SkipRandomFills(TorchFunctionMode):
+    """Random initialisation of meta tensors skipped: torch runs it through Python decompositions
+    that import torch._dynamo (about 1 s of a scoring process's start) for weights loaded next."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        tensor = args[0] if args else kwargs.get("tensor")  # torch.nn.init passes it by name
+        if getattr(func, "__name__", "") in RANDOM_FILLS and getattr(tensor, "is_meta", False):
+            return tensor
+        return func(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def empty_modules() -> Iterator[None]:
+    """Modules built inside have meta tensors, uninitialised: for weights assigned next."""
+    with torch.device("meta"), _SkipRandomFills():
+        yield
 
 
 class MultiHeadAttention(nn.Module):

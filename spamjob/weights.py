@@ -12,7 +12,7 @@ from spamjob.config import HF_REPOS, OPENAI_NAMES, GPTConfig, canonical_size, co
 from spamjob.errors import SpamjobError, first_line
 from spamjob.fetch import download, is_offline
 from spamjob.fsutil import cache_dir, read_json
-from spamjob.model import GPTModel, generate_greedy
+from spamjob.model import GPTModel, empty_modules, generate_greedy
 from spamjob.text import TOKENIZER_FILES, encode, load_tokenizer
 
 HF_FILES = ("config.json", "model.safetensors", "vocab.json", "merges.txt")
@@ -250,7 +250,7 @@ def load_folder(folder: str | os.PathLike) -> GPTModel:
     cfg = read_config(folder)
     raw = read_hf_state(folder) if detect_layout(folder) == "hf" else read_openai_state(folder)
     state = to_spamjob_state(raw, cfg)
-    with torch.device("meta"):  # no random init of weights that are overwritten next
+    with empty_modules():  # no random init of weights that are overwritten next
         model = GPTModel(cfg)
     try:
         model.load_state_dict(state, strict=True, assign=True)

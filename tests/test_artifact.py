@@ -88,3 +88,20 @@ def test_folders_that_are_not_a_classifier(saved, tmp_path):
     with pytest.raises(SpamjobError, match="cannot load .*model.safetensors") as e:
         load_classifier(folder)
     assert "\n" not in str(e.value)
+
+
+def test_loading_skips_random_init_and_torch_dynamo(saved):
+    """Modules are built empty on the meta device (their weights assigned from the file): no random
+    fill, which on meta tensors would import torch._dynamo (about 1 s of every scoring start)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nfrom spamjob.artifact import load_classifier\n"
+        f"load_classifier({str(saved[1])!r}).spam_probability(['hi'])\nprint('torch._dynamo' in sys.modules)"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.split() == ["False"], r.stderr
+    torch.manual_seed(0)
+    built = GPTModel(GPTConfig(vocab_size=50, context_length=8, emb_dim=8, n_heads=2, n_layers=1))
+    assert built.token_emb.weight.std() > 0.5  # outside empty_modules(), torch's own initialisation

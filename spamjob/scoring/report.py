@@ -291,16 +291,14 @@ def plot(path: Path, r: dict) -> Path | None:
     """Confusion matrix and precision/recall curve (when labels exist) and spam-probability histogram;
     None, with a warning, where matplotlib cannot be imported (the figures are in report.json)."""
     try:
-        import matplotlib
+        from matplotlib.figure import Figure  # not pyplot: no GUI state, and 0.2 s less to import
     except ImportError as e:
         say(f"warning: no {path.name}: matplotlib cannot be imported ({e}); report.json and report.md are complete")
         return None
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     with_labels = r["accuracy"] is not None
-    fig, axes = plt.subplots(1, 3 if with_labels else 1, figsize=(13 if with_labels else 5, 3.5))
+    fig = Figure(figsize=(13 if with_labels else 5, 3.5))
+    axes = fig.subplots(1, 3 if with_labels else 1)
     axes = list(axes) if with_labels else [axes]
     if with_labels:
         _confusion_panel(axes.pop(0), r)
@@ -315,7 +313,6 @@ def plot(path: Path, r: dict) -> Path | None:
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
     return path
 
 
