@@ -131,6 +131,8 @@ def _export_graph(clf: Classifier, path: Path) -> str:
             _by_dynamo(_Graph(clf).eval(), example, made, external, clf.max_length)
         else:
             _by_torchscript(_Graph(clf).eval(), example, made, external)
+        if not external:  # no weights file of an earlier, larger export left beside the graph
+            path.with_name(path.name + ".data").unlink(missing_ok=True)
         for part in sorted(Path(tmp).iterdir(), key=lambda f: f == made):  # the weights first, the graph last
             os.replace(part, path.parent / part.name)
     return how
@@ -139,7 +141,7 @@ def _export_graph(clf: Classifier, path: Path) -> str:
 def exporter() -> str:
     """ "dynamo" (torch.export and onnxscript, the maintained exporter: the `onnx` extra brings
     onnxscript) where torch has it; "torchscript" (deprecated) on older torch or without onnxscript.
-    Both give graphs within TOLERANCE of spamjob (tests/test_export.py)."""
+    Both give graphs within TOLERANCE of spamjob (tests/test_export_onnx.py)."""
     if "dynamo" not in inspect.signature(torch.onnx.export).parameters:
         return "torchscript"
     return "dynamo" if importlib.util.find_spec("onnxscript") else "torchscript"
@@ -213,14 +215,9 @@ def _quantize(out: Path, ids: list[list[int]], clf: Classifier, want: np.ndarray
     """model.int8.onnx and how often its labels agree with fp32 spamjob's."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)  # its advice to pre-process the graph is for convolutional nets
-    try:
-        with atomic_path(out / "model.int8.onnx") as tmp:
-            quantize_dynamic(str(out / "model.onnx"), str(tmp), weight_type=QuantType.QInt8, **INT8_OPTIONS)
-    finally:
-        root.setLevel(level)
+    # "" is the root logger, where it advises pre-processing the graph (advice for convolutional nets)
+    with _quiet(""), atomic_path(out / "model.int8.onnx") as tmp:
+        quantize_dynamic(str(out / "model.onnx"), str(tmp), weight_type=QuantType.QInt8, **INT8_OPTIONS)
     got = probabilities(out / "model.int8.onnx", ids, clf)
     t = clf.threshold
     return {
