@@ -142,9 +142,12 @@ def exporter() -> str:
     """ "dynamo" (torch.export and onnxscript, the maintained exporter: the `onnx` extra brings
     onnxscript) where torch has it; "torchscript" (deprecated) on older torch or without onnxscript.
     Both give graphs within TOLERANCE of spamjob (tests/test_export_onnx.py)."""
-    if "dynamo" not in inspect.signature(torch.onnx.export).parameters:
-        return "torchscript"
-    return "dynamo" if importlib.util.find_spec("onnxscript") else "torchscript"
+    return "dynamo" if _has_dynamo_export() and importlib.util.find_spec("onnxscript") else "torchscript"
+
+
+def _has_dynamo_export() -> bool:
+    """torch.onnx.export takes `dynamo=` (torch >= 2.5; it defaults to True from 2.9)."""
+    return "dynamo" in inspect.signature(torch.onnx.export).parameters
 
 
 def _by_dynamo(graph: torch.nn.Module, example: tuple, path: Path, external: bool, longest: int) -> None:
@@ -170,7 +173,7 @@ def _by_torchscript(graph: torch.nn.Module, example: tuple, path: Path, external
         "logits": {0: "batch"},
         "spam_probability": {0: "batch"},
     }
-    legacy = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
+    legacy = {"dynamo": False} if _has_dynamo_export() else {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer notes on the context-length check and indexing: expected
         torch.onnx.export(
