@@ -107,7 +107,7 @@ class ClassifyConfig(_Checked):
     """Spam when P(spam) > P [the classifier's operating point; 0.5 is the argmax]."""
     runtime: Runtime = "torch"
     """torch, or onnxruntime (`pip install 'spamjob[onnx]'`; its first use exports the classifier's graph
-    into the cache)."""
+    into the cache); auto picks as `spamjob score` does, which with no int8 here means torch."""
 
 
 @dataclass(frozen=True)
