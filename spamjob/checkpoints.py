@@ -8,6 +8,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from spamjob.accelerated import unwrap
 from spamjob.config import TrainConfig
 from spamjob.console import say
 from spamjob.errors import SpamjobError
@@ -86,7 +87,7 @@ def save_trainable_only(accelerator) -> None:
 
     def hook(models, weights, output_dir):
         for model, state in zip(models, weights):
-            keep = {n for n, p in accelerator.unwrap_model(model).named_parameters() if p.requires_grad}
+            keep = {n for n, p in unwrap(model).named_parameters() if p.requires_grad}
             for name in [k for k in state if k.removeprefix("module.") not in keep]:
                 del state[name]
 

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from spamjob.accelerated import unwrap
 from spamjob.batches import make_loader, to_device
 from spamjob.console import say
 from spamjob.data import SPLITS
@@ -20,7 +21,7 @@ def eval_pair(run: Run, num_batches: int, what: str) -> list[float]:
     """[train, validation] mean batch loss (`loss`) or accuracy over `num_batches` batches of each,
     summed over processes (a sync point)."""
     accelerator = run.accelerator
-    model = accelerator.unwrap_model(run.classifier)
+    model = unwrap(run.classifier)
     sums = torch.stack(
         [
             evaluate_sums(model, loader, accelerator.device, accelerator.autocast, num_batches)
@@ -73,7 +74,7 @@ def evaluate(run: Run) -> dict:
     """Accuracy and loss on the full splits (every row of every slice once, sums over processes), and
     the operating point: the threshold run.cfg.threshold_rule picks on validation, applied to test."""
     accelerator = run.accelerator
-    model = accelerator.unwrap_model(run.classifier)
+    model = unwrap(run.classifier)
     final, probs = {}, {}
     for name in SPLITS:
         rank_slice = run.slices[name]

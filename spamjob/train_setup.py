@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
-from spamjob import processes
+from spamjob import accelerated, processes
 from spamjob.batches import PrefixCache, RankSlice, make_loader
 from spamjob.checkpoints import save_trainable_only
 from spamjob.config import TrainConfig, resolve_mixed_precision
@@ -20,6 +20,7 @@ from spamjob.console import say
 from spamjob.data import SPLITS, load_split, prepare
 from spamjob.errors import SpamjobError
 from spamjob.model import GPTModel, SpamClassifier, first_trainable_block, freeze, replace_head
+from spamjob.optimizer import AdamW
 from spamjob.text import load_tokenizer
 from spamjob.weights import load_gpt
 
@@ -134,8 +135,8 @@ def build_optimizer(gpt: GPTModel, cfg: TrainConfig, accelerator) -> tuple[torch
     # Reference compute keeps torch's default AdamW kernel (the book's run, bit for bit);
     # fast compute the fused kernel: one call per step instead of ~5 ops per parameter tensor.
     fused = cfg.compute == "fast" and device_supports_fused(accelerator.device)
-    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)
-    classifier, optimizer = accelerator.prepare(classifier, optimizer)
+    optimizer = AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)
+    classifier, optimizer = accelerated.prepare(accelerator, classifier, optimizer)
     save_trainable_only(accelerator)
     return classifier, optimizer
 

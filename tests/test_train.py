@@ -26,19 +26,34 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = ["--weights", "random", "--n-layers", "2", "--emb-dim", "32", "--n-heads", "2"]
 
 
-def train(*args: str) -> subprocess.CompletedProcess:
+def train(*args: str, python: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "spamjob.cli", "train", *args], capture_output=True, text=True, timeout=600
+        [sys.executable, *python, "-m", "spamjob.cli", "train", *args], capture_output=True, text=True, timeout=600
     )
 
 
 @pytest.fixture(scope="module")
-def run_dir(data_dir, tmp_path_factory) -> Path:
+def imports_and_run_dir(data_dir, tmp_path_factory) -> tuple[set[str], Path]:
+    """A one-epoch run through the CLI (a checkpoint included) and the modules it imported."""
     out = tmp_path_factory.mktemp("run") / "r"
-    r = train("--data", str(data_dir), *TINY, "--epochs", "1", "--out", str(out))
+    r = train("--data", str(data_dir), *TINY, "--epochs", "1", "--out", str(out), python=("-X", "importtime"))
     assert r.returncode == 0, r.stderr
     assert "accuracy: train" in r.stdout and f"in {out}" in r.stdout
-    return out
+    imported = {line.split("|")[-1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}
+    return imported, out
+
+
+@pytest.fixture(scope="module")
+def run_dir(imports_and_run_dir) -> Path:
+    return imports_and_run_dir[1]
+
+
+def test_one_process_training_imports_neither_torch_dynamo_nor_dtensor(imports_and_run_dir):
+    """torch.optim's wrappers and accelerate's DTensor and torch.compile checks would import them:
+    ~0.9 s of a 4-layer CPU fine-tune's ~7 s (benchmarks/RESULTS.md)."""
+    imported = imports_and_run_dir[0]
+    assert {"torch", "accelerate", "spamjob.optimizer"} <= imported
+    assert not imported & {"torch._dynamo", "torch.distributed.tensor", "sympy"}
 
 
 def test_artifact_files(run_dir, data_dir):
