@@ -121,10 +121,13 @@ def generate(**params) -> None:
 )
 def train(**options) -> None:
     """Fine-tune GPT-2 as a spam classifier (on all processes `accelerate launch` starts)."""
-    from spamjob.train import main as run_train
-    from spamjob.train import summary
+    from spamjob.plots import early_plot_process
 
-    metrics = run_train(train_config(**options))
+    with early_plot_process() as plots:
+        from spamjob.train import main as run_train
+        from spamjob.train import summary
+
+        metrics = run_train(train_config(**options), plots)
     from accelerate import PartialState
 
     if PartialState().is_main_process:

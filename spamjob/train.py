@@ -47,8 +47,9 @@ from spamjob.train_setup import (
 )
 
 
-def main(cfg: TrainConfig) -> dict:
-    """Fine-tune, evaluate on the full splits, write the classifier artifact; returns metrics."""
+def main(cfg: TrainConfig, plots: PlotProcess | None = None) -> dict:
+    """Fine-tune, evaluate on the full splits, write the classifier artifact; returns metrics.
+    `plots`: a plotting child started earlier (spamjob.plots.early_plot_process)."""
     wall0 = time.perf_counter()
     cfg = cfg.resolved()
     accelerator = accelerator_for(cfg)
@@ -65,13 +66,13 @@ def main(cfg: TrainConfig) -> dict:
     cache_info = prefix_cache_for(model.gpt, slices, cfg, max_length, accelerator)
     phases["cache_s"] = cache_info["build_s"]
 
-    # The plots' child process starts here: its matplotlib import overlaps the optimizer's
-    # torch._dynamo import and training (separate processes, no shared GIL).
-    with plot_process(accelerator.is_main_process) as plots:
+    # Without one started earlier, the plots' child process starts here: its matplotlib import
+    # overlaps training (separate processes, no shared GIL).
+    with plot_process(accelerator.is_main_process, started=plots) as plots:
         t0 = time.perf_counter()
         classifier, optimizer = build_optimizer(model.gpt, cfg, accelerator)
         train_loader, val_loader = make_loaders(slices, cfg, max_length, accelerator.num_processes)
-        phases["optimizer_s"] = time.perf_counter() - t0  # torch.optim's first use imports torch._dynamo (~1 s)
+        phases["optimizer_s"] = time.perf_counter() - t0
         run = Run(
             cfg, accelerator, out, data_dir, model, max_length, slices, classifier, optimizer, train_loader, val_loader
         )

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from spamjob.errors import SpamjobError
-from spamjob.plots import PlotProcess
+from spamjob.plots import PlotProcess, early_plot_process, plot_process
 
 HISTORY = [
     {"kind": "eval", "epoch": 1, "step": 0, "examples_seen": 8, "train_loss": 0.7, "val_loss": 0.69},
@@ -101,3 +101,21 @@ def test_without_matplotlib_train_and_score_complete_and_say_so(data_dir, tmp_pa
     assert r.returncode == 0, r.stderr[-2000:]
     assert "warning: no report.png: matplotlib cannot be imported" in r.stdout + r.stderr
     assert (scored / "_SUCCESS").is_file() and (scored / "report.md").is_file() and not (scored / "report.png").exists()
+
+
+def test_early_plot_process_only_where_this_is_likely_the_main_process(monkeypatch):
+    monkeypatch.setenv("RANK", "1")
+    with early_plot_process() as p:
+        assert p is None
+    monkeypatch.delenv("RANK")
+    with early_plot_process() as p:
+        assert isinstance(p, PlotProcess)
+    assert p._proc.poll() is not None  # stopped with the block
+
+
+def test_a_started_plot_process_is_stopped_where_this_is_not_the_main_process():
+    started = PlotProcess()
+    with plot_process(False, started=started) as p:
+        assert p is None and started._proc.poll() is not None
+    with plot_process(True, started=(started := PlotProcess())) as p:
+        assert p is started
