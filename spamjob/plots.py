@@ -14,6 +14,7 @@ from pathlib import Path
 from spamjob.console import say
 from spamjob.errors import SpamjobError
 from spamjob.fsutil import atomic_path
+from spamjob.threads import count_as_own
 
 NO_MATPLOTLIB = 3  # the plotting child's exit status when matplotlib cannot be imported
 
@@ -120,6 +121,7 @@ class PlotProcess:
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "spamjob.plots"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._err
         )
+        count_as_own(self._proc.pid)  # its import is not load that should lower training's threads
 
     def render(self, run_dir: str | os.PathLike, history: list[dict], epochs: int, examples_per_epoch: int) -> None:
         """Hand over the finished history; the child writes loss.png and accuracy.png."""

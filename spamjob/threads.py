@@ -9,8 +9,8 @@ CPU scoring avoids the barriers altogether: one single-threaded model worker per
 on its own batches (`spamjob.scoring.predictor.Predictor`).
 
 The busy share is read from /proc/stat between `start_cpu_reading()` (the CLI calls it first
-thing) and the choice, with this process's own CPU time added back, so measuring costs no
-extra time.
+thing) and the choice, with the CPU time of this process (and of its helper children) added
+back, so measuring costs no extra time.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ PROC_STAT = Path("/proc/stat")
 
 
 def _snapshot() -> tuple[float, float, dict[int, tuple[int, int]]] | None:
-    """(wall time, this process's CPU seconds, {cpu: (idle ticks, total ticks)}), or None off Linux."""
+    """(wall time, this job's CPU seconds, {cpu: (idle ticks, total ticks)}), or None off Linux."""
     try:
         lines = PROC_STAT.read_text().splitlines()
     except OSError:
@@ -36,8 +36,30 @@ def _snapshot() -> tuple[float, float, dict[int, tuple[int, int]]] | None:
         if name.startswith("cpu") and name[3:].isdigit():
             values = [int(t) for t in ticks]
             cpus[int(name[3:])] = (values[3] + values[4], sum(values[:8]))  # idle + iowait; user..steal
+    return time.monotonic(), _own_cpu(), cpus
+
+
+def _own_cpu() -> float:
+    """CPU seconds of this process and of the live children registered by `count_as_own`."""
     t = os.times()
-    return time.monotonic(), t.user + t.system, cpus
+    own = t.user + t.system
+    for pid in list(_OWN_CHILDREN):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()  # state, ppid, ...
+        except (OSError, IndexError):
+            continue  # reaped
+        if int(fields[1]) == os.getpid():  # not a later process that reuses the number
+            own += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+    return own
+
+
+_OWN_CHILDREN: set[int] = set()
+
+
+def count_as_own(pid: int) -> None:
+    """The CPU time of child `pid` (the plotting child `spamjob train` starts before torch's import)
+    is this job's own work, not another process's load, while it lives."""
+    _OWN_CHILDREN.add(pid)
 
 
 _START = None
@@ -81,7 +103,7 @@ def local_processes() -> int:
 
 def free_cpus(since=None) -> float | None:
     """CPUs of this process's affinity set that other processes left idle since `since` (default:
-    `start_cpu_reading()`, else the next 0.1 s), counting this process's own CPU time as free;
+    `start_cpu_reading()`, else the next 0.1 s), counting this job's own CPU time as free;
     None where /proc/stat is missing."""
     first = since or _START or _snapshot()
     if first is None:

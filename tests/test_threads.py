@@ -104,3 +104,26 @@ def test_free_cpus_from_proc_stat_ticks(tmp_path, monkeypatch):
     first = (first[0] - 1.0, first[1], first[2])  # one second ago, so no extra wait
     free = threads.free_cpus(first)
     assert 0.5 <= free < 0.6  # cpu0 fully busy (0 idle), cpu1 half idle; plus a little of our own time
+
+
+def test_a_registered_child_counts_as_own_cpu_time():
+    """The plotting child's import runs while train measures other processes' load: its CPU time
+    is the job's own (spamjob.plots registers it), an unregistered child's is not."""
+    import subprocess
+    import sys
+
+    code = "import time\nwhile time.process_time() < 0.4: pass\nprint(1, flush=True)\ninput()"
+    pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE}
+    children = [subprocess.Popen([sys.executable, "-c", code], **pipes) for _ in "ab"]
+    before = threads._own_cpu()
+    threads.count_as_own(children[0].pid)
+    try:
+        for c in children:
+            assert c.stdout.readline().strip() == b"1"  # each has burnt its 0.4 s
+        gained = threads._own_cpu() - before
+    finally:
+        for c in children:
+            c.kill()
+            c.wait()
+        threads._OWN_CHILDREN.discard(children[0].pid)
+    assert 0.3 <= gained < 0.7  # the registered child (and a little of ours), not the other one
