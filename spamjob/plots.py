@@ -113,7 +113,7 @@ def early_plot_process() -> Iterator[PlotProcess | None]:
 
 class PlotProcess:
     """`training_plots` in a child process started early in a run: matplotlib's import
-    (~0.5 s) runs on another core while the job builds its optimizer and trains, and the
+    (~0.5 s) runs on another core while the job starts up (`spamjob train`) or trains, and the
     rendering while the artifact is written, instead of ~0.7 s at the end of the job."""
 
     def __init__(self) -> None:
