@@ -95,3 +95,24 @@ def test_bf16_labels_agree_with_fp32(trained, sms_path):
     for t in (0.5, trained.threshold):
         assert ((fp32 > t) == (bf16 > t)).mean() >= 0.995
     assert 0 < np.abs(fp32 - bf16).max() < 0.05  # bf16 did run, and stays close
+
+
+def test_torch_int8_deprecation_is_one_line_and_other_warnings_pass(monkeypatch, capsys):
+    """torch 2.13 warns that its quantized tensors are deprecated: the user sees spamjob's line
+    (what to do instead) once, not torch's warning; any other warning still reaches them."""
+    import warnings
+
+    from spamjob.scoring import predictor
+
+    def quantize_dynamic(model, *args, **kwargs):
+        warnings.warn("torch.quantize_per_tensor ... are deprecated and will be removed", UserWarning, stacklevel=2)
+        warnings.warn("torch.ao.quantization is deprecated and will be removed", DeprecationWarning, stacklevel=2)
+        warnings.warn("something else", RuntimeWarning, stacklevel=2)
+        return model
+
+    monkeypatch.setattr(torch.ao.quantization, "quantize_dynamic", quantize_dynamic)
+    with warnings.catch_warnings(record=True) as passed:
+        warnings.simplefilter("always")
+        predictor.dynamic_int8(torch.nn.Linear(2, 2))
+    assert [str(w.message) for w in passed] == ["something else"]
+    assert capsys.readouterr().out.count(predictor.INT8_DEPRECATED) == 1

@@ -30,7 +30,7 @@ from spamjob.errors import SpamjobError
 from spamjob.fsutil import read_json
 from spamjob.scoring.columns import OUTPUT_COLUMNS, OUTPUT_TYPES, TEXT_CANDIDATES, as_strings
 from spamjob.scoring.ort_predictor import OrtPredictor, open_session, require_onnxruntime, session_settings
-from spamjob.scoring.predictor import Launched, Predictor
+from spamjob.scoring.predictor import Launched, Predictor, dynamic_int8
 from spamjob.scoring.tokenize_pool import TokenizerPool
 from spamjob.tokens import TokenIds
 
@@ -105,7 +105,7 @@ class BatchScorer:
         if self.quantize == "int8":
             self.reference = Predictor(clf, device, "no", batch_tokens, workers)
             quantized = copy.copy(clf)
-            quantized.model = torch.ao.quantization.quantize_dynamic(clf.model, {torch.nn.Linear}, dtype=torch.qint8)
+            quantized.model = dynamic_int8(clf.model)
             self.predictor = Predictor(quantized, device, "no", batch_tokens, workers)
         else:
             self.predictor = Predictor(clf, device, self.mixed_precision, batch_tokens, workers)

@@ -4,11 +4,13 @@ and post-processing overlap the next window's compute."""
 
 from __future__ import annotations
 
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
 
+from spamjob.console import say
 from spamjob.model import for_scoring
 from spamjob.text import PAD_ID, rows_within
 from spamjob.tokens import TokenIds
@@ -101,3 +103,25 @@ class Launched:
                 self.done.synchronize()
             out[self.order] = np.asarray(self.probs)  # the batches cover `order` front to back
         return out
+
+
+INT8_DEPRECATED = (
+    "note: torch marks its int8 kernels (torch.ao quantization) deprecated, to be removed "
+    "(pytorch/pytorch#184982); --runtime onnxruntime (pip install 'spamjob[onnx]'; then the default "
+    "for --quantize int8) does not use them"
+)
+
+
+def dynamic_int8(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of `model` with dynamic int8 Linear layers (torch.ao). torch's deprecation warning
+    becomes the one line INT8_DEPRECATED (what the user can do about it); other warnings pass."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        quantized = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    deprecated = [w for w in caught if "deprecated" in str(w.message) and "quantiz" in str(w.message)]
+    if deprecated:
+        say(INT8_DEPRECATED)
+    for w in caught:
+        if w not in deprecated:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return quantized
