@@ -13,6 +13,7 @@ from spamjob.artifact import load_classifier
 from spamjob.config import GPTConfig
 from spamjob.scoring.predictor import Predictor
 from spamjob.text import encode
+from spamjob.tokens import TokenIds
 
 TEXTS = ["free entry to win a car", "", "ok see you", "URGENT! call now " * 20, "hi <|endoftext|>", "yes"] * 7
 
@@ -29,6 +30,39 @@ def test_predictor_matches_one_at_a_time_in_input_order(clf, batch_tokens):
     alone = [clf.spam_probability([t])[0][0] for t in TEXTS]
     np.testing.assert_allclose(got, alone, atol=1e-6, rtol=0)
     assert Predictor(clf, torch.device("cpu"), "no", 64)([]).shape == (0,)
+
+
+def test_windows_launched_together_equal_one_at_a_time_on_workers(clf):
+    """CPU workers take a window's batches behind the windows launched before (no wait for a
+    window's last batch before the next window starts): each window still gets its own rows."""
+    ids = encode(clf.tokenizer, TEXTS)
+    windows = [ids[i : i + 9] for i in range(0, len(ids), 9)]
+    p = Predictor(clf, torch.device("cpu"), "no", 37, workers=2)
+    launched = [p.launch(w) for w in windows]
+    for w, got in zip(windows, launched):
+        np.testing.assert_allclose(got.result(), p(w), atol=1e-6, rtol=0)
+    p.close()
+
+
+def test_the_next_window_starts_while_this_one_ends(clf, monkeypatch):
+    """Window A's third batch runs alone on one worker: window B's first batch takes the other."""
+    import time
+
+    spans = {}
+
+    def forward(tokens, rows):
+        start = time.monotonic()
+        time.sleep(0.3)
+        spans.setdefault(id(tokens), []).append((start, time.monotonic()))
+        return torch.zeros(len(rows))
+
+    p = Predictor(clf, torch.device("cpu"), "no", 1, workers=2)  # one row per batch
+    monkeypatch.setattr(p, "_forward", forward)
+    a, b = TokenIds.from_lists([[1, 2]] * 3), TokenIds.from_lists([[1, 2]] * 2)
+    la, lb = p.launch(a), p.launch(b)
+    la.result(), lb.result()
+    p.close()
+    assert min(s for s, _ in spans[id(b)]) < max(e for _, e in spans[id(a)])
 
 
 def to_copies(model, layers_input) -> list:

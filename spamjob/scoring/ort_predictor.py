@@ -57,7 +57,7 @@ def open_session(path: str | Path, settings: dict):
 
 class OrtPredictor:
     """Token ids -> P(spam) from an ONNX Runtime session, with torch Predictor's interface
-    (`launch` returns a Launched that is already complete: the CPU did the work)."""
+    (`launch` queues a window's batches on the workers behind the windows launched before)."""
 
     def __init__(self, clf, session, batch_tokens: int, workers: int = 1):
         self.clf, self.session, self.batch_tokens = clf, session, batch_tokens
@@ -71,9 +71,9 @@ class OrtPredictor:
         if not len(tokens):
             return Launched(np.empty(0, dtype=np.int64), None, None)
         order, batches = sorted_batches(tokens, self.clf.max_length, self.clf.padding, self.batch_tokens)
-        run = lambda rows: self._run(tokens, rows)
-        probs = list(self.pool.map(run, batches) if self.pool else map(run, batches))
-        return Launched(order, np.concatenate(probs), None)
+        if self.pool is not None:  # no worker idles at a window's end while another has batches left
+            return Launched(order, [self.pool.submit(self._run, tokens, rows) for rows in batches], None)
+        return Launched(order, np.concatenate([self._run(tokens, rows) for rows in batches]), None)
 
     def _run(self, tokens: TokenIds, rows: np.ndarray) -> np.ndarray:
         """P(spam) of one batch (`rows` of `tokens`)."""

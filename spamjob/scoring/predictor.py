@@ -5,7 +5,7 @@ and post-processing overlap the next window's compute."""
 from __future__ import annotations
 
 import warnings
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -38,15 +38,16 @@ class Predictor:
 
     def launch(self, ids: TokenIds | list[list[int]]) -> Launched:
         """Queue every batch of a window on the device and the copy of its probabilities back into
-        pinned memory; returns at once on a GPU (the kernels run on), after the work on the CPU."""
+        pinned memory, or on the CPU's workers behind the windows launched before; returns at once,
+        except on one CPU thread (after the work)."""
         tokens = ids if isinstance(ids, TokenIds) else TokenIds.from_lists(ids)
         n = len(tokens)
         if not n:
             return Launched(np.empty(0, dtype=np.int64), None, None)
         order, batches = sorted_batches(tokens, self.clf.max_length, self.clf.padding, self.batch_tokens)
-        pending = torch.cat(
-            list((self.pool.map if self.pool else map)(lambda rows: self._forward(tokens, rows), batches))
-        )
+        if self.pool is not None:
+            return Launched(order, [self.pool.submit(self._forward, tokens, rows) for rows in batches], None)
+        pending = torch.cat([self._forward(tokens, rows) for rows in batches])
         if self.device.type != "cuda":
             return Launched(order, pending, None)
         host = torch.empty(n, dtype=pending.dtype, pin_memory=True)
@@ -91,9 +92,10 @@ def sorted_batches(
 
 class Launched:
     """A window's probabilities on their way back: `result()` waits for this window only (its copy
-    into pinned memory, recorded by an event), not for windows launched after it."""
+    into pinned memory, recorded by an event, or its batches on the CPU's workers), not for windows
+    launched after it. `probs`: one array or tensor, or the batches' futures in order."""
 
-    def __init__(self, order: np.ndarray, probs: torch.Tensor | np.ndarray | None, done):
+    def __init__(self, order: np.ndarray, probs: torch.Tensor | np.ndarray | list[Future] | None, done):
         self.order, self.probs, self.done = order, probs, done
 
     def result(self) -> np.ndarray:
@@ -101,7 +103,10 @@ class Launched:
         if self.probs is not None:
             if self.done is not None:
                 self.done.synchronize()
-            out[self.order] = np.asarray(self.probs)  # the batches cover `order` front to back
+            probs = self.probs
+            if isinstance(probs, list):
+                probs = np.concatenate([np.asarray(f.result()) for f in probs])
+            out[self.order] = np.asarray(probs)  # the batches cover `order` front to back
         return out
 
 
