@@ -138,6 +138,19 @@ def test_csv_read_bench_smoke(assets):
 
 
 @pytest.mark.slow
+def test_windows_bench_smoke(assets):
+    """One window against several, padded tokens and seconds, on a tiny model."""
+    args = ["--n", "200", "--windows", "4", "--layers", "1", "--dim", "32", "--heads", "2", "--sms", str(assets["SMS"])]
+    r = subprocess.run(
+        [sys.executable, "benchmarks/windows_bench.py", *args], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    rows = [line.split() for line in r.stdout.splitlines() if line[:1].isdigit()]
+    assert [row[:2] for row in rows] == [["1", "window"], ["4", "windows"]]
+    assert int(rows[1][2].replace(",", "")) >= int(rows[0][2].replace(",", ""))  # smaller sorts pad no less
+
+
+@pytest.mark.slow
 def test_store_bench_smoke(assets):
     """The local-disk and S3-endpoint runs side by side, with requests per unit counted."""
     r = subprocess.run(
