@@ -28,12 +28,10 @@ def plot_values(
     ylabel: str,
 ) -> Path:
     """One PNG: each series against examples seen (bottom axis) and epochs (top axis)."""
-    import matplotlib
+    from matplotlib.figure import Figure  # not pyplot: no GUI state, files only, a quicker import
 
-    matplotlib.use("Agg")  # files only, never a window
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3))
+    fig = Figure(figsize=(5, 3))
+    ax = fig.subplots()
     styles = ["-", "-."]
     for (label, values), style in zip(series.items(), styles * 4):
         ax.plot(examples, values, style, label=label)
@@ -47,7 +45,6 @@ def plot_values(
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
     return path
 
 
@@ -159,14 +156,12 @@ class PlotProcess:
 
 
 def _child() -> None:
-    try:
-        import matplotlib
+    try:  # the slow part, done while the parent works
+        import matplotlib.backends.backend_agg  # noqa: F401  (what savefig draws PNGs with)
+        import matplotlib.figure  # noqa: F401
     except ImportError as e:
         print(f"matplotlib cannot be imported ({e})", file=sys.stderr)
         sys.exit(NO_MATPLOTLIB)
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot  # noqa: F401  (the slow part, done while the parent works)
 
     data = sys.stdin.buffer.read()
     if not data:  # the parent closed stdin without a request: nothing to draw

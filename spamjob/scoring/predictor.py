@@ -104,8 +104,9 @@ class Launched:
             if self.done is not None:
                 self.done.synchronize()
             probs = self.probs
-            if isinstance(probs, list):
-                probs = np.concatenate([np.asarray(f.result()) for f in probs])
+            if isinstance(probs, list):  # workers' batches: tensors (on the host for a GPU caller too) or arrays
+                parts = [f.result() for f in probs]
+                probs = np.concatenate([p.cpu().numpy() if isinstance(p, torch.Tensor) else p for p in parts])
             out[self.order] = np.asarray(probs)  # the batches cover `order` front to back
         return out
 
