@@ -23,7 +23,7 @@ from spamjob.commands import (
     RunConfig,
 )
 from spamjob.config import TrainConfig
-from spamjob.errors import SpamjobError
+from spamjob.errors import SpamjobError, redact
 from spamjob.options import Folder, from_fields
 from spamjob.scoring.config import ScoreConfig
 from spamjob.threads import start_cpu_reading
@@ -43,6 +43,13 @@ class _Command(click.Command):
         kwargs.setdefault("context_settings", CONTEXT)
         super().__init__(*args, **kwargs)
 
+    def make_context(self, *args, **kwargs) -> click.Context:
+        try:
+            return super().make_context(*args, **kwargs)
+        except click.ClickException as e:  # a usage error quotes the value it refuses
+            e.message = redact(e.message)
+            raise
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
@@ -50,7 +57,7 @@ class _Command(click.Command):
             raise click.ClickException(str(e)) from None
         except OSError as e:
             where = f": {e.filename}" if getattr(e, "filename", None) else ""
-            raise click.ClickException(f"{e.strerror or e}{where}") from None
+            raise click.ClickException(redact(f"{e.strerror or e}{where}")) from None
 
 
 class _Group(click.Group):

@@ -11,7 +11,7 @@ import pandas as pd
 
 from spamjob import __version__
 from spamjob.config import LABELS
-from spamjob.errors import SpamjobError
+from spamjob.errors import SpamjobError, redact
 from spamjob.fetch import download, is_url
 from spamjob.fsutil import atomic_path, cache_dir, sha256_file, write_json
 
@@ -222,7 +222,7 @@ def prepare(
 
     files = _write_splits(parts, Path(out), formats)
     result = PrepareResult(
-        source=str(source or default_source()),
+        source=redact(str(source or default_source())),  # a mirror's URL may carry a token
         source_sha256=sha256_file(path),
         counts_before=counts_before,
         counts_after=counts_after,

@@ -16,7 +16,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from spamjob import __version__
-from spamjob.errors import SpamjobError
+from spamjob.errors import SpamjobError, redact
 from spamjob.fsutil import locked, read_json, sha256_file, write_json
 
 CHUNK = 1 << 20  # 1 MiB reads keep memory flat for multi-GB checkpoints
@@ -85,7 +85,8 @@ def _fetch_into(url: str, dest: Path, sha256: str | None, *, timeout: float, ret
         if part.exists():
             part.unlink()
     if sha256 is None:
-        write_json(_bookkeeping(dest, ".json"), {"url": url, "size": dest.stat().st_size, "sha256": sha256_file(dest)})
+        record = {"url": redact(url), "size": dest.stat().st_size, "sha256": sha256_file(dest)}
+        write_json(_bookkeeping(dest, ".json"), record)
 
 
 def _bookkeeping(dest: Path, suffix: str) -> Path:
@@ -176,7 +177,7 @@ def _fetch_once(url: str, part: Path, *, timeout: float, progress: bool) -> tupl
                 unit="B",
                 unit_scale=True,
                 unit_divisor=1024,
-                desc=Path(url).name[:40],
+                desc=redact(Path(url).name)[:40],
                 disable=not progress,
                 leave=False,
             ) as bar,

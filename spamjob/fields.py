@@ -10,6 +10,8 @@ from dataclasses import MISSING, field, fields
 from types import UnionType
 from typing import Literal, Union, get_args, get_origin, get_type_hints
 
+from spamjob.errors import redact
+
 
 def choices(hint) -> tuple[str, ...]:
     """The values a Literal type allows (empty for other types)."""
@@ -34,8 +36,9 @@ def option(
     `min`: smallest value, `below`: a bound above every value (both checked here and by the CLI);
     `flag`: another option name (a bool field named `--no-X` is set False by it); `alias`: a former
     spelling of the option, still accepted; `folder`: a
-    folder path (`store`: or an object store's URI, s3:// gs:// abfs://); `sizes`: a GPT-2 size
-    name; `argument`: positional (a tuple field: any number of them) instead of an option.
+    folder path (`store`: or an object store's URI, s3:// gs:// abfs://); `store` alone: paths or
+    URIs (each URI checked by `uri_problem`); `sizes`: a GPT-2 size name; `argument`: positional
+    (a tuple field: any number of them) instead of an option.
     """
     meta = {
         k: v
@@ -70,7 +73,9 @@ def field_problems(cfg) -> list[str]:
         high = f.metadata.get("below")
         if value is not None and high is not None and not value < high:
             problems.append(f"{name} must be < {high}, got {value}")
-        if f.metadata.get("folder") and (uri := uri_problem("--" + name, value, f.metadata.get("store", False))):
+        checked = f.metadata.get("folder") or f.metadata.get("store")
+        label = name.upper() if f.metadata.get("argument") else "--" + name
+        if checked and (uri := uri_problem(label, value, f.metadata.get("store", False))):
             problems.append(uri)
     return problems
 
@@ -83,20 +88,35 @@ STORE_SCHEMES = {"s3": "s3", "gs": "gcs", "gcs": "gcs", "abfs": "azure", "abfss"
 def uri_problem(option: str, value, store: bool = False) -> str | None:
     """A `scheme://` folder where only local folders are read or written (it would be made locally
     as a folder named `s3:`); with `store`, a URI of a store spamjob does not know, or one that
-    carries credentials or options (they would land in plans and logs)."""
+    carries credentials or options (they would land in plans and logs). A tuple: each of its values."""
+    if isinstance(value, tuple):
+        return next((p for v in value if (p := uri_problem(option, v, store))), None)
     m = _URI.match(value) if isinstance(value, str) else None
     if m is None:
         return None
+    shown = redact(value)
     if not store:
-        return f"{option} {value} is a URI; this option takes a local (or mounted) folder, so give a local path"
+        return f"{option} {shown} is a URI; this option takes a local (or mounted) folder, so give a local path"
     scheme, bucket = m.group("scheme").lower(), m.group("rest")
     if scheme not in STORE_SCHEMES:
-        return f"{option} {value}: unsupported scheme {scheme}://; use s3://, gs:// or abfs:// (or a local path)"
+        return f"{option} {shown}: unsupported scheme {scheme}://; use s3://, gs:// or abfs:// (or a local path)"
     if ":" in bucket or "?" in value or ("@" in bucket and STORE_SCHEMES[scheme] != "azure"):
-        return f"{option}: credentials and options in a URI are refused; use the store's variables or profiles"
+        return (
+            f"{option} {shown}: credentials and options in a URI are refused (they would land in logs and "
+            f"files); credentials belong in the environment: {CREDENTIAL_SOURCES[STORE_SCHEMES[scheme]]}"
+        )
     if not bucket:
-        return f"{option} {value}: no bucket named"
+        return f"{option} {shown}: no bucket named"
     return None
+
+
+# Where each store's clients find credentials (and options) instead.
+CREDENTIAL_SOURCES = {
+    "s3": "AWS_ACCESS_KEY_ID + AWS_SECRET_ACCESS_KEY, AWS_PROFILE or an instance role (AWS_REGION, AWS_ENDPOINT_URL)",
+    "gcs": "GOOGLE_APPLICATION_CREDENTIALS or the machine's service account",
+    "azure": "AZURE_STORAGE_ACCOUNT_NAME + AZURE_STORAGE_ACCOUNT_KEY, AZURE_STORAGE_CONNECTION_STRING or "
+    "AZURE_STORAGE_SAS_TOKEN",
+}
 
 
 def optional_type(hint):

@@ -13,7 +13,8 @@ write, reached through s3fs / gcsfs / adlfs (`spamjob[s3]`, `[gcs]`, `[azure]`);
 create is a plain write (what still holds then: docs/scoring.md).
 
 Every failure is a SpamjobError naming the URI in one line (`store_errors`); credentials never
-appear in URIs (spamjob.fields.uri_problem refuses them) and so never in plans, reports or errors.
+appear in URIs (spamjob.fields.uri_problem refuses them) and so never in plans, reports or errors;
+every message redacts a URI's user-info and query values all the same (spamjob.errors.redact).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from spamjob.errors import SpamjobError, first_line
+from spamjob.errors import SpamjobError, first_line, redact
 from spamjob.fields import STORE_SCHEMES
 
 RETRIES = 10  # attempts per request, with the clients' exponential backoff
@@ -159,7 +160,9 @@ def reason(e: BaseException) -> str:
 
 
 def scrub(text: str) -> str:
-    """`text` without the value of any credential variable (defence in depth: clients' messages)."""
+    """`text` without the value of any credential variable, and its URIs redacted (defence in depth:
+    clients' messages)."""
+    text = redact(text)
     for name, value in os.environ.items():
         if value and len(value) >= 8 and re.search(r"SECRET|TOKEN|KEY|PASSWORD|CREDENTIAL|CONNECTION_STRING", name):
             text = text.replace(value, "***")

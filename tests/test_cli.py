@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import click
 import pytest
@@ -152,7 +153,45 @@ def test_a_uri_for_a_folder_is_refused_by_the_configs_too():
 
     with pytest.raises(SpamjobError, match="unsupported scheme ftp://"):
         ScoreConfig(inputs=("a.csv",), model="m", out="ftp://b/x")
-    with pytest.raises(SpamjobError, match="--model: credentials and options in a URI are refused"):
+    with pytest.raises(SpamjobError, match=r"--model s3://\*\*\*@b/m: credentials and options in a URI are refused"):
         ScoreConfig(inputs=("a.csv",), model="s3://AKIA:secret@b/m", out="o")
     with pytest.raises(SpamjobError, match="--out gs://b/r is a URI"):
         TrainConfig(out="gs://b/r")
+
+
+SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"  # with a '/', as AWS secret keys have
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["score", f"s3://AKIAEXAMPLE:{SECRET}@bucket/in", "--model", "m", "--out", "o"],
+        ["score", f"s3://AKIAEXAMPLE:{SECRET}@bucket/in/*.csv", "--model", "m", "--out", "o"],
+        ["score", "in.csv", "--model", f"gs://user:{SECRET}@bucket/m", "--out", "o"],
+        ["score", "in.csv", "--model", "m", "--out", f"abfs://container:{SECRET}@account/o"],
+        ["score", f"s3://bucket/in.csv?X-Amz-Credential=AKIA&X-Amz-Signature={SECRET}", "--model", "m", "--out", "o"],
+        ["score", "in.csv", "--model", "m", "--out", "o", "--threshold", f"s3://a:{SECRET}@b"],
+        ["report", f"s3://AKIAEXAMPLE:{SECRET}@bucket/out"],
+        ["prepare", "--source", f"http://user:{SECRET}@127.0.0.1:9/smsspamcollection.zip", "--out", "data"],
+    ],
+    ids=["input", "glob", "model", "out", "presigned", "usage-error", "report", "download"],
+)
+def test_no_credential_in_a_uri_is_echoed(args, tmp_path, monkeypatch):
+    """A URI carrying credentials is refused (or fails) in one line that shows it redacted and says
+    where credentials belong; neither that line nor any file written shows the secret."""
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code in (1, 2) and r.output.startswith(("Error: ", "Usage: ")), r.output
+    assert SECRET not in r.output and SECRET.split("/")[1] not in r.output, r.output
+    assert "***" in r.output, r.output
+    if "refused" in r.output:
+        assert "credentials belong in the environment" in r.output
+    written = [p for root in (tmp_path, Path(os.environ["SPAMJOB_CACHE"])) if root.exists() for p in root.rglob("*")]
+    assert not [p for p in written if p.is_file() and SECRET.encode() in p.read_bytes()]
+
+
+def test_a_secret_in_an_input_uri_never_reaches_stderr(tmp_path):
+    r = spamjob("score", f"s3://AKIAEXAMPLE:{SECRET}@bucket/in", "--model", "m", "--out", str(tmp_path / "o"))
+    assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
+    assert r.stderr.startswith("Error: INPUTS s3://***@bucket/in: credentials and options in a URI are refused")
+    assert SECRET not in r.stderr + r.stdout and list(tmp_path.iterdir()) == []

@@ -16,7 +16,7 @@ from spamjob.fields import field_problems, option
 class ScoreConfig:
     """Every option of a scoring run; those that shape the output files are part of its plan."""
 
-    inputs: tuple[str, ...] = option(argument=True)
+    inputs: tuple[str, ...] = option(argument=True, store=True)
     """Parquet/CSV/TSV files, folders (searched recursively) and globs; .gz, .bz2, .zst too."""
     model: str = option(folder=True, store=True)
     """Run folder of `spamjob train` (the classifier), local or a URI (fetched once into the cache)."""
