@@ -191,8 +191,12 @@ def list_files(uri: str) -> list[tuple[str, int, int]]:
 
 def glob_files(pattern: str) -> list[tuple[str, int, int]]:
     """Objects matching a glob (`*`, `?`, `[...]`; `*` also crosses `/`), listed from the prefix before it."""
-    prefix = parent(pattern[: GLOB.search(pattern).start()] + "x")
-    return [f for f in list_files(prefix) if fnmatch.fnmatchcase(f[0], pattern)]
+    return [f for f in list_files(glob_base(pattern)) if fnmatch.fnmatchcase(f[0], pattern)]
+
+
+def glob_base(pattern: str) -> str:
+    """The prefix (a whole "folder") that a glob's wildcards start below."""
+    return parent(pattern[: GLOB.search(pattern).start()] + "x")
 
 
 def read_bytes(uri: str) -> bytes | None:

@@ -308,3 +308,34 @@ if __name__ == "__main__":
     ids = tiktoken.get_encoding("gpt2").encode(a.prompt)
     new = hf_greedy(m, ids, a.max_new_tokens)
     print(json.dumps({"transformers_new_ids": new, "text": a.prompt + tiktoken.get_encoding("gpt2").decode(new)}))
+
+
+# --------------------------------------------------------------------------- other writers' folders
+
+
+def spark_failed_output(folder: Path, frames: list) -> dict[str, list[str]]:
+    """A folder as Spark's FileOutputCommitter (and Databricks' transactional commit) leaves it after
+    a failed job: committed parts (one in a hive `day=` partition) beside `.crc` checksums, `_SUCCESS`,
+    `_started_*`/`_committed_*` markers and a `_temporary/0/` tree holding a finished task's part and
+    a half-written attempt's. `frames`: the four parts' rows (pandas). Returns the relative paths of
+    the parts that hold committed rows ("committed") and of every bookkeeping file ("hidden")."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    uid = "c000-4f1e-9a2b-5d6e7f809a1b"
+    committed = [f"part-00000-{uid}.snappy.parquet", f"day=2026-12-05/part-00001-{uid}.snappy.parquet"]
+    attempt = "_temporary/0/_temporary/attempt_202612060000_0001_m_000003_7"
+    task = f"_temporary/0/task_202612060000_0001_m_000002/part-00002-{uid}.snappy.parquet"
+    for name, frame in zip([*committed, task, f"{attempt}/part-00003-{uid}.snappy.parquet"], frames):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), folder / name)
+    half = folder / f"{attempt}/part-00003-{uid}.snappy.parquet"
+    half.write_bytes(half.read_bytes()[: half.stat().st_size // 2])  # the attempt died mid-write
+    crc = [
+        f"{head}{'/' if head else ''}.{tail}.crc" for head, _, tail in (n.rpartition("/") for n in [*committed, task])
+    ]
+    markers = ["_SUCCESS", "_started_5180938127245913", "_committed_5180938127245913", "day=2026-12-05/_SUCCESS"]
+    for name in crc + markers:
+        (folder / name).write_bytes(b"crc\x00" if name.endswith(".crc") else b'{"added":[]}')
+    hidden = sorted([*crc, *markers, task, half.relative_to(folder).as_posix()])
+    return {"committed": committed, "hidden": hidden}

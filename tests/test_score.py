@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from click.testing import CliRunner
+from support import spark_failed_output
 
 from spamjob.cli import cli
 
@@ -539,6 +540,44 @@ def test_an_output_inside_an_input_folder_is_never_read(classifier_dir, tmp_path
     r = score(str(tmp_path / "in" / "scored"), "--model", str(classifier_dir), "--out", str(tmp_path / "x"))
     assert r.exit_code == 1 and "a spamjob scoring output; to score its predictions again, name" in r.output
     assert not (tmp_path / "x").exists()  # named explicitly, its predictions/ is scored again (below)
+
+
+def spark_frames(n: int = 4, rows: int = 25) -> list[pd.DataFrame]:
+    return [
+        pd.DataFrame({"id": range(k * rows, (k + 1) * rows), "text": [f"msg {k}.{i}" for i in range(rows)]})
+        for k in range(n)
+    ]
+
+
+def test_a_folder_a_failed_spark_job_left_scores_exactly_its_committed_parts(classifier_dir, tmp_path):
+    """_temporary/ (a half-written attempt, a task not yet committed), .crc files, _SUCCESS and the
+    _started_/_committed_ markers are skipped at any depth, as Spark and pyarrow.dataset skip them;
+    the hive `day=` folder is read; the report counts what was skipped, the manifest and --verbose
+    name it; a file named on the command line is read whatever its name; a glob follows the rule too."""
+    layout = spark_failed_output(tmp_path / "in", spark_frames())
+    r = score(str(tmp_path / "in"), "--model", str(classifier_dir), "--out", str(tmp_path / "o"), "--verbose")
+    assert r.exit_code == 0, r.output
+    assert sorted(predictions(tmp_path / "o")["id"]) == list(range(50))  # parts 0 and 1 only
+    assert report(tmp_path / "o")["skipped_files"] == {"hidden": len(layout["hidden"])}
+    manifest = json.loads((tmp_path / "o" / "_manifest.json").read_text())
+    root = str((tmp_path / "in").resolve()) + "/"
+    assert sorted(s["path"].removeprefix(root) for s in manifest["skipped"]) == layout["hidden"]
+    assert {s["reason"] for s in manifest["skipped"]} == {"hidden"}
+    assert f"skipped (hidden): {root}{layout['hidden'][4]}" in r.output
+    assert (
+        f"Files under the inputs not read: {len(layout['hidden'])} hidden" in (tmp_path / "o" / "report.md").read_text()
+    )
+    task = next(h for h in layout["hidden"] if h.endswith(".parquet") and "/task_" in h)
+    named = score(str(tmp_path / "in" / task), "--model", str(classifier_dir), "--out", str(tmp_path / "named"))
+    assert named.exit_code == 0 and sorted(predictions(tmp_path / "named")["id"]) == list(range(50, 75))
+    model = ["--model", str(classifier_dir)]
+    globbed = score(str(tmp_path / "in" / "**" / "*.parquet"), *model, "--out", str(tmp_path / "g"))
+    assert globbed.exit_code == 0 and sorted(predictions(tmp_path / "g")["id"]) == list(range(50))
+    assert report(tmp_path / "g")["skipped_files"] == {"hidden": 2}  # the two parts under _temporary/
+    named = score(str(tmp_path / "in" / "_temporary"), *model, "--out", str(tmp_path / "x"))
+    assert named.exit_code == 0  # a folder named is read; below it the same rule holds
+    assert predictions(tmp_path / "x")["id"].tolist() == list(range(50, 75))
+    assert report(tmp_path / "x")["skipped_files"] == {"hidden": 2}  # the task's .crc, the attempt's part
 
 
 def test_a_scored_output_named_explicitly_is_scored_again(classifier_dir, data_dir, tmp_path):

@@ -75,6 +75,10 @@ class ScoreConfig:
     --out and the last to finish writes the report and _SUCCESS."""
     progress: bool = option(True, flag="--no-progress")
     """A progress bar on the main process; --no-progress turns it off."""
+    verbose: bool = False
+    """Print each file skipped under the inputs, and why: a name (or a folder's on the way) starting
+    with _ or . (Spark/Hadoop bookkeeping such as _temporary/, _SUCCESS, .crc), another file type,
+    a scoring output. The report counts them; _manifest.json lists them."""
     engine: Engine = "spamjob"
     """spamjob: its own work units over accelerate's processes (resume, exactly-once parts, rejects/);
     ray: Ray Data actors on a Ray cluster (`pip install 'spamjob[ray]'`), inputs may be URIs

@@ -1,27 +1,70 @@
 """Input discovery: files, folders and globs -> `Source`s in a stable order, each with its schema
-read from metadata or the header alone. Scoring outputs met on a walk are skipped; named, their
-predictions are scored again."""
+read from metadata or the header alone. Below a folder, prefix or glob base, a path with a name
+starting with `_` or `.` is skipped, as Spark, Hadoop and pyarrow.dataset skip it (their
+bookkeeping: `_temporary/`, `_SUCCESS`, `.crc`, `_committed_*`); so are files of other types and
+scoring outputs met on a walk (named, their predictions are scored again). A file named on the
+command line is read whatever its name. What was skipped, and why, is kept (`Found.skipped`)."""
 
 from __future__ import annotations
 
 import functools
 import glob
 import os
+from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path, PurePosixPath
+from dataclasses import dataclass, field
+from pathlib import Path, PurePath, PurePosixPath
 
 import pyarrow as pa
 import pyarrow.fs as pa_fs
 
 from spamjob import stores
+from spamjob.console import say
 from spamjob.errors import SpamjobError, first_line
 from spamjob.scoring.csv import CsvOptions, csv_schema, read_error
 from spamjob.scoring.outdir import PLAN, PREDICTIONS, scoring_output_of, uri_output_of
 from spamjob.scoring.parquet import parquet_schema
 from spamjob.scoring.source import Source, kind_of
 
+HIDDEN, UNKNOWN_TYPE, SCORING_OUTPUT = "hidden", "unknown type", "scoring output"  # why a file was skipped
+
+
+def hidden(relative: PurePath) -> bool:
+    """Whether a path below the folder, prefix or glob base given has a component starting with `_`
+    or `.` (hive-style `key=value` folders do not): pyarrow.dataset's and Spark's rule."""
+    return any(part.startswith(("_", ".")) for part in relative.parts)
+
+
+@dataclass
+class Found:
+    """The input files, and the files met on the way that are not read, with why (path -> reason)."""
+
+    sources: list[Source] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def add(self, sources: list[Source]) -> None:
+        known = {s.path for s in self.sources}
+        self.sources += [s for s in sources if s.path not in known and not known.add(s.path)]
+
+
+def skipped_counts(skipped: dict[str, str]) -> dict[str, int] | None:
+    """How many files were skipped, by reason (None: none), as the report gives it."""
+    return dict(sorted(Counter(skipped.values()).items())) or None
+
+
+def say_skipped(skipped: dict[str, str], verbose: bool) -> None:
+    """With --verbose, each file skipped under the inputs, and why (on the main process)."""
+    if verbose:
+        for path, why in skipped.items():
+            say(f"skipped ({why}): {path}")
+
 
 def discover(patterns: list[str] | tuple[str, ...]) -> list[Source]:
+    """`find`'s sources."""
+    return find(patterns).sources
+
+
+def find(patterns: list[str] | tuple[str, ...]) -> Found:
     """Files, folders (searched recursively for known suffixes) and globs -> sources, in a stable order.
 
     A pattern that matches nothing, or a file of an unknown type, is an error. A scoring output
@@ -29,39 +72,71 @@ def discover(patterns: list[str] | tuple[str, ...]) -> list[Source]:
     inside an input folder is never read; its parts are scored again only when named: a part, or
     the output's predictions/ folder, of a finished job (`scored_input`).
     """
-    seen: dict[str, Source] = {}
+    found = Found()
     marked = functools.lru_cache(maxsize=None)(lambda folder: (folder / PLAN).is_file())  # this call only
     for pattern in patterns:
         if stores.is_uri(pattern):
-            seen.update((s.path, s) for s in uri_sources(pattern) if s.path not in seen)
+            found.add(uri_sources(pattern, found.skipped))
             continue
         p = Path(pattern).expanduser()
         if p.is_file():
-            candidates = [p]
             if kind_of(p) is None:
                 raise SpamjobError(f"{p}: unknown input type; expected .parquet, .csv, .tsv or .txt (optionally .gz)")
             scored_input(p, p.parent)
+            candidates = [p]
         elif p.is_dir():
             scored_input(p, p)
-            candidates = sorted(
-                f for f in _walk(p) if kind_of(f) is not None and scoring_output_of(f, p, marked) is None
-            )
+            candidates = _readable(sorted(_walk(p)), p, p, found.skipped, marked)
             if not candidates:
-                raise SpamjobError(f"folder {p} holds no .parquet/.csv/.tsv/.txt files")
+                raise SpamjobError(f"folder {p} holds no .parquet/.csv/.tsv/.txt files{_besides(found.skipped)}")
         else:
-            candidates = sorted(Path(m) for m in glob.glob(str(p), recursive=True) if Path(m).is_file())
-            candidates = [
-                c for c in candidates if kind_of(c) is not None and scoring_output_of(c, None, marked) is None
-            ]
+            matches = sorted(Path(m) for m in glob.glob(str(p), recursive=True) if Path(m).is_file())
+            candidates = _readable(matches, _glob_base(p), None, found.skipped, marked)
             if not candidates:
-                raise SpamjobError(f"no input matches {pattern!r}")
-        for c in candidates:
-            real = str(c.resolve())
-            if real not in seen:
-                st = c.stat()
-                kind, compression = kind_of(c)  # type: ignore[misc]
-                seen[real] = Source(real, kind, compression, st.st_size, st.st_mtime_ns)
-    return list(seen.values())
+                raise SpamjobError(f"no input matches {pattern!r}{_besides(found.skipped)}")
+        found.add([_local_source(c) for c in candidates])
+    return found
+
+
+def _readable(files: list[Path], base: Path, stop: Path | None, skipped: dict[str, str], marked) -> list[Path]:
+    """The files below `base` that are read; the others go into `skipped` with why (a scoring output:
+    a folder holding PLAN, looked for up to `stop`)."""
+    readable = []
+    for f in files:
+        why = (
+            HIDDEN
+            if hidden(f.relative_to(base))
+            else UNKNOWN_TYPE
+            if kind_of(f) is None
+            else SCORING_OUTPUT
+            if scoring_output_of(f, stop, marked) is not None
+            else None
+        )
+        if why is None:
+            readable.append(f)
+        else:
+            skipped.setdefault(str(f.resolve()), why)
+    return readable
+
+
+def _glob_base(pattern: Path) -> Path:
+    """The folder a glob's wildcards start below."""
+    parts = pattern.parts
+    literal = next((i for i, part in enumerate(parts) if glob.has_magic(part)), len(parts))
+    return Path(*parts[:literal]) if literal else Path(".")
+
+
+def _besides(skipped: dict[str, str]) -> str:
+    """What an "is empty" error adds when files were skipped."""
+    counts = skipped_counts(skipped)
+    return f" (skipped: {', '.join(f'{n} {why}' for why, n in counts.items())})" if counts else ""
+
+
+def _local_source(path: Path) -> Source:
+    real = path.resolve()
+    st = real.stat()
+    kind, compression = kind_of(real)  # type: ignore[misc]
+    return Source(str(real), kind, compression, st.st_size, st.st_mtime_ns)
 
 
 def scored_input(named: Path, folder: Path) -> None:
@@ -83,28 +158,44 @@ def scored_input(named: Path, folder: Path) -> None:
         )
 
 
-def uri_sources(pattern: str) -> list[Source]:
+def uri_sources(pattern: str, skipped: dict[str, str] | None = None) -> list[Source]:
     """The objects a URI names (one object, a prefix listed recursively, or a glob), by the same
-    rules as local paths: scoring outputs met on the way skipped, a named one's predictions only."""
+    rules as local paths: hidden names below the prefix, other types and scoring outputs met on
+    the way skipped (into `skipped`), a named one's predictions only."""
+    skipped = {} if skipped is None else skipped
     has_plan = functools.lru_cache(maxsize=None)(lambda prefix: stores.exists(stores.join(prefix, PLAN)))
     if stores.GLOB.search(pattern):
-        found = [f for f in stores.glob_files(pattern) if uri_output_of(stores.parent(f[0]), has_plan) is None]
+        base = stores.glob_base(pattern)
+        listed = stores.glob_files(pattern)
+        outputs = tuple(o + "/" for o in {uri_output_of(stores.parent(u), has_plan) for u, _, _ in listed} if o)
         empty = f"no input matches {pattern!r}"
     elif (info := stores.info(pattern)).type == pa_fs.FileType.File:
         if kind_of(PurePosixPath(pattern)) is None:
             raise SpamjobError(f"{pattern}: unknown input type; expected .parquet, .csv, .tsv or .txt (optionally .gz)")
         scored_uri(pattern, stores.parent(pattern))
-        found, empty = [(pattern, info.size, info.mtime_ns or 0)], ""
+        return [Source(pattern, *kind_of(PurePosixPath(pattern)), info.size, info.mtime_ns or 0)]
     else:
         scored_uri(pattern, pattern)
-        listed = stores.list_files(pattern)
+        base, listed = pattern.rstrip("/"), stores.list_files(pattern)
         outputs = tuple(stores.parent(u) + "/" for u, _, _ in listed if u.endswith("/" + PLAN))
-        found = [f for f in listed if not f[0].startswith(outputs)]
         empty = f"{pattern}: no such object, and no .parquet/.csv/.tsv/.txt objects under it"
-    kinds = {uri: kind_of(PurePosixPath(uri)) for uri, _, _ in found}
-    sources = [Source(uri, *kinds[uri], size, mtime) for uri, size, mtime in found if kinds[uri]]
+    sources = []
+    for uri, size, mtime in listed:
+        why = (
+            HIDDEN
+            if hidden(PurePosixPath(uri[len(base) :].lstrip("/")))
+            else UNKNOWN_TYPE
+            if (kind := kind_of(PurePosixPath(uri))) is None
+            else SCORING_OUTPUT
+            if uri.startswith(outputs)
+            else None
+        )
+        if why is None:
+            sources.append(Source(uri, *kind, size, mtime))
+        else:
+            skipped.setdefault(uri, why)
     if not sources:
-        raise SpamjobError(empty)
+        raise SpamjobError(empty + _besides(skipped))
     return sources
 
 

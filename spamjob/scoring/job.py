@@ -22,6 +22,7 @@ from spamjob.operating import threshold_record
 from spamjob.scoring import report as rep
 from spamjob.scoring.columns import OUTPUT_COLUMNS
 from spamjob.scoring.config import ScoreConfig
+from spamjob.scoring.inputs import skipped_counts
 from spamjob.scoring.outdir import commits
 from spamjob.scoring.report import Counts
 from spamjob.scoring.run import score_all
@@ -97,8 +98,15 @@ def _write_report(job: ScoreJob, wall0: float, peaks: dict, steady: float) -> di
     report = rep.build(total, per_input, extra)
     with job.out.staged() as folder:
         rep.write(folder, report)
+    skipped = [{"path": path, "reason": why} for path, why in job.skipped.items()]
     job.out.finish(
-        {"plan": job.plan, "parts": parts, "rows": total.rows_read, "rejected": sum(total.rejected.values())}
+        {
+            "plan": job.plan,
+            "parts": parts,
+            "rows": total.rows_read,
+            "rejected": sum(total.rejected.values()),
+            "skipped": skipped,
+        }
     )
     return report
 
@@ -140,6 +148,7 @@ def _facts(job: ScoreJob, parts: int, peaks: dict) -> dict:
         "quantize": cfg.quantize,
         "threshold": threshold_record(job.scorer.classifier.config, cfg.threshold),
         **padding_note(job.scorer.classifier),
+        "skipped_files": skipped_counts(job.skipped),
         "csv_read_whole": {
             i.source.path: r["reason"] for i in job.inputs if "reason" in (r := job.out.source_record(i.source.key))
         }

@@ -19,6 +19,7 @@ import pyarrow.dataset as ds
 from spamjob import __version__, stores
 from spamjob.errors import SpamjobError, first_line
 from spamjob.scoring.columns import OUTPUT_COLUMNS, OUTPUT_TYPES, labels_of
+from spamjob.scoring.inputs import skipped_counts
 from spamjob.scoring.outdir import PREDICTIONS, REJECTS
 from spamjob.scoring.outstore import output_folder
 from spamjob.scoring.report import Counts, build, count_rows, write
@@ -67,6 +68,7 @@ def count_folder(out: str | Path, label_column: str | None = None) -> tuple[Coun
             "label_column": label_column,
         },
         "model": manifest["plan"]["model"] if manifest else None,
+        "skipped_files": skipped_counts({s["path"]: s["reason"] for s in (manifest or {}).get("skipped", [])}),
         "spamjob_version": __version__,
     }
     return total, per_input, extra

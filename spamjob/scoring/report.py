@@ -241,13 +241,21 @@ def markdown(r: dict) -> str:
         if r[key]:
             lines += ["", f"## {title}", "", "| reason | rows |", "|---|---|"]
             lines += [f"| {reason} | {n:,} |" for reason, n in r[key].items()]
-    lines += ["", "## Inputs", "", "| input | read | scored | flagged | rejected |", "|---|---|---|---|---|"]
+    return "\n".join(lines + _inputs_section(r)) + "\n"
+
+
+def _inputs_section(r: dict) -> list[str]:
+    """Rows per input, and the files under the inputs that were not read."""
+    lines = ["", "## Inputs", "", "| input | read | scored | flagged | rejected |", "|---|---|---|---|---|"]
     for path, c in r["inputs"].items():
         lines.append(
             f"| `{path}` | {c['rows_read']:,} | {c['rows_scored']:,} | {sum(c['flagged'].values()):,} | "
             f"{sum(c['rejected'].values()):,} |"
         )
-    return "\n".join(lines) + "\n"
+    if r.get("skipped_files"):
+        why = ", ".join(f"{n:,} {reason}" for reason, n in r["skipped_files"].items())
+        lines += ["", f"Files under the inputs not read: {why} (`_manifest.json` or `--verbose` lists them)."]
+    return lines
 
 
 def runtime_line(r: dict) -> str:

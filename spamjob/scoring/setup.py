@@ -17,7 +17,7 @@ from spamjob.scoring.columns import Columns, output_fields, renamed_for_output, 
 from spamjob.scoring.config import ScoreConfig
 from spamjob.scoring.core import BatchScorer
 from spamjob.scoring.csv import CsvOptions
-from spamjob.scoring.inputs import discover, schema_of
+from spamjob.scoring.inputs import find, say_skipped, schema_of
 from spamjob.scoring.outdir import OutputFolder, check_out
 from spamjob.scoring.outstore import StoreFolder, output_folder
 from spamjob.scoring.parquet import parquet_bounds, parquet_layout
@@ -131,6 +131,7 @@ class ScoreJob:
     total: int  # ...and their number: unit k is done by process k % total
     threads: dict = field(default_factory=dict)  # torch's threads (or model workers) in this process, and why
     renamed: dict = field(default_factory=dict)  # kept input columns named as an output column -> input_<name>
+    skipped: dict = field(default_factory=dict)  # files met under the inputs and not read: path -> why
     in_blocks: list[Input] = field(default_factory=list)  # CSV inputs read in byte blocks when the job started
     windows: int = 0  # windows written by this process (the crash tests' kill point counts them)
     steady: Steady = field(default_factory=Steady)
@@ -146,7 +147,7 @@ def setup(cfg: ScoreConfig) -> ScoreJob:
     threads = apply_threads(cfg.threads, workers=not gpu and not cfg.compile)
     tok_workers = cfg.tokenize_workers if cfg.tokenize_workers is not None else tokenizer_workers(gpu)
     csv = CsvOptions(cfg.delimiter, cfg.encoding, cfg.block_mb << 20, in_blocks=cfg.csv_blocks == "auto")
-    inputs = read_inputs(cfg, csv)  # bad inputs fail here, before the model is loaded
+    inputs, skipped = read_inputs(cfg, csv)  # bad inputs fail here, before the model is loaded
     renamed = renamed_for_output(c for i in inputs if i.columns is not None for c in i.columns.keep)
     schema = output_schema(inputs, cfg.format, renamed)
     # The tokenizer processes (GPU) start first and load their tokenizers while the model loads.
@@ -184,6 +185,7 @@ def setup(cfg: ScoreConfig) -> ScoreJob:
         total=n * world,
         threads=threads,
         renamed=renamed,
+        skipped=skipped,
     )
     rows = sum(parquet_layout(i.source)[1] for i in inputs if i.source.kind == "parquet" and i.columns is not None)
     job.bar = tqdm(
@@ -196,12 +198,15 @@ def setup(cfg: ScoreConfig) -> ScoreJob:
     return job
 
 
-def read_inputs(cfg: ScoreConfig, csv: CsvOptions) -> list[Input]:
-    """The inputs found, --out checked against them, each with its schema and resolved columns."""
-    sources = discover(cfg.inputs)
-    check_out(cfg.out, [s.path for s in sources])
-    return [
+def read_inputs(cfg: ScoreConfig, csv: CsvOptions) -> tuple[list[Input], dict[str, str]]:
+    """The inputs found, --out checked against them, each with its schema and resolved columns;
+    the files skipped on the way, with why (said on the main process with --verbose)."""
+    found = find(cfg.inputs)
+    check_out(cfg.out, [s.path for s in found.sources])
+    say_skipped(found.skipped, cfg.verbose)
+    inputs = [
         Input(source, schema, resolve_columns(source, schema, cfg))
-        for source in sources
+        for source in found.sources
         for schema in [schema_of(source, csv)]
     ]
+    return inputs, found.skipped
