@@ -22,6 +22,7 @@ from spamjob.scoring.predictor import Predictor
 from spamjob.text import PAD_ID, TOKENIZER_FILES, encode, load_tokenizer, tokenizer_files
 
 FORMAT = "spamjob-classifier/1"
+TOKENIZER_FOLDER = "tokenizer"  # the classifier's own GPT-2 BPE files, inside its folder
 
 
 def save_classifier(run_dir: str | os.PathLike, gpt: GPTModel, meta: dict, tokenizer_search: Sequence = ()) -> Path:
@@ -39,7 +40,7 @@ def save_classifier(run_dir: str | os.PathLike, gpt: GPTModel, meta: dict, token
     files = tokenizer_files(*tokenizer_search)
     if files is not None:
         for src, name in zip(files, TOKENIZER_FILES):
-            with atomic_path(run_dir / "tokenizer" / name) as tmp:
+            with atomic_path(run_dir / TOKENIZER_FOLDER / name) as tmp:
                 shutil.copyfile(src, tmp)
     config = {
         "format": FORMAT,
@@ -50,7 +51,7 @@ def save_classifier(run_dir: str | os.PathLike, gpt: GPTModel, meta: dict, token
         "tokenizer": {
             "encoding": "gpt2",
             "pad_id": PAD_ID,
-            "folder": "tokenizer" if files else None,
+            "folder": TOKENIZER_FOLDER if files else None,
             "sha256": dict(TOKENIZER_FILES),
         },
         **meta,
@@ -131,18 +132,30 @@ def _download_folder(uri: str, local: Path, sha256: str) -> None:
     os.replace(tmp, local)
 
 
+def local_folder(model: str | os.PathLike) -> Path:
+    """The classifier's folder on this machine: a URI's fetched copy in the cache (`fetch_classifier`),
+    else the path given."""
+    return fetch_classifier(str(model)) if stores.is_uri(str(model)) else Path(model)
+
+
+def tokenizer_folder(run_dir: str | os.PathLike) -> Path | None:
+    """Where the classifier in the local folder `run_dir` keeps its tokenizer files; None when it
+    carries none (then `load_tokenizer(None)` finds GPT-2's in $SPAMJOB_TOKENIZER or the caches)."""
+    folder = Path(run_dir) / TOKENIZER_FOLDER
+    return folder if folder.is_dir() else None
+
+
 def load_classifier(run_dir: str | os.PathLike, device: str | torch.device = "cpu", weights: bool = True) -> Classifier:
     """Load a classifier written by `save_classifier` (a local folder or a URI: `fetch_classifier`);
     needs no base weights. Without `weights`, its settings and tokenizer only (`model` is None: for
     a runtime that runs the classifier's ONNX graph instead)."""
-    run_dir = fetch_classifier(run_dir) if stores.is_uri(run_dir) else Path(run_dir)
+    run_dir = local_folder(run_dir)
     if not (run_dir / "config.json").is_file() or not (run_dir / "model.safetensors").is_file():
         raise SpamjobError(f"{run_dir} is not a trained classifier (needs config.json and model.safetensors)")
     cfg = read_json(run_dir / "config.json")
     if cfg.get("format") != FORMAT:
         raise SpamjobError(f"{run_dir}/config.json is not a {FORMAT} config (format {cfg.get('format')!r})")
-    tok_dir = run_dir / "tokenizer"
-    tokenizer = load_tokenizer(tok_dir if tok_dir.is_dir() else None)
+    tokenizer = load_tokenizer(tokenizer_folder(run_dir))
     model = _load_model(run_dir, cfg, device) if weights else None
     return Classifier(model, tokenizer, int(cfg["max_length"]), cfg["pooling"], list(cfg["labels"]), cfg)
 

@@ -30,6 +30,7 @@ from store_servers import (
     put_folder,
     serving,
 )
+from support import spark_failed_output
 
 from spamjob import stores
 from spamjob.cli import cli
@@ -175,6 +176,31 @@ def test_store_errors_are_one_line_naming_the_uri(s3, inputs, classifier_dir):
     assert r.exit_code == 1 and "no-model is not a trained classifier" in r.output, r.output
 
 
+def test_a_prefix_a_failed_spark_job_left_scores_exactly_its_committed_parts(s3, classifier_dir, tmp_path):
+    """The same layout as the local test (test_score.py), in a bucket, with the zero-byte folder
+    markers (`prefix/`) that S3 consoles and Hadoop's S3A write: the committed parts are read, every
+    other object is skipped and counted, in a prefix and in a glob alike."""
+    import boto3
+    from test_score import spark_frames
+
+    layout = spark_failed_output(tmp_path / "in", spark_frames())
+    src = put_folder(tmp_path / "in", f"{s3.bucket('spark')}/in")
+    client = boto3.client("s3", endpoint_url=s3.endpoint, region_name="us-east-1")
+    for marker in ("in/", "in/_temporary/", "in/_temporary/0/", "in/day=2026-12-05/"):
+        client.put_object(Bucket="spark", Key=marker, Body=b"")
+    r = score(src, "--model", str(classifier_dir), "--out", f"{src}-scored")
+    assert r.exit_code == 0, r.output
+    assert sorted(part_table(f"{src}-scored")["id"]) == list(range(50))
+    rep = json.loads(stores.read_bytes(f"{src}-scored/report.json"))
+    assert rep["skipped_files"] == {"hidden": len(layout["hidden"])}
+    manifest = json.loads(stores.read_bytes(f"{src}-scored/_manifest.json"))
+    assert sorted(s["path"].removeprefix(src + "/") for s in manifest["skipped"]) == layout["hidden"]
+    globbed = score(f"{src}/*.parquet", "--model", str(classifier_dir), "--out", f"{src}-globbed")
+    assert globbed.exit_code == 0, globbed.output
+    assert sorted(part_table(f"{src}-globbed")["id"]) == list(range(50))
+    assert json.loads(stores.read_bytes(f"{src}-globbed/report.json"))["skipped_files"] == {"hidden": 2}
+
+
 def test_a_model_uri_is_fetched_once_verified_and_reused(s3, classifier_dir, tmp_path, monkeypatch):
     """--model s3://...: its objects come down once into the cache, the weights are checked against
     the sha256 config.json records, and a second load reuses the cached folder without a download."""
@@ -197,6 +223,52 @@ def test_a_model_uri_is_fetched_once_verified_and_reused(s3, classifier_dir, tmp
     with pytest.raises(SpamjobError, match=r"tampered/model.safetensors: sha256 [0-9a-f]{64} is not the [0-9a-f]{64}"):
         artifact.fetch_classifier(tampered)
     assert not [p for p in (tmp_path / "cache" / "classifiers").iterdir() if p.is_dir() and p != first]
+
+
+def test_a_classifier_on_s3_brings_its_own_tokenizer_to_every_process(s3, classifier_dir, tmp_path, monkeypatch):
+    """An air-gapped cluster: offline, no GPT-2 tokenizer anywhere but in the classifier on S3. The
+    tokenizer processes (a window over SMALL rows) and Ray's tokenizing stage use the fetched
+    classifier's own tokenizer, and the output equals tokenizing in the reading thread."""
+    from spamjob.scoring.tokenize_pool import SMALL
+
+    model = put_folder(classifier_dir, f"{s3.bucket('tok')}/model")
+    frame = pd.DataFrame({"id": range(SMALL + 100), "text": [f"win a prize {i} now" for i in range(SMALL + 100)]})
+    frame.to_parquet(tmp_path / "in.parquet")
+    for var in ("SPAMJOB_TOKENIZER", "TIKTOKEN_CACHE_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("SPAMJOB_OFFLINE", "1")
+    monkeypatch.setenv("SPAMJOB_CACHE", str(tmp_path / "cache"))
+    base = [str(tmp_path / "in.parquet"), "--model", model, "--window-rows", str(SMALL + 100)]
+    pooled = score(*base, "--out", str(tmp_path / "pooled"), "--tokenize-workers", "1")
+    assert pooled.exit_code == 0, pooled.output
+    inline = score(*base, "--out", str(tmp_path / "inline"), "--tokenize-workers", "0")
+    assert inline.exit_code == 0, inline.output
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(tmp_path / "pooled" / "predictions"), pd.read_parquet(tmp_path / "inline" / "predictions")
+    )
+
+
+def test_rays_tokenizing_stage_uses_the_classifier_on_s3s_own_tokenizer(s3, classifier_dir, tmp_path, monkeypatch):
+    """Ray's CPU stage before GPU actors, offline with no GPT-2 tokenizer but the classifier's."""
+    pytest.importorskip("ray")
+    from spamjob.engines.ray import tokenize
+    from spamjob.text import encode
+
+    model = put_folder(classifier_dir, f"{s3.bucket('raytok')}/model")
+    for var in ("SPAMJOB_TOKENIZER", "TIKTOKEN_CACHE_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("SPAMJOB_OFFLINE", "1")
+    monkeypatch.setenv("SPAMJOB_CACHE", str(tmp_path / "cache"))
+    batch = tokenize(pa.table({"text": ["win a prize", "hi"]}), model)
+    ids = batch.column("__spamjob_token_ids").to_pylist()
+    assert ids == encode(artifact_tokenizer(classifier_dir), ["win a prize", "hi"])
+
+
+def artifact_tokenizer(classifier_dir: Path):
+    from spamjob.artifact import tokenizer_folder
+    from spamjob.text import load_tokenizer
+
+    return load_tokenizer(tokenizer_folder(classifier_dir))
 
 
 def _cli(args: list[str], env: dict) -> subprocess.CompletedProcess:

@@ -44,3 +44,31 @@ def test_tokenizer_processes_never_import_torch(classifier_dir):
         # a builtin, so that the worker imports nothing of this test module (which imports torch)
         loaded = pool.submit(eval, "list(__import__('sys').modules)").result()
     assert "tiktoken" in loaded and "spamjob.scoring.tokenize_pool" in loaded and "torch" not in loaded
+
+
+def test_a_process_that_cannot_start_or_dies_is_one_line(clf, tmp_path):
+    """A tokenizer that cannot load (a folder without its files) or a process killed mid-job: one
+    SpamjobError saying why, never concurrent.futures' BrokenProcessPool."""
+    import os
+    import signal
+
+    from spamjob.errors import SpamjobError
+    from spamjob.scoring.tokenize_pool import SMALL
+
+    texts = ["a message"] * SMALL
+    (tmp_path / "empty").mkdir()
+    pool = TokenizerPool(clf.tokenizer, tmp_path / "empty", workers=1)
+    try:
+        with pytest.raises(SpamjobError, match=r"a tokenizer process could not load .*empty: tokenizer folder"):
+            pool(texts)
+    finally:
+        pool.close()
+    pool = TokenizerPool(clf.tokenizer, None, workers=1)
+    try:
+        assert len(pool(texts)) == SMALL
+        for process in pool.pool._processes.values():
+            os.kill(process.pid, signal.SIGKILL)
+        with pytest.raises(SpamjobError, match=r"a tokenizer process died \(killed.*--tokenize-workers 0"):
+            pool(texts)
+    finally:
+        pool.close()

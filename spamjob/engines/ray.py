@@ -22,7 +22,7 @@ import math
 import os
 import shutil
 import time
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,6 +31,7 @@ import pyarrow.csv as pacsv
 import ray
 
 from spamjob import stores
+from spamjob.artifact import local_folder, tokenizer_folder
 from spamjob.config import resolve_runtime
 from spamjob.errors import SpamjobError, first_line
 from spamjob.fsutil import read_json
@@ -40,11 +41,10 @@ from spamjob.scoring import report as rep
 from spamjob.scoring.columns import OUTPUT_COLUMNS, kept_columns, renamed_for_output
 from spamjob.scoring.core import BatchScorer, Window, prepare_window, text_column_of
 from spamjob.scoring.csv import CsvOptions
-from spamjob.scoring.inputs import discover
+from spamjob.scoring.inputs import find, say_skipped, skipped_counts
 from spamjob.scoring.outdir import PREDICTIONS, check_out
 from spamjob.scoring.outstore import output_folder
 from spamjob.scoring.recount import count_folder
-from spamjob.scoring.source import kind_of
 from spamjob.stores import is_uri
 from spamjob.text import encode_flat, load_tokenizer
 from spamjob.threads import usable_cpus
@@ -79,9 +79,8 @@ class Scorer:
 def tokenize(batch: pa.Table, model: str, text_column: str | None = None) -> pa.Table:
     """The CPU stage before GPU actors: decode, flag and tokenize (no model loaded), so that the
     actors only run the model. Adds two columns that `Scorer` reads and drops."""
-    if model not in _TOKENIZERS:
-        folder = Path(model) / "tokenizer"  # a run folder carries its tokenizer files
-        _TOKENIZERS[model] = load_tokenizer(folder if folder.is_dir() else None)
+    if model not in _TOKENIZERS:  # the classifier's own (a URI's: fetched once into this node's cache)
+        _TOKENIZERS[model] = load_tokenizer(tokenizer_folder(local_folder(model)))
     column = text_column_of(batch.column_names, text_column)
     window = prepare_window(batch.column(column).combine_chunks(), lambda texts: encode_flat(_TOKENIZERS[model], texts))
     lengths = np.zeros(window.num_rows, dtype=np.int32)  # rows not scored: null, no tokens
@@ -163,7 +162,7 @@ def run_job(cfg) -> dict:
     The output folder is spamjob's (plan, --overwrite rules), but a rerun redoes the whole job."""
     wall0 = time.perf_counter()
     out = output_folder(cfg.out)
-    groups, fingerprints = _input_groups(cfg)
+    groups, fingerprints, skipped = _input_groups(cfg)
     config = _model_config(cfg.model)
     threshold = threshold_record(config, cfg.threshold)
     options = {
@@ -193,7 +192,12 @@ def run_job(cfg) -> dict:
         _write(scored.select_columns([*kept, *OUTPUT_COLUMNS]), out)
     except (ray.exceptions.RayError, pa.ArrowException, OSError, ValueError) as e:
         raise SpamjobError(f"the Ray job failed: {_last_line(e)}") from None
-    facts = {"model": plan["model"], "threshold": threshold, "runtime": {"name": options["runtime"]}}
+    facts = {
+        "model": plan["model"],
+        "threshold": threshold,
+        "runtime": {"name": options["runtime"]},
+        "skipped_files": skipped_counts(skipped),
+    }
     with out.finishing():
         report = _report(out, named(cfg.label_column), cfg, wall0, facts, pool_size(num_gpus)[0])
         out.finish()  # no manifest: Ray's parts are not spamjob's units
@@ -252,23 +256,18 @@ def _report(out, label_column: str | None, cfg, wall0: float, facts: dict, actor
     return report
 
 
-def _input_groups(cfg) -> tuple[list[tuple[str, str, list[str]]], list[dict]]:
-    """(kind, delimiter, paths) per way of reading, and the inputs' fingerprints: local inputs
-    found as `spamjob score` finds them; URIs (s3://, gs://, hdfs://) by their suffix, a folder
-    URI as Parquet, fingerprinted by name alone."""
+def _input_groups(cfg) -> tuple[list[tuple[str, str, list[str]]], list[dict], dict[str, str]]:
+    """(kind, delimiter, paths) per way of reading, the inputs' fingerprints and the files skipped:
+    inputs (local paths and URIs) found as `spamjob score` finds them."""
     csv = CsvOptions(cfg.delimiter, cfg.encoding)
+    found = find(cfg.inputs)
+    check_out(cfg.out, [s.path for s in found.sources])
+    say_skipped(found.skipped, cfg.verbose)
     groups: dict[tuple[str, str], list[str]] = {}
-    local = [i for i in cfg.inputs if "://" not in i]
-    uris = [i for i in cfg.inputs if "://" in i]
-    sources = discover(local) if local else []
-    check_out(cfg.out, [s.path for s in sources])
-    for path, kind in [
-        *((s.path, s.kind) for s in sources),
-        *((u, (kind_of(PurePosixPath(u)) or ("parquet", None))[0]) for u in uris),
-    ]:
-        groups.setdefault((kind, csv.delimiter_for(path) if kind == "csv" else ""), []).append(path)
-    fingerprints = [*(s.fingerprint() for s in sources), *({"path": u} for u in uris)]
-    return [(kind, delim, paths) for (kind, delim), paths in groups.items()], fingerprints
+    for s in found.sources:
+        groups.setdefault((s.kind, csv.delimiter_for(s.path) if s.kind == "csv" else ""), []).append(s.path)
+    fingerprints = [s.fingerprint() for s in found.sources]
+    return [(kind, delim, paths) for (kind, delim), paths in groups.items()], fingerprints, found.skipped
 
 
 def _read(groups: list[tuple[str, str, list[str]]]) -> ray.data.Dataset:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from spamjob.artifact import load_classifier
+from spamjob.artifact import load_classifier, tokenizer_folder
 from spamjob.errors import SpamjobError
 from spamjob.fsutil import atomic_path, write_json
 from spamjob.text import PAD_ID, tokenizer_files
@@ -122,7 +122,7 @@ def hf_config(clf) -> dict:
 
 def _tokenizer(clf, run_dir: Path, out: Path) -> None:
     """vocab.json and merges.txt (GPT-2's encoder.json and vocab.bpe) and the settings above."""
-    files = tokenizer_files(run_dir / "tokenizer")  # the run's own copy, else the caches
+    files = tokenizer_files(tokenizer_folder(run_dir))  # the run's own copy, else the caches
     if files is None:
         raise SpamjobError(f"{run_dir} has no tokenizer files and none are cached: run `spamjob download --tokenizer`")
     for src, name in zip(files, ("vocab.json", "merges.txt")):

@@ -30,12 +30,11 @@ import numpy as np
 import torch
 
 from spamjob import __version__
-from spamjob.artifact import Classifier, fetch_classifier, load_classifier
+from spamjob.artifact import Classifier, load_classifier, local_folder, tokenizer_folder
 from spamjob.config import INT8_SAMPLE
 from spamjob.errors import SpamjobError
 from spamjob.fsutil import atomic_path, cache_dir, locked, read_json, sha256_file, write_json
 from spamjob.scoring.ort_predictor import OrtPredictor, open_session, require_onnxruntime, session_settings
-from spamjob.stores import is_uri
 from spamjob.text import PAD_ID, TOKENIZER_FILES, encode, tokenizer_files
 from spamjob.threads import usable_cpus
 
@@ -105,7 +104,7 @@ def scoring_graph(model: str | os.PathLike, quantize: str | None = None) -> Path
     SAMPLE and INT8_SAMPLE test messages: a graph that differs is never used), and reused after.
     spamjob_onnx.json, written last, marks a folder whose graphs passed."""
     ort = require_onnxruntime("--runtime onnxruntime")
-    run_dir = fetch_classifier(str(model)) if is_uri(str(model)) else Path(model)
+    run_dir = local_folder(model)
     weights = read_json(run_dir / "config.json").get("model_sha256") or sha256_file(run_dir / "model.safetensors")
     made_by = f"{weights} spamjob {__version__} torch {torch.__version__} {exporter()} onnxruntime {ort.__version__}"
     key = hashlib.sha256(made_by.encode()).hexdigest()[:16]
@@ -264,7 +263,7 @@ def describe(clf: Classifier, checks: dict) -> dict:
 
 def _copy_extras(run_dir: Path, out: Path) -> None:
     """The tokenizer files and the model card beside the graph."""
-    files = tokenizer_files(run_dir / "tokenizer")
+    files = tokenizer_files(tokenizer_folder(run_dir))
     for src, name in zip(files or (), TOKENIZER_FILES):
         with atomic_path(out / "tokenizer" / name) as tmp:
             shutil.copyfile(src, tmp)

@@ -18,13 +18,12 @@ from __future__ import annotations
 import copy
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import torch
 
-from spamjob.artifact import load_classifier
+from spamjob.artifact import load_classifier, local_folder, tokenizer_folder
 from spamjob.config import INT8_SAMPLE, RUNTIMES, resolve_mixed_precision, resolve_runtime
 from spamjob.errors import SpamjobError
 from spamjob.fsutil import read_json
@@ -80,10 +79,11 @@ class BatchScorer:
         self.mixed_precision, self.quantize = resolve_mixed_precision(mixed_precision, gpu), quantize
         runtime = resolve_runtime(runtime, gpu, compile, self.mixed_precision, quantize)
         check_runtime(runtime, gpu, compile, self.mixed_precision)
+        folder = local_folder(model)  # a URI's classifier fetched once: its tokenizer is the workers' too
         # The tokenizer processes start first: they load their tokenizers while the model loads.
-        self.tokenize = TokenizerPool(None, Path(model) / "tokenizer", tokenize_workers)
+        self.tokenize = TokenizerPool(None, tokenizer_folder(folder), tokenize_workers)
         try:
-            self.classifier = clf = load_classifier(model, weights=runtime == "torch")
+            self.classifier = clf = load_classifier(folder, weights=runtime == "torch")
             self.tokenize.tok = clf.tokenizer  # the calling thread's tokenizer (small windows)
             self.threshold = clf.threshold if threshold is None else float(threshold)  # spam when P(spam) > it
             batch_tokens = batch_tokens or (65536 if gpu else 512)
@@ -93,7 +93,7 @@ class BatchScorer:
             self.session: dict | None = None  # ONNX Runtime's settings
             self.int8_check: dict | None = None  # ONNX Runtime: the int8 graph's check when it was made
             if runtime == "onnxruntime":
-                self._on_onnxruntime(model, batch_tokens, workers)
+                self._on_onnxruntime(folder, batch_tokens, workers)
             else:
                 self._on_torch(device, batch_tokens, workers, compile)
         except BaseException:
