@@ -12,8 +12,9 @@ from pathlib import Path
 
 import torch
 
-from spamjob import __version__, stores
+from spamjob import __version__, digests, stores
 from spamjob.config import LABELS, GPTConfig
+from spamjob.digests import damaged, differ, remade
 from spamjob.errors import SpamjobError, first_line
 from spamjob.fsutil import atomic_path, cache_dir, locked, read_json, sha256_file, write_json
 from spamjob.model import GPTModel, SpamClassifier, empty_modules
@@ -99,7 +100,9 @@ class Classifier:
 
 def fetch_classifier(uri: str) -> Path:
     """A classifier folder in an object store, fetched once into the cache (one process at a time),
-    its weights verified against the sha256 its config.json records, and reused while that holds."""
+    its weights verified against the sha256 its config.json records, and reused while that holds:
+    every fetched file is checked against the sha256 recorded when it was fetched, and a damaged
+    copy fetched again with one `note:` line."""
     config = stores.read_bytes(stores.join(uri, "config.json"))
     if config is None:
         raise SpamjobError(f"{uri} is not a trained classifier (no config.json)")
@@ -107,12 +110,25 @@ def fetch_classifier(uri: str) -> Path:
     if not want:
         raise SpamjobError(f"{uri}/config.json records no model_sha256: its weights cannot be verified")
     local = cache_dir() / "classifiers" / hashlib.sha1(uri.rstrip("/").encode()).hexdigest()[:16]
+    record = local.with_name(local.name + ".json")  # what was fetched, with each file's sha256
     with locked(local.with_suffix(".lock")):
         if (local / "config.json").is_file() and (local / "config.json").read_bytes() == config:
-            if sha256_file(local / "model.safetensors") == want:
+            if (why := _damage(local, record)) is None:
                 return local
+            remade(f"{uri}'s copy {local}", why, "fetching it again")
         _download_folder(uri, local, want)
+        write_json(record, {"uri": uri, "files": digests.record(local, digests.files_below(local))})
     return local
+
+
+def _damage(local: Path, record: Path) -> str | None:
+    """None when every file of a fetched classifier still has the sha256 recorded when it was
+    fetched; else what differs."""
+    try:
+        files = read_json(record)["files"]
+    except (SpamjobError, KeyError, TypeError):
+        return "the record of what was fetched is missing or damaged"
+    return differ(damaged(local, files), "what was fetched")
 
 
 def _download_folder(uri: str, local: Path, sha256: str) -> None:

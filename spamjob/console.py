@@ -11,3 +11,9 @@ def say(msg: str) -> None:
 
     if PartialState().is_main_process:
         tqdm.write(msg)
+
+
+def note(msg: str) -> None:
+    """One `note:` line: something the run did for the user that they should know of (e.g. a cache
+    entry that failed its check and was made again)."""
+    say(f"note: {msg}")

@@ -11,6 +11,7 @@ import pandas as pd
 
 from spamjob import __version__
 from spamjob.config import LABELS
+from spamjob.console import note
 from spamjob.errors import SpamjobError, redact
 from spamjob.fetch import download, is_url
 from spamjob.fsutil import atomic_path, cache_dir, sha256_file, write_json
@@ -69,8 +70,10 @@ def resolve_source(
     sha256 = None if sha256 == "none" else (explicit or UCI_SHA256)
     if is_url(source):
         cached = cache / UCI_MEMBER
-        if sha256 is not None and cached.exists() and sha256_file(cached) == sha256:
-            return cached
+        if sha256 is not None and cached.exists():
+            if sha256_file(cached) == sha256:
+                return cached
+            note(f"{cached} does not have its pinned sha256 (damaged); extracting it again")
         zip_path = download(
             str(source),
             cache / Path(str(source).split("?")[0]).name,

@@ -16,6 +16,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from spamjob import __version__
+from spamjob.console import note
 from spamjob.errors import SpamjobError, redact
 from spamjob.fsutil import locked, read_json, sha256_file, write_json
 
@@ -47,23 +48,27 @@ def download(
 
     Every process that wants the file (the ranks of a job, other jobs sharing the cache) takes
     the file's lock first, so one downloads while the others wait and then only check its copy
-    (`_whole`). The body is streamed to `dest.part` and renamed onto `dest` only when every
-    announced byte has arrived and matches `sha256` and the server's Content-MD5, if any; without
-    a pinned `sha256`, its size and sha256 are then recorded (`.cache/spamjob/<name>.json` beside
-    it; the lock there is removed when released, and the folder when empty). A dropped
+    (`_damage`). A copy that no longer matches the sha256 pinned or recorded for it is fetched
+    again with one `note:` line (offline: one error line). The body is streamed to `dest.part`
+    and renamed onto `dest` only when every announced byte has arrived and matches `sha256` and
+    the server's Content-MD5, if any; without a pinned `sha256`, its size and sha256 are then
+    recorded (`.cache/spamjob/<name>.json` beside it; the lock there is removed when released,
+    and the folder when empty). A dropped
     connection is retried up to `retries` times, resuming with a Range request; so is a `.part`
     left by a killed process (no live one writes it: we hold the lock). Raises SpamjobError with
     one line on any failure.
     """
     dest = Path(dest)
-    if _whole(dest, sha256):  # checked without the lock: a read-only copy (a bundle) needs none
+    if (damage := _damage(dest, sha256)) is None:  # no lock: a read-only copy (a bundle) needs none
         return dest
     if is_offline():
         hint = f"; {fetch_hint}" if fetch_hint else ""
-        raise SpamjobError(f"offline (SPAMJOB_OFFLINE/HF_HUB_OFFLINE set) and {dest} is missing{hint}")
+        raise SpamjobError(f"offline (SPAMJOB_OFFLINE/HF_HUB_OFFLINE set) and {dest} is {damage}{hint}")
+    if damage != "missing":
+        note(f"{dest} is {damage}; fetching it again")
     try:
         with locked(_bookkeeping(dest, ".lock"), remove=True):
-            if not _whole(dest, sha256):  # another process may have fetched it while we waited
+            if _damage(dest, sha256) is not None:  # another process may have fetched it while we waited
                 dest.unlink(missing_ok=True)  # a bad copy, fetched again
                 _fetch_into(url, dest, sha256, timeout=timeout, retries=retries, progress=progress)
     finally:
@@ -96,16 +101,21 @@ def _bookkeeping(dest: Path, suffix: str) -> Path:
     return dest.parent / ".cache" / "spamjob" / f"{dest.name}{suffix}"
 
 
-def _whole(dest: Path, sha256: str | None) -> bool:
-    """`dest` is there and whole: its pinned sha256, else the size recorded when it was fetched (a
-    file put there by hand, or by an older spamjob that renamed only complete files, is taken as
-    it is)."""
+def _damage(dest: Path, sha256: str | None) -> str | None:
+    """None when `dest` is there and whole: its pinned sha256, else the sha256 recorded when it was
+    fetched (a file put there by hand, with neither, is taken as it is). Else why not: "missing",
+    or how it differs (a partial copy, a disk error, a bad restore of a cache volume)."""
     if not dest.exists():
-        return False
-    if sha256 is not None:
-        return sha256_file(dest) == sha256
+        return "missing"
     record = _bookkeeping(dest, ".json")
-    return not record.is_file() or dest.stat().st_size == read_json(record).get("size")
+    try:
+        want = sha256 or (read_json(record).get("sha256") if record.is_file() else None)
+    except SpamjobError:
+        return "unverifiable (the record of its sha256 is damaged)"
+    if want is None or (got := sha256_file(dest)) == want:
+        return None
+    made = "its pinned" if sha256 else "the one recorded when it was fetched"
+    return f"damaged (sha256 {got[:12]}..., not {made}, {want[:12]}...)"
 
 
 def _fetch(url: str, part: Path, *, timeout: float, retries: int, progress: bool) -> str | None:

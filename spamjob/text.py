@@ -100,6 +100,8 @@ def load_tokenizer(
         return _from_folder(Path(folder))
     found = find_tokenizer_dir(*search)
     if found is not None:
+        if found == tokenizer_cache():  # the cache's copy: checked, a damaged one fetched again
+            fetch_tokenizer(found, progress=False)
         return _from_folder(found)
     if is_offline() and not os.environ.get("TIKTOKEN_CACHE_DIR"):
         raise SpamjobError(

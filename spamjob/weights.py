@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import torch
 
 from spamjob.config import HF_REPOS, OPENAI_NAMES, GPTConfig, canonical_size, config_for, matches_size
+from spamjob.digests import damaged, differ, hub_blob_damage, remade
 from spamjob.errors import SpamjobError, first_line
 from spamjob.fetch import download, is_offline
 from spamjob.fsutil import cache_dir, read_json
@@ -54,14 +56,16 @@ def fetch_hf(
     path = None
     for name in HF_FILES:
         try:
-            path = hf_hub_download(
-                repo,
-                name,
-                cache_dir=cache,
-                local_dir=local_dir,
-                endpoint=endpoint,
-                local_files_only=is_offline(),
+            get = functools.partial(
+                hf_hub_download, repo, name, cache_dir=cache, local_dir=local_dir, endpoint=endpoint
             )
+            path = get(local_files_only=is_offline())
+            if damage := hub_blob_damage(path):  # checked before use: fetched again once
+                if is_offline():
+                    raise SpamjobError(f"offline (SPAMJOB_OFFLINE/HF_HUB_OFFLINE set) and {damage}")
+                remade(f"{repo}/{name}", damage, "fetching it again from the Hub")
+                if damage := hub_blob_damage(path := get(force_download=True)):
+                    raise SpamjobError(damage)
         except LocalEntryNotFoundError:
             where = local_dir or cache or "the Hugging Face cache"
             raise SpamjobError(
@@ -278,7 +282,7 @@ def resolve_weights(weights: str, size: str | None = None, *, cache: str | os.Pa
     if weights == "hf":
         bundled = hf_bundle_dir(size or "gpt2-small")
         if cache is None and (bundled / "config.json").is_file() and (bundled / "model.safetensors").is_file():
-            return bundled
+            return _checked_bundle(bundled, size or "gpt2-small")
         return fetch_hf(size or "gpt2-small", cache=cache)
     if weights == "openai":
         size = canonical_size(size or "gpt2-small")
@@ -286,6 +290,27 @@ def resolve_weights(weights: str, size: str | None = None, *, cache: str | os.Pa
     folder = Path(weights).expanduser()
     if not folder.exists():
         raise SpamjobError(f"--weights {weights!r} is neither hf, openai, random nor an existing folder")
+    return folder
+
+
+def _checked_bundle(folder: Path, size: str) -> Path:
+    """The weights of a `spamjob download --all` bundle, checked against the sha256 its bundle.json
+    recorded; damaged files fetched again once (offline: one error line)."""
+    root = cache_dir()
+    listed = read_json(root / "bundle.json").get("files", {}) if (root / "bundle.json").is_file() else {}
+    prefix = folder.relative_to(root).as_posix() + "/"
+    bad = damaged(root, {name: h for name, h in listed.items() if name.startswith(prefix)})
+    if not bad:
+        return folder
+    why = differ(bad, "bundle.json")
+    if is_offline():
+        raise SpamjobError(f"offline (SPAMJOB_OFFLINE/HF_HUB_OFFLINE set) and in {root}, {why}: copy the bundle again")
+    remade(str(folder), why, "fetching those files again from the Hub")
+    for name in bad:
+        (root / name).unlink(missing_ok=True)
+    fetch_hf(size, local_dir=folder)
+    if bad := damaged(root, {name: listed[name] for name in bad}):
+        raise SpamjobError(f"{', '.join(bad)} still differ from {root / 'bundle.json'} after a fresh download")
     return folder
 
 

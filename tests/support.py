@@ -339,3 +339,11 @@ def spark_failed_output(folder: Path, frames: list) -> dict[str, list[str]]:
         (folder / name).write_bytes(b"crc\x00" if name.endswith(".crc") else b'{"added":[]}')
     hidden = sorted([*crc, *markers, task, half.relative_to(folder).as_posix()])
     return {"committed": committed, "hidden": hidden}
+
+
+def flip_byte(path: Path, at: float = 0.5) -> None:
+    """Damage a file as a bad disk or restore does: one byte changed, the size kept (a symlink's target)."""
+    path = Path(path).resolve()
+    data = bytearray(path.read_bytes())
+    data[int(len(data) * at)] ^= 0xFF
+    path.write_bytes(bytes(data))

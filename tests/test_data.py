@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from support import Server
+from support import Server, flip_byte
 
 from spamjob.cli import cli
 from spamjob.data import UCI_SHA256, load_split, read_messages
@@ -209,3 +209,16 @@ def test_load_split_errors(tmp_path):
     (tmp_path / "train.csv").write_text("a,b\n1,2\n")
     with pytest.raises(SpamjobError, match="lacks column"):
         load_split(tmp_path, "train")
+
+
+def test_a_damaged_extracted_dataset_is_extracted_again(sms_path, tmp_path):
+    routes = {"/static/sms+spam+collection.zip": _zip_bytes({"SMSSpamCollection": sms_path.read_bytes()})}
+    with Server(routes) as srv:
+        url = srv.url + "/static/sms+spam+collection.zip"
+        args = ["--source", url, "--cache-dir", str(tmp_path / "c")]
+        assert run("prepare", *args, "--out", str(tmp_path / "o0")).exit_code == 0
+        flip_byte(tmp_path / "c" / "SMSSpamCollection")
+        r = run("prepare", *args, "--out", str(tmp_path / "o1"))
+        assert r.exit_code == 0 and "SMSSpamCollection does not have its pinned sha256 (damaged)" in r.output
+        assert srv.hits == {"/static/sms+spam+collection.zip": 1}  # from the cached zip, itself checked
+    assert (tmp_path / "o0" / "train.csv").read_bytes() == (tmp_path / "o1" / "train.csv").read_bytes()

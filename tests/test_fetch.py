@@ -12,7 +12,7 @@ import sys
 import time
 
 import pytest
-from support import Server
+from support import Server, flip_byte
 
 from spamjob.errors import SpamjobError
 from spamjob.fetch import download
@@ -167,3 +167,22 @@ def test_a_whole_copy_is_used_without_the_lock(tmp_path, monkeypatch):
     monkeypatch.setenv("SPAMJOB_OFFLINE", "1")
     assert download("http://127.0.0.1:9/f.bin", tmp_path / "f.bin", sha256=SHA).read_bytes() == BODY
     assert list(tmp_path.iterdir()) == [tmp_path / "f.bin"]
+
+
+def test_a_damaged_copy_is_fetched_again_with_a_note_and_offline_is_one_line(tmp_path, capsys, monkeypatch):
+    """A copy whose bytes (not its size) changed since it was fetched: its recorded sha256, or its
+    pinned one, no longer matches; it is fetched again once with a `note:` line; offline, one error."""
+    with Server({"/f.bin": BODY}) as srv:
+        for sha in (None, SHA):
+            dest = tmp_path / f"pinned-{sha is not None}.bin"
+            download(srv.url + "/f.bin", dest, sha256=sha, progress=False)
+            flip_byte(dest)
+            capsys.readouterr()
+            download(srv.url + "/f.bin", dest, sha256=sha, progress=False)
+            assert dest.read_bytes() == BODY
+            assert f"note: {dest} is damaged (sha256 " in capsys.readouterr().out
+        assert srv.hits["/f.bin"] == 4
+    flip_byte(dest)
+    monkeypatch.setenv("SPAMJOB_OFFLINE", "1")
+    with pytest.raises(SpamjobError, match=r"^offline .* and .*pinned-True.bin is damaged \(sha256 .*its pinned"):
+        download("http://127.0.0.1:9/f.bin", dest, sha256=SHA, progress=False)

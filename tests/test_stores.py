@@ -30,7 +30,7 @@ from store_servers import (
     put_folder,
     serving,
 )
-from support import spark_failed_output
+from support import flip_byte, spark_failed_output
 
 from spamjob import stores
 from spamjob.cli import cli
@@ -201,9 +201,10 @@ def test_a_prefix_a_failed_spark_job_left_scores_exactly_its_committed_parts(s3,
     assert json.loads(stores.read_bytes(f"{src}-globbed/report.json"))["skipped_files"] == {"hidden": 2}
 
 
-def test_a_model_uri_is_fetched_once_verified_and_reused(s3, classifier_dir, tmp_path, monkeypatch):
+def test_a_model_uri_is_fetched_once_verified_and_reused(s3, classifier_dir, tmp_path, monkeypatch, capsys):
     """--model s3://...: its objects come down once into the cache, the weights are checked against
-    the sha256 config.json records, and a second load reuses the cached folder without a download."""
+    the sha256 config.json records, and a second load reuses the cached folder without a download;
+    a fetched file damaged since is fetched again, with a note."""
     from spamjob import artifact
 
     monkeypatch.setenv("SPAMJOB_CACHE", str(tmp_path / "cache"))
@@ -218,6 +219,11 @@ def test_a_model_uri_is_fetched_once_verified_and_reused(s3, classifier_dir, tmp
     fetched.clear()
     assert artifact.fetch_classifier(model) == first and fetched == []
     assert artifact.load_classifier(model).config == json.loads((classifier_dir / "config.json").read_text())
+    flip_byte(first / "tokenizer" / "vocab.bpe")  # any fetched file, checked against what was fetched
+    capsys.readouterr()
+    assert artifact.fetch_classifier(model) == first and len(fetched) == len(objects(model))
+    assert "tokenizer/vocab.bpe differs from what was fetched); fetching it again" in capsys.readouterr().out
+    assert (first / "tokenizer" / "vocab.bpe").read_bytes() == (classifier_dir / "tokenizer" / "vocab.bpe").read_bytes()
     tampered = put_folder(classifier_dir, f"{bucket}/tampered")
     stores.write_bytes(f"{tampered}/model.safetensors", b"not the weights config.json names")
     with pytest.raises(SpamjobError, match=r"tampered/model.safetensors: sha256 [0-9a-f]{64} is not the [0-9a-f]{64}"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import tiktoken
 import torch
-from support import Server, tokenizer_bytes
+from support import Server, flip_byte, tokenizer_bytes
 
 from spamjob.errors import SpamjobError
 from spamjob.text import PAD_ID, encode, fetch_tokenizer, load_tokenizer, pad_batch, rows_within
@@ -132,3 +132,23 @@ def test_fetch_tokenizer_from_local_server(assets, tmp_path, monkeypatch):
         folder = fetch_tokenizer(tmp_path / "tok", progress=False)
     assert sorted(p.name for p in folder.iterdir()) == ["encoder.json", "vocab.bpe"]
     assert load_tokenizer(folder).encode_ordinary("hello world") == [31373, 995]
+
+
+def test_a_damaged_tokenizer_in_the_cache_is_fetched_again_and_offline_is_one_line(
+    assets, tmp_path, capsys, monkeypatch
+):
+    routes = {f"/enc/{n}": b for n, b in tokenizer_bytes(assets).items()}
+    monkeypatch.setenv("SPAMJOB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("SPAMJOB_TOKENIZER", raising=False)
+    with Server(routes) as srv:
+        monkeypatch.setenv("SPAMJOB_TOKENIZER_URL", srv.url + "/enc")
+        folder = fetch_tokenizer(progress=False)
+        flip_byte(folder / "encoder.json")
+        capsys.readouterr()
+        assert load_tokenizer().encode_ordinary("hello world") == [31373, 995]
+        assert f"note: {folder / 'encoder.json'} is damaged" in capsys.readouterr().out
+        assert srv.hits["/enc/encoder.json"] == 2
+    flip_byte(folder / "vocab.bpe")
+    monkeypatch.setenv("SPAMJOB_OFFLINE", "1")
+    with pytest.raises(SpamjobError, match=r"vocab.bpe is damaged .*; run `spamjob download --tokenizer`"):
+        load_tokenizer()

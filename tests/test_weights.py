@@ -16,6 +16,7 @@ import pytest
 import torch
 from support import (
     Server,
+    flip_byte,
     hf_greedy,
     hub_headers,
     tiny_hf_model,
@@ -26,6 +27,7 @@ from support import (
 )
 
 from spamjob.errors import SpamjobError
+from spamjob.fsutil import sha256_file
 from spamjob.model import generate_greedy
 from spamjob.weights import detect_layout, fetch_hf, fetch_openai, load_folder, load_gpt, read_config
 
@@ -277,3 +279,53 @@ def test_two_ranks_fetch_each_hub_file_once(assets, layouts, data_dir, tmp_path)
         out, err = run.communicate(timeout=600)
         assert run.returncode == 0, err[-3000:]
         assert srv.hits == {path: 1 for path in routes}
+
+
+def test_a_damaged_hub_cache_file_is_fetched_again_and_offline_is_one_line(
+    assets, layouts, tmp_path, capsys, monkeypatch
+):
+    """A file of the Hugging Face cache is checked against the digest its blob is named after (the
+    sha256 of model.safetensors, git's sha1 of config.json) before it is used."""
+    routes = _hub_routes(layouts["hub"], "openai-community/gpt2", tokenizer_bytes(assets))
+    cache = tmp_path / "hub-cache"
+    with Server(routes, headers=lambda p: hub_headers(p, routes)) as srv:
+        folder = fetch_hf("gpt2-small", cache=cache, endpoint=srv.url)
+        want = load_folder(folder).state_dict()
+        flip_byte(folder / "model.safetensors")
+        capsys.readouterr()
+        assert fetch_hf("gpt2-small", cache=cache, endpoint=srv.url) == folder
+        assert "note: openai-community/gpt2/model.safetensors in the cache is damaged" in capsys.readouterr().out
+        torch.testing.assert_close(load_folder(folder).state_dict(), want)
+    flip_byte(folder / "config.json", at=0.1)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(SpamjobError, match=r"^offline .* and .*config.json does not match the digest") as e:
+        fetch_hf("gpt2-small", cache=cache)
+    assert "\n" not in str(e.value)
+
+
+def test_a_damaged_bundle_is_fetched_again_and_offline_is_one_line(assets, layouts, tmp_path, capsys, monkeypatch):
+    """`spamjob download --all`'s weights are checked against the sha256 bundle.json recorded."""
+    import huggingface_hub.constants
+
+    from spamjob.weights import resolve_weights
+
+    routes = _hub_routes(layouts["hub"], "openai-community/gpt2", tokenizer_bytes(assets))
+    monkeypatch.setenv("SPAMJOB_CACHE", str(tmp_path / "bundle"))
+    with Server(routes, headers=lambda p: hub_headers(p, routes)) as srv:
+        template = srv.url + "/{repo_id}/resolve/{revision}/{filename}"  # as HF_ENDPOINT=srv.url at import
+        monkeypatch.setattr(huggingface_hub.constants, "HUGGINGFACE_CO_URL_TEMPLATE", template)
+        folder = fetch_hf("gpt2-small", local_dir=tmp_path / "bundle" / "hf" / "gpt2-small")
+        files = {f"hf/gpt2-small/{p.name}": sha256_file(p) for p in folder.iterdir() if p.is_file()}
+        (tmp_path / "bundle" / "bundle.json").write_text(json.dumps({"files": files}))
+        assert resolve_weights("hf") == folder
+        flip_byte(folder / "model.safetensors")
+        capsys.readouterr()
+        assert (
+            resolve_weights("hf") == folder
+            and sha256_file(folder / "model.safetensors") == files["hf/gpt2-small/model.safetensors"]
+        )
+        assert "(hf/gpt2-small/model.safetensors differs from bundle.json); fetching" in capsys.readouterr().out
+    flip_byte(folder / "config.json")
+    monkeypatch.setenv("SPAMJOB_OFFLINE", "1")
+    with pytest.raises(SpamjobError, match=r"hf/gpt2-small/config.json differs from bundle.json: copy the bundle"):
+        resolve_weights("hf")

@@ -29,9 +29,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from spamjob import __version__
+from spamjob import __version__, digests
 from spamjob.artifact import Classifier, load_classifier, local_folder, tokenizer_folder
 from spamjob.config import INT8_SAMPLE
+from spamjob.digests import damaged, differ, remade
 from spamjob.errors import SpamjobError
 from spamjob.fsutil import atomic_path, cache_dir, locked, read_json, sha256_file, write_json
 from spamjob.scoring.ort_predictor import OrtPredictor, open_session, require_onnxruntime, session_settings
@@ -40,6 +41,7 @@ from spamjob.threads import usable_cpus
 
 INPUTS, OUTPUTS = ("input_ids", "attention_mask"), ("logits", "spam_probability")
 OPSET = 18  # the dynamo exporter's own; ONNX Runtime >= 1.14 runs it
+GRAPH_FILES = ("model.onnx", "model.onnx.data", "model.int8.onnx")  # what an export writes, sha256 recorded
 EXTERNAL_DATA_BYTES = 1 << 30  # weights past this go to model.onnx.data (protobuf stops at 2 GiB)
 TOLERANCE = 1e-4  # fp32 ONNX Runtime vs spamjob, largest |difference| in P(spam)
 # Dynamic int8: only the MatMuls with constant weights (the Linear layers, as torch's dynamic int8
@@ -92,7 +94,11 @@ def export_onnx(
     if quantize == "int8":
         checks["int8"] = _quantize(out, ids, clf, want)
     meta = describe(clf, checks)
-    _copy_extras(Path(run_dir), out)
+    _copy_extras(local_folder(run_dir), out)
+    graphs = [n for n in GRAPH_FILES if (out / n).is_file()]
+    meta["files"] = digests.record(
+        out, [*graphs, *(f"tokenizer/{n}" for n in TOKENIZER_FILES if (out / "tokenizer" / n).is_file())]
+    )
     write_json(out / "spamjob_onnx.json", meta)
     return meta
 
@@ -109,12 +115,25 @@ def scoring_graph(model: str | os.PathLike, quantize: str | None = None) -> Path
     made_by = f"{weights} spamjob {__version__} torch {torch.__version__} {exporter()} onnxruntime {ort.__version__}"
     key = hashlib.sha256(made_by.encode()).hexdigest()[:16]
     folder = cache_dir() / "onnx" / key
+    graph = folder / ("model.int8.onnx" if quantize else "model.onnx")
     with locked(folder.with_name(f"{key}.lock")):
         checked = read_json(folder / "spamjob_onnx.json") if (folder / "spamjob_onnx.json").is_file() else {}
-        if ("int8" if quantize else "fp32") not in checked.get("checked_with_onnxruntime", {}):
-            (folder / "spamjob_onnx.json").unlink(missing_ok=True)
-            export_onnx(run_dir, folder, quantize, test_messages=INT8_SAMPLE)
-    return folder / ("model.int8.onnx" if quantize else "model.onnx")
+        if ("int8" if quantize else "fp32") in checked.get("checked_with_onnxruntime", {}):
+            if (why := _damage(folder, checked, graph.name)) is None:
+                return graph
+            remade(str(graph), why)
+        (folder / "spamjob_onnx.json").unlink(missing_ok=True)
+        export_onnx(run_dir, folder, quantize, test_messages=INT8_SAMPLE)
+    return graph
+
+
+def _damage(folder: Path, checked: dict, graph: str) -> str | None:
+    """None when `graph` (and its weights file) still has the sha256 recorded when it was made."""
+    files = checked.get("files", {})
+    needed = [n for n in (graph, graph + ".data") if n in files] if graph in files else None
+    if needed is None:
+        return f"spamjob_onnx.json records no sha256 of {graph}"
+    return differ(damaged(folder, {n: files[n] for n in needed}), "the sha256 recorded when it was made")
 
 
 def _export_graph(clf: Classifier, path: Path) -> str:

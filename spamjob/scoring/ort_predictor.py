@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from spamjob.errors import SpamjobError
+from spamjob.errors import SpamjobError, first_line
 from spamjob.scoring.predictor import Launched, sorted_batches
 from spamjob.text import PAD_ID
 from spamjob.tokens import TokenIds
@@ -52,7 +52,10 @@ def open_session(path: str | Path, settings: dict):
     opts.add_session_config_entry("session.intra_op.allow_spinning", spin)
     opts.add_session_config_entry("session.inter_op.allow_spinning", spin)
     opts.log_severity_level = 3  # errors only: its notes on graph optimisation are not the user's concern
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime's own errors (InvalidProtobuf, Fail...): a damaged or foreign file
+        raise SpamjobError(f"ONNX Runtime cannot load {path}: {first_line(e)}") from None
 
 
 class OrtPredictor:
