@@ -98,6 +98,8 @@ def uri_problem(option: str, value, store: bool = False) -> str | None:
     if not store:
         return f"{option} {shown} is a URI; this option takes a local (or mounted) folder, so give a local path"
     scheme, bucket = m.group("scheme").lower(), m.group("rest")
+    if scheme == "file" and not bucket:  # file:///path: a local path
+        return None
     if scheme not in STORE_SCHEMES:
         return f"{option} {shown}: unsupported scheme {scheme}://; use s3://, gs:// or abfs:// (or a local path)"
     if ":" in bucket or "?" in value or ("@" in bucket and STORE_SCHEMES[scheme] != "azure"):

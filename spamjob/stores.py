@@ -37,12 +37,29 @@ from spamjob.errors import SpamjobError, first_line, redact
 from spamjob.fields import STORE_SCHEMES
 
 RETRIES = 10  # attempts per request, with the clients' exponential backoff
+# Where the stores are and which region: settings, never secrets (an engine hands them to its workers).
+ENDPOINT_VARIABLES = (
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "STORAGE_EMULATOR_HOST",
+)
 _SCHEME = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<rest>.*)$")
 GLOB = re.compile(r"[*?\[]")
 
 
 def is_uri(path: str | os.PathLike) -> bool:
     return isinstance(path, str) and _SCHEME.match(path) is not None
+
+
+def local_path(path: str) -> str:
+    """A `file://` URI as the local path it names; anything else as it is."""
+    if isinstance(path, str) and path[:7].lower() == "file://":
+        from urllib.parse import unquote, urlparse
+
+        return unquote(urlparse(path).path)
+    return path
 
 
 @dataclass(frozen=True)

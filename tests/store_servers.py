@@ -169,9 +169,11 @@ def _wait_for_line(process: subprocess.Popen, pattern: re.Pattern, timeout: floa
 
 class FaultProxy:
     """An HTTP proxy to `target` that answers a request with `fault(method, path, n)`'s status
-    (None: forwarded) where n counts requests; `seen` lists (method, path, status)."""
+    (None: forwarded) where n counts requests; `seen` lists (method, path, status). With
+    `signed_only`, an unsigned request (no Authorization header: a client without credentials)
+    gets 403, as a private bucket answers it; moto's server alone accepts it."""
 
-    def __init__(self, target: str, fault: Callable[[str, str, int], int | None]):
+    def __init__(self, target: str, fault: Callable[[str, str, int], int | None], signed_only: bool = False):
         self.fault, self.seen, self.count = fault, [], 0
         host, port = target.removeprefix("http://").split(":")
         proxy = self
@@ -187,6 +189,8 @@ class FaultProxy:
                 with lock:
                     proxy.count += 1
                     status = proxy.fault(self.command, self.path, proxy.count)
+                if signed_only and "Authorization" not in self.headers and "X-Amz-Signature" not in self.path:
+                    status = 403
                 if status is not None:
                     proxy.seen.append((self.command, self.path, status))
                     self._error(status)

@@ -63,6 +63,7 @@ def test_onnx_runtime_gives_spamjob_probabilities(classifier_dir, exported, text
     assert meta["inputs"] == ["input_ids", "attention_mask"] and meta["spam_threshold"] == clf.threshold
     assert meta["checked_with_onnxruntime"]["fp32"]["max_abs_diff"] <= 1e-4
     assert meta["checked_with_onnxruntime"]["fp32"]["exporter"] == "dynamo"  # the extra brings onnxscript
+    assert graph_made_by(exported / "model.onnx") == "dynamo"  # the graph itself, not only what was recorded
     assert (exported / "tokenizer" / "encoder.json").is_file() and (exported / "README.md").is_file()
 
 
@@ -113,6 +114,15 @@ def test_last_pooling_exports_with_rows_padded_to_max_length(data_dir, tmp_path,
     np.testing.assert_allclose(got, clf.spam_probability(texts)[0], atol=1e-4, rtol=0)
 
 
+def graph_made_by(path) -> str:
+    """Which exporter wrote a graph, read from the graph: torch.export + onnxscript name every node
+    `node_*`; the TorchScript exporter names them after the module path (`/model/...`) or op type."""
+    import onnx
+
+    names = [n.name for n in onnx.load(str(path), load_external_data=False).graph.node]
+    return "dynamo" if names and all(n.startswith("node_") for n in names) else "torchscript"
+
+
 @pytest.mark.parametrize("how", ["dynamo", "torchscript"])
 def test_either_exporter_with_weights_beside_the_graph(how, classifier_dir, tmp_path, texts, monkeypatch):
     """The deprecated TorchScript exporter (older torch, no onnxscript) gives the same probabilities;
@@ -123,7 +133,9 @@ def test_either_exporter_with_weights_beside_the_graph(how, classifier_dir, tmp_
     monkeypatch.setattr(onnx, "exporter", lambda: how)
     monkeypatch.setattr(onnx, "EXTERNAL_DATA_BYTES", 0)
     meta = onnx.export_onnx(classifier_dir, tmp_path / "onnx", "int8" if how == "dynamo" else None, texts=texts)
-    assert meta["checked_with_onnxruntime"]["fp32"]["exporter"] == how
+    assert (
+        meta["checked_with_onnxruntime"]["fp32"]["exporter"] == how == graph_made_by(tmp_path / "onnx" / "model.onnx")
+    )
     files = {f.name for f in (tmp_path / "onnx").iterdir()} - {"model.int8.onnx"}
     assert files == {"README.md", "model.onnx", "model.onnx.data", "spamjob_onnx.json", "tokenizer"}  # no temporaries
     assert how != "dynamo" or meta["checked_with_onnxruntime"]["int8"]["agreement"] >= 0.95

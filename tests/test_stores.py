@@ -243,6 +243,7 @@ def test_a_classifier_on_s3_brings_its_own_tokenizer_to_every_process(s3, classi
     for var in ("SPAMJOB_TOKENIZER", "TIKTOKEN_CACHE_DIR"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("SPAMJOB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # `spamjob --offline` sets both: restored after the test
     monkeypatch.setenv("SPAMJOB_CACHE", str(tmp_path / "cache"))
     base = [str(tmp_path / "in.parquet"), "--model", model, "--window-rows", str(SMALL + 100)]
     pooled = score(*base, "--out", str(tmp_path / "pooled"), "--tokenize-workers", "1")

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import time
 from pathlib import Path
@@ -28,12 +27,15 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 import ray
+from ray.data.datasource import BlockBasedFileDatasink
 
 from spamjob import stores
 from spamjob.artifact import local_folder, tokenizer_folder
 from spamjob.config import resolve_runtime
-from spamjob.errors import SpamjobError, first_line
+from spamjob.engines.ray_cluster import WHERE_NODES_WRITE, check_nodes, join, last_line
+from spamjob.errors import SpamjobError
 from spamjob.fsutil import read_json
 from spamjob.operating import threshold_record
 from spamjob.scoring import plan as job_plan
@@ -47,7 +49,6 @@ from spamjob.scoring.outstore import output_folder
 from spamjob.scoring.recount import count_folder
 from spamjob.stores import is_uri
 from spamjob.text import encode_flat, load_tokenizer
-from spamjob.threads import usable_cpus
 from spamjob.tokens import TokenIds
 
 BATCH_ROWS = 4096  # rows per map_batches call: one length-sorted window
@@ -158,8 +159,9 @@ def pool_size(num_gpus: float = 0, actors: int | None = None) -> tuple[int, floa
 
 def run_job(cfg) -> dict:
     """`spamjob score --engine ray`: read the inputs with Ray Data, score on an actor pool, write
-    OUT/predictions/ (Parquet, Ray's file names), then the report (`spamjob report`) and `_SUCCESS`.
-    The output folder is spamjob's (plan, --overwrite rules), but a rerun redoes the whole job."""
+    OUT/predictions/ (Parquet, Ray's file names), check that the parts the driver sees hold every
+    row written, then the report (`spamjob report`) and `_SUCCESS`. The output folder is spamjob's
+    (plan, --overwrite rules), but a rerun redoes the whole job (a finished one: nothing)."""
     wall0 = time.perf_counter()
     out = output_folder(cfg.out)
     groups, fingerprints, skipped = _input_groups(cfg)
@@ -174,7 +176,8 @@ def run_job(cfg) -> dict:
     plan = job_plan.build(cfg, config.get("model_sha256"), fingerprints, options, engine="ray")
     if out.finished_with(plan):
         return {**out.read_json("report.json"), "already_done": True}
-    _init(cfg.ray_address)
+    join(cfg.ray_address)
+    check_nodes(cfg.out, _job_uris(cfg))
     ds, kept, named = _inputs(groups, cfg)  # columns checked before any file is written
     out.prepare(plan, cfg.overwrite, resume=False)
     num_gpus = 1 if ray.cluster_resources().get("GPU", 0) else 0  # one GPU per actor, bf16 by default
@@ -189,9 +192,9 @@ def run_job(cfg) -> dict:
         **options,
     )
     try:
-        _write(scored.select_columns([*kept, *OUTPUT_COLUMNS]), out)
+        written = _write(scored.select_columns([*kept, *OUTPUT_COLUMNS]), out)
     except (ray.exceptions.RayError, pa.ArrowException, OSError, ValueError) as e:
-        raise SpamjobError(f"the Ray job failed: {_last_line(e)}") from None
+        raise SpamjobError(f"the Ray job failed: {last_line(e)}") from None
     facts = {
         "model": plan["model"],
         "threshold": threshold,
@@ -199,9 +202,36 @@ def run_job(cfg) -> dict:
         "skipped_files": skipped_counts(skipped),
     }
     with out.finishing():
-        report = _report(out, named(cfg.label_column), cfg, wall0, facts, pool_size(num_gpus)[0])
+        try:
+            counts = count_folder(out.location, named(cfg.label_column))
+        except SpamjobError:  # e.g. no part at all where this driver looks
+            _check_rows(0, written, out)
+            raise
+        _check_rows(counts[0].rows_read, written, out)
+        report = _report(out, counts, cfg, wall0, facts, pool_size(num_gpus)[0])
         out.finish()  # no manifest: Ray's parts are not spamjob's units
     return report
+
+
+def _job_uris(cfg) -> list[str]:
+    """What every node reads or writes in a store: the inputs (a glob's prefix), the model, --out."""
+    uris = [u for u in map(stores.local_path, cfg.inputs) if is_uri(u)]
+    uris = [stores.glob_base(u) if stores.GLOB.search(u) else u for u in uris]
+    if is_uri(cfg.model):
+        uris.append(stores.join(cfg.model, "config.json"))
+    if is_uri(cfg.out):
+        uris.append(cfg.out)
+    return uris
+
+
+def _check_rows(seen: int, written: int, out) -> None:
+    """Before `_SUCCESS`: the parts this driver sees hold every row the write tasks wrote (a node
+    whose parts went to its own disk, a part lost on the way), else one line and no `_SUCCESS`."""
+    if seen != written:
+        raise SpamjobError(
+            f"the Ray job wrote {written:,} rows but {out.child(PREDICTIONS)} holds {seen:,} where this driver sees "
+            f"it: parts written on other nodes' own disks, or lost; not marked complete. Give --out {WHERE_NODES_WRITE}"
+        )
 
 
 def _model_config(model: str) -> dict:
@@ -216,27 +246,41 @@ def _model_config(model: str) -> dict:
     return config
 
 
-def _write(scored: ray.data.Dataset, out) -> None:
+def _write(scored: ray.data.Dataset, out) -> int:
     """OUT/predictions/ in Ray's part files: locally under a temporary name, renamed when whole; in
-    an object store straight into place (no rename there: the output is whole once `_SUCCESS` is)."""
+    an object store straight into place (no rename there: the output is whole once `_SUCCESS` is).
+    Returns the rows the write tasks wrote."""
     if is_uri(out.location):
         loc = stores.locate(out.child(PREDICTIONS))
-        scored.write_parquet(loc.path, filesystem=loc.fs)
-        return
+        sink = CountedParquet(loc.path, filesystem=loc.fs)
+        scored.write_datasink(sink)
+        return sink.rows
     tmp = out.path / f".{PREDICTIONS}.ray.part"
     shutil.rmtree(tmp, ignore_errors=True)
-    scored.write_parquet(str(tmp))
+    sink = CountedParquet(str(tmp))
+    scored.write_datasink(sink)
     tmp.rename(out.path / PREDICTIONS)
+    return sink.rows
 
 
-def _last_line(e: BaseException) -> str:
-    """What a Ray error says last (its own traceback text comes first), or its type."""
-    lines = [line for line in str(e).strip().splitlines() if line.strip()]
-    return lines[-1] if lines else type(e).__name__
+class CountedParquet(BlockBasedFileDatasink):
+    """Ray's file writer of one Parquet part per block, which learns (on the driver) how many rows
+    the write tasks wrote in all."""
+
+    def __init__(self, path: str, **kwargs):
+        super().__init__(path, file_format="parquet", **kwargs)
+        self.rows = 0
+
+    def write_block_to_file(self, block, file) -> None:
+        pq.write_table(block.to_arrow(), file)
+
+    def on_write_complete(self, write_result) -> None:
+        self.rows = write_result.num_rows
+        super().on_write_complete(write_result)
 
 
-def _report(out, label_column: str | None, cfg, wall0: float, facts: dict, actors: int) -> dict:
-    total, per_input, extra = count_folder(out.location, label_column)
+def _report(out, counts: tuple, cfg, wall0: float, facts: dict, actors: int) -> dict:
+    total, per_input, extra = counts
     wall = time.perf_counter() - wall0
     extra.update(
         {
@@ -288,7 +332,7 @@ def _inputs(groups: list[tuple[str, str, list[str]]], cfg) -> tuple[ray.data.Dat
         ds = _read(groups)
         names = ds.schema().names
     except (ImportError, ray.exceptions.RayError, pa.ArrowException, OSError, ValueError) as e:
-        raise SpamjobError(f"Ray cannot read the inputs: {_last_line(e)}") from None
+        raise SpamjobError(f"Ray cannot read the inputs: {last_line(e)}") from None
     _check_columns(names, cfg)
     kept = list(kept_columns(names, cfg.keep_columns, cfg.id_column))
     renamed = renamed_for_output(kept)
@@ -310,16 +354,3 @@ def _check_columns(names: list[str], cfg) -> None:
     missing = [f"{what} {name!r}" for what, name in wanted if name and name not in names]
     if missing:
         raise SpamjobError(f"the inputs have no {', '.join(missing)} (columns: {', '.join(names)})")
-
-
-def _init(address: str | None) -> None:
-    """Join `address` ($RAY_ADDRESS), else start a local cluster on the CPUs this process may use."""
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # offline clusters: no usage report
-    if ray.is_initialized():
-        return
-    address = address or os.environ.get("RAY_ADDRESS")
-    kwargs = {} if address else {"num_cpus": usable_cpus(), "include_dashboard": False}
-    try:
-        ray.init(address=address, log_to_driver=False, configure_logging=False, **kwargs)
-    except (ConnectionError, ValueError, RuntimeError) as e:
-        raise SpamjobError(f"cannot join the Ray cluster {address}: {first_line(e)}") from None

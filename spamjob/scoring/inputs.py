@@ -74,7 +74,7 @@ def find(patterns: list[str] | tuple[str, ...]) -> Found:
     """
     found = Found()
     marked = functools.lru_cache(maxsize=None)(lambda folder: (folder / PLAN).is_file())  # this call only
-    for pattern in patterns:
+    for pattern in map(stores.local_path, patterns):
         if stores.is_uri(pattern):
             found.add(uri_sources(pattern, found.skipped))
             continue

@@ -280,6 +280,8 @@ def summary(report: dict, folder: str | os.PathLike, recounted: bool = False) ->
     r = report["rows"]
     acc = f"; accuracy {report['accuracy'] * 100:.2f}%" if report.get("accuracy") is not None else ""
     where = f"; report: {stores.join(folder, 'report.md') if stores.is_uri(folder) else Path(folder) / 'report.md'}"
+    if report.get("already_done"):
+        return f"already complete: {folder} holds this job's finished output ({r['read']:,} rows){acc}{where}"
     if recounted:
         return (
             f"counted {r['read']:,} rows ({r['scored']:,} scored, {r['flagged']:,} flagged, "
