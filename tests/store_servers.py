@@ -167,9 +167,14 @@ def _wait_for_line(process: subprocess.Popen, pattern: re.Pattern, timeout: floa
     raise RuntimeError(f"{process.args[0]} did not start")
 
 
+DROP, CUT = 0, -1  # FaultProxy's faults beside HTTP statuses: no answer at all; half an answer
+
+
 class FaultProxy:
     """An HTTP proxy to `target` that answers a request with `fault(method, path, n)`'s status
-    (None: forwarded) where n counts requests; `seen` lists (method, path, status). With
+    (None: forwarded) where n counts requests; `seen` lists (method, path, status). DROP closes the
+    connection without an answer (a dropped connection); CUT forwards the request and closes the
+    connection halfway through the answer's body (a connection reset mid-download). With
     `signed_only`, an unsigned request (no Authorization header: a client without credentials)
     gets 403, as a private bucket answers it; moto's server alone accepts it."""
 
@@ -191,7 +196,11 @@ class FaultProxy:
                     status = proxy.fault(self.command, self.path, proxy.count)
                 if signed_only and "Authorization" not in self.headers and "X-Amz-Signature" not in self.path:
                     status = 403
-                if status is not None:
+                if status == DROP:
+                    proxy.seen.append((self.command, self.path, status))
+                    self.close_connection = True
+                    return
+                if status is not None and status != CUT:
                     proxy.seen.append((self.command, self.path, status))
                     self._error(status)
                     return
@@ -209,7 +218,11 @@ class FaultProxy:
                 length = reply.getheader("Content-Length") if self.command == "HEAD" else None
                 self.send_header("Content-Length", length or str(len(data)))
                 self.end_headers()
-                if self.command != "HEAD":
+                if status == CUT and len(data) > 1:
+                    proxy.seen[-1] = (self.command, self.path, CUT)
+                    self.wfile.write(data[: len(data) // 2])
+                    self.close_connection = True
+                elif self.command != "HEAD":
                     self.wfile.write(data)
                 conn.close()
 
