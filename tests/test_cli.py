@@ -190,6 +190,7 @@ def test_no_credential_in_a_uri_is_echoed(args, tmp_path, monkeypatch):
     assert not [p for p in written if p.is_file() and SECRET.encode() in p.read_bytes()]
 
 
+@pytest.mark.slow  # a process of its own: the stderr a scheduler's log keeps
 def test_a_secret_in_an_input_uri_never_reaches_stderr(tmp_path):
     r = spamjob("score", f"s3://AKIAEXAMPLE:{SECRET}@bucket/in", "--model", "m", "--out", str(tmp_path / "o"))
     assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr

@@ -782,6 +782,7 @@ def test_rerun_redoes_committed_units_whose_files_were_damaged(sms_path, classif
     assert report(out)["rows"] == report(tmp_path / "whole")["rows"] and (out / "_SUCCESS").exists()
 
 
+@pytest.mark.slow  # an end-to-end check: the slow suite keeps the default one under 5 minutes
 def test_two_runs_on_one_output_never_touch_each_others_files(sms_path, classifier_dir, tmp_path):
     inp = _parquet(tmp_path / "in.parquet", _messages(sms_path, 300), row_group_size=100)
     base = [
@@ -1113,6 +1114,7 @@ def _large_csvs(sms_path: Path, folder: Path) -> tuple[Path, Path]:
     return split, odd
 
 
+@pytest.mark.slow  # an end-to-end check: the slow suite keeps the default one under 5 minutes
 def test_large_csv_read_in_blocks_equals_reading_it_whole(sms_path, classifier_dir, tmp_path):
     """--csv-blocks auto (the default): each block read on its own; a file whose blocks fail their
     check is read whole in the same run (the report says why); the output is the same as --csv-blocks off."""
