@@ -43,8 +43,12 @@ class Found:
     skipped: dict[str, str] = field(default_factory=dict)
 
     def add(self, sources: list[Source]) -> None:
+        """`sources` not found already (a file two patterns name is read once)."""
         known = {s.path for s in self.sources}
-        self.sources += [s for s in sources if s.path not in known and not known.add(s.path)]
+        for source in sources:
+            if source.path not in known:
+                known.add(source.path)
+                self.sources.append(source)
 
 
 def skipped_counts(skipped: dict[str, str]) -> dict[str, int] | None:
@@ -98,20 +102,22 @@ def find(patterns: list[str] | tuple[str, ...]) -> Found:
     return found
 
 
+def why_skipped(relative: PurePath, in_output) -> str | None:
+    """Why a file met below a folder, prefix or glob base (at `relative` to it) is not read, if it is
+    not: the one rule for local paths and every store. `in_output()`: whether it lies in a scoring output."""
+    if hidden(relative):
+        return HIDDEN
+    if kind_of(relative) is None:
+        return UNKNOWN_TYPE
+    return SCORING_OUTPUT if in_output() else None
+
+
 def _readable(files: list[Path], base: Path, stop: Path | None, skipped: dict[str, str], marked) -> list[Path]:
     """The files below `base` that are read; the others go into `skipped` with why (a scoring output:
     a folder holding PLAN, looked for up to `stop`)."""
     readable = []
     for f in files:
-        why = (
-            HIDDEN
-            if hidden(f.relative_to(base))
-            else UNKNOWN_TYPE
-            if kind_of(f) is None
-            else SCORING_OUTPUT
-            if scoring_output_of(f, stop, marked) is not None
-            else None
-        )
+        why = why_skipped(f.relative_to(base), lambda f=f: scoring_output_of(f, stop, marked) is not None)
         if why is None:
             readable.append(f)
         else:
@@ -133,10 +139,10 @@ def _besides(skipped: dict[str, str]) -> str:
 
 
 def _local_source(path: Path) -> Source:
-    real = path.resolve()
-    st = real.stat()
-    kind, compression = kind_of(real)  # type: ignore[misc]
-    return Source(str(real), kind, compression, st.st_size, st.st_mtime_ns)
+    """The file at `path` (its real path: a file linked twice is read once), of the type its name says."""
+    st = path.stat()
+    kind, compression = kind_of(path)  # type: ignore[misc]
+    return Source(str(path.resolve()), kind, compression, st.st_size, st.st_mtime_ns)
 
 
 def scored_input(named: Path, folder: Path) -> None:
@@ -181,17 +187,9 @@ def uri_sources(pattern: str, skipped: dict[str, str] | None = None) -> list[Sou
         empty = f"{pattern}: no such object, and no .parquet/.csv/.tsv/.txt objects under it"
     sources = []
     for uri, size, mtime in listed:
-        why = (
-            HIDDEN
-            if hidden(PurePosixPath(uri[len(base) :].lstrip("/")))
-            else UNKNOWN_TYPE
-            if (kind := kind_of(PurePosixPath(uri))) is None
-            else SCORING_OUTPUT
-            if uri.startswith(outputs)
-            else None
-        )
+        why = why_skipped(PurePosixPath(uri[len(base) :].lstrip("/")), lambda uri=uri: uri.startswith(outputs))
         if why is None:
-            sources.append(Source(uri, *kind, size, mtime))
+            sources.append(Source(uri, *kind_of(PurePosixPath(uri)), size, mtime))
         else:
             skipped.setdefault(uri, why)
     if not sources:
