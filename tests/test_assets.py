@@ -106,6 +106,7 @@ def test_conftest_without_shared_fetches_once_then_uses_the_cache(assets, tmp_pa
     assert lib.find(tmp_path / "user-cache") is not None
 
 
+@pytest.mark.slow  # an end-to-end check: the slow suite keeps the default one under 5 minutes
 def test_conftest_with_nothing_and_no_network_stops_at_collection(assets, tmp_path):
     tests = _checkout(tmp_path)
     env = {"SPAMJOB_CACHE": str(tmp_path / "empty-cache"), **CLOSED}

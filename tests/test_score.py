@@ -1236,7 +1236,7 @@ def test_two_ranks_read_large_csv_blocks_like_one_process_reading_whole(sms_path
     )
 
 
-@pytest.mark.parametrize("split", ["auto", "off"])
+@pytest.mark.parametrize("split", [pytest.param("auto", marks=pytest.mark.slow), "off"])  # auto: 1 MB blocks
 def test_a_byte_not_valid_in_the_encoding_is_one_line(classifier_dir, tmp_path, split):
     """Files not in UTF-8 are decoded as a stream: a byte the codec cannot decode (deep in the file,
     past what the schema read) stops the job with one line naming the file and the encoding."""

@@ -334,6 +334,7 @@ def test_bad_input(data_dir, tmp_path, setup, extra, message):
     assert not (tmp_path / "o" / "metrics.json").exists()
 
 
+@pytest.mark.slow  # an end-to-end check: the slow suite keeps the default one under 5 minutes
 def test_lora_merges_into_a_plain_artifact(data_dir, tmp_path):
     r = train(
         "--data",
