@@ -66,7 +66,7 @@ def layouts(cpus: int) -> dict[str, tuple[dict, int]]:
 
 
 def timed_pass(clf, graph: Path, settings: dict, workers: int, ids) -> tuple[float, np.ndarray]:
-    from spamjob.scoring.ort_predictor import OrtPredictor, open_session
+    from spamjob.scoring.runtimes.ort_session import OrtPredictor, open_session
 
     predictor = OrtPredictor(clf, open_session(graph, settings), 512, workers)
     predictor(ids[:64])  # warm-up: the session's first run allocates
@@ -80,7 +80,8 @@ def timed_pass(clf, graph: Path, settings: dict, workers: int, ids) -> tuple[flo
 EXPORT = """
 import sys, time
 from spamjob.export import onnx
-onnx.exporter = lambda: sys.argv[1]
+from spamjob.scoring.runtimes import ort_graph
+ort_graph.exporter = lambda: sys.argv[1]
 t = time.perf_counter()
 meta = onnx.export_onnx(sys.argv[2], sys.argv[3], "int8", test_messages=int(sys.argv[4]))
 print(time.perf_counter() - t, meta["checked_with_onnxruntime"]["fp32"]["max_abs_diff"])
@@ -117,7 +118,8 @@ def main() -> None:
     n = 200 if a.smoke else a.n
 
     from spamjob.artifact import load_classifier
-    from spamjob.export.onnx import INT8_OPTIONS, export_onnx
+    from spamjob.export.onnx import export_onnx
+    from spamjob.scoring.runtimes.ort_graph import INT8_OPTIONS
     from spamjob.text import encode
     from spamjob.threads import usable_cpus
 

@@ -158,11 +158,12 @@ def onnx_rows(run_dir: Path, clf, texts: list[str], variants: list[str], tmp: Pa
     import onnxruntime as ort
 
     from spamjob.export.onnx import export_onnx
-    from spamjob.scoring.ort_predictor import OrtPredictor
+    from spamjob.scoring.runtimes.ort_session import OrtPredictor
+    from spamjob.scoring.runtimes.pytorch import spam_probability
     from spamjob.text import encode
 
     export_onnx(run_dir, tmp / "onnx", quantize="int8" if "onnx-int8" in variants else None, texts=texts[:64])
-    want = clf.spam_probability(texts[:400])[0]  # spamjob fp32, for the agreement of labels
+    want = spam_probability(clf, texts[:400])[0]  # spamjob fp32, for the agreement of labels
     rows = []
     for variant in variants:
         path = tmp / "onnx" / ("model.int8.onnx" if variant == "onnx-int8" else "model.onnx")
@@ -237,7 +238,7 @@ def bf16_agreement(clf, out: Path, texts: list[str], device: torch.device) -> di
     """Labels of a bf16 run's first rows against fp32 on the same device (the classifier's threshold)."""
     import pyarrow.parquet as pq
 
-    from spamjob.scoring.predictor import Predictor
+    from spamjob.scoring.runtimes.pytorch import TorchPredictor as Predictor
     from spamjob.text import encode
 
     got = pq.read_table(out / "predictions").column("spam_probability").to_numpy()[: len(texts)]
@@ -273,14 +274,15 @@ def label_agreement(out: Path, fp32_out: Path) -> float:
 def warm_graphs(run_dir: Path, variants: list[str]) -> None:
     """ONNX Runtime's graphs exported into the cache before any timed run (a scheduled job finds them
     there from its second run on; the first pays the export once)."""
-    from spamjob.config import resolve_runtime
-    from spamjob.export.onnx import scoring_graph
+    from spamjob.scoring.runtimes import Request, resolve
+    from spamjob.scoring.runtimes.ort import scoring_graph
 
     def on_ort(variant: str) -> bool:
         args = VARIANTS[variant]
         runtime = args[args.index("--runtime") + 1] if "--runtime" in args else "auto"
         quantize = "int8" if "int8" in variant else None
-        return resolve_runtime(runtime, torch.cuda.is_available(), quantize=quantize) == "onnxruntime"
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        return resolve(runtime, Request(device, quantize=quantize)) == "onnxruntime"
 
     for quantize in {"int8" if "int8" in v else None for v in variants if v in VARIANTS and on_ort(v)}:
         scoring_graph(run_dir, quantize)

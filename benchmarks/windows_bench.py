@@ -24,7 +24,7 @@ from score_bench import SMS, machine, messages, random_classifier  # noqa: E402
 
 
 def padded_tokens(ids, clf, batch_tokens: int) -> int:
-    from spamjob.scoring.predictor import sorted_batches
+    from spamjob.scoring.runtimes.launch import sorted_batches
     from spamjob.tokens import TokenIds
 
     tokens = TokenIds.from_lists(ids)
@@ -45,7 +45,7 @@ def main() -> None:
     a = ap.parse_args()
 
     from spamjob.artifact import load_classifier
-    from spamjob.scoring.predictor import Predictor
+    from spamjob.scoring.runtimes.pytorch import TorchPredictor as Predictor
     from spamjob.text import encode
     from spamjob.threads import usable_cpus
 

@@ -19,8 +19,7 @@ from spamjob.errors import SpamjobError, first_line
 from spamjob.fsutil import atomic_path, cache_dir, locked, read_json, sha256_file, write_json
 from spamjob.model import GPTModel, SpamClassifier, empty_modules
 from spamjob.operating import threshold_of
-from spamjob.scoring.predictor import Predictor
-from spamjob.text import PAD_ID, TOKENIZER_FILES, encode, load_tokenizer, tokenizer_files
+from spamjob.text import PAD_ID, TOKENIZER_FILES, load_tokenizer, tokenizer_files
 
 FORMAT = "spamjob-classifier/1"
 TOKENIZER_FOLDER = "tokenizer"  # the classifier's own GPT-2 BPE files, inside its folder
@@ -85,17 +84,6 @@ class Classifier:
         """Spam when P(spam) > threshold: the operating point chosen in training (0.5 before it existed)."""
 
         return threshold_of(self.config)
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    def spam_probability(self, texts: Sequence[str], batch_tokens: int = 1024) -> tuple[list[float], list[bool]]:
-        """P(spam) per text and whether it was truncated to max_length (scoring's batched path, fp32)."""
-
-        ids = encode(self.tokenizer, texts)
-        probs = Predictor(self, self.device, "no", batch_tokens)(ids)
-        return probs.tolist(), [len(s) > self.max_length for s in ids]
 
 
 def fetch_classifier(uri: str) -> Path:

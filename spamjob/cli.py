@@ -196,7 +196,7 @@ def score(**params) -> None:
     same command after a crash to finish; exit status 0 when every input was processed,
     1 on bad input or options (nothing is scored then), 2 on usage errors.
     """
-    from spamjob.scoring.job import main as run_score
+    from spamjob.engines import run as run_score
     from spamjob.scoring.report import summary
 
     report = run_score(ScoreConfig(**params))

@@ -7,9 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from spamjob.config import Runtime
 from spamjob.errors import SpamjobError
 from spamjob.fields import field_problems, option
+from spamjob.scoring.runtimes import RuntimeChoice
 
 
 class _Checked:
@@ -105,7 +105,7 @@ class ClassifyConfig(_Checked):
     """Padded tokens per forward pass."""
     threshold: float | None = option(None, min=0, below=1, metavar="P")
     """Spam when P(spam) > P [the classifier's operating point; 0.5 is the argmax]."""
-    runtime: Runtime = "torch"
+    runtime: RuntimeChoice = "torch"
     """torch, or onnxruntime (`pip install 'spamjob[onnx]'`; its first use exports the classifier's graph
     into the cache); auto picks as `spamjob score` does, which with no int8 here means torch."""
 

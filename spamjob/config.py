@@ -115,15 +115,7 @@ PrefixCacheMode = Literal["auto", "off"]
 Compute = Literal["fast", "reference"]
 OutputFormat = Literal["parquet", "csv"]
 Quantize = Literal["int8"]
-# int8's agreement with fp32: rows of a job's first window scored in fp32 too, unless the int8
-# ONNX graph was checked on at least as many of the classifier's test messages when it was made.
-# The fp32 pass costs what it measures, so a small job pays for a small sample (128 rows: +-1.7%
-# at 99% agreement, 95% interval).
-INT8_SAMPLE = 128
 CsvBlocks = Literal["auto", "off"]
-Runtime = Literal["auto", "torch", "onnxruntime"]
-RUNTIMES = ("torch", "onnxruntime")  # what `auto` resolves to (resolve_runtime)
-Engine = Literal["spamjob", "ray"]
 
 PRESETS = {
     # The book's recipe: last padded position, padding to the longest training message,
@@ -266,18 +258,3 @@ def resolve_mixed_precision(mixed_precision: str, gpu: bool) -> str:
     import torch
 
     return "bf16" if gpu and torch.cuda.is_bf16_supported() else "no"
-
-
-def resolve_runtime(
-    runtime: str, gpu: bool, compile: bool = False, mixed_precision: str = "auto", quantize: str | None = None
-) -> str:
-    """`auto` -> onnxruntime for CPU scoring in int8 where the `onnx` extra is installed (well ahead of
-    torch's int8), else torch (in fp32 on a par with ONNX Runtime, with no export to make):
-    benchmarks/RESULTS.md, "ONNX Runtime inside spamjob score"; other values unchanged."""
-    if runtime != "auto":
-        return runtime
-    import importlib.util
-
-    cpu_int8 = quantize == "int8" and not gpu and not compile and resolve_mixed_precision(mixed_precision, gpu) == "no"
-    installed = all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "onnx"))
-    return "onnxruntime" if cpu_int8 and installed else "torch"

@@ -13,10 +13,10 @@ from spamjob.checkpoints import checkpoint_dirs
 from spamjob.config import TrainConfig
 from spamjob.console import say
 from spamjob.data import default_source, prepare, resolve_source
+from spamjob.engines import run as run_score
 from spamjob.fsutil import write_json
 from spamjob.processes import partial_state
 from spamjob.scoring.config import ScoreConfig
-from spamjob.scoring.job import main as run_score
 from spamjob.text import load_tokenizer
 from spamjob.train import main as run_train
 from spamjob.train import summary

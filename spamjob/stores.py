@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.fs as pafs
 
+from spamjob import extras
 from spamjob.errors import SpamjobError, first_line, redact
 from spamjob.fields import STORE_SCHEMES
 
@@ -135,23 +136,22 @@ def filesystem(kind: str, region: str | None = None) -> pafs.FileSystem:
 @functools.cache
 def fsspec_store(kind: str):
     """The fsspec filesystem of a store kind, for conditional writes (and all of Azure)."""
-    try:
-        if kind == "s3":
-            import s3fs
-
-            retries = {"retries": {"max_attempts": RETRIES, "mode": "standard"}}
-            return s3fs.S3FileSystem(endpoint_url=endpoint(), config_kwargs=retries)
-        if kind == "gcs":
-            import gcsfs
-
-            return gcsfs.GCSFileSystem()
-        import adlfs
-
-        return adlfs.AzureBlobFileSystem()  # its AZURE_STORAGE_* variables, else Azure's credential chain
-    except ImportError:
-        if kind == "azure":
-            raise SpamjobError("abfs:// URIs need adlfs: pip install 'spamjob[azure]'") from None
+    if kind == "azure":
+        extras.require("azure", "an abfs:// URI")
+    elif not extras.is_available(kind):
         return None  # no conditional writes: `create` writes plainly
+    if kind == "s3":
+        import s3fs
+
+        retries = {"retries": {"max_attempts": RETRIES, "mode": "standard"}}
+        return s3fs.S3FileSystem(endpoint_url=endpoint(), config_kwargs=retries)
+    if kind == "gcs":
+        import gcsfs
+
+        return gcsfs.GCSFileSystem()
+    import adlfs
+
+    return adlfs.AzureBlobFileSystem()  # its AZURE_STORAGE_* variables, else Azure's credential chain
 
 
 @contextlib.contextmanager

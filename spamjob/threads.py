@@ -6,7 +6,7 @@ one node, or cores that other processes keep busy. Threads beyond that share cor
 OpenMP threads that wait for a descheduled sibling spin instead of sleeping: several-fold
 slowdowns on a shared machine (benchmarks/RESULTS.md, quiet and loaded side by side).
 CPU scoring avoids the barriers altogether: one single-threaded model worker per CPU, each
-on its own batches (`spamjob.scoring.predictor.Predictor`).
+on its own batches (`spamjob.scoring.runtimes.pytorch.TorchPredictor`).
 
 The busy share is read from /proc/stat between `start_cpu_reading()` (the CLI calls it first
 thing) and the choice, with the CPU time of this process (and of its helper children) added

@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
-from spamjob import accelerated, processes
+from spamjob import accelerated, extras, processes
 from spamjob.batches import PrefixCache, RankSlice, make_loader
 from spamjob.checkpoints import save_trainable_only
 from spamjob.config import TrainConfig, resolve_mixed_precision
@@ -219,10 +219,9 @@ def prefix_cache_for(gpt: GPTModel, slices: dict, cfg: TrainConfig, max_length: 
 
 def _add_lora(gpt: GPTModel, cfg: TrainConfig):
     """LoRA adapters (peft) on every attention and feed-forward Linear; the new head trains fully."""
-    try:
-        from peft import LoraConfig, get_peft_model
-    except ImportError:
-        raise SpamjobError("--trainable lora needs peft: pip install 'spamjob[lora]'") from None
+    extras.require("lora", "--trainable lora")
+    from peft import LoraConfig, get_peft_model
+
     for p in gpt.parameters():
         p.requires_grad = False
     config = LoraConfig(

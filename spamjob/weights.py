@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from spamjob import extras
 from spamjob.config import HF_REPOS, OPENAI_NAMES, GPTConfig, canonical_size, config_for, matches_size
 from spamjob.digests import damaged, differ, hub_blob_damage, remade
 from spamjob.errors import SpamjobError, first_line
@@ -164,13 +165,8 @@ def read_hf_state(folder: Path) -> dict[str, torch.Tensor]:
 def read_openai_state(folder: Path) -> dict[str, torch.Tensor]:
     """Variables of OpenAI's TF checkpoint renamed to HF GPT-2 names (`model/h3/attn/c_attn/w` ->
     `h.3.attn.c_attn.weight`)."""
-    try:
-        tf = _import_tensorflow()
-    except ImportError:
-        raise SpamjobError(
-            f"{folder} is an OpenAI TensorFlow checkpoint; reading it needs TensorFlow: pip install 'spamjob[tf]' "
-            "(or use --weights hf)"
-        ) from None
+    extras.require("tf", f"{folder} is an OpenAI TensorFlow checkpoint; reading it", " (or use --weights hf)")
+    tf = _import_tensorflow()
     ckpt = tf.train.latest_checkpoint(str(folder))
     if ckpt is None or not Path(ckpt + ".index").exists():
         ckpt = str(next(folder.glob("model.ckpt*.index"))).removesuffix(".index")

@@ -13,6 +13,7 @@ from spamjob.config import LABELS, GPTConfig
 from spamjob.errors import SpamjobError
 from spamjob.fsutil import sha256_file
 from spamjob.model import GPTModel, replace_head
+from spamjob.scoring.runtimes.pytorch import spam_probability
 from spamjob.text import TOKENIZER_FILES
 
 pytestmark = pytest.mark.usefixtures("assets")  # the tokenizer files copied into the folder
@@ -57,15 +58,15 @@ def test_loads_offline_from_the_folder_alone(saved, monkeypatch):
     for var in ("SPAMJOB_TOKENIZER", "TIKTOKEN_CACHE_DIR"):
         monkeypatch.delenv(var)
     monkeypatch.setenv("SPAMJOB_OFFLINE", "1")
-    probs, truncated = load_classifier(folder).spam_probability(TEXTS)
+    probs, truncated = spam_probability(load_classifier(folder), TEXTS)
     assert len(probs) == 5 and all(0.0 < p < 1.0 for p in probs)
     assert truncated == [False, False, False, False, True]
 
 
 def test_probabilities_do_not_depend_on_the_batch(saved):
     clf = load_classifier(saved[1])
-    alone = [clf.spam_probability([t])[0][0] for t in TEXTS]
-    together, _ = clf.spam_probability(TEXTS, batch_tokens=4096)
+    alone = [spam_probability(clf, [t])[0][0] for t in TEXTS]
+    together, _ = spam_probability(clf, TEXTS, batch_tokens=4096)
     torch.testing.assert_close(torch.tensor(together), torch.tensor(alone), atol=1e-6, rtol=0)
 
 
@@ -98,7 +99,8 @@ def test_loading_skips_random_init_and_torch_dynamo(saved):
 
     code = (
         "import sys\nfrom spamjob.artifact import load_classifier\n"
-        f"load_classifier({str(saved[1])!r}).spam_probability(['hi'])\nprint('torch._dynamo' in sys.modules)"
+        "from spamjob.scoring.runtimes.pytorch import spam_probability\n"
+        f"spam_probability(load_classifier({str(saved[1])!r}), ['hi'])\nprint('torch._dynamo' in sys.modules)"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.split() == ["False"], r.stderr

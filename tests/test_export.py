@@ -13,6 +13,7 @@ import torch
 from click.testing import CliRunner
 
 from spamjob.cli import cli
+from spamjob.scoring.runtimes.pytorch import spam_probability
 
 ODD = ["hi <|endoftext|> there", "<|endoftext|>", "win<|endoftext|>", "free " * 300, "call now " * 100]
 
@@ -38,7 +39,7 @@ def test_transformers_gives_spamjob_probabilities(classifier_dir, exported, text
     from spamjob.artifact import load_classifier
 
     clf = load_classifier(classifier_dir)
-    want, truncated = clf.spam_probability(texts)
+    want, truncated = spam_probability(clf, texts)
     assert sum(truncated) == 2
     tok = AutoTokenizer.from_pretrained(exported)
     model = AutoModelForSequenceClassification.from_pretrained(exported).eval()
@@ -57,7 +58,7 @@ def test_transformers_pipeline(classifier_dir, exported, texts):
 
     from spamjob.artifact import load_classifier
 
-    want, _ = load_classifier(classifier_dir).spam_probability(texts[-20:])
+    want, _ = spam_probability(load_classifier(classifier_dir), texts[-20:])
     pipe = pipeline("text-classification", model=str(exported), truncation=True, top_k=None, device="cpu")
     got = [next(x["score"] for x in row if x["label"] == "spam") for row in pipe(texts[-20:], batch_size=8)]
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)

@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from spamjob.cli import cli
+from spamjob.scoring.runtimes.pytorch import spam_probability
 
 ort = pytest.importorskip("onnxruntime")  # the `onnx` extra; .ci/run installs it
 
@@ -54,7 +55,7 @@ def test_onnx_runtime_gives_spamjob_probabilities(classifier_dir, exported, text
     from spamjob.artifact import load_classifier
 
     clf = load_classifier(classifier_dir)
-    want, truncated = clf.spam_probability(texts)
+    want, truncated = spam_probability(clf, texts)
     assert sum(truncated) == 2
     got = np.concatenate([run_graph(exported / "model.onnx", texts[i : i + 64], clf) for i in range(0, 200, 64)])
     np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)  # dynamic batch (64, 8) and sequence axes
@@ -69,13 +70,13 @@ def test_onnx_runtime_gives_spamjob_probabilities(classifier_dir, exported, text
 
 def test_int8_graph_and_its_agreement(classifier_dir, exported, texts):
     from spamjob.artifact import load_classifier
-    from spamjob.export.onnx import sample_texts
+    from spamjob.scoring.runtimes.ort_graph import sample_texts
 
     clf = load_classifier(classifier_dir)
     check = json.loads((exported / "spamjob_onnx.json").read_text())["checked_with_onnxruntime"]["int8"]
     sample = sample_texts(clf)
     assert check["messages"] == len(sample) > 300  # the run's test split and the odd messages
-    want = np.asarray(clf.spam_probability(sample)[0])
+    want = np.asarray(spam_probability(clf, sample)[0])
     got = np.concatenate(
         [run_graph(exported / "model.int8.onnx", sample[i : i + 50], clf) for i in range(0, len(sample), 50)]
     )
@@ -111,7 +112,7 @@ def test_last_pooling_exports_with_rows_padded_to_max_length(data_dir, tmp_path,
     clf = load_classifier(run)
     assert meta["pooling"] == "last" and meta["pad_to_max_length"] and clf.padding == "fixed"
     got = run_graph(tmp_path / "onnx" / "model.onnx", texts, clf, pad_to=clf.max_length)
-    np.testing.assert_allclose(got, clf.spam_probability(texts)[0], atol=1e-4, rtol=0)
+    np.testing.assert_allclose(got, spam_probability(clf, texts)[0], atol=1e-4, rtol=0)
 
 
 def graph_made_by(path) -> str:
@@ -129,9 +130,10 @@ def test_either_exporter_with_weights_beside_the_graph(how, classifier_dir, tmp_
     past EXTERNAL_DATA_BYTES (large GPT-2s: protobuf stops at 2 GiB) the weights go to model.onnx.data."""
     from spamjob.artifact import load_classifier
     from spamjob.export import onnx
+    from spamjob.scoring.runtimes import ort_graph
 
-    monkeypatch.setattr(onnx, "exporter", lambda: how)
-    monkeypatch.setattr(onnx, "EXTERNAL_DATA_BYTES", 0)
+    monkeypatch.setattr(ort_graph, "exporter", lambda: how)
+    monkeypatch.setattr(ort_graph, "EXTERNAL_DATA_BYTES", 0)
     meta = onnx.export_onnx(classifier_dir, tmp_path / "onnx", "int8" if how == "dynamo" else None, texts=texts)
     assert (
         meta["checked_with_onnxruntime"]["fp32"]["exporter"] == how == graph_made_by(tmp_path / "onnx" / "model.onnx")
@@ -143,7 +145,7 @@ def test_either_exporter_with_weights_beside_the_graph(how, classifier_dir, tmp_
     assert weights > 10 * (tmp_path / "onnx" / "model.onnx").stat().st_size
     clf = load_classifier(classifier_dir)
     np.testing.assert_allclose(
-        run_graph(tmp_path / "onnx" / "model.onnx", texts, clf), clf.spam_probability(texts)[0], atol=1e-4, rtol=0
+        run_graph(tmp_path / "onnx" / "model.onnx", texts, clf), spam_probability(clf, texts)[0], atol=1e-4, rtol=0
     )
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from spamjob.errors import SpamjobError
 from spamjob.operating import ARGMAX, Rule, choose, counts_at, curve, parse_rule
+from spamjob.scoring.runtimes.pytorch import spam_probability
 
 
 def brute_force(probs: np.ndarray, labels: np.ndarray) -> list[dict]:
@@ -73,7 +74,7 @@ def test_the_trained_threshold_is_the_best_f1_on_validation(classifier_dir, data
     config = json.loads((classifier_dir / "config.json").read_text())
     assert config["operating_point"]["rule"] == "f1" and clf.threshold == config["operating_point"]["threshold"]
     val = pd.read_csv(data_dir / "validation.csv")
-    probs = np.array(clf.spam_probability(val["Text"].tolist())[0])
+    probs = np.array(spam_probability(clf, val["Text"].tolist())[0])
     labels = val["Label"].to_numpy()
     at = counts_at(probs, labels, clf.threshold)
     assert at["f1"] == pytest.approx(max(r["f1"] for r in brute_force(probs, labels)), abs=1e-12)

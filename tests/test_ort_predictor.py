@@ -61,35 +61,35 @@ def test_onnxruntime_scores_as_torch_within_1e4(inputs, classifier_dir, by_torch
 
 
 def test_the_graph_is_exported_once_per_classifier_and_reused(inputs, classifier_dir, tmp_path, monkeypatch):
-    from spamjob.export import onnx
+    from spamjob.scoring.runtimes import ort
 
     monkeypatch.setenv("SPAMJOB_CACHE", str(tmp_path / "cache"))
     made = []
-    export = onnx.export_onnx
-    monkeypatch.setattr(onnx, "export_onnx", lambda *a, **k: made.append(a[2]) or export(*a, **k))
-    first = onnx.scoring_graph(classifier_dir)
+    build = ort.build
+    monkeypatch.setattr(ort, "build", lambda *a, **k: made.append(a[2]) or build(*a, **k))
+    first = ort.scoring_graph(classifier_dir)
     assert first.is_relative_to(tmp_path / "cache" / "onnx") and made == [None]
-    assert onnx.scoring_graph(classifier_dir) == first and made == [None]
-    int8 = onnx.scoring_graph(classifier_dir, "int8")  # the folder is made again, with the int8 graph
+    assert ort.scoring_graph(classifier_dir) == first and made == [None]
+    int8 = ort.scoring_graph(classifier_dir, "int8")  # the folder is made again, with the int8 graph
     assert int8 == first.with_name("model.int8.onnx") and made == [None, "int8"]
-    assert onnx.scoring_graph(classifier_dir) == first and made == [None, "int8"]
+    assert ort.scoring_graph(classifier_dir) == first and made == [None, "int8"]
     checks = json.loads((first.parent / "spamjob_onnx.json").read_text())["checked_with_onnxruntime"]
     assert checks["fp32"]["max_abs_diff"] <= 1e-4 and checks["fp32"]["messages"] > 6
 
 
 def test_a_graph_that_fails_its_check_is_never_used(classifier_dir, tmp_path, monkeypatch):
     from spamjob.errors import SpamjobError
-    from spamjob.export import onnx
+    from spamjob.scoring.runtimes import ort, ort_graph
 
     monkeypatch.setenv("SPAMJOB_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(onnx, "TOLERANCE", -1.0)  # no graph can pass
+    monkeypatch.setattr(ort_graph, "TOLERANCE", -1.0)  # no graph can pass
     with pytest.raises(SpamjobError, match="the ONNX graph differs from spamjob"):
-        onnx.scoring_graph(classifier_dir)
-    monkeypatch.setattr(onnx, "TOLERANCE", 1e-4)
+        ort.scoring_graph(classifier_dir)
+    monkeypatch.setattr(ort_graph, "TOLERANCE", 1e-4)
     made = []
-    export = onnx.export_onnx
-    monkeypatch.setattr(onnx, "export_onnx", lambda *a, **k: made.append(1) or export(*a, **k))
-    onnx.scoring_graph(classifier_dir)
+    build = ort.build
+    monkeypatch.setattr(ort, "build", lambda *a, **k: made.append(1) or build(*a, **k))
+    ort.scoring_graph(classifier_dir)
     assert made == [1]  # exported again: the failed folder was not taken for a checked one
 
 
@@ -98,9 +98,9 @@ def test_a_damaged_cached_graph_is_made_again_with_a_note(inputs, classifier_dir
     ONNX Runtime cannot load: one line, never its traceback) or a flipped byte (which it would load and
     score wrong) is rebuilt once, with a `note:` line, and scores as the undamaged graph did."""
     from spamjob.errors import SpamjobError
-    from spamjob.export.onnx import scoring_graph
     from spamjob.fsutil import sha256_file
-    from spamjob.scoring.ort_predictor import open_session, session_settings
+    from spamjob.scoring.runtimes.ort import scoring_graph
+    from spamjob.scoring.runtimes.ort_session import open_session, session_settings
 
     args = [str(inputs), "--model", str(classifier_dir), "--runtime", "onnxruntime"]
     assert score(*args, "--out", str(tmp_path / "before")).exit_code == 0
@@ -180,15 +180,15 @@ def test_one_line_errors(inputs, classifier_dir, tmp_path, monkeypatch):
 
 
 def test_auto_is_onnxruntime_for_cpu_int8_where_installed_else_torch(monkeypatch):
-    from spamjob.config import resolve_runtime
+    from spamjob.scoring.runtimes import Request, resolve
 
-    assert resolve_runtime("auto", gpu=False, quantize="int8") == "onnxruntime"
-    assert resolve_runtime("auto", gpu=False) == "torch"  # fp32: on a par, and no graph to make
-    assert resolve_runtime("auto", gpu=True) == "torch"
-    assert resolve_runtime("auto", gpu=False, compile=True, quantize="int8") == "torch"
-    assert resolve_runtime("onnxruntime", gpu=False) == "onnxruntime"
+    assert resolve("auto", Request("cpu", quantize="int8")) == "onnxruntime"
+    assert resolve("auto", Request("cpu")) == "torch"  # fp32: on a par, and no graph to make
+    assert resolve("auto", Request("cuda", "bf16")) == "torch"
+    assert resolve("auto", Request("cpu", quantize="int8", compile=True)) == "torch"
+    assert resolve("onnxruntime", Request("cpu")) == "onnxruntime"
     monkeypatch.setattr("importlib.util.find_spec", lambda name: None if name == "onnxruntime" else object())
-    assert resolve_runtime("auto", gpu=False, quantize="int8") == "torch"
+    assert resolve("auto", Request("cpu", quantize="int8")) == "torch"
 
 
 def _base(inputs: Path, classifier_dir: Path) -> list[str]:

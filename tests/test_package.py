@@ -13,16 +13,18 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "spamjob"
-# Dotted names below spamjob ("cli", "scoring.job"): every module but the optional engines'.
+# Dotted names below spamjob ("cli", "scoring.job", "scoring.runtimes"): every module and package.
 MODULES = sorted(
-    ".".join(p.relative_to(PACKAGE).with_suffix("").parts)
+    ".".join(p.relative_to(PACKAGE).with_suffix("").parts[: -1 if p.stem == "__init__" else None])
     for p in PACKAGE.rglob("*.py")
-    if p.stem != "__init__" and p.parent.name != "engines"
+    if p.parent != PACKAGE or p.stem != "__init__"
 )
+ENGINES = [m for m in MODULES if m.startswith("engines")]  # import ray or pyspark: optional extras
 
 
 def source_of(module: str) -> str:
-    return (PACKAGE / f"{module.replace('.', '/')}.py").read_text()
+    path = PACKAGE / module.replace(".", "/")
+    return (path / "__init__.py" if path.is_dir() else path.with_suffix(".py")).read_text()
 
 
 LONGEST = 60  # lines; a longer function says why in a comment on its `def` line
@@ -59,8 +61,9 @@ def test_every_module_imports_alone():
     def alone(module: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-c", code, module], capture_output=True, text=True, timeout=120)
 
+    alone_ok = [m for m in MODULES if m not in ENGINES]  # the engines' extras: tests/test_extras.py
     with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
-        for module, r in zip(MODULES, pool.map(alone, MODULES)):
+        for module, r in zip(alone_ok, pool.map(alone, alone_ok)):
             assert r.returncode == 0, f"spamjob.{module}: {r.stderr[-2000:]}"
 
 
@@ -77,33 +80,52 @@ def test_functions_are_short():
     assert not long, f"functions over {LONGEST} lines without a reason on their def line: {', '.join(long)}"
 
 
-ONNX_MODULES = ("export.onnx", "scoring.ort_predictor")
+SEAM = "scoring.runtimes"
+RUNTIME_LIBRARIES = ("onnx", "onnxruntime", "openvino")
+
+
+def imported_names(module: str) -> list[tuple[str, bool]]:
+    """Every module name `module` imports, and whether at its top level."""
+    tree = ast.parse(source_of(module))
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            found += [(node.module or "", node in tree.body)]
+        elif isinstance(node, ast.Import):
+            found += [(a.name, node in tree.body) for a in node.names]
+    return found
+
+
+def test_the_layers_keep_their_arrows():
+    """Persistence (artifact, the output folder) runs no model; no runtime imports the exporter;
+    only the runtime seam imports a runtime's library (the exporter checks its graph through it)."""
+    persistence = ["artifact", "scoring.outdir", "scoring.outstore", "scoring.recount"]
+    wrong = [f"{m} -> {i}" for m in persistence if m in MODULES for i in imports(m) if i.startswith(SEAM)]
+    runtimes = [m for m in MODULES if m.startswith(SEAM)]
+    wrong += [f"{m} -> {i}" for m in runtimes for i in imports(m) if i.startswith("export")]
+    wrong += [
+        f"{m} -> {name}"
+        for m in MODULES
+        if not m.startswith(SEAM)
+        for name, _ in imported_names(m)
+        if name.split(".")[0] in RUNTIME_LIBRARIES
+    ]
+    assert not wrong
+    assert {"scoring.runtimes.pytorch", "scoring.runtimes.ort"} <= set(runtimes)
 
 
 def test_core_never_imports_the_engines():
     """ray and pyspark are optional extras: only spamjob/engines/ imports them, and the core imports
-    spamjob.engines only inside the function that runs an engine (never at module level); onnx and
-    onnxruntime (another extra) only inside the functions of the ONNX export and ONNX Runtime's
-    predictor."""
-    found = []
-    for module in MODULES:
-        tree = ast.parse(source_of(module))
-        for node in ast.walk(tree):
-            names = (
-                [node.module or ""]
-                if isinstance(node, ast.ImportFrom)
-                else [a.name for a in node.names]
-                if isinstance(node, ast.Import)
-                else []
-            )
-            top = node in tree.body
-            found += [
-                f"{module}: {n}"
-                for n in names
-                if n.split(".")[0] in ("ray", "pyspark")
-                or (top and n.startswith("spamjob.engines"))
-                or (n.split(".")[0] in ("onnx", "onnxruntime") and (top or module not in ONNX_MODULES))
-            ]
+    the engines' modules only through spamjob.engines.run (never at module level); a
+    runtime's library (another extra) only inside the functions of the runtime seam."""
+    found = [
+        f"{module}: {name}"
+        for module in MODULES
+        for name, top in imported_names(module)
+        if (name.split(".")[0] in ("ray", "pyspark") and module not in ENGINES)
+        or (top and name.startswith("spamjob.engines.") and module not in ENGINES)
+        or (top and name.split(".")[0] in RUNTIME_LIBRARIES)
+    ]
     assert not found
     engine_files = sorted(p.name for p in (PACKAGE / "engines").glob("*.py"))
     assert engine_files == ["__init__.py", "ray.py", "ray_cluster.py", "spark.py"]

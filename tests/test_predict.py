@@ -1,4 +1,4 @@
-"""spamjob.scoring.predictor and spamjob.scoring.tokenize_pool: token-budgeted batches with input
+"""spamjob.scoring.runtimes.pytorch and spamjob.scoring.tokenize_pool: token-budgeted batches with input
 order restored, the bf16 scoring model, the tokenizer processes."""
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ import torch
 
 from spamjob.artifact import load_classifier
 from spamjob.config import GPTConfig
-from spamjob.scoring.predictor import Predictor
+from spamjob.scoring.runtimes.pytorch import TorchPredictor as Predictor
+from spamjob.scoring.runtimes.pytorch import spam_probability
 from spamjob.text import encode
 from spamjob.tokens import TokenIds
 
@@ -27,7 +28,7 @@ def clf(classifier_dir):
 def test_predictor_matches_one_at_a_time_in_input_order(clf, batch_tokens):
     ids = encode(clf.tokenizer, TEXTS)
     got = Predictor(clf, torch.device("cpu"), "no", batch_tokens)(ids)
-    alone = [clf.spam_probability([t])[0][0] for t in TEXTS]
+    alone = [spam_probability(clf, [t])[0][0] for t in TEXTS]
     np.testing.assert_allclose(got, alone, atol=1e-6, rtol=0)
     assert Predictor(clf, torch.device("cpu"), "no", 64)([]).shape == (0,)
 
@@ -136,7 +137,7 @@ def test_torch_int8_deprecation_is_one_line_and_other_warnings_pass(monkeypatch,
     (what to do instead) once, not torch's warning; any other warning still reaches them."""
     import warnings
 
-    from spamjob.scoring import predictor
+    from spamjob.scoring.runtimes import pytorch as predictor
 
     def quantize_dynamic(model, *args, **kwargs):
         warnings.warn("torch.quantize_per_tensor ... are deprecated and will be removed", UserWarning, stacklevel=2)

@@ -21,6 +21,7 @@ from click.testing import CliRunner
 from support import spark_failed_output
 
 from spamjob.cli import cli
+from spamjob.scoring.runtimes.pytorch import spam_probability
 
 REPO = Path(__file__).resolve().parents[1]
 TIMING = (
@@ -154,7 +155,7 @@ def test_messy_csv_every_record_accounted_for(classifier_dir, tmp_path):
     # Special-token text is scored as text: same probability as through `classify`.
     from spamjob.artifact import load_classifier
 
-    p, _ = load_classifier(classifier_dir).spam_probability(["hi <|endoftext|> there"])
+    p, _ = spam_probability(load_classifier(classifier_dir), ["hi <|endoftext|> there"])
     assert df.set_index("id").loc["6", "spam_probability"] == pytest.approx(p[0], abs=1e-5)
 
 
@@ -345,7 +346,7 @@ def test_predictions_do_not_depend_on_batching(sms_path, classifier_dir):
     import torch
 
     from spamjob.artifact import load_classifier
-    from spamjob.scoring.predictor import Predictor
+    from spamjob.scoring.runtimes.pytorch import TorchPredictor as Predictor
 
     clf = load_classifier(classifier_dir)
     ids = clf.tokenizer.encode_ordinary_batch(_messages(sms_path, 64, 3))

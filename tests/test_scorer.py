@@ -8,6 +8,7 @@ import pytest
 
 from spamjob.errors import SpamjobError
 from spamjob.scorer import BatchScorer
+from spamjob.scoring.runtimes.pytorch import spam_probability
 
 TEXTS = [
     "WINNER!! claim your free prize now",
@@ -41,7 +42,7 @@ def test_score_table_adds_the_four_columns(scorer):
     assert t == scorer.classifier.config["operating_point"]["threshold"]  # chosen in training (rule f1)
     assert all(label == ("spam" if p > t else "ham") for label, p in zip(labels, probs) if p is not None)
     scored = [t for t in TEXTS if t and t.strip()]
-    alone, _ = scorer.classifier.spam_probability(scored)
+    alone, _ = spam_probability(scorer.classifier, scored)
     np.testing.assert_allclose([p for p in probs if p is not None], alone, atol=1e-6, rtol=0)
 
 

@@ -557,7 +557,7 @@ def test_uris_map_to_their_store_clients(monkeypatch):
     assert stores.parent("s3://b/a/c.csv") == "s3://b/a" and stores.parent("s3://b") == "s3://b"
     assert stores.join("s3://b/a/", "predictions", "/x.json") == "s3://b/a/predictions/x.json"
     if importlib.util.find_spec("adlfs") is None:
-        with pytest.raises(SpamjobError, match=r"abfs:// URIs need adlfs: pip install 'spamjob\[azure\]'"):
+        with pytest.raises(SpamjobError, match=r"an abfs:// URI needs adlfs: pip install 'spamjob\[azure\]'"):
             stores.locate("abfs://container/x")
     stores.s3_region.cache_clear()
 

@@ -20,6 +20,7 @@ from spamjob.cli import cli
 from spamjob.config import GPTConfig
 from spamjob.evaluate import evaluate_sums
 from spamjob.model import GPTModel, SpamClassifier, first_trainable_block, freeze, replace_head
+from spamjob.scoring.runtimes.pytorch import spam_probability
 from spamjob.text import pad_batch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -367,7 +368,7 @@ def test_lora_merges_into_a_plain_artifact(data_dir, tmp_path):
 
     clf = load_classifier(tmp_path / "l")
     assert clf.config["training"]["trainable"] == "lora"
-    probs, _ = clf.spam_probability(["hello", "free entry to win"])
+    probs, _ = spam_probability(clf, ["hello", "free entry to win"])
     assert len(probs) == 2
     m = json.loads((tmp_path / "l" / "metrics.json").read_text())
     assert not m["prefix_cache"]["used"]

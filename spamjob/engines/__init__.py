@@ -1,4 +1,30 @@
-"""spamjob's scoring core (`spamjob.scorer.BatchScorer`) on engines users already run:
-`spamjob.engines.ray` (Ray Data, `pip install 'spamjob[ray]'`) and `spamjob.engines.spark`
-(PySpark, `pip install 'spamjob[spark]'`). The core never imports these modules or their
-engines."""
+"""What runs a scoring job (`spamjob score --engine`), above the scoring core: spamjob's own
+processes (spamjob.scoring.job, `accelerate launch` or one process) or Ray Data
+(`spamjob.engines.ray`, `pip install 'spamjob[ray]'`). Spark runs the core from its own entry
+point (jobs/spark_score.py, `spamjob.engines.spark`, `pip install 'spamjob[spark]'`).
+
+An engine is a function ScoreConfig -> report dict, one line of ENGINES (module, function, the
+extra it needs). Only `run` imports an engine's module, when it is asked for: the core never
+imports these modules or their libraries (tests/test_package.py).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Literal
+
+from spamjob import extras
+
+ENGINES = {
+    "spamjob": ("spamjob.scoring.job", "main", None),
+    "ray": ("spamjob.engines.ray", "run_job", "ray"),
+}
+EngineChoice = Literal[tuple(ENGINES)]  # the --engine option's values
+
+
+def run(cfg) -> dict:
+    """Score `cfg` (a ScoreConfig) on its engine; the report ({} on processes other than the main one)."""
+    module, function, extra = ENGINES[cfg.engine]
+    if extra:
+        extras.require(extra, f"--engine {cfg.engine}")
+    return getattr(importlib.import_module(module), function)(cfg)

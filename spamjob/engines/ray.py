@@ -33,13 +33,14 @@ from ray.data.datasource import BlockBasedFileDatasink
 
 from spamjob import stores
 from spamjob.artifact import local_folder, tokenizer_folder
-from spamjob.config import resolve_runtime
+from spamjob.config import resolve_mixed_precision
 from spamjob.engines.ray_cluster import WHERE_NODES_WRITE, check_nodes, join, last_line
 from spamjob.errors import SpamjobError
 from spamjob.fsutil import read_json
 from spamjob.operating import threshold_record
 from spamjob.scoring import plan as job_plan
 from spamjob.scoring import report as rep
+from spamjob.scoring import runtimes
 from spamjob.scoring.columns import OUTPUT_COLUMNS, kept_columns, renamed_for_output
 from spamjob.scoring.core import BatchScorer, Window, prepare_window, text_column_of
 from spamjob.scoring.csv import CsvOptions
@@ -181,7 +182,9 @@ def run_job(cfg) -> dict:
     ds, kept, named = _inputs(groups, cfg)  # columns checked before any file is written
     out.prepare(plan, cfg.overwrite, resume=False)
     num_gpus = 1 if ray.cluster_resources().get("GPU", 0) else 0  # one GPU per actor, bf16 by default
-    options["runtime"] = resolve_runtime(cfg.runtime, bool(num_gpus), False, cfg.mixed_precision, cfg.quantize)
+    device = "cuda" if num_gpus else "cpu"
+    request = runtimes.Request(device, resolve_mixed_precision(cfg.mixed_precision, bool(num_gpus)), cfg.quantize)
+    options["runtime"] = runtimes.resolve(cfg.runtime, request)
     scored = score_dataset(
         ds,
         cfg.model,  # a URI: each actor's node fetches it once into its cache

@@ -1,72 +1,22 @@
 """A trained classifier as an ONNX graph (`spamjob export --format onnx [--quantize int8]`), for
-ONNX Runtime, Triton and other servers; checked against spamjob with ONNX Runtime.
-
-The graph takes right-padded `input_ids` and `attention_mask` (int64, batch x sequence, both
-axes dynamic) and returns `logits` (batch x 2) and `spam_probability` (batch): the pooling is
-inside, read at the last real token (`last-token`) or at the last position of a row padded
-to max_length (`last`, the reference's; pad such rows to max_length). Token ids are GPT-2's
-(tiktoken "gpt2"), `<|endoftext|>` in a message encoded as plain text, cut at max_length.
-
-`--quantize int8` adds `model.int8.onnx` (ONNX Runtime's dynamic int8 MatMuls); its label
-agreement with fp32 spamjob is measured on the same messages and written down.
+ONNX Runtime, Triton and other servers: the graph ONNX Runtime's runtime makes and checks
+(spamjob.scoring.runtimes.ort_graph: its inputs, outputs and pooling), with the tokenizer
+files, the model card and spamjob_onnx.json (how to feed it, its checks, each file's sha256).
 `onnxruntime` and `onnx` are an optional extra: `pip install 'spamjob[onnx]'`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import importlib.util
-import inspect
-import logging
 import os
 import shutil
-import tempfile
-import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
-import torch
-
-from spamjob import __version__, digests
-from spamjob.artifact import Classifier, load_classifier, local_folder, tokenizer_folder
-from spamjob.config import INT8_SAMPLE
-from spamjob.digests import damaged, differ, remade
-from spamjob.errors import SpamjobError
-from spamjob.fsutil import atomic_path, cache_dir, locked, read_json, sha256_file, write_json
-from spamjob.scoring.ort_predictor import OrtPredictor, open_session, require_onnxruntime, session_settings
-from spamjob.text import PAD_ID, TOKENIZER_FILES, encode, tokenizer_files
-from spamjob.threads import usable_cpus
-
-INPUTS, OUTPUTS = ("input_ids", "attention_mask"), ("logits", "spam_probability")
-OPSET = 18  # the dynamo exporter's own; ONNX Runtime >= 1.14 runs it
-GRAPH_FILES = ("model.onnx", "model.onnx.data", "model.int8.onnx")  # what an export writes, sha256 recorded
-EXTERNAL_DATA_BYTES = 1 << 30  # weights past this go to model.onnx.data (protobuf stops at 2 GiB)
-TOLERANCE = 1e-4  # fp32 ONNX Runtime vs spamjob, largest |difference| in P(spam)
-# Dynamic int8: only the MatMuls with constant weights (the Linear layers, as torch's dynamic int8
-# quantizes), per-channel weight scales (benchmarks/ort_bench.py: label agreement with fp32).
-INT8_OPTIONS = {"per_channel": True, "extra_options": {"MatMulConstBOnly": True}}
-SAMPLE = [
-    "WINNER!! As a valued network customer you have been selected to receive a £900 prize reward!",
-    "Ok lar... Joking wif u oni...",
-    "hi <|endoftext|> there",
-    "<|endoftext|>",
-    "a",
-    "Free entry in 2 a wkly comp to win FA Cup final tkts 21st May 2005. " * 12,
-]  # the last: over-length
-
-
-class _Graph(torch.nn.Module):
-    """What the ONNX file computes: lengths from the mask, the pooled classifier, P(spam)."""
-
-    def __init__(self, clf: Classifier):
-        super().__init__()
-        self.model = clf.model
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.model(input_ids, attention_mask.sum(-1))
-        return logits, torch.softmax(logits, dim=-1)[:, 1]
+from spamjob import digests
+from spamjob.artifact import load_classifier, local_folder, tokenizer_folder
+from spamjob.fsutil import atomic_path, write_json
+from spamjob.scoring.runtimes.ort_graph import GRAPH_FILES, build, sample_texts
+from spamjob.scoring.runtimes.ort_session import require_onnxruntime
+from spamjob.text import TOKENIZER_FILES, tokenizer_files
 
 
 def export_onnx(
@@ -77,23 +27,10 @@ def export_onnx(
     test_messages: int = 500,
 ) -> dict:
     """model.onnx (+ model.int8.onnx), tokenizer/, spamjob_onnx.json and the model card in `out`,
-    checked with ONNX Runtime on `texts` (default: SAMPLE and up to `test_messages` of the test split)."""
+    checked with ONNX Runtime on `texts` (default: the SAMPLE and up to `test_messages` of the test split)."""
     require_onnxruntime("--format onnx")
-    clf = load_classifier(run_dir)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    how = _export_graph(clf, out / "model.onnx")
-    texts = texts or sample_texts(clf, test_messages)
-    want = np.asarray(clf.spam_probability(texts)[0])
-    ids = encode(clf.tokenizer, texts)
-    got = probabilities(out / "model.onnx", ids, clf)
-    diff = float(np.abs(got - want).max())
-    if diff > TOLERANCE:
-        raise SpamjobError(f"the ONNX graph differs from spamjob by {diff:.2e} > {TOLERANCE:g}; not exported")
-    checks = {"fp32": {"messages": len(texts), "max_abs_diff": diff, "exporter": how}}
-    if quantize == "int8":
-        checks["int8"] = _quantize(out, ids, clf, want)
-    meta = describe(clf, checks)
+    clf, out = load_classifier(run_dir), Path(out)
+    meta = build(clf, out, quantize, texts or sample_texts(clf, test_messages))
     _copy_extras(local_folder(run_dir), out)
     graphs = [n for n in GRAPH_FILES if (out / n).is_file()]
     meta["files"] = digests.record(
@@ -101,183 +38,6 @@ def export_onnx(
     )
     write_json(out / "spamjob_onnx.json", meta)
     return meta
-
-
-def scoring_graph(model: str | os.PathLike, quantize: str | None = None) -> Path:
-    """The classifier's graph for `spamjob score --runtime onnxruntime` (model.onnx, or
-    model.int8.onnx with `quantize`): exported once per classifier and versions of spamjob, torch
-    and onnxruntime into the cache, checked like every export (within TOLERANCE of spamjob, on
-    SAMPLE and INT8_SAMPLE test messages: a graph that differs is never used), and reused after.
-    spamjob_onnx.json, written last, marks a folder whose graphs passed."""
-    ort = require_onnxruntime("--runtime onnxruntime")
-    run_dir = local_folder(model)
-    weights = read_json(run_dir / "config.json").get("model_sha256") or sha256_file(run_dir / "model.safetensors")
-    made_by = f"{weights} spamjob {__version__} torch {torch.__version__} {exporter()} onnxruntime {ort.__version__}"
-    key = hashlib.sha256(made_by.encode()).hexdigest()[:16]
-    folder = cache_dir() / "onnx" / key
-    graph = folder / ("model.int8.onnx" if quantize else "model.onnx")
-    with locked(folder.with_name(f"{key}.lock")):
-        checked = read_json(folder / "spamjob_onnx.json") if (folder / "spamjob_onnx.json").is_file() else {}
-        if ("int8" if quantize else "fp32") in checked.get("checked_with_onnxruntime", {}):
-            if (why := _damage(folder, checked, graph.name)) is None:
-                return graph
-            remade(str(graph), why)
-        (folder / "spamjob_onnx.json").unlink(missing_ok=True)
-        export_onnx(run_dir, folder, quantize, test_messages=INT8_SAMPLE)
-    return graph
-
-
-def _damage(folder: Path, checked: dict, graph: str) -> str | None:
-    """None when `graph` (and its weights file) still has the sha256 recorded when it was made."""
-    files = checked.get("files", {})
-    needed = [n for n in (graph, graph + ".data") if n in files] if graph in files else None
-    if needed is None:
-        return f"spamjob_onnx.json records no sha256 of {graph}"
-    return differ(damaged(folder, {n: files[n] for n in needed}), "the sha256 recorded when it was made")
-
-
-def _export_graph(clf: Classifier, path: Path) -> str:
-    """The graph at `path` with dynamic batch and sequence axes, by the exporter `exporter()` picks;
-    weights past EXTERNAL_DATA_BYTES go to `path`.data beside it. Both appear whole or not at all."""
-    width = clf.max_length if clf.padding == "fixed" else min(clf.max_length, 8)
-    example = (torch.full((2, width), PAD_ID, dtype=torch.long), torch.ones((2, width), dtype=torch.long))
-    external = sum(p.numel() * p.element_size() for p in clf.model.parameters()) > EXTERNAL_DATA_BYTES
-    how = exporter()
-    with tempfile.TemporaryDirectory(prefix=".export-", dir=path.parent) as tmp, torch.no_grad():
-        made = Path(tmp) / path.name
-        if how == "dynamo":
-            _by_dynamo(_Graph(clf).eval(), example, made, external, clf.max_length)
-        else:
-            _by_torchscript(_Graph(clf).eval(), example, made, external)
-        if not external:  # no weights file of an earlier, larger export left beside the graph
-            path.with_name(path.name + ".data").unlink(missing_ok=True)
-        for part in sorted(Path(tmp).iterdir(), key=lambda f: f == made):  # the weights first, the graph last
-            os.replace(part, path.parent / part.name)
-    return how
-
-
-def exporter() -> str:
-    """ "dynamo" (torch.export and onnxscript, the maintained exporter: the `onnx` extra brings
-    onnxscript) where torch has it; "torchscript" (deprecated) on older torch or without onnxscript.
-    Both give graphs within TOLERANCE of spamjob (tests/test_export_onnx.py)."""
-    return "dynamo" if _has_dynamo_export() and importlib.util.find_spec("onnxscript") else "torchscript"
-
-
-def _has_dynamo_export() -> bool:
-    """torch.onnx.export takes `dynamo=` (torch >= 2.5; it defaults to True from 2.9)."""
-    return "dynamo" in inspect.signature(torch.onnx.export).parameters
-
-
-def _by_dynamo(graph: torch.nn.Module, example: tuple, path: Path, external: bool, longest: int) -> None:
-    dims = {0: torch.export.Dim("batch"), 1: torch.export.Dim("sequence", max=longest)}
-    with warnings.catch_warnings(), _quiet("torch.onnx", "torch.export", "onnxscript"):
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(
-            graph,
-            example,
-            dynamo=True,
-            input_names=list(INPUTS),
-            output_names=list(OUTPUTS),
-            dynamic_shapes=(dims, dims),
-            opset_version=OPSET,
-            optimize=True,
-            verbose=False,
-        )
-    program.save(str(path), external_data=external)
-
-
-def _by_torchscript(graph: torch.nn.Module, example: tuple, path: Path, external: bool) -> None:
-    axes = {name: {0: "batch", 1: "sequence"} for name in INPUTS} | {
-        "logits": {0: "batch"},
-        "spam_probability": {0: "batch"},
-    }
-    legacy = {"dynamo": False} if _has_dynamo_export() else {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tracer notes on the context-length check and indexing: expected
-        torch.onnx.export(
-            graph,
-            example,
-            str(path),
-            input_names=list(INPUTS),
-            output_names=list(OUTPUTS),
-            dynamic_axes=axes,
-            opset_version=OPSET,
-            **legacy,
-        )
-    if external:  # one weights file beside the graph, as the dynamo exporter writes
-        import onnx
-
-        model = onnx.load(str(path))
-        for f in path.parent.iterdir():
-            if f != path:
-                f.unlink()
-        onnx.save(model, str(path), save_as_external_data=True, location=path.name + ".data")
-
-
-@contextlib.contextmanager
-def _quiet(*loggers: str) -> Iterator[None]:
-    """Errors only from these loggers (the exporter's notes on optional ops and its progress)."""
-    saved = [(logging.getLogger(n), logging.getLogger(n).level) for n in loggers]
-    for logger, _ in saved:
-        logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        for logger, level in saved:
-            logger.setLevel(level)
-
-
-def probabilities(graph: Path, ids: list[list[int]], clf: Classifier, batch_tokens: int = 4096) -> np.ndarray:
-    """P(spam) from ONNX Runtime on `graph`, batched as scoring batches (OrtPredictor)."""
-    return OrtPredictor(clf, open_session(graph, session_settings(1, usable_cpus())), batch_tokens)(ids)
-
-
-def _quantize(out: Path, ids: list[list[int]], clf: Classifier, want: np.ndarray) -> dict:
-    """model.int8.onnx and how often its labels agree with fp32 spamjob's."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    # "" is the root logger, where it advises pre-processing the graph (advice for convolutional nets)
-    with _quiet(""), atomic_path(out / "model.int8.onnx") as tmp:
-        quantize_dynamic(str(out / "model.onnx"), str(tmp), weight_type=QuantType.QInt8, **INT8_OPTIONS)
-    got = probabilities(out / "model.int8.onnx", ids, clf)
-    t = clf.threshold
-    return {
-        "messages": len(ids),
-        "agreement": float(((got > t) == (want > t)).mean()),
-        "max_abs_diff": float(np.abs(got - want).max()),
-    }
-
-
-def sample_texts(clf: Classifier, limit: int = 500) -> list[str]:
-    """SAMPLE plus up to `limit` messages of the run's test split (when its data folder is there)."""
-    from spamjob.data import load_split  # pandas: only when a graph is made, not when a job finds it cached
-
-    folder = (clf.config.get("data") or {}).get("folder")
-    try:
-        test = load_split(Path(folder), "test")["Text"].astype(str).tolist()[:limit] if folder else []
-    except SpamjobError:
-        test = []
-    return SAMPLE + test
-
-
-def describe(clf: Classifier, checks: dict) -> dict:
-    """spamjob_onnx.json: how to feed the graph and what its outputs mean."""
-    return {
-        "format": "spamjob-onnx/1",
-        "inputs": list(INPUTS),
-        "outputs": list(OUTPUTS),
-        "opset": OPSET,
-        "tokenizer": {"encoding": "gpt2", "special_tokens_as_text": True, "folder": "tokenizer"},
-        "max_length": clf.max_length,
-        "pooling": clf.pooling,
-        "padding": clf.padding,
-        "pad_id": PAD_ID,
-        "pad_to_max_length": clf.padding == "fixed",
-        "labels": clf.labels,
-        "spam_threshold": clf.threshold,
-        "model_sha256": clf.config.get("model_sha256"),
-        "checked_with_onnxruntime": checks,
-    }
 
 
 def _copy_extras(run_dir: Path, out: Path) -> None:

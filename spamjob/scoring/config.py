@@ -7,9 +7,11 @@ import codecs
 import re
 from dataclasses import asdict, dataclass
 
-from spamjob.config import CsvBlocks, Engine, MixedPrecision, OutputFormat, Quantize, Runtime
+from spamjob.config import CsvBlocks, MixedPrecision, OutputFormat, Quantize
+from spamjob.engines import EngineChoice
 from spamjob.errors import SpamjobError
 from spamjob.fields import field_problems, option
+from spamjob.scoring.runtimes import RuntimeChoice
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,7 @@ class ScoreConfig:
     """torch.compile the model."""
     quantize: Quantize | None = None
     """CPU only: dynamic int8 Linear layers; agreement with fp32 goes in the report."""
-    runtime: Runtime = "auto"
+    runtime: RuntimeChoice = "auto"
     """What runs the model. torch; onnxruntime (CPU, fp32 or --quantize int8; `pip install
     'spamjob[onnx]'`): the graph of spamjob's own ONNX export, made once per classifier into the
     cache and checked against torch within 1e-4; auto: onnxruntime for CPU --quantize int8 where it
@@ -79,7 +81,7 @@ class ScoreConfig:
     """Print each file skipped under the inputs, and why: a name (or a folder's on the way) starting
     with _ or . (Spark/Hadoop bookkeeping such as _temporary/, _SUCCESS, .crc), another file type,
     a scoring output. The report counts them; _manifest.json lists them."""
-    engine: Engine = "spamjob"
+    engine: EngineChoice = "spamjob"
     """spamjob: its own work units over accelerate's processes (resume, exactly-once parts, rejects/);
     ray: Ray Data actors on a Ray cluster (`pip install 'spamjob[ray]'`), inputs may be URIs
     (s3://, gs://), the same predictions/ folder and report."""

@@ -15,7 +15,6 @@ padded tokens inside a window; a message's probability does not depend on its ba
 
 from __future__ import annotations
 
-import copy
 import os
 from dataclasses import dataclass
 
@@ -24,12 +23,11 @@ import pyarrow as pa
 import torch
 
 from spamjob.artifact import load_classifier, local_folder, tokenizer_folder
-from spamjob.config import INT8_SAMPLE, RUNTIMES, resolve_mixed_precision, resolve_runtime
+from spamjob.config import resolve_mixed_precision
 from spamjob.errors import SpamjobError
-from spamjob.fsutil import read_json
+from spamjob.scoring import runtimes
 from spamjob.scoring.columns import OUTPUT_COLUMNS, OUTPUT_TYPES, TEXT_CANDIDATES, as_strings
-from spamjob.scoring.ort_predictor import OrtPredictor, open_session, require_onnxruntime, session_settings
-from spamjob.scoring.predictor import Launched, Predictor, dynamic_int8
+from spamjob.scoring.runtimes.launch import Launched
 from spamjob.scoring.tokenize_pool import TokenizerPool
 from spamjob.tokens import TokenIds
 
@@ -54,9 +52,8 @@ class BatchScorer:
     `threshold`: spam when P(spam) > it [the classifier's operating point, config.json].
     `workers` > 1 (CPU): that many threads each run the model on their own batches, and torch's
     intra-op threads are set to 1 for the process (`spamjob score` picks one worker per CPU it
-    may use; see spamjob.threads). `runtime` "onnxruntime" (CPU, fp32 or int8): the model runs
-    on ONNX Runtime, the graph of spamjob's own export (spamjob.export.onnx.scoring_graph);
-    "auto": ONNX Runtime for CPU int8 where it is installed, else torch (config.resolve_runtime)."""
+    may use; see spamjob.threads). `runtime`: what runs the model, a name of the runtime seam
+    (spamjob.scoring.runtimes: torch, onnxruntime) or "auto" (the seam's `resolve`)."""
 
     def __init__(
         self,
@@ -74,79 +71,42 @@ class BatchScorer:
     ):
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         gpu = device.type == "cuda"
-        if quantize == "int8" and gpu:
-            raise SpamjobError("--quantize int8 is for CPU scoring (dynamic int8 kernels); on GPU use bf16")
         self.mixed_precision, self.quantize = resolve_mixed_precision(mixed_precision, gpu), quantize
-        runtime = resolve_runtime(runtime, gpu, compile, self.mixed_precision, quantize)
-        check_runtime(runtime, gpu, compile, self.mixed_precision)
+        request = runtimes.Request(
+            device, self.mixed_precision, quantize, compile, batch_tokens or (65536 if gpu else 512), workers
+        )
+        chosen = runtimes.get(runtimes.resolve(runtime, request))
+        chosen.check(request)
         folder = local_folder(model)  # a URI's classifier fetched once: its tokenizer is the workers' too
         # The tokenizer processes start first: they load their tokenizers while the model loads.
         self.tokenize = TokenizerPool(None, tokenizer_folder(folder), tokenize_workers)
         try:
-            self.classifier = clf = load_classifier(folder, weights=runtime == "torch")
+            self.classifier = clf = load_classifier(folder, weights=chosen.needs_weights)
             self.tokenize.tok = clf.tokenizer  # the calling thread's tokenizer (small windows)
             self.threshold = clf.threshold if threshold is None else float(threshold)  # spam when P(spam) > it
-            batch_tokens = batch_tokens or (65536 if gpu else 512)
             if workers > 1 and torch.get_num_threads() != 1:
                 torch.set_num_threads(1)
-            self.reference: Predictor | OrtPredictor | None = None  # fp32, to measure what int8 changes
-            self.session: dict | None = None  # ONNX Runtime's settings
-            self.int8_check: dict | None = None  # ONNX Runtime: the int8 graph's check when it was made
-            if runtime == "onnxruntime":
-                self._on_onnxruntime(folder, batch_tokens, workers)
-            else:
-                self._on_torch(device, batch_tokens, workers, compile)
+            self.loaded = chosen.load(clf, folder, request)
         except BaseException:
             self.tokenize.close()
             raise
-
-    def _on_torch(self, device: torch.device, batch_tokens: int, workers: int, compile: bool) -> None:
-        clf = self.classifier
-        if self.quantize == "int8":
-            self.reference = Predictor(clf, device, "no", batch_tokens, workers)
-            quantized = copy.copy(clf)
-            quantized.model = dynamic_int8(clf.model)
-            self.predictor = Predictor(quantized, device, "no", batch_tokens, workers)
-        else:
-            self.predictor = Predictor(clf, device, self.mixed_precision, batch_tokens, workers)
-        if compile:
-            self.predictor.model = torch.compile(self.predictor.model, dynamic=True)
-
-    def _on_onnxruntime(self, model: str | os.PathLike, batch_tokens: int, workers: int) -> None:
-        """The classifier's cached, checked graph in one session; int8's agreement from the graph's
-        check when that saw at least INT8_SAMPLE messages, else from a sample of the job (fp32 graph)."""
-        from spamjob.export.onnx import scoring_graph  # the exporter: for this optional runtime only
-
-        clf, self.session = self.classifier, session_settings(workers)
-        graph = scoring_graph(model, self.quantize)
-        self.predictor = OrtPredictor(clf, open_session(graph, self.session), batch_tokens, workers)
-        if self.quantize != "int8":
-            return
-        check = read_json(graph.parent / "spamjob_onnx.json")["checked_with_onnxruntime"]["int8"]
-        if check["messages"] >= INT8_SAMPLE:
-            self.int8_check = check
-        else:  # too few messages were at hand then (no test split): sample this job
-            fp32 = open_session(graph.with_name("model.onnx"), self.session)
-            self.reference = OrtPredictor(clf, fp32, batch_tokens, workers)
+        self.predictor = self.loaded.predictor
+        self.reference = self.loaded.reference  # fp32, to measure what int8 changes
+        self.int8_check = self.loaded.int8_check  # the int8 graph's check when it was made
 
     @property
     def runtime_record(self) -> dict:
         """What runs the model, as the report names it."""
-        if self.session is None:
-            return {"name": "torch", "version": torch.__version__.split("+")[0]}
-        return {"name": "onnxruntime", "version": require_onnxruntime("").__version__, "session": self.session}
+        return self.loaded.record
 
     @property
     def settings(self) -> dict:
-        """The resolved settings that change a prediction, as a scoring plan holds them (ONNX
-        Runtime's worker count changes none, and follows the machine's load: left out)."""
-        session = {k: v for k, v in (self.session or {}).items() if k != "workers"}
-        runtime = {**self.runtime_record, "session": session} if session else self.runtime_record
+        """The resolved settings that change a prediction, as a scoring plan holds them."""
         return {
             "mixed_precision": self.mixed_precision,
             "quantize": self.quantize,
             "threshold": self.threshold,
-            "runtime": runtime,
+            "runtime": self.loaded.settings,
         }
 
     def prepare(self, texts: pa.Array) -> Window:
@@ -206,21 +166,6 @@ class BatchScorer:
             if predictor is not None:
                 predictor.close()
         self.tokenize.close()
-
-
-def check_runtime(runtime: str, gpu: bool, compile: bool, mixed_precision: str) -> None:
-    """What runs on ONNX Runtime: CPU scoring in fp32 or int8; a one-line error otherwise."""
-    if runtime not in RUNTIMES:
-        raise SpamjobError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
-    if runtime != "onnxruntime":
-        return
-    if gpu:
-        raise SpamjobError("--runtime onnxruntime is for CPU scoring; on a GPU use --runtime torch (bf16)")
-    if compile:
-        raise SpamjobError("--compile is for --runtime torch")
-    if mixed_precision != "no":
-        raise SpamjobError(f"--runtime onnxruntime runs fp32 (or --quantize int8), not {mixed_precision}")
-    require_onnxruntime("--runtime onnxruntime")
 
 
 def text_column_of(names: list[str], given: str | None = None) -> str:

@@ -31,9 +31,8 @@ from spamjob.scoring.units import byte_blocks, units_of
 
 
 def main(cfg: ScoreConfig) -> dict:
-    """Score every input; returns the report ({} on processes other than the main one)."""
-    if cfg.engine == "ray":
-        return _on_ray(cfg)
+    """Score every input on spamjob's processes (the engine `spamjob`; spamjob.engines.run dispatches);
+    returns the report ({} on processes other than the main one)."""
     wall0 = time.perf_counter()
     job = setup(cfg)
     job.in_blocks = [i for i in job.inputs if byte_blocks(job, i)]
@@ -47,14 +46,6 @@ def main(cfg: ScoreConfig) -> dict:
         job.bar.close()
         job.scorer.close()
     return finish(job, wall0)
-
-
-def _on_ray(cfg: ScoreConfig) -> dict:
-    try:
-        from spamjob.engines.ray import run_job  # the optional extra, imported only when asked for
-    except ImportError:
-        raise SpamjobError("--engine ray needs Ray: pip install 'spamjob[ray]'") from None
-    return run_job(cfg)
 
 
 def finish(job: ScoreJob, wall0: float) -> dict:

@@ -12,12 +12,12 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from spamjob.config import INT8_SAMPLE
 from spamjob.faults import kill_point, pause_point
 from spamjob.scoring.columns import labels_of, utf8_column
 from spamjob.scoring.core import Window
 from spamjob.scoring.parts import PartWriter
 from spamjob.scoring.report import Counts, count_rows
+from spamjob.scoring.runtimes import INT8_SAMPLE
 from spamjob.scoring.schema import conform
 from spamjob.scoring.setup import Input, ScoreJob
 from spamjob.scoring.source import Chunk

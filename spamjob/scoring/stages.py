@@ -4,7 +4,7 @@
 another); `SerialWorker` runs calls (the part writes, the commits) in a thread, in order,
 and hands their errors back.
 The model stage stays in the calling thread and launches window k+1 before it collects
-window k (spamjob.scoring.predictor.Launched), so a GPU never waits for the host between windows.
+window k (spamjob.scoring.runtimes.launch.Launched), so a GPU never waits for the host between windows.
 """
 
 from __future__ import annotations

@@ -1,22 +1,59 @@
-"""Inference for bulk scoring: token ids -> spam probabilities in token-budgeted, length-sorted
-batches, launched on the device and collected later (`Launched`), so that a window's copy back
-and post-processing overlap the next window's compute."""
+"""The torch runtime (`--runtime torch`): the classifier's own model, on the CPU or a GPU, in
+fp32, bf16 or fp16, torch's dynamic int8, optionally compiled."""
 
 from __future__ import annotations
 
+import copy
 import warnings
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
 
 from spamjob.console import say
+from spamjob.errors import SpamjobError
 from spamjob.model import for_scoring
-from spamjob.text import PAD_ID, rows_within
+from spamjob.scoring.runtimes import Loaded, Request
+from spamjob.scoring.runtimes.launch import Launched, sorted_batches
+from spamjob.text import PAD_ID, encode
 from spamjob.tokens import TokenIds
 
 
-class Predictor:
+class TorchRuntime:
+    name = "torch"
+    needs_weights = True
+
+    def available(self) -> bool:
+        return True
+
+    def suits(self, request: Request) -> bool:
+        return True  # the fallback of `auto`: runs every job
+
+    def check(self, request: Request) -> None:
+        if request.quantize == "int8" and request.gpu:
+            raise SpamjobError("--quantize int8 is for CPU scoring (dynamic int8 kernels); on GPU use bf16")
+
+    def load(self, clf, folder, request: Request) -> Loaded:
+        device, batch_tokens, workers = torch.device(request.device), request.batch_tokens, request.workers
+        reference = None
+        if request.quantize == "int8":
+            reference = TorchPredictor(clf, device, "no", batch_tokens, workers)
+            quantized = copy.copy(clf)
+            quantized.model = dynamic_int8(clf.model)
+            predictor = TorchPredictor(quantized, device, "no", batch_tokens, workers)
+        else:
+            predictor = TorchPredictor(clf, device, request.mixed_precision, batch_tokens, workers)
+        if request.compile:
+            predictor.model = torch.compile(predictor.model, dynamic=True)
+        record = {"name": self.name, "version": torch.__version__.split("+")[0]}
+        return Loaded(predictor, record, record, reference)
+
+
+RUNTIME = TorchRuntime()
+
+
+class TorchPredictor:
     """Token ids -> spam probabilities, in length-sorted, token-budgeted batches; order restored.
 
     With `workers` > 1 the batches of a window are spread over that many threads, each running
@@ -43,13 +80,13 @@ class Predictor:
         tokens = ids if isinstance(ids, TokenIds) else TokenIds.from_lists(ids)
         n = len(tokens)
         if not n:
-            return Launched(np.empty(0, dtype=np.int64), None, None)
+            return Launched.empty()
         order, batches = sorted_batches(tokens, self.clf.max_length, self.clf.padding, self.batch_tokens)
         if self.pool is not None:
-            return Launched(order, [self.pool.submit(self._forward, tokens, rows) for rows in batches], None)
+            return Launched(order, [self.pool.submit(self._forward, tokens, rows) for rows in batches])
         pending = torch.cat([self._forward(tokens, rows) for rows in batches])
         if self.device.type != "cuda":
-            return Launched(order, pending, None)
+            return Launched(order, pending)
         host = torch.empty(n, dtype=pending.dtype, pin_memory=True)
         host.copy_(pending, non_blocking=True)  # queued behind this window's kernels, before the next window's
         done = torch.cuda.Event()
@@ -74,41 +111,13 @@ class Predictor:
             self.pool.shutdown(cancel_futures=True)
 
 
-def sorted_batches(
-    tokens: TokenIds, max_length: int, padding: str, batch_tokens: int
-) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Rows sorted by kept length, and that order cut into batches of at most `batch_tokens` padded
-    tokens (at least one row each); the batches cover the order front to back."""
-    lengths = np.minimum(tokens.lengths, max_length)
-    order = np.argsort(lengths, kind="stable")
-    widths = np.full(len(order), max_length) if padding == "fixed" else np.maximum(lengths[order], 1)
-    batches, start = [], 0
-    while start < len(order):
-        end = start + rows_within(widths, batch_tokens, start)
-        batches.append(order[start:end])
-        start = end
-    return order, batches
-
-
-class Launched:
-    """A window's probabilities on their way back: `result()` waits for this window only (its copy
-    into pinned memory, recorded by an event, or its batches on the CPU's workers), not for windows
-    launched after it. `probs`: one array or tensor, or the batches' futures in order."""
-
-    def __init__(self, order: np.ndarray, probs: torch.Tensor | np.ndarray | list[Future] | None, done):
-        self.order, self.probs, self.done = order, probs, done
-
-    def result(self) -> np.ndarray:
-        out = np.empty(len(self.order), dtype=np.float64)
-        if self.probs is not None:
-            if self.done is not None:
-                self.done.synchronize()
-            probs = self.probs
-            if isinstance(probs, list):  # workers' batches: tensors (on the host for a GPU caller too) or arrays
-                parts = [f.result() for f in probs]
-                probs = np.concatenate([p.cpu().numpy() if isinstance(p, torch.Tensor) else p for p in parts])
-            out[self.order] = np.asarray(probs)  # the batches cover `order` front to back
-        return out
+def spam_probability(clf, texts: Sequence[str], batch_tokens: int = 1024) -> tuple[list[float], list[bool]]:
+    """P(spam) per text and whether it was truncated to max_length: scoring's batched path in fp32,
+    on the device the classifier's weights are on (the reference the other runtimes are checked by)."""
+    ids = encode(clf.tokenizer, texts)
+    device = next(clf.model.parameters()).device
+    probs = TorchPredictor(clf, device, "no", batch_tokens)(ids)
+    return probs.tolist(), [len(s) > clf.max_length for s in ids]
 
 
 INT8_DEPRECATED = (

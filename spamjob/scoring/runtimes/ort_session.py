@@ -1,5 +1,5 @@
 """Inference on ONNX Runtime (`--runtime onnxruntime`): token ids -> spam probabilities with the
-graph of spamjob's own ONNX export (spamjob.export.onnx), in the same length-sorted,
+classifier's checked graph (ort_graph.py), in the same length-sorted,
 token-budgeted batches as the torch Predictor (`sorted_batches`), order restored, so that
 everything around the model (reading, tokenizing, writing, commits, the report) is unchanged.
 
@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
+from spamjob import extras
 from spamjob.errors import SpamjobError, first_line
-from spamjob.scoring.predictor import Launched, sorted_batches
+from spamjob.scoring.runtimes.launch import Launched, sorted_batches
 from spamjob.text import PAD_ID
 from spamjob.tokens import TokenIds
 
@@ -25,14 +26,9 @@ from spamjob.tokens import TokenIds
 def require_onnxruntime(what: str):
     """The onnxruntime module; a one-line error naming `what` when it or onnx (the exporter and
     quantizer need it) is missing."""
-    import importlib.util
+    extras.require("onnx", what)
+    import onnxruntime
 
-    try:
-        import onnxruntime
-    except ImportError:
-        onnxruntime = None
-    if onnxruntime is None or importlib.util.find_spec("onnx") is None:
-        raise SpamjobError(f"{what} needs onnx and onnxruntime: pip install 'spamjob[onnx]'")
     return onnxruntime
 
 
@@ -59,7 +55,7 @@ def open_session(path: str | Path, settings: dict):
 
 
 class OrtPredictor:
-    """Token ids -> P(spam) from an ONNX Runtime session, with torch Predictor's interface
+    """Token ids -> P(spam) from an ONNX Runtime session (the Predictor interface:
     (`launch` queues a window's batches on the workers behind the windows launched before)."""
 
     def __init__(self, clf, session, batch_tokens: int, workers: int = 1):
@@ -72,11 +68,11 @@ class OrtPredictor:
     def launch(self, ids: TokenIds | list[list[int]]) -> Launched:
         tokens = ids if isinstance(ids, TokenIds) else TokenIds.from_lists(ids)
         if not len(tokens):
-            return Launched(np.empty(0, dtype=np.int64), None, None)
+            return Launched.empty()
         order, batches = sorted_batches(tokens, self.clf.max_length, self.clf.padding, self.batch_tokens)
         if self.pool is not None:  # no worker idles at a window's end while another has batches left
-            return Launched(order, [self.pool.submit(self._run, tokens, rows) for rows in batches], None)
-        return Launched(order, np.concatenate([self._run(tokens, rows) for rows in batches]), None)
+            return Launched(order, [self.pool.submit(self._run, tokens, rows) for rows in batches])
+        return Launched(order, np.concatenate([self._run(tokens, rows) for rows in batches]))
 
     def _run(self, tokens: TokenIds, rows: np.ndarray) -> np.ndarray:
         """P(spam) of one batch (`rows` of `tokens`)."""
