@@ -29,8 +29,8 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 from score_bench import SMS, messages  # noqa: E402
 
-from spamjob.scoring import csv as csvsplit  # noqa: E402
-from spamjob.scoring.csv import CsvOptions, iter_csv_blocks  # noqa: E402
+from spamjob.scoring import csv_reader as csvsplit  # noqa: E402
+from spamjob.scoring.csv_reader import CsvOptions, iter_csv_blocks  # noqa: E402
 from spamjob.scoring.inputs import discover, schema_of  # noqa: E402
 
 

@@ -91,7 +91,7 @@ def bundle(dest: str | os.PathLike | None, size: str = "gpt2-small", source: str
 
 
 def download(cfg) -> str:
-    """`spamjob download` (spamjob.commands.DownloadConfig): fetch what it names; the line to print."""
+    """`spamjob download` (spamjob.command_config.DownloadConfig): fetch what it names; the line to print."""
     if cfg.all:
         folder = bundle(cfg.dir, cfg.model, cfg.source)
         return (

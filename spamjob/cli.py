@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from spamjob import __version__
-from spamjob.commands import (
+from spamjob.command_config import (
     ClassifyConfig,
     DownloadConfig,
     ExportConfig,
@@ -128,22 +128,22 @@ def generate(**params) -> None:
 )
 def train(**options) -> None:
     """Fine-tune GPT-2 as a spam classifier (on all processes `accelerate launch` starts)."""
-    from spamjob.plots import early_plot_process
+    from spamjob.training.plots import early_plot_process
 
     with early_plot_process() as plots:
-        from spamjob.train import main as run_train
-        from spamjob.train import summary
+        from spamjob.training.job import main as run_train
+        from spamjob.training.job import trained_line
 
         metrics = run_train(train_config(**options), plots)
     from accelerate import PartialState
 
     if PartialState().is_main_process:
-        click.echo(summary(metrics, options["out"]))
+        click.echo(trained_line(metrics, options["out"]))
 
 
 def train_config(auto_resume: bool = False, **options) -> TrainConfig:
     """`spamjob train` options -> TrainConfig (--auto-resume decided here, from the run folder)."""
-    from spamjob.checkpoints import checkpoint_dirs
+    from spamjob.training.checkpoints import checkpoint_dirs
 
     if auto_resume:
         options["resume"] = bool(checkpoint_dirs(Path(options["out"])))
@@ -197,11 +197,11 @@ def score(**params) -> None:
     1 on bad input or options (nothing is scored then), 2 on usage errors.
     """
     from spamjob.engines import run as run_score
-    from spamjob.scoring.report import summary
+    from spamjob.scoring.report import scored_line
 
     report = run_score(ScoreConfig(**params))
     if report.get("rows"):
-        click.echo(summary(report, params["out"]))
+        click.echo(scored_line(report, params["out"]))
     elif report.get("pending"):
         click.echo(report["pending"])
 
@@ -253,10 +253,10 @@ def report_cmd(**params) -> None:
     """Recount FOLDER/predictions/ (written by `spamjob score`, `--engine ray` or Spark) into
     FOLDER/report.json, report.md and report.png, with the counts `spamjob score` reports."""
     from spamjob.scoring.recount import recount
-    from spamjob.scoring.report import summary
+    from spamjob.scoring.report import scored_line
 
     cfg = ReportConfig(**params)
-    click.echo(summary(recount(cfg.folder, cfg.label_column), cfg.folder, recounted=True))
+    click.echo(scored_line(recount(cfg.folder, cfg.label_column), cfg.folder, recounted=True))
 
 
 @cli.command()

@@ -253,7 +253,7 @@ def prepare(
 
 
 def prepare_from(cfg) -> PrepareResult:
-    """`prepare` with `spamjob prepare`'s options (spamjob.commands.PrepareConfig)."""
+    """`prepare` with `spamjob prepare`'s options (spamjob.command_config.PrepareConfig)."""
     formats = ("csv", "parquet") if cfg.format == "parquet" else ("csv",)
     return prepare(
         cfg.source,

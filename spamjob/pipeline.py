@@ -9,7 +9,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from spamjob import __version__
-from spamjob.checkpoints import checkpoint_dirs
 from spamjob.config import TrainConfig
 from spamjob.console import say
 from spamjob.data import default_source, prepare, resolve_source
@@ -18,8 +17,9 @@ from spamjob.fsutil import write_json
 from spamjob.processes import partial_state
 from spamjob.scoring.config import ScoreConfig
 from spamjob.text import load_tokenizer
-from spamjob.train import main as run_train
-from spamjob.train import summary
+from spamjob.training.checkpoints import checkpoint_dirs
+from spamjob.training.job import main as run_train
+from spamjob.training.job import trained_line
 from spamjob.weights import resolve_weights
 
 
@@ -102,7 +102,7 @@ def _train(paths: JobPaths, train_cfg: TrainConfig, state) -> str:
         return "skipped (done before)"
     resume = bool(checkpoint_dirs(paths.model))
     metrics = run_train(replace(train_cfg, resume=resume))
-    say(summary(metrics, str(paths.model)))
+    say(trained_line(metrics, str(paths.model)))
     return "resumed" if resume else "done"
 
 

@@ -348,7 +348,7 @@ def load_gpt(
 
 
 def generate(cfg) -> dict:
-    """`spamjob generate` (spamjob.commands.GenerateConfig): the weights loaded, the prompt
+    """`spamjob generate` (spamjob.command_config.GenerateConfig): the weights loaded, the prompt
     continued greedily; prompt, token ids and text."""
     if not cfg.prompt:
         raise SpamjobError("the prompt is empty")

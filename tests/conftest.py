@@ -133,7 +133,7 @@ def tokenizer(assets):
 def classifier_dir(data_dir, tmp_path_factory) -> Path:
     """A tiny classifier trained for one epoch on the reference splits (shared by scoring tests)."""
     from spamjob.config import TrainConfig
-    from spamjob.train import main
+    from spamjob.training.job import main
 
     out = tmp_path_factory.mktemp("clf") / "run"
     main(TrainConfig(data=str(data_dir), out=str(out), weights="random", n_layers=2, emb_dim=32, n_heads=2, epochs=1))

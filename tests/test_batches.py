@@ -1,4 +1,4 @@
-"""spamjob.batches: the prefix cache's packing, the reference's loaders, evaluation sums."""
+"""spamjob.training.loaders: the prefix cache's packing, the reference's loaders, evaluation sums."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import contextlib
 
 import torch
 
-from spamjob.batches import PrefixCache, RankSlice, make_loader
 from spamjob.config import GPTConfig
 from spamjob.model import GPTModel
+from spamjob.training.loaders import PrefixCache, RankSlice, make_loader
 
 IDS = [[5, 6, 7], [8], [9, 10, 11, 12, 13], [14, 15], [16, 17, 18, 19], [20], [21, 22, 23], [24, 25]]
 
@@ -96,7 +96,7 @@ def test_a_cached_training_step_has_no_sync_point():
     from accelerate import Accelerator
 
     from spamjob.model import SpamClassifier, freeze, replace_head
-    from spamjob.train import train_step
+    from spamjob.training.job import train_step
 
     gpt = tiny_gpt()
     replace_head(gpt, 2, seed=1)

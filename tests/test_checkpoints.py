@@ -1,4 +1,4 @@
-"""spamjob.checkpoints: which epoch checkpoints count, and when a run may resume (the end-to-end
+"""spamjob.training.checkpoints: which epoch checkpoints count, and when a run may resume (the end-to-end
 kill-and-resume runs are in test_train.py)."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from spamjob.checkpoints import CHECKPOINTS, check_resume, checkpoint_dirs
 from spamjob.config import TrainConfig
 from spamjob.errors import SpamjobError
+from spamjob.training.checkpoints import CHECKPOINTS, check_resume, checkpoint_dirs
 
 
 def _epoch(out, n: int, complete: bool = True):

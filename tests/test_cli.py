@@ -103,7 +103,7 @@ def test_prepare_via_console_script(sms_path, tmp_path):
         ("spamjob.config.TrainConfig", "train"),
         ("spamjob.scoring.config.ScoreConfig", "score"),
         *(
-            (f"spamjob.commands.{name.title()}Config", name)
+            (f"spamjob.command_config.{name.title()}Config", name)
             for name in ("prepare", "download", "generate", "classify", "export", "push", "report", "run")
         ),
     ],

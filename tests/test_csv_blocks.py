@@ -1,5 +1,6 @@
-"""spamjob.scoring.csv, byte blocks: a CSV file read in byte blocks gives exactly the records of reading it whole,
-each block reads only its own bytes (and the start of the next), or the file is reported unsplittable."""
+"""spamjob.scoring.csv_reader, byte blocks: a CSV file read in byte blocks gives exactly the records of
+reading it whole, each block reads only its own bytes (and the start of the next), or the file is
+reported unsplittable."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pytest
 
-from spamjob.scoring import csv as csvsplit
-from spamjob.scoring.csv import BlockError, CsvOptions, block_count, iter_csv_blocks, read_block
+from spamjob.scoring import csv_reader as csvsplit
+from spamjob.scoring.csv_reader import BlockError, CsvOptions, block_count, iter_csv_blocks, read_block
 from spamjob.scoring.inputs import discover, schema_of
 
 PIECES = ["free", 'a "quote"', ",", "\n", "\r\n", '""', "x", " ", "é", "\t", 'end"']

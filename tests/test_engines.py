@@ -94,12 +94,12 @@ def ray_cluster():
 
 
 def test_ray_scores_like_spamjob(ray_cluster, rows, by_spamjob, classifier_dir, tmp_path):
-    from spamjob.engines.ray import Scorer, score_dataset
+    from spamjob.engines.ray import ScoringActor, score_dataset
 
     met = tmp_path / "actors"
     met.mkdir()
 
-    class WithPid(Scorer):
+    class WithPid(ScoringActor):
         def __call__(self, batch):
             (met / str(os.getpid())).touch()
             deadline = time.monotonic() + 120  # each actor's first batch waits for the other's: the pool,
@@ -109,7 +109,7 @@ def test_ray_scores_like_spamjob(ray_cluster, rows, by_spamjob, classifier_dir, 
             return out.append_column("pid", pa.array([os.getpid()] * out.num_rows, pa.int64()))
 
     ds = ray_cluster.data.read_parquet(str(rows))
-    scored = score_dataset(ds, str(classifier_dir), actors=2, batch_rows=50, scorer=WithPid).materialize()
+    scored = score_dataset(ds, str(classifier_dir), actors=2, batch_rows=50, actor=WithPid).materialize()
     table = pa.concat_tables(ray_cluster.get(scored.to_arrow_refs()))
     pids = table.column("pid").to_pylist()
     assert table.num_rows == 400 and len(set(pids)) == 2, {p: pids.count(p) for p in set(pids)}  # 2 actors on 2 CPUs

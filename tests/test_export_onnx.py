@@ -92,7 +92,7 @@ def test_last_pooling_exports_with_rows_padded_to_max_length(data_dir, tmp_path,
     from spamjob.artifact import load_classifier
     from spamjob.config import TrainConfig
     from spamjob.export.onnx import export_onnx
-    from spamjob.train import main
+    from spamjob.training.job import main
 
     run = tmp_path / "ref"
     main(

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from spamjob.errors import SpamjobError
-from spamjob.scoring.csv import CsvOptions, iter_csv_blocks
+from spamjob.scoring.csv_reader import CsvOptions, iter_csv_blocks
 from spamjob.scoring.inputs import discover, schema_of
 from spamjob.scoring.parquet import iter_parquet_unit, parquet_units
 from spamjob.scoring.parts import PartWriter
@@ -91,7 +91,7 @@ def test_part_writer_is_atomic(tmp_path):
 
 
 def test_the_end_of_a_csv_file_is_read_exactly(tmp_path):
-    """The end line parsed after the file (spamjob.scoring.csv.end_line) says whether its last quote closed:
+    """The end line parsed after the file (spamjob.scoring.csv_reader.end_line) says whether its last quote closed:
     a last multi-line row followed by a malformed line stays a row (the byte-tail guess this
     replaced rejected it), an open quote in the last field or an earlier one is one reject."""
     types = {"a": pa.binary(), "b": pa.binary()}

@@ -1,4 +1,4 @@
-"""spamjob.optimizer.AdamW: torch's AdamW, every tensor the same, without torch._dynamo."""
+"""spamjob.training.optimizer.AdamW: torch's AdamW, every tensor the same, without torch._dynamo."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from spamjob.optimizer import AdamW
+from spamjob.training.optimizer import AdamW
 
 
 def _steps(cls, fused, n=4, state=None):

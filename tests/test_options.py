@@ -86,7 +86,7 @@ def test_the_same_checks_hold_from_python():
 
 
 def test_commands_check_their_options_when_built():
-    from spamjob.commands import ClassifyConfig, ExportConfig
+    from spamjob.command_config import ClassifyConfig, ExportConfig
 
     with pytest.raises(SpamjobError, match="threshold must be < 1"):
         ClassifyConfig(texts=(), model="m", threshold=1.0)

@@ -1,4 +1,4 @@
-"""spamjob.plots: the training plots, drawn in a child process started early in a run."""
+"""spamjob.training.plots: the training plots, drawn in a child process started early in a run."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from spamjob.errors import SpamjobError
-from spamjob.plots import PlotProcess, early_plot_process, plot_process
+from spamjob.training.plots import PlotProcess, early_plot_process, plot_process
 
 HISTORY = [
     {"kind": "eval", "epoch": 1, "step": 0, "examples_seen": 8, "train_loss": 0.7, "val_loss": 0.69},
@@ -46,7 +46,7 @@ def test_cancelled_plot_process_is_gone(tmp_path):
 
 
 def test_child_exits_quietly_when_the_parent_sends_nothing():
-    r = subprocess.run([sys.executable, "-m", "spamjob.plots"], input=b"", capture_output=True, timeout=120)
+    r = subprocess.run([sys.executable, "-m", "spamjob.training.plots"], input=b"", capture_output=True, timeout=120)
     assert r.returncode == 0 and r.stderr == b""
 
 

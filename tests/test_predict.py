@@ -100,7 +100,7 @@ def test_bf16_scoring_model_casts_no_weights():
 def trained(data_dir, tmp_path_factory):
     """A classifier that learned something (every layer, 3 epochs), so labels are not coin flips."""
     from spamjob.config import TrainConfig
-    from spamjob.train import main
+    from spamjob.training.job import main
 
     out = tmp_path_factory.mktemp("trained") / "run"
     main(

@@ -36,7 +36,7 @@ def test_train_and_score_start_their_processes_through_it(monkeypatch, data_dir,
     from spamjob.config import TrainConfig
     from spamjob.scoring.config import ScoreConfig
     from spamjob.scoring.job import main as score
-    from spamjob.train import main as train
+    from spamjob.training.job import main as train
 
     made = []
     real = processes.accelerator

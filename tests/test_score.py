@@ -1073,7 +1073,7 @@ def test_an_unterminated_quote_is_rejected_not_merged(classifier_dir, tmp_path):
 
 def test_last_pooling_classifier_report_says_rows_are_padded(data_dir, classifier_dir, tmp_path):
     from spamjob.config import TrainConfig
-    from spamjob.train import main
+    from spamjob.training.job import main
 
     run = tmp_path / "ref"
     main(

@@ -108,7 +108,7 @@ def stand_in_stages(monkeypatch, job, slow: dict[str, float]) -> None:
 def run_with_stand_ins(monkeypatch, classifier_dir, tmp_path, slow: dict[str, float]) -> float:
     from spamjob.scoring.config import ScoreConfig
     from spamjob.scoring.job import finish
-    from spamjob.scoring.run import score_all
+    from spamjob.scoring.loop import score_all
     from spamjob.scoring.setup import setup
 
     texts = [f"message number {i}, win a prize" if i % 3 else f"see you at {i}" for i in range(WINDOWS * 10)]

@@ -108,7 +108,7 @@ def test_free_cpus_from_proc_stat_ticks(tmp_path, monkeypatch):
 
 def test_a_registered_child_counts_as_own_cpu_time():
     """The plotting child's import runs while train measures other processes' load: its CPU time
-    is the job's own (spamjob.plots registers it), an unregistered child's is not."""
+    is the job's own (spamjob.training.plots registers it), an unregistered child's is not."""
     import subprocess
     import sys
 

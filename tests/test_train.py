@@ -1,4 +1,4 @@
-"""spamjob.train: the artifact, the reference recipe, the prefix cache, two ranks, resume, bad input."""
+"""spamjob.training.job: the artifact, the reference recipe, the prefix cache, two ranks, resume, bad input."""
 
 from __future__ import annotations
 
@@ -15,13 +15,13 @@ import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
 
-from spamjob.batches import PrefixCache, RankSlice, make_loader
 from spamjob.cli import cli
 from spamjob.config import GPTConfig
-from spamjob.evaluate import evaluate_sums
 from spamjob.model import GPTModel, SpamClassifier, first_trainable_block, freeze, replace_head
 from spamjob.scoring.runtimes.pytorch import spam_probability
 from spamjob.text import pad_batch
+from spamjob.training.evaluate import evaluate_sums
+from spamjob.training.loaders import PrefixCache, RankSlice, make_loader
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--weights", "random", "--n-layers", "2", "--emb-dim", "32", "--n-heads", "2"]
@@ -53,7 +53,7 @@ def test_one_process_training_imports_neither_torch_dynamo_nor_dtensor(imports_a
     """torch.optim's wrappers and accelerate's DTensor and torch.compile checks would import them:
     ~0.9 s of a 4-layer CPU fine-tune's ~7 s (benchmarks/RESULTS.md)."""
     imported = imports_and_run_dir[0]
-    assert {"torch", "accelerate", "spamjob.optimizer"} <= imported
+    assert {"torch", "accelerate", "spamjob.training.optimizer"} <= imported
     assert not imported & {"torch._dynamo", "torch.distributed.tensor", "sympy"}
 
 
@@ -134,7 +134,7 @@ def _fingerprint_matches(params: dict, golden: dict) -> None:
 def test_reference_preset_reproduces_the_book(golden, data_dir, tmp_path):
     """The book's chapter-6 code, run with random weights, printed these figures (tests/golden/README.md says which)."""
     from spamjob.config import TrainConfig
-    from spamjob.train import main
+    from spamjob.training.job import main
     from spamjob.weights import load_gpt
 
     arch = {k: golden["config"][k] for k in ("n_layers", "emb_dim", "n_heads")}
@@ -201,7 +201,7 @@ def test_prefix_cache_gives_the_plain_logits(policy, pooling, padding):
 
 def test_cached_and_plain_runs_agree(data_dir, tmp_path):
     from spamjob.config import TrainConfig
-    from spamjob.train import main
+    from spamjob.training.job import main
 
     base = dict(data=str(data_dir), weights="random", n_layers=3, emb_dim=32, n_heads=2, epochs=1)
     cached = main(TrainConfig(out=str(tmp_path / "c"), **base))

@@ -43,7 +43,7 @@ from spamjob.scoring import report as rep
 from spamjob.scoring import runtimes
 from spamjob.scoring.columns import OUTPUT_COLUMNS, kept_columns, renamed_for_output
 from spamjob.scoring.core import BatchScorer, Window, prepare_window, text_column_of
-from spamjob.scoring.csv import CsvOptions
+from spamjob.scoring.csv_reader import CsvOptions
 from spamjob.scoring.inputs import find, say_skipped, skipped_counts
 from spamjob.scoring.outdir import PREDICTIONS, check_out
 from spamjob.scoring.outstore import output_folder
@@ -58,7 +58,7 @@ IDS, ERRORS = "__spamjob_token_ids", "__spamjob_error"  # what the tokenizing st
 _TOKENIZERS: dict = {}  # per worker process: model folder -> its tokenizer
 
 
-class Scorer:
+class ScoringActor:
     """The `map_batches` callable: a classifier loaded once per actor, Arrow table in and out."""
 
     def __init__(self, model: str, text_column: str | None = None, **options: Any):
@@ -80,7 +80,7 @@ class Scorer:
 
 def tokenize(batch: pa.Table, model: str, text_column: str | None = None) -> pa.Table:
     """The CPU stage before GPU actors: decode, flag and tokenize (no model loaded), so that the
-    actors only run the model. Adds two columns that `Scorer` reads and drops."""
+    actors only run the model. Adds two columns that `ScoringActor` reads and drops."""
     if model not in _TOKENIZERS:  # the classifier's own (a URI's: fetched once into this node's cache)
         _TOKENIZERS[model] = load_tokenizer(tokenizer_folder(local_folder(model)))
     column = text_column_of(batch.column_names, text_column)
@@ -102,13 +102,13 @@ def score_dataset(
     cpus_per_actor: float | None = None,
     text_column: str | None = None,
     batch_rows: int = BATCH_ROWS,
-    scorer: type = Scorer,
+    actor: type = ScoringActor,
     tokenize_stage: bool | None = None,
     **options: Any,
 ) -> ray.data.Dataset:
     """`ds` with `prediction`, `spam_probability`, `truncated` and `error` added (lazily, like
     any Ray dataset). `options` go to `BatchScorer` (mixed_precision, batch_tokens, quantize, runtime);
-    `scorer` may be a subclass of `Scorer` that post-processes each scored batch;
+    `actor` may be a subclass of `ScoringActor` that post-processes each scored batch;
     `tokenize_stage` (default: with GPUs) tokenizes in CPU tasks before the actors.
 
     The pool starts once all its actors have loaded the model (Ray's `wait_for_min_actors_s`,
@@ -132,7 +132,7 @@ def score_dataset(
             num_cpus=0.5,
         )
     return ds.map_batches(
-        scorer,
+        actor,
         fn_constructor_kwargs={"model": str(model), "text_column": text_column, **options},
         batch_format="pyarrow",
         batch_size=batch_rows,

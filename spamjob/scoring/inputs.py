@@ -21,7 +21,7 @@ import pyarrow.fs as pa_fs
 from spamjob import stores
 from spamjob.console import say
 from spamjob.errors import SpamjobError, first_line
-from spamjob.scoring.csv import CsvOptions, csv_schema, read_error
+from spamjob.scoring.csv_reader import CsvOptions, csv_schema, read_error
 from spamjob.scoring.outdir import PLAN, PREDICTIONS, scoring_output_of, uri_output_of
 from spamjob.scoring.parquet import parquet_schema
 from spamjob.scoring.source import Source, kind_of

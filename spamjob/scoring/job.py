@@ -1,7 +1,7 @@
 """`spamjob score`: stream inputs through a trained classifier on every process, commit parts, report.
 
 The job in order: `setup` (spamjob.scoring.setup: inputs, schema, scorer, plan), this process's
-units through the stages (spamjob.scoring.run, units dealt by spamjob.scoring.units), then
+units through the stages (spamjob.scoring.loop, units dealt by spamjob.scoring.units), then
 `finish`: the report summed from every unit's sidecar, the manifest and `_SUCCESS`
 (spamjob.scoring.outdir holds the output folder's protocol). Parts go to OUT/predictions/, one
 Parquet (or CSV) dataset (`pandas.read_parquet(OUT / "predictions")`); unparsable CSV lines to
@@ -23,9 +23,9 @@ from spamjob.scoring import report as rep
 from spamjob.scoring.columns import OUTPUT_COLUMNS
 from spamjob.scoring.config import ScoreConfig
 from spamjob.scoring.inputs import skipped_counts
+from spamjob.scoring.loop import score_all
 from spamjob.scoring.outdir import commits
 from spamjob.scoring.report import Counts
-from spamjob.scoring.run import score_all
 from spamjob.scoring.setup import ScoreJob, setup
 from spamjob.scoring.units import byte_blocks, units_of
 

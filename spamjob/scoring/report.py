@@ -274,7 +274,7 @@ def workers(r: dict) -> str:
     return f"Ray actors: {r['actors']}" if r.get("actors") else f"processes: {r['num_processes']}"
 
 
-def summary(report: dict, folder: str | os.PathLike, recounted: bool = False) -> str:
+def scored_line(report: dict, folder: str | os.PathLike, recounted: bool = False) -> str:
     """The line a command prints once it has written a report into `folder`: `spamjob score`'s, or
     (`recounted`) `spamjob report`'s."""
     r = report["rows"]

@@ -16,7 +16,7 @@ from spamjob.scoring import plan as job_plan
 from spamjob.scoring.columns import Columns, output_fields, renamed_for_output, resolve_columns
 from spamjob.scoring.config import ScoreConfig
 from spamjob.scoring.core import BatchScorer
-from spamjob.scoring.csv import CsvOptions
+from spamjob.scoring.csv_reader import CsvOptions
 from spamjob.scoring.inputs import find, say_skipped, schema_of
 from spamjob.scoring.outdir import OutputFolder, check_out
 from spamjob.scoring.outstore import StoreFolder, output_folder

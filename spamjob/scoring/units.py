@@ -3,7 +3,7 @@ block of a CSV file read whole (Arrow's streaming reader); an empty file is one 
 
 Units are deterministic and dealt round-robin to every process of every --shard task, so each
 is done exactly once; a unit committed before (spamjob.scoring.outdir) is skipped. A CSV file
-whose byte blocks fail their check falls back to being read whole (spamjob.scoring.csv).
+whose byte blocks fail their check falls back to being read whole (spamjob.scoring.csv_reader).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from spamjob.scoring.csv import BlockError, block_count, iter_csv_blocks, read_block
+from spamjob.scoring.csv_reader import BlockError, block_count, iter_csv_blocks, read_block
 from spamjob.scoring.parquet import iter_parquet_unit, parquet_units
 from spamjob.scoring.setup import Input, ScoreJob
 from spamjob.scoring.source import Chunk, Source
@@ -25,7 +25,7 @@ class Unit:
 
     source: Source
     index: int
-    byte_block: bool = False  # a byte block of a CSV file, read on its own (spamjob.scoring.csv)
+    byte_block: bool = False  # a byte block of a CSV file, read on its own (spamjob.scoring.csv_reader)
 
     @property
     def name(self) -> str:

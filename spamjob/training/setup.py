@@ -1,6 +1,6 @@
 """What a fine-tuning run builds before its first step: the process group, the data splits and
 each process's slices, the model (pretrained or random, LoRA adapters), the frozen-prefix cache,
-the optimizer and the loaders (spamjob.train runs them)."""
+the optimizer and the loaders (spamjob.training.job runs them)."""
 
 from __future__ import annotations
 
@@ -12,16 +12,17 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
-from spamjob import accelerated, extras, processes
-from spamjob.batches import PrefixCache, RankSlice, make_loader
-from spamjob.checkpoints import save_trainable_only
+from spamjob import extras, processes
 from spamjob.config import TrainConfig, resolve_mixed_precision
 from spamjob.console import say
 from spamjob.data import SPLITS, load_split, prepare
 from spamjob.errors import SpamjobError
 from spamjob.model import GPTModel, SpamClassifier, first_trainable_block, freeze, replace_head
-from spamjob.optimizer import AdamW
 from spamjob.text import load_tokenizer
+from spamjob.training import accelerated
+from spamjob.training.checkpoints import save_trainable_only
+from spamjob.training.loaders import PrefixCache, RankSlice, make_loader
+from spamjob.training.optimizer import AdamW
 from spamjob.weights import load_gpt
 
 

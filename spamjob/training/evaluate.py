@@ -9,12 +9,12 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from spamjob.accelerated import unwrap
-from spamjob.batches import make_loader, to_device
 from spamjob.console import say
 from spamjob.data import SPLITS
 from spamjob.operating import ARGMAX, choose, counts_at, curve, parse_rule, thin
-from spamjob.train_setup import Run
+from spamjob.training.accelerated import unwrap
+from spamjob.training.loaders import make_loader, to_device
+from spamjob.training.setup import Run
 
 
 def eval_pair(run: Run, num_batches: int, what: str) -> list[float]:

@@ -8,11 +8,11 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from spamjob.accelerated import unwrap
 from spamjob.config import TrainConfig
 from spamjob.console import say
 from spamjob.errors import SpamjobError
 from spamjob.fsutil import read_json, write_json
+from spamjob.training.accelerated import unwrap
 
 CHECKPOINTS = "checkpoints"
 # Options a resumed run may change: where things are, how fast they run, how long it trains.

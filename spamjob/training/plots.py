@@ -116,7 +116,10 @@ class PlotProcess:
     def __init__(self) -> None:
         self._err = tempfile.TemporaryFile()
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "spamjob.plots"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._err
+            [sys.executable, "-m", "spamjob.training.plots"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=self._err,
         )
         count_as_own(self._proc.pid)  # its import is not load that should lower training's threads
 
