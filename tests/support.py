@@ -11,15 +11,22 @@ import http.server
 import io
 import json
 import os
+import subprocess
 import threading
 import time
 import zipfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
+from click.testing import CliRunner
 
 from spamjob import assets as spamjob_assets
+from spamjob.cli import cli
 from spamjob.errors import SpamjobError
 from spamjob.fsutil import cache_dir
 
@@ -285,6 +292,78 @@ def locate_assets(
             f"the SMS dataset and GPT-2 tokenizer files are in none of {', '.join(map(str, searched))} "
             f"and could not be fetched ({e}); run `{spamjob_assets.FETCH_COMMAND}` where there is network"
         ) from None
+
+
+# spamjob score, as the scoring tests run it
+TIMING = (
+    "wall_time_s",
+    "rows_per_s",
+    "steady_rows_per_s",
+    "num_processes",
+    "peak_rss_mb",
+    "threads",
+)  # what the run and machine decide
+
+
+def score(*args: str):
+    return CliRunner().invoke(cli, ["score", *args, "--no-progress"])
+
+
+def predictions(out: Path) -> pd.DataFrame:
+    return pd.read_parquet(out / "predictions")
+
+
+def report(out: Path) -> dict:
+    return json.loads((out / "report.json").read_text())
+
+
+def without_timing(r: dict) -> dict:
+    r = {k: v for k, v in r.items() if k not in TIMING}
+    r["output"] = {k: v for k, v in r["output"].items() if k != "folder"}
+    return r
+
+
+def sms_messages(sms_path: Path, n: int, seed: int = 0) -> list[str]:
+    """n real messages drawn with replacement from the SMS Spam Collection."""
+    texts = pd.read_csv(sms_path, sep="\t", header=None, names=["Label", "Text"])["Text"].tolist()
+    rng = np.random.default_rng(seed)
+    return [texts[i] for i in rng.integers(0, len(texts), n)]
+
+
+def run_in_repo(args: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        args, capture_output=True, text=True, cwd=REPO, timeout=600, env={**os.environ, **(env or {})}
+    )
+
+
+def spark_frames(n: int = 4, rows: int = 25) -> list[pd.DataFrame]:
+    return [
+        pd.DataFrame({"id": range(k * rows, (k + 1) * rows), "text": [f"msg {k}.{i}" for i in range(rows)]})
+        for k in range(n)
+    ]
+
+
+def large_csvs(sms_path: Path, folder: Path) -> tuple[Path, Path]:
+    """CSV files over one 1 MB block: split.csv as pandas writes it (quoted newlines, commas, doubled
+    quotes); odd.csv the same for its first block and more, then records whose quotes no writer
+    makes ("...\nb"y), so that its second block fails its check after its first passed."""
+    pairs = sms_messages(sms_path, 14000, 4)
+    texts = [f"{a}\n{b}" if i % 3 == 0 else f"{a} {b}" for i, (a, b) in enumerate(zip(pairs[::2], pairs[1::2]))]
+    folder.mkdir()
+    split, odd = folder / "split.csv", folder / "odd.csv"
+    pd.DataFrame({"id": range(len(texts)), "text": texts, "label": ["ham", "spam"] * 3500}).to_csv(split, index=False)
+    good = pd.DataFrame({"id": range(6500), "text": texts[:6500], "label": "ham"}).to_csv(index=False)
+    bad = "".join(
+        f'{6500 + i},"{t[:150].replace(chr(34), "")} {"a" * 60}\nb"y,ham\n' for i, t in enumerate(texts[:6000])
+    )
+    odd.write_text(good + bad)
+    assert split.stat().st_size > 1 << 20 and len(good) > 1 << 20 and odd.stat().st_size > 2 << 20
+    return split, odd
+
+
+def write_parquet(path: Path, texts: list, row_group_size: int = 1000, **extra) -> Path:
+    pq.write_table(pa.table({"text": texts, **extra}), path, row_group_size=row_group_size)
+    return path
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from store_servers import (
     put_folder,
     serving,
 )
-from support import flip_byte, spark_failed_output
+from support import flip_byte, large_csvs, score, spark_failed_output, spark_frames
 
 from spamjob import stores
 from spamjob.cli import cli
@@ -85,10 +85,6 @@ def inputs(sms_path, tmp_path_factory) -> Path:
     tsv = messages(sms_path, 100, seed=2).to_csv(index=False, sep="\t")
     (folder / "c.tsv.gz").write_bytes(gzip.compress((tsv + "1\t2\t3\t4\n").encode()))
     return folder
-
-
-def score(*args: str):
-    return CliRunner().invoke(cli, ["score", *args, "--no-progress"])
 
 
 def part_table(out: str) -> pd.DataFrame:
@@ -184,7 +180,6 @@ def test_a_prefix_a_failed_spark_job_left_scores_exactly_its_committed_parts(s3,
     markers (`prefix/`) that S3 consoles and Hadoop's S3A write: the committed parts are read, every
     other object is skipped and counted, in a prefix and in a glob alike."""
     import boto3
-    from test_score import spark_frames
 
     layout = spark_failed_output(tmp_path / "in", spark_frames())
     src = put_folder(tmp_path / "in", f"{s3.bucket('spark')}/in")
@@ -491,9 +486,8 @@ def test_engine_ray_reads_and_writes_s3(s3, inputs, classifier_dir):
 def test_large_csvs_in_byte_blocks_from_s3_on_two_gloo_ranks_equal_local(s3, sms_path, classifier_dir, tmp_path):
     """Two real ranks read their byte blocks by ranged requests; the file whose blocks fail their
     check falls back to being read whole, in the store too; the output equals one local process's."""
-    from test_score import _large_csvs
 
-    split, odd = _large_csvs(sms_path, tmp_path / "in")
+    split, odd = large_csvs(sms_path, tmp_path / "in")
     bucket = s3.bucket("blocks")
     src = put_folder(tmp_path / "in", f"{bucket}/in")
     common = ["--model", str(classifier_dir), "--label-column", "label", "--block-mb", "1", "--no-progress"]

@@ -4,7 +4,7 @@ torch.optim wraps `add_param_group`, `zero_grad`, `state_dict`, `load_state_dict
 that torch.compile does not trace into them; the wrappers import torch._dynamo the first time one
 runs (~0.9 s of a 4-layer CPU fine-tune's ~7 s). Outside torch.compile they change nothing, and
 spamjob never compiles its optimizer, so this subclass calls the wrapped methods themselves: the
-same code and the same arithmetic (tests/test_optimizer.py compares every tensor).
+same code and the same arithmetic (tests/training/test_optimizer.py compares every tensor).
 """
 
 from __future__ import annotations

@@ -103,7 +103,7 @@ def _export_graph(clf, path: Path) -> str:
 def exporter() -> str:
     """ "dynamo" (torch.export and onnxscript, the maintained exporter: the `onnx` extra brings
     onnxscript) where torch has it; "torchscript" (deprecated) on older torch or without onnxscript.
-    Both give graphs within TOLERANCE of spamjob (tests/test_export_onnx.py)."""
+    Both give graphs within TOLERANCE of spamjob (tests/export/test_export_onnx.py)."""
     return "dynamo" if _has_dynamo_export() and importlib.util.find_spec("onnxscript") else "torchscript"
 
 

@@ -298,7 +298,7 @@ def test_spark_submit_job(rows, by_spamjob, classifier_dir, tmp_path):
     import subprocess
     import sys
 
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     cmd = [
         sys.executable,
         str(repo / "jobs" / "spark_score.py"),
@@ -337,7 +337,7 @@ def test_engines_bench_runs_all_three(sms_path):
     import subprocess
     import sys
 
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     r = subprocess.run(
         [sys.executable, "benchmarks/engines_bench.py", "--n", "300", "--sms", str(sms_path)],
         cwd=repo,

@@ -14,8 +14,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from support import flip_byte
-from test_score import _messages, _run, predictions, report, score, without_timing
+from support import flip_byte, predictions, report, run_in_repo, score, sms_messages, without_timing
 
 pytest.importorskip("onnxruntime")  # the `onnx` extra; .ci/run installs it
 
@@ -26,7 +25,7 @@ ODD = ["hi <|endoftext|> there", "<|endoftext|>", "win<|endoftext|>", "free " * 
 def inputs(sms_path, tmp_path_factory) -> Path:
     """200 real messages (special-token text, over-length ones) and a null, an empty, a blank and an
     invalid UTF-8 row, in a Parquet file of 4 row groups."""
-    texts = [t.encode() for t in _messages(sms_path, 195, seed=3) + ODD] + [None, b"", b"  \n", b"caf\xe9 \xff"]
+    texts = [t.encode() for t in sms_messages(sms_path, 195, seed=3) + ODD] + [None, b"", b"  \n", b"caf\xe9 \xff"]
     path = tmp_path_factory.mktemp("ort") / "in.parquet"
     table = pa.table({"id": range(len(texts)), "text": pa.array(texts, pa.binary())})
     pq.write_table(table, path, row_group_size=60)
@@ -198,12 +197,12 @@ def _base(inputs: Path, classifier_dir: Path) -> list[str]:
 @pytest.mark.slow
 def test_sigkill_then_rerun_on_onnxruntime_equals_uninterrupted(inputs, classifier_dir, tmp_path):
     base = [*_base(inputs, classifier_dir), "--runtime", "onnxruntime", "--window-rows", "20", "--no-progress"]
-    full = _run([*base, "--out", str(tmp_path / "full")])
+    full = run_in_repo([*base, "--out", str(tmp_path / "full")])
     assert full.returncode == 0, full.stderr
-    killed = _run([*base, "--out", str(tmp_path / "k")], env={"SPAMJOB_KILL_AFTER_WINDOWS": "5"})
+    killed = run_in_repo([*base, "--out", str(tmp_path / "k")], env={"SPAMJOB_KILL_AFTER_WINDOWS": "5"})
     assert killed.returncode == -signal.SIGKILL and not (tmp_path / "k" / "_SUCCESS").exists()
     assert len(list((tmp_path / "k" / "_parts").iterdir())) == 1
-    again = _run([*base, "--out", str(tmp_path / "k")])
+    again = run_in_repo([*base, "--out", str(tmp_path / "k")])
     assert again.returncode == 0, again.stderr
     pd.testing.assert_frame_equal(predictions(tmp_path / "k"), predictions(tmp_path / "full"))
     assert without_timing(report(tmp_path / "k")) == without_timing(report(tmp_path / "full"))
@@ -212,10 +211,12 @@ def test_sigkill_then_rerun_on_onnxruntime_equals_uninterrupted(inputs, classifi
 @pytest.mark.slow
 def test_two_ranks_on_onnxruntime_equal_one_process(inputs, classifier_dir, by_torch, tmp_path):
     common = [str(inputs), "--model", str(classifier_dir), "--runtime", "onnxruntime", "--no-progress"]
-    one = _run([sys.executable, "jobs/score.py", *common, "--out", str(tmp_path / "one")])
+    one = run_in_repo([sys.executable, "jobs/score.py", *common, "--out", str(tmp_path / "one")])
     assert one.returncode == 0, one.stderr
     launch = ["accelerate", "launch", "--config_file", "accelerate_config.yaml", "--multi_gpu", "--num_processes", "2"]
-    two = _run([*launch, "jobs/score.py", *common, "--out", str(tmp_path / "two")], env={"ACCELERATE_USE_CPU": "1"})
+    two = run_in_repo(
+        [*launch, "jobs/score.py", *common, "--out", str(tmp_path / "two")], env={"ACCELERATE_USE_CPU": "1"}
+    )
     assert two.returncode == 0, two.stderr[-3000:]
     assert report(tmp_path / "two")["num_processes"] == 2
     pd.testing.assert_frame_equal(predictions(tmp_path / "two"), predictions(tmp_path / "one"))

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow  # two Ray nodes: ~20 s to start
 ray = pytest.importorskip("ray")  # the [ray] extra; .ci/run installs it
 
 TOKEN = "spamjob-test-token-0123456789abcdef"
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _ray(*args: str, env: dict, private: Path | None = None) -> None:

@@ -23,7 +23,7 @@ from spamjob.text import pad_batch
 from spamjob.training.evaluate import evaluate_sums
 from spamjob.training.loaders import PrefixCache, RankSlice, make_loader
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY = ["--weights", "random", "--n-layers", "2", "--emb-dim", "32", "--n-heads", "2"]
 
 
@@ -118,7 +118,7 @@ def test_classify_reads_stdin_as_bytes_and_flags_what_score_flags(run_dir):
     )
 
 
-GOLDEN = json.loads((Path(__file__).parent / "golden" / "book-ch06-random-init.json").read_text())
+GOLDEN = json.loads((Path(__file__).parents[1] / "golden" / "book-ch06-random-init.json").read_text())
 
 
 def _fingerprint_matches(params: dict, golden: dict) -> None:
