@@ -141,3 +141,11 @@ def test_pre_commit_runs_the_ruff_that_ci_runs():
     (pinned,) = re.findall(r'"ruff==([0-9.]+)"', (root / "pyproject.toml").read_text())
     hooks = yaml.safe_load((root / ".pre-commit-config.yaml").read_text())["repos"]
     assert [h["rev"] for h in hooks if h["repo"].endswith("/ruff-pre-commit")] == [f"v{pinned}"]
+
+
+def test_files_stay_short():
+    """A module reads whole: no spamjob/ file over 400 lines, no test file over 600."""
+    tests = PACKAGE.parent / "tests"
+    long = [f"{p} ({n})" for p in PACKAGE.rglob("*.py") if (n := len(p.read_text().splitlines())) > 400]
+    long += [f"{p} ({n})" for p in tests.rglob("*.py") if (n := len(p.read_text().splitlines())) > 600]
+    assert not long

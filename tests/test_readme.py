@@ -39,6 +39,7 @@ PAGES = (
             "offline",
             "troubleshooting",
             "architecture",
+            "extending",
         )
     ),
 )
