@@ -437,7 +437,7 @@ def test_no_credential_lands_in_any_file_or_log(s3, inputs, classifier_dir):
 
 def test_an_attempt_that_loses_the_commit_deletes_its_part(s3):
     """Two attempts at one unit (a rerun beside a live task): one sidecar, the other part gone."""
-    from spamjob.scoring.outstore import StoreFolder
+    from spamjob.scoring.output.store import StoreFolder
 
     out = f"{s3.bucket('race')}/o"
     schema = pa.schema([("x", pa.int64())])

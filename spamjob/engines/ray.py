@@ -45,8 +45,9 @@ from spamjob.scoring.columns import OUTPUT_COLUMNS, kept_columns, renamed_for_ou
 from spamjob.scoring.core import BatchScorer, Window, prepare_window, text_column_of
 from spamjob.scoring.csv_reader import CsvOptions
 from spamjob.scoring.inputs import find, say_skipped, skipped_counts
-from spamjob.scoring.outdir import PREDICTIONS, check_out
-from spamjob.scoring.outstore import output_folder
+from spamjob.scoring.output import open_output
+from spamjob.scoring.output.lookup import check_out
+from spamjob.scoring.output.names import PREDICTIONS
 from spamjob.scoring.recount import count_folder
 from spamjob.stores import is_uri
 from spamjob.text import encode_flat, load_tokenizer
@@ -164,7 +165,7 @@ def run_job(cfg) -> dict:
     row written, then the report (`spamjob report`) and `_SUCCESS`. The output folder is spamjob's
     (plan, --overwrite rules), but a rerun redoes the whole job (a finished one: nothing)."""
     wall0 = time.perf_counter()
-    out = output_folder(cfg.out)
+    out = open_output(cfg.out)
     groups, fingerprints, skipped = _input_groups(cfg)
     config = _model_config(cfg.model)
     threshold = threshold_record(config, cfg.threshold)

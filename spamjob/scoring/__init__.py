@@ -7,6 +7,6 @@ setup.py    what a job resolves first; plan.py: what makes two runs one job
 units.py    work units and who does each
 loop.py     the threaded loop (stages.py, tokenize_pool.py); core.py: BatchScorer
 runtimes/   the runtime seam: what runs the model (torch, ONNX Runtime)
-parts.py    part files; outdir.py / outstore.py: the output folder and its commit protocol
+parts.py    part files; output/: the output folder (local, store, reader) and its commit protocol
 job.py      main and finish; report.py: counts and report files; recount.py: `spamjob report`
 """

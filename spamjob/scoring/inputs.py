@@ -22,7 +22,8 @@ from spamjob import stores
 from spamjob.console import say
 from spamjob.errors import SpamjobError, first_line
 from spamjob.scoring.csv_reader import CsvOptions, csv_schema, read_error
-from spamjob.scoring.outdir import PLAN, PREDICTIONS, scoring_output_of, uri_output_of
+from spamjob.scoring.output.lookup import scoring_output_of, uri_output_of
+from spamjob.scoring.output.names import PLAN, PREDICTIONS
 from spamjob.scoring.parquet import parquet_schema
 from spamjob.scoring.source import Source, kind_of
 

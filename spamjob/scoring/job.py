@@ -3,7 +3,7 @@
 The job in order: `setup` (spamjob.scoring.setup: inputs, schema, scorer, plan), this process's
 units through the stages (spamjob.scoring.loop, units dealt by spamjob.scoring.units), then
 `finish`: the report summed from every unit's sidecar, the manifest and `_SUCCESS`
-(spamjob.scoring.outdir holds the output folder's protocol). Parts go to OUT/predictions/, one
+(spamjob.scoring.output holds the output folder's protocol). Parts go to OUT/predictions/, one
 Parquet (or CSV) dataset (`pandas.read_parquet(OUT / "predictions")`); unparsable CSV lines to
 OUT/rejects/. A rerun after a kill skips every committed unit, so its report is the same as an
 uninterrupted run's.
@@ -24,7 +24,7 @@ from spamjob.scoring.columns import OUTPUT_COLUMNS
 from spamjob.scoring.config import ScoreConfig
 from spamjob.scoring.inputs import skipped_counts
 from spamjob.scoring.loop import score_all
-from spamjob.scoring.outdir import commits
+from spamjob.scoring.output.names import commits
 from spamjob.scoring.report import Counts
 from spamjob.scoring.setup import ScoreJob, setup
 from spamjob.scoring.units import byte_blocks, units_of

@@ -1,5 +1,5 @@
 """Part files: one per work unit, Parquet or CSV, written under a temporary name and renamed into
-place when complete (spamjob.scoring.outdir commits it)."""
+place when complete (spamjob.scoring.output commits it)."""
 
 from __future__ import annotations
 

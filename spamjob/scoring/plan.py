@@ -1,5 +1,5 @@
 """A scoring job's plan: everything that decides its output files, written first into --out
-(spamjob.scoring.outdir). A rerun with the same plan resumes; any other value is another job."""
+(spamjob.scoring.output). A rerun with the same plan resumes; any other value is another job."""
 
 from __future__ import annotations
 

@@ -16,14 +16,14 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.dataset as ds
 
-from spamjob import __version__, stores
+from spamjob import __version__
 from spamjob.errors import SpamjobError, first_line
 from spamjob.scoring.columns import OUTPUT_COLUMNS, OUTPUT_TYPES, labels_of
 from spamjob.scoring.inputs import skipped_counts
-from spamjob.scoring.outdir import PREDICTIONS, REJECTS
-from spamjob.scoring.outstore import output_folder
+from spamjob.scoring.output import open_output
+from spamjob.scoring.output.names import PREDICTIONS, REJECTS
+from spamjob.scoring.output.reader import OutputReader
 from spamjob.scoring.report import Counts, build, count_rows, write
-from spamjob.stores import is_uri
 
 FORMATS = {".parquet": "parquet", ".csv": "csv"}
 
@@ -33,14 +33,14 @@ def recount(out: str | Path, label_column: str | None = None) -> dict:
     or a URI); returns the report."""
     total, per_input, extra = count_folder(out, label_column)
     report = build(total, per_input, extra)
-    with output_folder(str(out)).staged() as folder:
+    with open_output(str(out)).staged() as folder:
         write(folder, report)
     return report
 
 
 def count_folder(out: str | Path, label_column: str | None = None) -> tuple[Counts, dict[str, Counts], dict]:
     """The counts of `out/predictions/` (and `out/rejects/`): in all, per input, and what they came from."""
-    files = OutputFiles(str(out))
+    files = OutputReader(str(out))
     dataset, fmt = _dataset(files, label_column)
     missing = [c for c in (*OUTPUT_COLUMNS, *([label_column] if label_column else [])) if c not in dataset.schema.names]
     if missing:
@@ -74,44 +74,6 @@ def count_folder(out: str | Path, label_column: str | None = None) -> tuple[Coun
     return total, per_input, extra
 
 
-class OutputFiles:
-    """The files of a scoring output, local or in an object store: names relative to it, and where
-    pyarrow reads them (a path, with `filesystem` for a store). In a store, a `spamjob score`
-    output's parts are the ones its manifest names (an unfinished job's attempts may be beside them)."""
-
-    def __init__(self, out: str):
-        self.folder = output_folder(out)
-        self.uri = out.rstrip("/") if is_uri(out) else None
-        self.root = stores.locate(out).path if self.uri else str(Path(out).resolve())
-        self.filesystem = stores.locate(out).fs if self.uri else None
-        self.predictions = self.folder.child(PREDICTIONS) if self.uri else str(Path(out, PREDICTIONS).resolve())
-        self.manifest = self.folder.read_json("_manifest.json")
-        self.unnamed = self.predictions if self.uri else str(Path(out, PREDICTIONS))  # parts of no known input
-
-    def under(self, sub: str) -> list[str]:
-        """Names (relative to the output) of every file below `sub`, sorted."""
-        if self.uri:
-            return [u[len(self.uri) + 1 :] for u, _, _ in stores.list_files(stores.join(self.uri, sub) + "/")]
-        base = Path(self.root)
-        return sorted(p.relative_to(base).as_posix() for p in (base / sub).rglob("*") if p.is_file())
-
-    def part_names(self) -> list[str]:
-        if self.uri and self.manifest:
-            return sorted(p["part"] for p in self.manifest["parts"])
-        return self.under(PREDICTIONS)
-
-    def path(self, name: str) -> str:
-        return f"{self.root}/{name}"
-
-    def name_of(self, path: str) -> str:
-        return Path(path).relative_to(self.root).as_posix()
-
-    def read_text(self, name: str) -> str:
-        if self.uri:
-            return (stores.read_bytes(stores.join(self.uri, name)) or b"").decode("utf-8")
-        return Path(self.root, name).read_text(encoding="utf-8")
-
-
 def _count_part(fragment: ds.Fragment, schema: pa.Schema, label_column: str | None) -> Counts:
     counts = Counts()
     columns = [*OUTPUT_COLUMNS, *([label_column] if label_column else [])]
@@ -121,7 +83,7 @@ def _count_part(fragment: ds.Fragment, schema: pa.Schema, label_column: str | No
     return counts
 
 
-def _dataset(files: OutputFiles, label_column: str | None) -> tuple[ds.Dataset, str]:
+def _dataset(files: OutputReader, label_column: str | None) -> tuple[ds.Dataset, str]:
     """The predictions dataset: Parquet or CSV part files (names starting with `_` or `.` are
     an engine's bookkeeping, e.g. Spark's `_SUCCESS` and `.crc` files)."""
     names = [n for n in files.part_names() if not any(part.startswith(("_", ".")) for part in n.split("/")[1:])]
@@ -148,7 +110,7 @@ def _dataset(files: OutputFiles, label_column: str | None) -> tuple[ds.Dataset, 
         raise SpamjobError(f"{files.predictions}: cannot read the predictions ({first_line(e)})") from None
 
 
-def _add_rejects(files: OutputFiles, manifest: dict | None, per_input: dict[str, Counts]) -> None:
+def _add_rejects(files: OutputReader, manifest: dict | None, per_input: dict[str, Counts]) -> None:
     """Lines `spamjob score` rejected before scoring, counted under their input."""
     source_of = {p["rejects"]: p["source"] for p in manifest["parts"] if p.get("rejects")} if manifest else {}
     named = sorted(source_of) if files.uri and manifest else files.under(REJECTS)

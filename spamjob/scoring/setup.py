@@ -18,8 +18,8 @@ from spamjob.scoring.config import ScoreConfig
 from spamjob.scoring.core import BatchScorer
 from spamjob.scoring.csv_reader import CsvOptions
 from spamjob.scoring.inputs import find, say_skipped, schema_of
-from spamjob.scoring.outdir import OutputFolder, check_out
-from spamjob.scoring.outstore import StoreFolder, output_folder
+from spamjob.scoring.output import OutputFolder, open_output
+from spamjob.scoring.output.lookup import check_out
 from spamjob.scoring.parquet import parquet_bounds, parquet_layout
 from spamjob.scoring.schema import as_csv_text, common_type
 from spamjob.scoring.source import Source
@@ -120,7 +120,7 @@ class ScoreJob:
 
     cfg: ScoreConfig
     accelerator: object
-    out: OutputFolder | StoreFolder
+    out: OutputFolder
     scorer: BatchScorer
     inputs: list[Input]
     schema: pa.Schema  # of every part
@@ -142,7 +142,7 @@ def setup(cfg: ScoreConfig) -> ScoreJob:
     """The scorer (model loaded once), the inputs and their columns, the plan checked against --out."""
     gpu = torch.cuda.is_available()
     accelerator = processes.accelerator(cpu=not gpu)
-    world, out = accelerator.num_processes, output_folder(cfg.out)
+    world, out = accelerator.num_processes, open_output(cfg.out)
     # CPU: one single-threaded model worker per CPU (torch.compile'd models keep one caller).
     threads = apply_threads(cfg.threads, workers=not gpu and not cfg.compile)
     tok_workers = cfg.tokenize_workers if cfg.tokenize_workers is not None else tokenizer_workers(gpu)

@@ -2,7 +2,7 @@
 block of a CSV file read whole (Arrow's streaming reader); an empty file is one empty unit.
 
 Units are deterministic and dealt round-robin to every process of every --shard task, so each
-is done exactly once; a unit committed before (spamjob.scoring.outdir) is skipped. A CSV file
+is done exactly once; a unit committed before (spamjob.scoring.output) is skipped. A CSV file
 whose byte blocks fail their check falls back to being read whole (spamjob.scoring.csv_reader).
 """
 

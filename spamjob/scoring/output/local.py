@@ -1,4 +1,4 @@
-"""The output folder of a scoring job (`--out`) and its commit protocol, step by step:
+"""A local --out folder and its commit protocol, step by step:
 
 1. `prepare`: under the folder's plan lock, the job's plan (`_plan.json`: what decides every
    prediction) is checked against the one there: the same plan resumes, another one (or files
@@ -20,83 +20,36 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-from spamjob import stores
 from spamjob.errors import SpamjobError
 from spamjob.faults import kill_point, pause_point
 from spamjob.fsutil import atomic_path, locked, read_json, sha256_file, write_json
+from spamjob.scoring.output.names import (
+    LOCKS,
+    MANIFEST,
+    PLAN,
+    PLAN_LOCK,
+    PREDICTIONS,
+    REJECTS,
+    REPORT_LOCK,
+    SIDECARS,
+    SOURCES,
+    SUCCESS,
+    another_job,
+    commits,
+    not_ours,
+    owned,
+    unit_of,
+)
 from spamjob.scoring.parts import PartWriter
 
-PLAN = "_plan.json"  # written first: it makes a folder a scoring output
-PREDICTIONS = "predictions"  # the parts, one Parquet/CSV dataset
-REJECTS, SIDECARS, SOURCES, LOCKS = "rejects", "_parts", "_sources", "_locks"
-# What a scoring job writes into --out, and nothing else: --overwrite deletes only these.
-OWNED_FILES = {PLAN, "_manifest.json", "_SUCCESS", "report.json", "report.md", "report.png"}
-OWNED_FOLDERS = {SIDECARS, SOURCES, LOCKS, PREDICTIONS, REJECTS}
-_OWNED_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[^.]+\.part$")  # atomic_path's and PartWriter's
-# A unit's files (an object store's carry the attempt that wrote them), the report's and plan's locks, sources.
-_UNIT_FILE = re.compile(
-    r"^(?P<unit>part-[0-9a-f]{12}-\d{6}|report|plan)(?:\.[0-9a-f]{12})?\.(parquet|csv|json|jsonl|lock)$"
-    r"|^[0-9a-f]{12}\.(json|lock)$"
-)
-REPORT_LOCK = "report"  # held while the report files are written
-PLAN_LOCK = "plan"  # held while a task checks --out against its plan (and writes it)
 
-
-def scoring_output_of(path: Path, stop: Path | None = None, has_marker=None) -> Path | None:
-    """The spamjob scoring output folder that `path` is or lies in (looking up to `stop`), if any.
-
-    `has_marker`: a cached folder -> bool test, for walks that ask about the same parents often.
-    """
-    has_marker = has_marker or (lambda folder: (folder / PLAN).is_file())
-    path = path.resolve()
-    stop = stop.resolve() if stop is not None else None
-    for folder in [path, *path.parents] if path.is_dir() else list(path.parents):
-        if has_marker(folder):
-            return folder
-        if folder == stop:
-            return None
-    return None
-
-
-def uri_output_of(uri: str, has_plan=None) -> str | None:
-    """`scoring_output_of` in an object store: the prefix holding PLAN that `uri` is or lies in, if
-    any (one request per level; `has_plan`: a cached prefix -> bool test)."""
-    has_plan = has_plan or (lambda prefix: stores.exists(stores.join(prefix, PLAN)))
-    while True:
-        if has_plan(uri):
-            return uri
-        up = stores.parent(uri)
-        if up == uri:
-            return None
-        uri = up
-
-
-def check_out(out: str, inputs: list[str]) -> None:
-    """--out may neither hold an input (a rerun or --overwrite would change what it reads) nor lie
-    inside another scoring output (its predictions/ would read as more rows)."""
-    if stores.is_uri(out):
-        inside = next((path for path in inputs if path.startswith(out.rstrip("/") + "/")), None)
-        owner = uri_output_of(stores.parent(out))
-    else:
-        out = Path(out).expanduser().resolve()
-        inside = next((path for path in inputs if not stores.is_uri(path) and Path(path).is_relative_to(out)), None)
-        owner = scoring_output_of(out.parent) if out.parent.exists() else None
-    if inside is not None:
-        raise SpamjobError(f"input {inside} lies inside --out {out}; write the output elsewhere")
-    if inside is not None:
-        raise SpamjobError(f"input {inside} lies inside --out {out}; write the output elsewhere")
-    if owner is not None:
-        raise SpamjobError(f"--out {out} lies inside {owner}, another scoring output; write the output elsewhere")
-
-
-class OutputFolder:
-    """A local --out folder: commits by rename, concurrency by flock (see the module's protocol).
-    spamjob.scoring.outstore.StoreFolder is the same interface for an object store."""
+class LocalFolder:
+    """A local --out folder: commits by rename, concurrency by flock (see the module's protocol);
+    the `OutputFolder` interface (spamjob.scoring.output), as the store's StoreFolder."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -130,7 +83,7 @@ class OutputFolder:
     def finished_with(self, plan: dict) -> bool:
         """A finished job of this very plan is here."""
         plan_path = self.path / PLAN
-        return (self.path / "_SUCCESS").is_file() and plan_path.is_file() and read_json(plan_path) == plan
+        return (self.path / SUCCESS).is_file() and plan_path.is_file() and read_json(plan_path) == plan
 
     def prepare(self, plan: dict, overwrite: bool, resume: bool = True) -> None:
         """Step 1 of the protocol. Same plan: resume (with `resume` off, start again). Tasks that
@@ -146,7 +99,7 @@ class OutputFolder:
             self.remove_temporaries()  # of killed runs; a live run's are locked and stay
             pause_point("SPAMJOB_PAUSE_BEFORE_PLAN", 1)  # concurrency tests: a plan being written
             with self.lock(REPORT_LOCK):
-                (self.path / "_SUCCESS").unlink(missing_ok=True)
+                (self.path / SUCCESS).unlink(missing_ok=True)
                 write_json(plan_path, plan)
 
     def _clear(self, old: dict | None, overwrite: bool) -> None:
@@ -155,21 +108,28 @@ class OutputFolder:
         if not overwrite:
             raise another_job(f"output folder {self.path}", old)
         whole = old is not None and old.get("engine") == "ray"  # Ray names its part files itself
-        foreign = [p for p in self.path.iterdir() if not _owned(p, whole)]
+        foreign = [n for n in self._names() if not owned(n, whole)]
         if foreign:
-            raise not_ours(foreign[0], self.path)
+            raise not_ours(self.path / foreign[0], self.path)
         for p in self.path.iterdir():
             if p.name != LOCKS:
                 shutil.rmtree(p) if p.is_dir() else p.unlink()
+
+    def _names(self) -> list[str]:
+        """Every file below the folder (and every folder holding none), relative to it; the locks left out."""
+        found = []
+        for p in sorted(self.path.rglob("*")):
+            name = p.relative_to(self.path).as_posix()
+            if name.split("/")[0] != LOCKS and (p.is_file() or not any(p.iterdir())):
+                found.append(name + ("/" if p.is_dir() else ""))
+        return found
 
     def remove_temporaries(self, unit: str | None = None) -> None:
         """Temporary files that no live process is writing: each belongs to a unit (or the report)
         whose lock is free. With `unit`, only that unit's (the caller holds its lock)."""
         for folder in (self.path, *(self.path / name for name in (PREDICTIONS, REJECTS, SIDECARS, SOURCES))):
             for tmp in (p for p in folder.glob(".*.part") if p.is_file()):
-                m = _OWNED_TEMPORARY.match(tmp.name)
-                owner = _UNIT_FILE.match(m.group("name")) if m else None
-                name = owner.group("unit") if owner and owner.group("unit") else REPORT_LOCK
+                name = unit_of(tmp.name) or REPORT_LOCK
                 if unit is not None:
                     if name == unit:
                         tmp.unlink(missing_ok=True)
@@ -267,41 +227,6 @@ class OutputFolder:
     def finish(self, manifest: dict | None = None) -> None:
         """`_manifest.json` (which unit of which input each part is), then `_SUCCESS`, last."""
         if manifest is not None:
-            write_json(self.path / "_manifest.json", manifest)
-        with atomic_path(self.path / "_SUCCESS") as tmp:
+            write_json(self.path / MANIFEST, manifest)
+        with atomic_path(self.path / SUCCESS) as tmp:
             tmp.write_text("")
-
-
-def another_job(what: str, old: dict | None) -> SpamjobError:
-    """--out holds another job's output (`old`: its plan), or files of no scoring job at all."""
-    why = (
-        "was written with another model, other inputs or other options"
-        if old is not None
-        else "is not empty and holds no spamjob scoring plan"
-    )
-    return SpamjobError(f"{what} {why}; pass --overwrite to replace it, or choose another --out")
-
-
-def not_ours(found, out) -> SpamjobError:
-    return SpamjobError(f"--overwrite would delete {found}, which spamjob did not write; clear {out} by hand")
-
-
-def commits(sidecar: dict, where: dict) -> bool:
-    """A sidecar is the commit of the unit `where` names (a byte block and a block of a file read
-    whole share an index and a name)."""
-    return all(sidecar.get(k, False if k == "byte_block" else None) == v for k, v in where.items())
-
-
-def _owned(p: Path, whole: bool) -> bool:
-    """A file or folder of --out that a scoring job writes (or its temporary); `whole`: any file in
-    an owned folder (an engine that names its files itself)."""
-    m = _OWNED_TEMPORARY.match(p.name)
-    name = m.group("name") if m else p.name
-    if p.is_dir():
-        return name in OWNED_FOLDERS and (whole or all(c.is_file() and unit_file(c.name) for c in p.iterdir()))
-    return name in OWNED_FILES
-
-
-def unit_file(name: str) -> bool:
-    m = _OWNED_TEMPORARY.match(name)
-    return _UNIT_FILE.match(m.group("name") if m else name) is not None

@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import re
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -38,28 +37,21 @@ from spamjob import stores
 from spamjob.errors import SpamjobError
 from spamjob.faults import kill_point
 from spamjob.fsutil import sha256_file
-from spamjob.scoring.outdir import (
-    OWNED_FILES,
-    OWNED_FOLDERS,
+from spamjob.scoring.output.names import (
+    MANIFEST,
     PLAN,
     PREDICTIONS,
     REJECTS,
     SIDECARS,
     SOURCES,
-    OutputFolder,
+    SUCCESS,
+    UNIT_PART,
     another_job,
     commits,
     not_ours,
-    unit_file,
+    owned,
 )
 from spamjob.scoring.parts import PartWriter
-
-_PART = re.compile(r"^(?P<unit>part-[0-9a-f]{12}-\d{6})\.")
-
-
-def output_folder(out: str):
-    """The output folder of --out: a local folder, or a prefix in an object store."""
-    return StoreFolder(out) if stores.is_uri(out) else OutputFolder(out)
 
 
 class StorePartWriter(PartWriter):
@@ -82,7 +74,8 @@ class StorePartWriter(PartWriter):
 
 
 class StoreFolder:
-    """--out in an object store (the module's protocol); the interface of outdir.OutputFolder."""
+    """--out in an object store (the module's protocol); the `OutputFolder` interface
+    (spamjob.scoring.output), as the local LocalFolder."""
 
     def __init__(self, uri: str):
         self.uri = uri.rstrip("/")
@@ -112,7 +105,7 @@ class StoreFolder:
         stores.write_bytes(self.child(name), _json(obj))
 
     def finished_with(self, plan: dict) -> bool:
-        return stores.exists(self.child("_SUCCESS")) and self.read_json(PLAN) == plan
+        return stores.exists(self.child(SUCCESS)) and self.read_json(PLAN) == plan
 
     def prepare(self, plan: dict, overwrite: bool, resume: bool = True) -> None:
         """Step 1 of the protocol."""
@@ -126,7 +119,7 @@ class StoreFolder:
             old = None
         if old is None and not stores.create(self.child(PLAN), _json(plan)) and self.read_json(PLAN) != plan:
             raise SpamjobError(f"another job with another plan started writing {self.uri} just now")
-        stores.delete([self.child("_SUCCESS")])
+        stores.delete([self.child(SUCCESS)])
 
     def _names(self) -> list[str]:
         """Every object under the prefix, relative to it."""
@@ -137,7 +130,7 @@ class StoreFolder:
             raise another_job(f"output {self.uri}", old)
         whole = old is not None and old.get("engine") == "ray"
         names = self._names()
-        foreign = [n for n in names if not _owned(n, whole)]
+        foreign = [n for n in names if not owned(n, whole)]
         if foreign:
             raise not_ours(self.child(foreign[0]), self.uri)
         stores.delete([self.child(n) for n in names if n != PLAN] + [self.child(PLAN)])
@@ -229,13 +222,13 @@ class StoreFolder:
     def finish(self, manifest: dict | None = None) -> None:
         """Step 3: the manifest, the objects it does not name deleted, then `_SUCCESS`."""
         if manifest is not None:
-            self._write_json("_manifest.json", manifest)
+            self._write_json(MANIFEST, manifest)
             self._delete_unnamed(manifest)
-        stores.write_bytes(self.child("_SUCCESS"), b"")
+        stores.write_bytes(self.child(SUCCESS), b"")
 
     def _delete_unnamed(self, manifest: dict) -> None:
         keep = {p["part"] for p in manifest["parts"]} | {p["rejects"] for p in manifest["parts"] if p["rejects"]}
-        keep |= {f"{SIDECARS}/{m.group('unit')}.json" for p in manifest["parts"] if (m := _PART.match(_base(p)))}
+        keep |= {f"{SIDECARS}/{m.group('unit')}.json" for p in manifest["parts"] if (m := UNIT_PART.match(_base(p)))}
         for folder in (PREDICTIONS, REJECTS, SIDECARS):
             listed = stores.list_files(self.child(folder) + "/")
             stores.delete([uri for uri, _, _ in listed if uri[len(self.uri) + 1 :] not in keep])
@@ -243,14 +236,6 @@ class StoreFolder:
 
 def _base(part: dict) -> str:
     return part["part"].rsplit("/", 1)[-1]
-
-
-def _owned(name: str, whole: bool) -> bool:
-    """An object (its name under the prefix) that a scoring job writes."""
-    top, _, rest = name.partition("/")
-    if not rest:
-        return top in OWNED_FILES
-    return top in OWNED_FOLDERS and (whole or unit_file(rest))
 
 
 def _json(obj) -> bytes:
