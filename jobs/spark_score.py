@@ -18,40 +18,24 @@ from pathlib import Path
 import click
 
 from spamjob.cli import run_standalone
+from spamjob.command_config import SparkScoreConfig
 from spamjob.errors import SpamjobError, first_line
+from spamjob.options import from_fields
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("inputs", nargs=-1, required=True)
-@click.option("--model", required=True, help="Run folder of `spamjob train`, readable by every executor.")
-@click.option("--out", required=True, help="Output folder (local, hdfs://, s3a://, ...): predictions/ goes there.")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["parquet", "csv"]),
-    default="parquet",
-    show_default=True,
-    help="Format of the inputs (CSV: with a header row).",
-)
-@click.option("--text-column", default=None, help="Column of message text [Text, text, message, sms].")
-@click.option("--label-column", default=None, help="ham/spam or 0/1 labels: accuracy in the report.")
-@click.option(
-    "--mixed-precision",
-    type=click.Choice(["auto", "no", "bf16", "fp16"]),
-    default="auto",
-    show_default=True,
-    help="auto: bf16 on GPU executors, fp32 on CPU.",
-)
-@click.option(
-    "--quantize", type=click.Choice(["int8"]), default=None, help="CPU executors: dynamic int8 Linear layers."
-)
-@click.option("--overwrite", is_flag=True, help="Replace OUT/predictions if it exists.")
-def main(inputs, model, out, fmt, text_column, label_column, mixed_precision, quantize, overwrite) -> None:
+@from_fields(SparkScoreConfig)
+def main(**params) -> None:
     """Score INPUTS (paths or URIs Spark reads) with a trained classifier on Spark."""
+    try:
+        cfg = SparkScoreConfig(**params)
+    except SpamjobError as e:
+        raise click.ClickException(str(e)) from None
     from pyspark.sql import SparkSession
 
     from spamjob.engines.spark import score_dataframe
 
+    inputs, model, out, fmt, overwrite = cfg.inputs, cfg.model, cfg.out, cfg.format, cfg.overwrite
     if not (Path(model) / "config.json").is_file():
         raise click.ClickException(f"{model}: not a spamjob run folder (no config.json)")
     local = "://" not in out or out.startswith("file://")
@@ -67,7 +51,9 @@ def main(inputs, model, out, fmt, text_column, label_column, mixed_precision, qu
         cores = spark.sparkContext.defaultParallelism
         if df.rdd.getNumPartitions() < cores:  # a few files make few tasks: spread them over every core
             df = df.repartition(cores)
-        scored = score_dataframe(df, model, text_column=text_column, mixed_precision=mixed_precision, quantize=quantize)
+        scored = score_dataframe(
+            df, model, text_column=cfg.text_column, mixed_precision=cfg.mixed_precision, quantize=cfg.quantize
+        )
         scored.write.mode("overwrite" if overwrite else "errorifexists").parquet(f"{out.rstrip('/')}/predictions")
     except PySparkException as e:  # a missing input, an existing output, a failed task: one line
         raise click.ClickException(first_line(e)) from None
@@ -77,7 +63,7 @@ def main(inputs, model, out, fmt, text_column, label_column, mixed_precision, qu
     from spamjob.scoring.recount import recount
 
     try:
-        r = recount(out.removeprefix("file://"), label_column)
+        r = recount(out.removeprefix("file://"), cfg.label_column)
     except SpamjobError as e:
         raise click.ClickException(str(e)) from None
     click.echo(

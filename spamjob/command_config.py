@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from spamjob.config import MixedPrecision, Quantize
 from spamjob.errors import SpamjobError
 from spamjob.fields import field_problems, option
 from spamjob.scoring.runtimes import RuntimeChoice
@@ -164,3 +165,32 @@ class RunConfig(_Checked):
     """`spamjob train` options, quoted (e.g. '--epochs 3 --weights random')."""
     score_args: str = option("", metavar="'OPTIONS'")
     """`spamjob score` options, quoted (e.g. '--quantize int8')."""
+
+
+@dataclass(frozen=True)
+class SparkScoreConfig(_Checked):
+    """`jobs/spark_score.py`: scoring on a Spark cluster."""
+
+    inputs: tuple[str, ...] = option(argument=True)
+    """Paths or URIs Spark reads (Parquet, or CSV with a header row)."""
+    model: str = option(folder=True)
+    """Run folder of `spamjob train`, readable by every executor."""
+    out: str = option()
+    """Output folder (local, hdfs://, s3a://, ...): predictions/ goes there."""
+    format: Literal["parquet", "csv"] = "parquet"
+    """Format of the inputs (CSV: with a header row)."""
+    text_column: str | None = None
+    """Column of message text [Text, text, message, sms]."""
+    label_column: str | None = None
+    """ham/spam or 0/1 labels: accuracy in the report."""
+    mixed_precision: MixedPrecision = "auto"
+    """auto: bf16 on GPU executors, fp32 on CPU."""
+    quantize: Quantize | None = None
+    """CPU executors: dynamic int8 Linear layers."""
+    overwrite: bool = False
+    """Replace OUT/predictions if it exists."""
+
+    def __post_init__(self) -> None:
+        problems = field_problems(self) + ([] if self.inputs else ["give at least one input path or URI"])
+        if problems:
+            raise SpamjobError("; ".join(problems))

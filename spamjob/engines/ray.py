@@ -41,8 +41,8 @@ from spamjob.operating import threshold_record
 from spamjob.scoring import plan as job_plan
 from spamjob.scoring import report as rep
 from spamjob.scoring import runtimes
-from spamjob.scoring.columns import OUTPUT_COLUMNS, kept_columns, renamed_for_output
-from spamjob.scoring.core import BatchScorer, Window, prepare_window, text_column_of
+from spamjob.scoring.columns import OUTPUT_COLUMNS, check_wanted, kept_columns, renamed_for_output, text_column_of
+from spamjob.scoring.core import BatchScorer, Window, prepare_window
 from spamjob.scoring.csv_reader import CsvOptions
 from spamjob.scoring.inputs import find, say_skipped, skipped_counts
 from spamjob.scoring.output import open_output
@@ -169,12 +169,7 @@ def run_job(cfg) -> dict:
     groups, fingerprints, skipped = _input_groups(cfg)
     config = _model_config(cfg.model)
     threshold = threshold_record(config, cfg.threshold)
-    options = {
-        "mixed_precision": cfg.mixed_precision,
-        "quantize": cfg.quantize,
-        "runtime": cfg.runtime,  # as asked: `auto` resolves once the cluster's GPUs are known
-        "threshold": threshold["value"],
-    }
+    options = job_plan.prediction_settings(cfg.mixed_precision, cfg.quantize, threshold["value"], cfg.runtime)
     plan = job_plan.build(cfg, config.get("model_sha256"), fingerprints, options, engine="ray")
     if out.finished_with(plan):
         return {**out.read_json("report.json"), "already_done": True}
@@ -348,13 +343,6 @@ def _inputs(groups: list[tuple[str, str, list[str]]], cfg) -> tuple[ray.data.Dat
 def _check_columns(names: list[str], cfg) -> None:
     try:
         text_column_of(names, cfg.text_column)
+        check_wanted(names, cfg)
     except SpamjobError as e:
         raise SpamjobError(f"the inputs have {e}") from None
-    wanted = [
-        ("--label-column", cfg.label_column),
-        ("--id-column", cfg.id_column),
-        *(("--keep-columns", c) for c in cfg.keep_columns or ()),
-    ]
-    missing = [f"{what} {name!r}" for what, name in wanted if name and name not in names]
-    if missing:
-        raise SpamjobError(f"the inputs have no {', '.join(missing)} (columns: {', '.join(names)})")

@@ -42,31 +42,43 @@ def resolve_columns(source: Source, schema: pa.Schema | None, cfg: ScoreConfig) 
         return None
     _check_names(source, schema.names)
     names = schema.names
-    if cfg.text_column:
-        if cfg.text_column not in names:
-            raise SpamjobError(f"{source.path} has no column {cfg.text_column!r} (columns: {', '.join(names)})")
-        text = cfg.text_column
-    else:
-        text = next((c for c in TEXT_CANDIDATES if c in names), None)
-        if text is None:
-            raise SpamjobError(
-                f"{source.path}: no text column found (looked for {', '.join(TEXT_CANDIDATES)}; columns: "
-                f"{', '.join(names)}); pass --text-column"
-            )
+    try:
+        text = text_column_of(names, cfg.text_column)
+        check_wanted(names, cfg)
+    except SpamjobError as e:
+        raise SpamjobError(f"{source.path} has {e}") from None
     t = schema.field(text).type
     if pa.types.is_dictionary(t):
         t = t.value_type
     if source.kind == "parquet" and not _textual(t):
         raise SpamjobError(f"{source.path}: text column {text!r} holds {t}, not text")
-    for opt, col in (("--label-column", cfg.label_column), ("--id-column", cfg.id_column)):
-        if col and col not in names:
-            raise SpamjobError(f"{source.path} has no {opt} {col!r} (columns: {', '.join(names)})")
-    missing = [c for c in cfg.keep_columns or () if c not in names]
-    if missing:
-        raise SpamjobError(f"{source.path} has no column(s) {', '.join(missing)} for --keep-columns")
     keep = kept_columns(names, cfg.keep_columns, cfg.id_column)
     _check_nested(source, schema, cfg, keep)
     return Columns(text, cfg.label_column, keep)
+
+
+def text_column_of(names: list[str], given: str | None = None) -> str:
+    """The text column among `names`: `given` (--text-column), else the first of TEXT_CANDIDATES;
+    else an error that the caller prefixes with what has the columns."""
+    column = given or next((c for c in TEXT_CANDIDATES if c in names), None)
+    if column in names:
+        return column
+    if given:
+        raise SpamjobError(f"no text column {given!r} (columns: {', '.join(names)})")
+    looked = ", ".join(TEXT_CANDIDATES)
+    raise SpamjobError(f"no text column (looked for {looked}; columns: {', '.join(names)}); pass --text-column")
+
+
+def check_wanted(names: list[str], cfg) -> None:
+    """The columns --label-column, --id-column and --keep-columns name are among `names`."""
+    wanted = [
+        ("--label-column", cfg.label_column),
+        ("--id-column", cfg.id_column),
+        *(("--keep-columns", c) for c in cfg.keep_columns or ()),
+    ]
+    missing = [f"{what} {name!r}" for what, name in wanted if name and name not in names]
+    if missing:
+        raise SpamjobError(f"no {', '.join(missing)} (columns: {', '.join(names)})")
 
 
 def kept_columns(names: list[str], keep: Iterable[str] | None, id_column: str | None) -> tuple[str, ...]:

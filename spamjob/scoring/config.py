@@ -61,7 +61,7 @@ class ScoreConfig:
     'spamjob[onnx]'`): the graph of spamjob's own ONNX export, made once per classifier into the
     cache and checked against torch within 1e-4; auto: onnxruntime for CPU --quantize int8 where it
     is installed, else torch."""
-    threshold: float | None = option(None, metavar="P")
+    threshold: float | None = option(None, min=0, below=1, metavar="P")
     """Spam when P(spam) > P [the classifier's operating point from training, config.json; 0.5 is the
     argmax of the two logits]."""
     threads: int | None = option(None, min=1)
@@ -92,8 +92,6 @@ class ScoreConfig:
         problems = field_problems(self) + self._csv_problems() + self._engine_problems()
         if not self.inputs:
             problems.append("give at least one input file, folder or glob")
-        if self.threshold is not None and not 0 <= self.threshold < 1:
-            problems.append(f"threshold must be in [0, 1), got {self.threshold}")
         if self.keep_columns is not None and len(set(self.keep_columns)) < len(self.keep_columns):
             problems.append(f"keep-columns names a column twice: {','.join(self.keep_columns)}")
         if self.shard is not None:

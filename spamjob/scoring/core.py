@@ -26,7 +26,7 @@ from spamjob.artifact import load_classifier, local_folder, tokenizer_folder
 from spamjob.config import resolve_mixed_precision
 from spamjob.errors import SpamjobError
 from spamjob.scoring import runtimes
-from spamjob.scoring.columns import OUTPUT_COLUMNS, OUTPUT_TYPES, TEXT_CANDIDATES, as_strings
+from spamjob.scoring.columns import OUTPUT_COLUMNS, OUTPUT_TYPES, as_strings, text_column_of
 from spamjob.scoring.runtimes.launch import Launched
 from spamjob.scoring.tokenize_pool import TokenizerPool
 from spamjob.tokens import TokenIds
@@ -99,16 +99,6 @@ class BatchScorer:
         """What runs the model, as the report names it."""
         return self.loaded.record
 
-    @property
-    def settings(self) -> dict:
-        """The resolved settings that change a prediction, as a scoring plan holds them."""
-        return {
-            "mixed_precision": self.mixed_precision,
-            "quantize": self.quantize,
-            "threshold": self.threshold,
-            "runtime": self.loaded.settings,
-        }
-
     def prepare(self, texts: pa.Array) -> Window:
         """Decode and flag a text column and tokenize what is scored (thread-safe: no model)."""
         return prepare_window(texts, self.tokenize)
@@ -166,14 +156,6 @@ class BatchScorer:
             if predictor is not None:
                 predictor.close()
         self.tokenize.close()
-
-
-def text_column_of(names: list[str], given: str | None = None) -> str:
-    """The text column among `names`: `given`, else the first of Text, text, message, sms."""
-    column = given or next((c for c in TEXT_CANDIDATES if c in names), None)
-    if column not in names:
-        raise SpamjobError(f"no text column {column or ' / '.join(TEXT_CANDIDATES)!r} in {names}")
-    return column
 
 
 def prepare_window(texts: pa.Array, tokenize) -> Window:

@@ -25,6 +25,12 @@ def build(
     }
 
 
+def prediction_settings(mixed_precision: str, quantize: str | None, threshold: float, runtime) -> dict:
+    """The settings that change a prediction, as a plan holds them (`build`'s `predictions`): spamjob's
+    processes give them resolved, Ray as asked (`auto` resolves once the cluster's GPUs are known)."""
+    return {"mixed_precision": mixed_precision, "quantize": quantize, "threshold": threshold, "runtime": runtime}
+
+
 def model_record(model: str, sha256: str | None) -> dict:
     """The classifier as plans and reports name it: its folder and its weights' hash."""
     return {"path": model if is_uri(model) else str(Path(model).resolve()), "sha256": sha256}

@@ -163,9 +163,7 @@ def setup(cfg: ScoreConfig) -> ScoreJob:
         threshold=cfg.threshold,
         runtime=cfg.runtime,
     )
-    plan = job_plan.build(
-        cfg, scorer.classifier.config.get("model_sha256"), [i.source.fingerprint() for i in inputs], scorer.settings
-    )
+    plan = _plan(cfg, scorer, inputs)
     if accelerator.is_main_process:
         out.prepare(plan, cfg.overwrite)
     accelerator.wait_for_everyone()
@@ -196,6 +194,14 @@ def setup(cfg: ScoreConfig) -> ScoreJob:
         leave=False,
     )
     return job
+
+
+def _plan(cfg: ScoreConfig, scorer: BatchScorer, inputs: list[Input]) -> dict:
+    """The job's plan, with the settings the scorer resolved (what `auto` picked on this machine)."""
+    loaded = scorer.loaded
+    settings = job_plan.prediction_settings(scorer.mixed_precision, scorer.quantize, scorer.threshold, loaded.settings)
+    fingerprints = [i.source.fingerprint() for i in inputs]
+    return job_plan.build(cfg, scorer.classifier.config.get("model_sha256"), fingerprints, settings)
 
 
 def read_inputs(cfg: ScoreConfig, csv: CsvOptions) -> tuple[list[Input], dict[str, str]]:

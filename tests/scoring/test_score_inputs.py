@@ -83,7 +83,7 @@ def test_messy_csv_every_record_accounted_for(classifier_dir, tmp_path):
 @pytest.mark.parametrize(
     "setup, message",
     [
-        ("missing-text-column", "no text column found (looked for Text, text, message, sms; columns: a, b)"),
+        ("missing-text-column", "no text column (looked for Text, text, message, sms; columns: a, b)"),
         ("non-string-text", "text column 'text' holds int64, not text"),
         ("corrupt-parquet", "cannot read"),
         ("glob-nothing", "no input matches"),
