@@ -12,6 +12,7 @@ import io
 import json
 import os
 import subprocess
+import sys
 import threading
 import time
 import zipfile
@@ -330,10 +331,32 @@ def sms_messages(sms_path: Path, n: int, seed: int = 0) -> list[str]:
     return [texts[i] for i in rng.integers(0, len(texts), n)]
 
 
-def run_in_repo(args: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
+def run_in_repo(args: list[str], env: dict | None = None, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    return subprocess.run(args, capture_output=True, text=True, cwd=cwd, timeout=600, env={**os.environ, **(env or {})})
+
+
+def spamjob(*args: str, env: dict | None = None, drop: tuple = ()) -> subprocess.CompletedProcess:
+    """The CLI in a subprocess, as a user runs it (`drop`: environment variables left out)."""
+    full = {k: v for k, v in os.environ.items() if k not in drop}
     return subprocess.run(
-        args, capture_output=True, text=True, cwd=REPO, timeout=600, env={**os.environ, **(env or {})}
+        [sys.executable, "-m", "spamjob.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**full, **(env or {})},
+        timeout=600,
     )
+
+
+# Two ranks on the CPU (with ACCELERATE_USE_CPU=1), from the repository root
+TWO_CPU_RANKS = [
+    "accelerate",
+    "launch",
+    "--config_file",
+    "accelerate_config.yaml",
+    "--multi_gpu",
+    "--num_processes",
+    "2",
+]
 
 
 def spark_frames(n: int = 4, rows: int = 25) -> list[pd.DataFrame]:

@@ -11,23 +11,12 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner
-from support import hf_greedy, tiny_hf_model, write_hf_dir, write_openai_dir
+from support import hf_greedy, spamjob, tiny_hf_model, write_hf_dir, write_openai_dir
 
 from spamjob import __version__
 from spamjob.cli import cli
 
 COMMANDS = [name for name in cli.commands]
-
-
-def spamjob(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run the installed console script in a subprocess, as a user would."""
-    return subprocess.run(
-        [sys.executable, "-m", "spamjob.cli", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        timeout=300,
-    )
 
 
 def test_version_and_help_of_every_command():

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from support import tiny_hf_model, write_hf_dir
+from support import run_in_repo, tiny_hf_model, write_hf_dir
 
 REPO = Path(__file__).resolve().parents[1]
 JOBS = REPO / "jobs"
@@ -93,7 +93,8 @@ def fake_slurm(tmp_path):
 
 
 def _run(cmd: list[str], env: dict, cwd: Path = REPO) -> subprocess.CompletedProcess:
-    r = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env={**os.environ, **env}, timeout=600)
+    """`cmd` run as run_in_repo runs it, and succeeding."""
+    r = run_in_repo(cmd, env, cwd)
     assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-3000:])
     return r
 

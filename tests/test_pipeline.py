@@ -3,26 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 
 import pytest
-from support import Server, asset_routes, asset_urls, hub_headers, tiny_hf_model, tokenizer_bytes, write_hf_dir
+from support import Server, asset_routes, asset_urls, hub_headers, spamjob, tiny_hf_model, tokenizer_bytes, write_hf_dir
 
 TINY_TRAIN = "--weights random --n-layers 2 --emb-dim 32 --n-heads 2"
-
-
-def spamjob(*args: str, env: dict | None = None, drop: tuple = ()) -> subprocess.CompletedProcess:
-    full = {k: v for k, v in os.environ.items() if k not in drop}
-    return subprocess.run(
-        [sys.executable, "-m", "spamjob.cli", *args],
-        capture_output=True,
-        text=True,
-        env={**full, **(env or {})},
-        timeout=600,
-    )
 
 
 @pytest.mark.slow  # an end-to-end check: the slow suite keeps the default one under 5 minutes

@@ -33,7 +33,7 @@ from store_servers import (
     put_folder,
     serving,
 )
-from support import flip_byte, large_csvs, score, spark_failed_output, spark_frames
+from support import TWO_CPU_RANKS, flip_byte, large_csvs, score, spark_failed_output, spark_frames
 
 from spamjob import stores
 from spamjob.cli import cli
@@ -493,7 +493,7 @@ def test_large_csvs_in_byte_blocks_from_s3_on_two_gloo_ranks_equal_local(s3, sms
     common = ["--model", str(classifier_dir), "--label-column", "label", "--block-mb", "1", "--no-progress"]
     local = score(str(split), str(odd), *common[:-1], "--out", str(tmp_path / "local"))
     assert local.exit_code == 0, local.output
-    launch = ["accelerate", "launch", "--config_file", "accelerate_config.yaml", "--multi_gpu", "--num_processes", "2"]
+    launch = TWO_CPU_RANKS
     two = subprocess.run(
         [*launch, "jobs/score.py", f"{src}/split.csv", f"{src}/odd.csv", *common, "--out", f"{bucket}/two"],
         capture_output=True,

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from support import (
+    TWO_CPU_RANKS,
     Server,
     flip_byte,
     hf_greedy,
@@ -177,13 +178,7 @@ def test_openai_download_from_local_server(assets, layouts, tmp_path, monkeypatc
 def _launch_two_ranks(args: list[str], env: dict, **popen) -> subprocess.Popen:
     return subprocess.Popen(
         [
-            "accelerate",
-            "launch",
-            "--config_file",
-            "accelerate_config.yaml",
-            "--multi_gpu",
-            "--num_processes",
-            "2",
+            *TWO_CPU_RANKS,
             "jobs/finetune.py",
             *args,
         ],

@@ -14,7 +14,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from support import flip_byte, predictions, report, run_in_repo, score, sms_messages, without_timing
+from support import TWO_CPU_RANKS, flip_byte, predictions, report, run_in_repo, score, sms_messages, without_timing
 
 pytest.importorskip("onnxruntime")  # the `onnx` extra; .ci/run installs it
 
@@ -213,7 +213,7 @@ def test_two_ranks_on_onnxruntime_equal_one_process(inputs, classifier_dir, by_t
     common = [str(inputs), "--model", str(classifier_dir), "--runtime", "onnxruntime", "--no-progress"]
     one = run_in_repo([sys.executable, "jobs/score.py", *common, "--out", str(tmp_path / "one")])
     assert one.returncode == 0, one.stderr
-    launch = ["accelerate", "launch", "--config_file", "accelerate_config.yaml", "--multi_gpu", "--num_processes", "2"]
+    launch = TWO_CPU_RANKS
     two = run_in_repo(
         [*launch, "jobs/score.py", *common, "--out", str(tmp_path / "two")], env={"ACCELERATE_USE_CPU": "1"}
     )

@@ -16,6 +16,7 @@ import pytest
 from support import (
     REPO,
     TIMING,
+    TWO_CPU_RANKS,
     large_csvs,
     predictions,
     report,
@@ -99,13 +100,7 @@ def test_one_and_two_ranks_give_identical_output(sms_path, classifier_dir, tmp_p
     assert one.returncode == 0, one.stderr
     two = run_in_repo(
         [
-            "accelerate",
-            "launch",
-            "--config_file",
-            "accelerate_config.yaml",
-            "--multi_gpu",
-            "--num_processes",
-            "2",
+            *TWO_CPU_RANKS,
             "jobs/score.py",
             *common,
             "--out",
@@ -369,13 +364,7 @@ def test_two_ranks_read_large_csv_blocks_like_one_process_reading_whole(sms_path
     assert one.returncode == 0, one.stderr
     two = run_in_repo(
         [
-            "accelerate",
-            "launch",
-            "--config_file",
-            "accelerate_config.yaml",
-            "--multi_gpu",
-            "--num_processes",
-            "2",
+            *TWO_CPU_RANKS,
             "jobs/score.py",
             *common,
             "--out",

@@ -14,6 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
+from support import TWO_CPU_RANKS
 
 from spamjob.cli import cli
 from spamjob.config import GPTConfig
@@ -222,13 +223,7 @@ def test_two_cpu_ranks_count_each_example_once(data_dir, tmp_path):
     out = tmp_path / "r2"
     r = _launch(
         [
-            "accelerate",
-            "launch",
-            "--config_file",
-            "accelerate_config.yaml",
-            "--multi_gpu",
-            "--num_processes",
-            "2",
+            *TWO_CPU_RANKS,
             "jobs/finetune.py",
             "--data",
             str(data_dir),
