@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import Literal, Protocol
-
-import numpy as np
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from spamjob.errors import SpamjobError
-from spamjob.scoring.runtimes.launch import Launched
-from spamjob.tokens import TokenIds
+
+if TYPE_CHECKING:  # the CLI reads REGISTRY and RuntimeChoice without importing NumPy
+    import numpy as np
+
+    from spamjob.scoring.runtimes.launch import Launched
+    from spamjob.tokens import TokenIds
 
 # name -> module, in the order `auto` tries them: the first that is installed and suits the job
 REGISTRY = {
