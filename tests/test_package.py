@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import subprocess
 import sys
 from graphlib import CycleError, TopologicalSorter
@@ -112,6 +113,17 @@ def test_the_layers_keep_their_arrows():
     ]
     assert not wrong
     assert {"scoring.runtimes.pytorch", "scoring.runtimes.ort"} <= set(runtimes)
+
+
+def test_input_formats_know_files_not_jobs():
+    """An input format (spamjob.scoring.formats) reads files: it imports no job, scheduler, output
+    folder or runtime, and nothing outside the seam branches on a format's name."""
+    job_side = ("scoring.setup", "scoring.units", "scoring.job", "scoring.loop", "scoring.output", SEAM)
+    formats = [m for m in MODULES if m.startswith("scoring.formats")]
+    wrong = [f"{m} -> {i}" for m in formats for i in imports(m) if i.startswith(job_side)]
+    assert not wrong and {"scoring.formats.parquet_files", "scoring.formats.delimited"} <= set(formats)
+    branching = re.compile(r"""\b(source|s)\.kind (==|!=|in)\b""")  # a Source's format by name
+    assert [m for m in MODULES if branching.search(source_of(m))] == []
 
 
 def test_core_never_imports_the_engines():

@@ -169,7 +169,7 @@ def test_store_errors_are_one_line_naming_the_uri(s3, inputs, classifier_dir):
     bucket = s3.bucket("errors")
     r = score(f"{bucket}/absent.parquet", "--model", str(classifier_dir), "--out", "/tmp/never")
     assert r.exit_code == 1 and r.output.strip().splitlines() == [
-        f"Error: {bucket}/absent.parquet: no such object, and no .parquet/.csv/.tsv/.txt objects under it"
+        f"Error: {bucket}/absent.parquet: no such object, and no .parquet/.pq/.csv/.tsv/.txt objects under it"
     ]
     r = score(str(inputs / "a.parquet"), "--model", f"{bucket}/no-model", "--out", f"{bucket}/o")
     assert r.exit_code == 1 and "no-model is not a trained classifier" in r.output, r.output

@@ -300,7 +300,7 @@ def _report(out, counts: tuple, cfg, wall0: float, facts: dict, actors: int) -> 
 
 
 def _input_groups(cfg) -> tuple[list[tuple[str, str, list[str]]], list[dict], dict[str, str]]:
-    """(kind, delimiter, paths) per way of reading, the inputs' fingerprints and the files skipped:
+    """(format, delimiter, paths) per way of reading, the inputs' fingerprints and the files skipped:
     inputs (local paths and URIs) found as `spamjob score` finds them."""
     csv = CsvOptions(cfg.delimiter, cfg.encoding)
     found = find(cfg.inputs)
@@ -308,18 +308,23 @@ def _input_groups(cfg) -> tuple[list[tuple[str, str, list[str]]], list[dict], di
     say_skipped(found.skipped, cfg.verbose)
     groups: dict[tuple[str, str], list[str]] = {}
     for s in found.sources:
-        groups.setdefault((s.kind, csv.delimiter_for(s.path) if s.kind == "csv" else ""), []).append(s.path)
+        if s.kind not in _READERS:
+            raise SpamjobError(f"{s.path}: --engine ray reads {' and '.join(_READERS)} inputs, not {s.kind}")
+        groups.setdefault((s.kind, csv.delimiter_for(s.path)), []).append(s.path)  # (a delimiter: CSV's reader only)
     fingerprints = [s.fingerprint() for s in found.sources]
     return [(kind, delim, paths) for (kind, delim), paths in groups.items()], fingerprints, found.skipped
 
 
+_READERS = {  # Ray Data's reader of each input format (spamjob.scoring.formats), given the paths and a delimiter
+    "parquet": lambda paths, delim: ray.data.read_parquet(paths),
+    "csv": lambda paths, delim: ray.data.read_csv(
+        paths, parse_options=pacsv.ParseOptions(delimiter=delim, newlines_in_values=True)
+    ),
+}
+
+
 def _read(groups: list[tuple[str, str, list[str]]]) -> ray.data.Dataset:
-    parts = [
-        ray.data.read_parquet(paths)
-        if kind == "parquet"
-        else ray.data.read_csv(paths, parse_options=pacsv.ParseOptions(delimiter=delim, newlines_in_values=True))
-        for kind, delim, paths in groups
-    ]
+    parts = [_READERS[kind](paths, delim) for kind, delim, paths in groups]
     return parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
 
 

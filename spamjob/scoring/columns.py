@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from spamjob.errors import SpamjobError
+from spamjob.scoring import formats
 from spamjob.scoring.config import ScoreConfig
 from spamjob.scoring.source import Source
 
@@ -50,7 +51,7 @@ def resolve_columns(source: Source, schema: pa.Schema | None, cfg: ScoreConfig) 
     t = schema.field(text).type
     if pa.types.is_dictionary(t):
         t = t.value_type
-    if source.kind == "parquet" and not _textual(t):
+    if formats.of(source).typed and not _textual(t):
         raise SpamjobError(f"{source.path}: text column {text!r} holds {t}, not text")
     keep = kept_columns(names, cfg.keep_columns, cfg.id_column)
     _check_nested(source, schema, cfg, keep)

@@ -14,7 +14,7 @@ block before checks that inference exactly: it parses its own bytes followed by 
 which comes out as a row of its own only when the next block's inferred start is a real record
 start. Block 0 starts at byte 0 (the header), so when every block's check passes, every start
 is right (by induction) and the blocks together are exactly the file's records. A failed check
-raises BlockError: the scoring job then reads that file whole.
+raises BlockError (a source.ReadWhole): the scoring job then reads that file whole.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import pyarrow.csv as pacsv
 
 from spamjob import stores
 from spamjob.errors import SpamjobError, first_line
-from spamjob.scoring.source import Chunk, Source
+from spamjob.scoring.source import Chunk, ReadWhole, Source
 
 LOOK = 1 << 16  # bytes looked at after k*B to infer the first record start (more when none is found)
 BLOCK_ENCODINGS = {"utf-8", "utf-8-sig", "ascii", "iso8859-1", "cp1252"}  # (codecs names) newline, quote: one byte
@@ -249,7 +249,7 @@ def unterminated_reject(source: Source, text: str) -> dict:
     }
 
 
-class BlockError(SpamjobError):
+class BlockError(ReadWhole):
     """A byte block's check failed: the file must be read whole."""
 
 
@@ -257,7 +257,6 @@ def block_count(source: Source, csv: CsvOptions) -> int:
     """Byte blocks of a file read in blocks; 0 for a file read whole (compressed, small, another encoding)."""
     if (
         not csv.in_blocks
-        or source.kind != "csv"
         or source.compression is not None
         or source.size <= csv.block_bytes
         or codecs.lookup(csv.encoding).name not in BLOCK_ENCODINGS

@@ -21,11 +21,12 @@ import pyarrow.fs as pa_fs
 from spamjob import stores
 from spamjob.console import say
 from spamjob.errors import SpamjobError, first_line
-from spamjob.scoring.csv_reader import CsvOptions, csv_schema, read_error
+from spamjob.scoring import formats
+from spamjob.scoring.csv_reader import CsvOptions, read_error
+from spamjob.scoring.formats import format_of, unknown_type
 from spamjob.scoring.output.lookup import scoring_output_of, uri_output_of
 from spamjob.scoring.output.names import PLAN, PREDICTIONS
-from spamjob.scoring.parquet import parquet_schema
-from spamjob.scoring.source import Source, kind_of
+from spamjob.scoring.source import Source
 
 HIDDEN, UNKNOWN_TYPE, SCORING_OUTPUT = "hidden", "unknown type", "scoring output"  # why a file was skipped
 
@@ -85,15 +86,15 @@ def find(patterns: list[str] | tuple[str, ...]) -> Found:
             continue
         p = Path(pattern).expanduser()
         if p.is_file():
-            if kind_of(p) is None:
-                raise SpamjobError(f"{p}: unknown input type; expected .parquet, .csv, .tsv or .txt (optionally .gz)")
+            if format_of(p) is None:
+                raise SpamjobError(unknown_type(str(p)))
             scored_input(p, p.parent)
             candidates = [p]
         elif p.is_dir():
             scored_input(p, p)
             candidates = _readable(sorted(_walk(p)), p, p, found.skipped, marked)
             if not candidates:
-                raise SpamjobError(f"folder {p} holds no .parquet/.csv/.tsv/.txt files{_besides(found.skipped)}")
+                raise SpamjobError(f"folder {p} holds no {formats.suffixes()} files{_besides(found.skipped)}")
         else:
             matches = sorted(Path(m) for m in glob.glob(str(p), recursive=True) if Path(m).is_file())
             candidates = _readable(matches, _glob_base(p), None, found.skipped, marked)
@@ -108,7 +109,7 @@ def why_skipped(relative: PurePath, in_output) -> str | None:
     not: the one rule for local paths and every store. `in_output()`: whether it lies in a scoring output."""
     if hidden(relative):
         return HIDDEN
-    if kind_of(relative) is None:
+    if format_of(relative) is None:
         return UNKNOWN_TYPE
     return SCORING_OUTPUT if in_output() else None
 
@@ -142,8 +143,12 @@ def _besides(skipped: dict[str, str]) -> str:
 def _local_source(path: Path) -> Source:
     """The file at `path` (its real path: a file linked twice is read once), of the type its name says."""
     st = path.stat()
-    kind, compression = kind_of(path)  # type: ignore[misc]
-    return Source(str(path.resolve()), kind, compression, st.st_size, st.st_mtime_ns)
+    return _source(str(path.resolve()), path, st.st_size, st.st_mtime_ns)
+
+
+def _source(where: str, name: PurePath, size: int, mtime_ns: int) -> Source:
+    fmt, compression = format_of(name)  # type: ignore[misc]
+    return Source(where, fmt.name, compression, size, mtime_ns)
 
 
 def scored_input(named: Path, folder: Path) -> None:
@@ -177,20 +182,20 @@ def uri_sources(pattern: str, skipped: dict[str, str] | None = None) -> list[Sou
         outputs = tuple(o + "/" for o in {uri_output_of(stores.parent(u), has_plan) for u, _, _ in listed} if o)
         empty = f"no input matches {pattern!r}"
     elif (info := stores.info(pattern)).type == pa_fs.FileType.File:
-        if kind_of(PurePosixPath(pattern)) is None:
-            raise SpamjobError(f"{pattern}: unknown input type; expected .parquet, .csv, .tsv or .txt (optionally .gz)")
+        if format_of(PurePosixPath(pattern)) is None:
+            raise SpamjobError(unknown_type(pattern))
         scored_uri(pattern, stores.parent(pattern))
-        return [Source(pattern, *kind_of(PurePosixPath(pattern)), info.size, info.mtime_ns or 0)]
+        return [_source(pattern, PurePosixPath(pattern), info.size, info.mtime_ns or 0)]
     else:
         scored_uri(pattern, pattern)
         base, listed = pattern.rstrip("/"), stores.list_files(pattern)
         outputs = tuple(stores.parent(u) + "/" for u, _, _ in listed if u.endswith("/" + PLAN))
-        empty = f"{pattern}: no such object, and no .parquet/.csv/.tsv/.txt objects under it"
+        empty = f"{pattern}: no such object, and no {formats.suffixes()} objects under it"
     sources = []
     for uri, size, mtime in listed:
         why = why_skipped(PurePosixPath(uri[len(base) :].lstrip("/")), lambda uri=uri: uri.startswith(outputs))
         if why is None:
-            sources.append(Source(uri, *kind_of(PurePosixPath(uri)), size, mtime))
+            sources.append(_source(uri, PurePosixPath(uri), size, mtime))
         else:
             skipped.setdefault(uri, why)
     if not sources:
@@ -234,16 +239,6 @@ def schema_of(source: Source, csv: CsvOptions) -> pa.Schema | None:
     if source.size == 0:
         return None
     try:
-        if source.kind == "parquet":
-            return parquet_schema(source)
-        try:
-            return csv_schema(source, csv, 1 << 16)  # a small block: setup stays cheap for many files
-        except pa.ArrowInvalid as e:
-            if "straddl" not in str(e):
-                raise
-            return csv_schema(source, csv, csv.block_bytes)  # a first row longer than 64 KB
+        return formats.of(source).schema(source, csv)
     except (pa.ArrowInvalid, OSError, EOFError, UnicodeDecodeError) as e:
-        message = first_line(e)
-        if "Empty CSV file" in message:
-            return None
-        raise read_error(source, message, csv) from None
+        raise read_error(source, first_line(e), csv) from None

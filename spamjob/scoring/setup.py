@@ -12,6 +12,7 @@ import torch
 from tqdm import tqdm
 
 from spamjob import processes
+from spamjob.scoring import formats
 from spamjob.scoring import plan as job_plan
 from spamjob.scoring.columns import Columns, output_fields, renamed_for_output, resolve_columns
 from spamjob.scoring.config import ScoreConfig
@@ -20,7 +21,6 @@ from spamjob.scoring.csv_reader import CsvOptions
 from spamjob.scoring.inputs import find, say_skipped, schema_of
 from spamjob.scoring.output import OutputFolder, open_output
 from spamjob.scoring.output.lookup import check_out
-from spamjob.scoring.parquet import parquet_bounds, parquet_layout
 from spamjob.scoring.schema import as_csv_text, common_type
 from spamjob.scoring.source import Source
 from spamjob.threads import apply_threads, tokenizer_workers
@@ -42,7 +42,7 @@ class Input:
         """The kept columns as they come in (Parquet's as they are, CSV fields as text), under their
         output names."""
         return [
-            pa.field(name, pa.large_string() if self.source.kind == "csv" else self.schema.field(c).type)
+            pa.field(name, self.schema.field(c).type if formats.of(self.source).typed else pa.large_string())
             for name, c in self.kept_names(renamed).items()
         ]
 
@@ -58,7 +58,7 @@ def output_schema(inputs: list[Input], fmt: str, renamed: dict[str, str]) -> pa.
             by_name.setdefault(f.name, []).append((inp.source.path, f.type))
     sources = {inp.source.path: inp.source for inp in inputs}
     kept = [
-        pa.field(name, common_type(name, found, lambda path, col: parquet_bounds(sources[path], col)))
+        pa.field(name, common_type(name, found, lambda path, col: formats.of(sources[path]).bounds(sources[path], col)))
         for name, found in by_name.items()
     ]
     if fmt == "csv":
@@ -185,7 +185,7 @@ def setup(cfg: ScoreConfig) -> ScoreJob:
         renamed=renamed,
         skipped=skipped,
     )
-    rows = sum(parquet_layout(i.source)[1] for i in inputs if i.source.kind == "parquet" and i.columns is not None)
+    rows = sum(formats.of(i.source).rows(i.source) or 0 for i in inputs if i.columns is not None)
     job.bar = tqdm(
         total=(rows // world) or None,
         unit="rows",

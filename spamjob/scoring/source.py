@@ -1,16 +1,17 @@
-"""An input file of a scoring job (`Source`: its format and fingerprint) and the rows read from
-it as they stream in (`Chunk`)."""
+"""An input file of a scoring job (`Source`: its format and fingerprint), the rows read from it
+as they stream in (`Chunk`), and what a format raises for a unit it cannot read on its own
+(`ReadWhole`). Formats themselves: spamjob.scoring.formats."""
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import PurePath
 
 import pyarrow as pa
 
-PARQUET_SUFFIXES = (".parquet", ".pq")
-CSV_SUFFIXES = (".csv", ".tsv", ".txt")
+from spamjob.errors import SpamjobError
+
 COMPRESSED = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd"}
 
 
@@ -19,7 +20,7 @@ class Source:
     """One input file: its format and fingerprint (path, size, mtime)."""
 
     path: str
-    kind: str  # "parquet" | "csv"
+    kind: str  # its format's name (spamjob.scoring.formats)
     compression: str | None
     size: int
     mtime_ns: int
@@ -33,18 +34,6 @@ class Source:
         return {"path": self.path, "size": self.size, "mtime_ns": self.mtime_ns}
 
 
-def kind_of(path: PurePath) -> tuple[str, str | None] | None:
-    """("parquet" | "csv", compression) from the file name, None for an unknown type."""
-    suffixes = [s.lower() for s in path.suffixes]
-    compression = COMPRESSED.get(suffixes[-1]) if suffixes else None
-    base = suffixes[-2] if compression and len(suffixes) > 1 else (suffixes[-1] if suffixes else "")
-    if base in PARQUET_SUFFIXES and not compression:
-        return "parquet", None
-    if base in CSV_SUFFIXES:
-        return "csv", compression
-    return None
-
-
 @dataclass
 class Chunk:
     """Rows of one work unit as they stream in: a record batch and the rows that could not be parsed."""
@@ -52,3 +41,17 @@ class Chunk:
     batch: pa.RecordBatch
     first_row: int  # index of batch row 0 among the input's parsed records (0 for a byte block: unknown)
     rejects: list[dict] = field(default_factory=list)
+
+
+def windows_of(chunk: Chunk, rows: int) -> Iterator[Chunk]:
+    """Split a chunk into windows of `rows` rows (rejects ride with the first)."""
+    b = chunk.batch
+    if b.num_rows <= rows:
+        yield chunk
+        return
+    for k, off in enumerate(range(0, b.num_rows, rows)):
+        yield Chunk(b.slice(off, rows), chunk.first_row + off, chunk.rejects if k == 0 else [])
+
+
+class ReadWhole(SpamjobError):
+    """A unit read on its own failed its check: its file must be read whole (InputFormat.stream)."""

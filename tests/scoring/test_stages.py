@@ -76,10 +76,10 @@ WINDOWS, UNITS, SLEEP = 32, 4, 0.05  # 4 row groups of 8 windows of 10 rows; eac
 def stand_in_stages(monkeypatch, job, slow: dict[str, float]) -> None:
     """Reading, tokenizing, the model (a one-at-a-time device, like a GPU) and writing, each sleeping
     `slow.get(stage, SLEEP)` per window around the real work."""
-    from spamjob.scoring import units
+    from spamjob.scoring.formats.parquet_files import ParquetFormat
     from spamjob.scoring.parts import PartWriter
 
-    real_read, real_write = units.iter_parquet_unit, PartWriter.write
+    real_read, real_write = ParquetFormat.read_unit, PartWriter.write
     real_prepare, real_launch = job.scorer.prepare, job.scorer.launch
     device = ThreadPoolExecutor(1)
 
@@ -99,7 +99,7 @@ def stand_in_stages(monkeypatch, job, slow: dict[str, float]) -> None:
         time.sleep(slow.get("write", SLEEP))
         real_write(self, table)
 
-    monkeypatch.setattr(units, "iter_parquet_unit", read)
+    monkeypatch.setattr(ParquetFormat, "read_unit", read)
     monkeypatch.setattr(job.scorer, "prepare", prepare)
     monkeypatch.setattr(job.scorer, "launch", launch)
     monkeypatch.setattr(PartWriter, "write", write)
