@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 from click.testing import CliRunner
 from support import TWO_CPU_RANKS
 
@@ -21,8 +20,7 @@ from spamjob.config import GPTConfig
 from spamjob.model import GPTModel, SpamClassifier, first_trainable_block, freeze, replace_head
 from spamjob.scoring.runtimes.pytorch import spam_probability
 from spamjob.text import pad_batch
-from spamjob.training.evaluate import evaluate_sums
-from spamjob.training.loaders import PrefixCache, RankSlice, make_loader
+from spamjob.training.loaders import PrefixCache
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = ["--weights", "random", "--n-layers", "2", "--emb-dim", "32", "--n-heads", "2"]
@@ -381,30 +379,3 @@ def test_jobs_script_runs_the_train_command_standalone(tmp_path):
     )
     assert usage.returncode == 2 and "Usage: finetune.py [OPTIONS]" in usage.stderr
     assert "'zero' is not a valid integer" in usage.stderr and "Traceback" not in usage.stderr
-
-
-IDS = [[5, 6, 7], [8], [9, 10, 11, 12, 13], [14, 15], [16, 17, 18, 19], [20], [21, 22, 23], [24, 25]]
-
-
-def _shard() -> RankSlice:
-    return RankSlice("train", IDS, torch.tensor([i % 2 for i in range(len(IDS))]), n_total=len(IDS), truncated_total=0)
-
-
-class _Fixed(torch.nn.Module):
-    """Logits that depend only on the first token: known losses and predictions."""
-
-    def forward(self, input_ids, lengths):
-        return torch.stack([input_ids[:, 0].float() % 3, torch.ones(len(input_ids))], dim=1)
-
-
-def test_evaluate_sums_counts_examples_and_batches():
-    loader = make_loader(_shard(), 3, "dynamic", 8, train=False)
-    sums = evaluate_sums(_Fixed(), loader, "cpu", contextlib.nullcontext)
-    first = torch.tensor([s[0] for s in IDS])
-    logits = torch.stack([first.float() % 3, torch.ones(8)], dim=1)
-    labels = _shard().labels
-    losses = F.cross_entropy(logits, labels, reduction="none")
-    batch_means = sum(losses[i : i + 3].mean() for i in range(0, 8, 3))
-    expected = [batch_means.item(), 3, losses.sum().item(), (logits.argmax(-1) == labels).sum().item(), 8]
-    torch.testing.assert_close(sums, torch.tensor(expected, dtype=torch.float64), atol=1e-6, rtol=0)
-    assert evaluate_sums(_Fixed(), loader, "cpu", contextlib.nullcontext, num_batches=2)[[1, 4]].tolist() == [2, 6]
