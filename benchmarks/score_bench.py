@@ -404,8 +404,8 @@ def main() -> None:
                     "s": rep["wall_time_s"],
                     "process_s": process_s,
                 }
-                if "quantization_agreement" in rep:
-                    row["agreement"] = rep["quantization_agreement"]
+                if "agreement_with_fp32" in rep:
+                    row["agreement"] = rep["agreement_with_fp32"]
                 elif label == "bf16":
                     row["agreement"] = bf16_agreement(clf, out, texts_c[:20000], device)
                 row["threads"], row["steady"] = rep.get("threads"), rep.get("steady_rows_per_s")

@@ -260,6 +260,17 @@ def report_cmd(**params) -> None:
 
 
 @cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the facts as JSON.")
+def env(as_json: bool) -> None:
+    """What this machine is to spamjob, and what `train` and `score` would pick on it (device, runtime,
+    precision, threads, workers) and why: paste it into a bug report."""
+    from spamjob import environment
+
+    facts = environment.facts()
+    click.echo(json.dumps(facts, indent=2) if as_json else environment.text(facts))
+
+
+@cli.command()
 @from_fields(RunConfig)
 def run(**params) -> None:
     """The main job: fetch, prepare, fine-tune, score the test split, report.

@@ -184,7 +184,7 @@ class SparkScoreConfig(_Checked):
     label_column: str | None = None
     """ham/spam or 0/1 labels: accuracy in the report."""
     mixed_precision: MixedPrecision = "auto"
-    """auto: bf16 on GPU executors, fp32 on CPU."""
+    """auto: bf16 on GPU executors and on CPUs with a bf16 matrix unit (AMX, AVX512-BF16); else fp32."""
     quantize: Quantize | None = None
     """CPU executors: dynamic int8 Linear layers."""
     overwrite: bool = False

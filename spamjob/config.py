@@ -202,7 +202,8 @@ class TrainConfig:
     eval_iter: int = option(5, min=1)
     """...on N train and N validation batches."""
     mixed_precision: MixedPrecision | None = None
-    """auto: bf16 on GPU, no on CPU [reference preset: no]."""
+    """auto: bf16 on a GPU, or on a CPU with a bf16 matrix unit (AMX, AVX512-BF16); else no
+    [reference preset: no]."""
     prefix_cache: PrefixCacheMode | None = None
     """auto: run the frozen blocks once per example and reuse them [default preset: auto]."""
     compute: Compute | None = None
@@ -252,9 +253,23 @@ class TrainConfig:
 
 
 def resolve_mixed_precision(mixed_precision: str, gpu: bool) -> str:
-    """`auto` -> bf16 on a GPU that has it, else no; other values unchanged."""
-    if mixed_precision != "auto":
-        return mixed_precision
-    import torch
+    """`auto` -> bf16 on a GPU that has it, or on a CPU with a bf16 matrix unit (spamjob.hardware);
+    else no; other values unchanged."""
+    return precision_choice(mixed_precision, gpu)[0]
 
-    return "bf16" if gpu and torch.cuda.is_bf16_supported() else "no"
+
+def precision_choice(mixed_precision: str, gpu: bool) -> tuple[str, str]:
+    """(the precision, why), as a report and `spamjob env` say it."""
+    if mixed_precision != "auto":
+        return mixed_precision, "asked for"
+    if gpu:
+        import torch
+
+        bf16 = torch.cuda.is_bf16_supported()
+        return ("bf16", "auto: the GPU has bf16") if bf16 else ("no", "auto: the GPU has no bf16")
+    from spamjob.hardware import cpu
+
+    unit = cpu().bf16_unit
+    if unit:
+        return "bf16", f"auto: the CPU multiplies bf16 natively ({unit})"
+    return "no", "auto: the CPU has no bf16 matrix unit (AMX-BF16, AVX512-BF16): fp32"

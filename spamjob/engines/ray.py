@@ -85,7 +85,9 @@ def tokenize(batch: pa.Table, model: str, text_column: str | None = None) -> pa.
     if model not in _TOKENIZERS:  # the classifier's own (a URI's: fetched once into this node's cache)
         _TOKENIZERS[model] = load_tokenizer(tokenizer_folder(local_folder(model)))
     column = text_column_of(batch.column_names, text_column)
-    window = prepare_window(batch.column(column).combine_chunks(), lambda texts: encode_flat(_TOKENIZERS[model], texts))
+    # Every row's ids (the actors score each batch again with `score_table`, duplicates once there).
+    texts = batch.column(column).combine_chunks()
+    window = prepare_window(texts, lambda texts: encode_flat(_TOKENIZERS[model], texts), dedup=False)
     lengths = np.zeros(window.num_rows, dtype=np.int32)  # rows not scored: null, no tokens
     lengths[window.ok] = window.ids.lengths
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)

@@ -51,7 +51,8 @@ class ScoreConfig:
     """Padded tokens per forward pass [512 on CPU, where each model worker's activations fit its core's
     cache (benchmarks/RESULTS.md); 65536 on GPU]."""
     mixed_precision: MixedPrecision = "auto"
-    """auto: bf16 on GPU, fp32 on CPU."""
+    """auto: bf16 on a GPU, or on a CPU with a bf16 matrix unit (AMX, AVX512-BF16), its label
+    agreement with fp32 sampled into the report; else fp32 (`no`: fp32 always)."""
     compile: bool = False
     """torch.compile the model."""
     quantize: Quantize | None = None
@@ -75,6 +76,9 @@ class ScoreConfig:
     shard: str | None = option(None, metavar="K/N")
     """Do only share K of N of the work units (e.g. a Slurm array task); every task writes into the same
     --out and the last to finish writes the report and _SUCCESS."""
+    dedup: bool = option(True, flag="--no-dedup")
+    """A text that comes again within a window (exact match) is tokenized and scored once, every row of
+    it given that probability; --no-dedup scores each row on its own (same labels: for benchmarks)."""
     progress: bool = option(True, flag="--no-progress")
     """A progress bar on the main process; --no-progress turns it off."""
     verbose: bool = False

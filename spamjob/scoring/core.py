@@ -10,7 +10,9 @@ Rules, the same everywhere: a null text, an empty or whitespace-only text and te
 bytes are not valid UTF-8 are not scored and say why in `error`; longer messages are
 truncated to the classifier's max_length, scored and flagged `truncated`; special-token
 text such as `<|endoftext|>` is scored as text. Rows are length-sorted and batched by
-padded tokens inside a window; a message's probability does not depend on its batch.
+padded tokens inside a window; a message's probability does not depend on its batch, so a text
+that comes again (in the window or after it: spamjob.scoring.repeats) is tokenized and run once,
+every row of it given that probability (`dedup`).
 """
 
 from __future__ import annotations
@@ -23,10 +25,11 @@ import pyarrow as pa
 import torch
 
 from spamjob.artifact import load_classifier, local_folder, tokenizer_folder
-from spamjob.config import resolve_mixed_precision
+from spamjob.config import precision_choice
 from spamjob.errors import SpamjobError
 from spamjob.scoring import runtimes
 from spamjob.scoring.columns import OUTPUT_COLUMNS, OUTPUT_TYPES, as_strings, text_column_of
+from spamjob.scoring.repeats import Repeats, Seen, find_repeats
 from spamjob.scoring.runtimes.launch import Launched
 from spamjob.scoring.tokenize_pool import TokenizerPool
 from spamjob.tokens import TokenIds
@@ -39,11 +42,19 @@ class Window:
 
     errors: list[str | None]
     ok: list[int]  # row indices that are scored
-    ids: TokenIds  # their token ids, in the same order
+    ids: TokenIds  # the token ids of the texts run: each new text once (all of them without `repeats`)
+    repeats: Repeats | None = None  # which scored rows share a text, which texts were seen before
 
     @property
     def num_rows(self) -> int:
         return len(self.errors)
+
+    def per_row(self, probs: np.ndarray, max_length: int) -> tuple[np.ndarray, np.ndarray]:
+        """(P(spam), truncated) per scored row, in `ok` order, from the probabilities of the texts run."""
+        truncated = self.ids.lengths > max_length
+        if self.repeats is None:
+            return probs, truncated
+        return self.repeats.per_row(probs, self.repeats.seen_p), self.repeats.per_row(truncated, self.repeats.seen_t)
 
 
 class BatchScorer:
@@ -68,10 +79,13 @@ class BatchScorer:
         workers: int = 1,
         threshold: float | None = None,
         runtime: str = "torch",
+        dedup: bool = True,
     ):
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         gpu = device.type == "cuda"
-        self.mixed_precision, self.quantize = resolve_mixed_precision(mixed_precision, gpu), quantize
+        self.mixed_precision, self.precision_reason = precision_choice(mixed_precision, gpu)
+        self.quantize = quantize
+        self.dedup, self.seen = dedup, Seen()  # the texts this scorer ran (spamjob.scoring.repeats)
         request = runtimes.Request(
             device, self.mixed_precision, quantize, compile, batch_tokens or (65536 if gpu else 512), workers
         )
@@ -91,8 +105,13 @@ class BatchScorer:
             self.tokenize.close()
             raise
         self.predictor = self.loaded.predictor
-        self.reference = self.loaded.reference  # fp32, to measure what int8 changes
+        self.reference = self.loaded.reference  # fp32, to measure what bf16 or int8 changes
         self.int8_check = self.loaded.int8_check  # the int8 graph's check when it was made
+
+    @property
+    def precision(self) -> str:
+        """What the model computes in: fp32, bf16, fp16 or int8."""
+        return "int8" if self.quantize else {"no": "fp32"}.get(self.mixed_precision, self.mixed_precision)
 
     @property
     def runtime_record(self) -> dict:
@@ -101,10 +120,10 @@ class BatchScorer:
 
     def prepare(self, texts: pa.Array) -> Window:
         """Decode and flag a text column and tokenize what is scored (thread-safe: no model)."""
-        return prepare_window(texts, self.tokenize)
+        return prepare_window(texts, self.tokenize, self.seen, self.dedup)
 
     def predict(self, window: Window) -> np.ndarray:
-        """P(spam) of the scored rows of a window, in `window.ok` order."""
+        """P(spam) of the texts a window runs, in `window.ids` order (`window.per_row`: per scored row)."""
         return self.launch(window).result()
 
     def launch(self, window: Window) -> Launched:
@@ -117,9 +136,10 @@ class BatchScorer:
         scored = np.zeros(n, dtype=bool)
         scored[ok] = True
         spam_prob = np.full(n, np.nan)
-        spam_prob[ok] = probs
         truncated = np.zeros(n, dtype=bool)
-        truncated[ok] = window.ids.lengths > self.classifier.max_length
+        spam_prob[ok], truncated[ok] = window.per_row(probs, self.classifier.max_length)
+        if window.repeats is not None:
+            self.seen.remember(window.repeats.texts, probs, window.ids.lengths > self.classifier.max_length)
         ham, spam = self.classifier.labels
         labels = np.where(spam_prob > self.threshold, spam, ham).astype(object)  # at 0.5: the argmax, a tie is ham
         labels[~scored] = None
@@ -158,12 +178,16 @@ class BatchScorer:
         self.tokenize.close()
 
 
-def prepare_window(texts: pa.Array, tokenize) -> Window:
-    """Decode and flag a text column; `tokenize` (texts -> token ids) what is scored."""
+def prepare_window(texts: pa.Array, tokenize, seen: Seen | None = None, dedup: bool = True) -> Window:
+    """Decode and flag a text column; `tokenize` (texts -> token ids) what is scored: with `dedup`,
+    each text once and none that `seen` holds (exact match of the decoded text)."""
     values, bad = as_strings(texts) if len(texts) else ([], [])
     errors = [_error(t, b) for t, b in zip(values, bad)]
     ok = [i for i, e in enumerate(errors) if e is None]
-    return Window(errors, ok, tokenize([values[i] for i in ok]) if ok else TokenIds.from_lists([]))
+    scored = [values[i] for i in ok]
+    repeats = find_repeats(scored, seen) if dedup else None
+    run = repeats.texts if repeats is not None else scored
+    return Window(errors, ok, tokenize(run) if run else TokenIds.from_lists([]), repeats)
 
 
 def _error(text: str | None, bad_bytes: bool) -> str | None:

@@ -18,6 +18,7 @@ import torch
 
 from spamjob import __version__
 from spamjob.errors import SpamjobError
+from spamjob.hardware import cpu
 from spamjob.operating import threshold_record
 from spamjob.scoring import report as rep
 from spamjob.scoring.columns import OUTPUT_COLUMNS
@@ -136,7 +137,9 @@ def _facts(job: ScoreJob, parts: int, peaks: dict) -> dict:
         "model": job.plan["model"],
         "runtime": job.scorer.runtime_record,
         "mixed_precision": job.scorer.mixed_precision,
+        "precision_choice": job.scorer.precision_reason,
         "quantize": cfg.quantize,
+        "cpu": cpu().record(),
         "threshold": threshold_record(job.scorer.classifier.config, cfg.threshold),
         **padding_note(job.scorer.classifier),
         "skipped_files": skipped_counts(job.skipped),
@@ -155,7 +158,7 @@ def _facts(job: ScoreJob, parts: int, peaks: dict) -> dict:
         "spamjob_version": __version__,
     }
     if job.agreement is not None:
-        facts["quantization_agreement"] = job.agreement.report()
+        facts["agreement_with_fp32"] = job.agreement.report(job.scorer.precision)
     return facts
 
 

@@ -259,13 +259,13 @@ def _inputs_section(r: dict) -> list[str]:
 
 
 def runtime_line(r: dict) -> str:
-    """What ran the model: runtime, precision, and int8's agreement with fp32."""
-    rt, agreement = r["runtime"], r.get("quantization_agreement") or {}
+    """What ran the model: runtime, precision (and why: `auto`'s choice), and its agreement with fp32."""
+    rt, agreement = r["runtime"], r.get("agreement_with_fp32") or {}
     precision = "int8" if r.get("quantize") else {"no": "fp32"}.get(r.get("mixed_precision"), r.get("mixed_precision"))
     line = f"runtime: {' '.join(filter(None, (rt['name'], rt.get('version'))))}, {precision}"
     if agreement.get("same_prediction") is not None:
         same, rows = _pct(agreement["same_prediction"]), agreement["rows_compared"]
-        line += f"; int8 labels agree with fp32 on {same} of {rows:,} rows"
+        line += f"; {precision} labels agree with fp32 on {same} of {rows:,} rows"
     return line
 
 

@@ -68,8 +68,8 @@ def output_schema(inputs: list[Input], fmt: str, renamed: dict[str, str]) -> pa.
 
 @dataclass
 class Agreement:
-    """int8 against fp32 (reported, never used for the output): on a sample of this job's first
-    window (torch), or as checked when the classifier's int8 graph was made (ONNX Runtime, at no
+    """bf16 or int8 against fp32 (reported, never used for the output): on a sample of this job's
+    first window, or as checked when the classifier's int8 graph was made (ONNX Runtime, at no
     cost to the job: on the classifier's test messages)."""
 
     rows: int = 0
@@ -86,8 +86,9 @@ class Agreement:
         on = "the classifier's test messages, when its int8 ONNX graph was made"
         return cls(rows, round(check["agreement"] * rows), check["max_abs_diff"], on)
 
-    def report(self) -> dict:
+    def report(self, precision: str) -> dict:
         return {
+            "precision": precision,
             "rows_compared": self.rows,
             "same_prediction": self.same / self.rows if self.rows else None,
             "max_abs_probability_diff": self.max_abs_diff,
@@ -162,6 +163,7 @@ def setup(cfg: ScoreConfig) -> ScoreJob:
         workers=threads.get("workers", 1),
         threshold=cfg.threshold,
         runtime=cfg.runtime,
+        dedup=cfg.dedup,
     )
     plan = _plan(cfg, scorer, inputs)
     if accelerator.is_main_process:
@@ -178,7 +180,7 @@ def setup(cfg: ScoreConfig) -> ScoreJob:
         schema,
         csv,
         plan,
-        Agreement.of(scorer) if cfg.quantize else None,
+        Agreement.of(scorer) if scorer.reference is not None or scorer.int8_check is not None else None,
         me=k * world + accelerator.process_index,
         total=n * world,
         threads=threads,

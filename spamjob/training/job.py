@@ -20,12 +20,13 @@ from tqdm import tqdm
 
 from spamjob import __version__
 from spamjob.artifact import save_classifier
-from spamjob.config import TrainConfig
+from spamjob.config import TrainConfig, precision_choice
 from spamjob.console import say
 from spamjob.data import SPLITS
 from spamjob.export.card import write_card
 from spamjob.faults import kill_point
 from spamjob.fsutil import atomic_path, read_json, sha256_file, write_json
+from spamjob.hardware import cpu
 from spamjob.model import count_params
 from spamjob.text import encode
 from spamjob.threads import apply_threads
@@ -179,6 +180,8 @@ def _metrics(run: Run, state: TrainState, final: dict, cache_info: dict, phases:
         "num_processes": accelerator.num_processes,
         "device": str(accelerator.device),
         "mixed_precision": accelerator.mixed_precision,
+        "precision_choice": precision_choice(cfg.mixed_precision, accelerator.device.type == "cuda")[1],
+        "cpu": cpu().record(),
         "preset": cfg.preset,
         **final,
         "epochs": cfg.epochs,

@@ -132,7 +132,7 @@ def test_int8_agreement_is_sampled_from_the_job_when_the_graph_saw_too_few_messa
     monkeypatch.setenv("SPAMJOB_CACHE", str(tmp_path / "cache"))
     r = score(str(inputs), "--model", str(moved), "--out", str(tmp_path / "o"), "--quantize", "int8")
     assert r.exit_code == 0, r.output
-    agreement = report(tmp_path / "o")["quantization_agreement"]
+    agreement = report(tmp_path / "o")["agreement_with_fp32"]
     assert agreement["rows_compared"] == 60 and "first window" in agreement["measured_on"]
     check = json.loads(next((tmp_path / "cache" / "onnx").glob("*/spamjob_onnx.json")).read_text())
     assert check["checked_with_onnxruntime"]["int8"]["messages"] == 6

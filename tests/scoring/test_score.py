@@ -167,7 +167,7 @@ def test_int8_quantization_reports_agreement(classifier_dir, data_dir, tmp_path,
     r = run_in_repo([sys.executable, "-m", "spamjob.cli", "score", *args, "--quantize", "int8", "--runtime", runtime])
     assert r.returncode == 0, r.stderr
     assert "Warning" not in r.stderr  # torch's deprecation of its int8 kernels is one line of ours
-    agreement = report(tmp_path / "q")["quantization_agreement"]
+    agreement = report(tmp_path / "q")["agreement_with_fp32"]
     rows, on = {"torch": (128, "this job's first window"), "onnxruntime": (134, "int8 ONNX graph was made")}[runtime]
     assert agreement["rows_compared"] == rows and on in agreement["measured_on"]
     assert 0.9 <= agreement["same_prediction"] <= 1.0
@@ -390,3 +390,25 @@ def test_kept_columns_of_different_types_keep_every_value_or_stop_before_any_fil
         r = score(*map(str, pair), *model, "--out", str(tmp_path / "o2"))
         assert r.exit_code == 1 and message in r.output and r.output.count("\n") == 1, r.output
         assert not (tmp_path / "o2").exists()
+
+
+def test_duplicates_are_scored_once_and_every_row_is_written_once(classifier_dir, sms_path, tmp_path):
+    """Half the rows repeat a text of the other half, spread over windows and row groups: every id
+    once, a text's rows one probability (to batch-invariance: a window may run a text that a
+    window still in flight runs too), the same labels as scoring each row (--no-dedup)."""
+    texts = sms_messages(sms_path, 300, seed=5)
+    rng = np.random.default_rng(0)
+    rows = texts + [texts[i] for i in rng.integers(0, 300, 300)]
+    order = rng.permutation(600)
+    inp = write_parquet(tmp_path / "dup.parquet", [rows[i] for i in order], 250, id=order)
+    for out, flag in (("once", ()), ("each", ("--no-dedup",))):
+        args = [str(inp), "--model", str(classifier_dir), "--out", str(tmp_path / out), "--window-rows", "200"]
+        assert score(*args, *flag).exit_code == 0
+    once, each = predictions(tmp_path / "once"), predictions(tmp_path / "each")
+    assert sorted(once["id"]) == list(range(600)) and len(once) == len(each) == 600
+    spread = once.groupby("text")["spam_probability"].agg(lambda p: p.max() - p.min())
+    assert spread.max() < 1e-6 and (once.groupby("text").size() > 1).sum() > 100
+    once, each = once.sort_values("id"), each.sort_values("id")
+    assert once["prediction"].tolist() == each["prediction"].tolist()
+    np.testing.assert_allclose(once["spam_probability"], each["spam_probability"], atol=1e-6, rtol=0)
+    assert report(tmp_path / "once")["rows"]["scored"] == 600

@@ -75,3 +75,31 @@ def test_int8_keeps_an_fp32_reference(classifier_dir):
     assert s.reference is not None and s.predictor.model is not s.reference.model
     out = s.score_table(pa.table({"text": ["free prize", "hello"]}))
     assert out.column("spam_probability").null_count == 0
+
+
+def test_a_repeated_text_is_tokenized_and_scored_once(classifier_dir):
+    """Duplicates within a window (exact match after decoding, bytes or text alike): one token row
+    each, every row present with its text's probability; as each row scored on its own. A later
+    window runs none of the texts the scorer has seen."""
+    base = ["WINNER!! claim your prize", "see you at lunch", "call me " * 80, "ok"]
+    texts = [base[i % 4] for i in (0, 1, 0, 2, 0, 3, 1, 2)] + [None, "  "]
+    scorer = BatchScorer(classifier_dir, device="cpu")
+    window = scorer.prepare(pa.array(texts))
+    assert len(window.ids) == 4 and window.repeats.rows_of.tolist() == [0, 1, 0, 2, 0, 3, 1, 2]
+    as_bytes = scorer.prepare(pa.array([t.encode() if t else t for t in texts], pa.binary()))
+    assert as_bytes.repeats.rows_of.tolist() == window.repeats.rows_of.tolist()
+    got = scorer.score_table(pa.table({"text": texts}))
+    again = scorer.prepare(pa.array(texts))
+    assert len(again.ids) == 0 and scorer.score_table(pa.table({"text": texts}), window=again).equals(got)
+    each = BatchScorer(classifier_dir, device="cpu", dedup=False)
+    try:
+        alone = each.score_table(pa.table({"text": texts}))
+        assert len(each.prepare(pa.array(texts)).ids) == 8
+    finally:
+        each.close(), scorer.close()
+    p, q = got.column("spam_probability").to_pylist(), alone.column("spam_probability").to_pylist()
+    assert p[0] == p[2] == p[4] and p[1] == p[6] and p[3] == p[7] and p[8] is None and p[9] is None
+    np.testing.assert_allclose(p[:8], q[:8], atol=1e-6, rtol=0)
+    assert got.column("truncated").to_pylist() == alone.column("truncated").to_pylist()
+    assert got.column("prediction").to_pylist() == alone.column("prediction").to_pylist()
+    assert got.column("error").to_pylist() == alone.column("error").to_pylist()

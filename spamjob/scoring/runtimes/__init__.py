@@ -69,7 +69,7 @@ class Loaded:
     predictor: Predictor
     record: dict  # what runs the model, as the report names it: name, version, settings
     settings: dict  # the part of `record` that changes a prediction (a scoring plan holds it)
-    reference: Predictor | None = None  # fp32, to measure what int8 changes on a job's first window
+    reference: Predictor | None = None  # fp32, to measure what bf16 or int8 changes on a job's first window
     int8_check: dict | None = None  # int8's agreement as measured when the runtime's graph was made
 
 
