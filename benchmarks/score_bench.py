@@ -1,16 +1,22 @@
-"""Scoring benchmark: three ways to score the same messages with the same weights, one script.
+"""Scoring benchmark: spamjob and its peers score the same messages with the same weights, one
+script, on a machine described first (CPU, matrix units, GEMM peaks: benchmarks/machine.py).
 
 (a) the reference-style loop: fp32, batches of 8 padded to max_length (120), the whole
     model, logits at the pooled position;
-(b) Hugging Face `transformers.GPT2ForSequenceClassification`, batch 256, length-sorted,
-    padded per batch (tiktoken ids, the same weights; HF's score head has no bias, so its
-    probabilities differ slightly, its cost does not);
+(b) Hugging Face `transformers.GPT2ForSequenceClassification` in fp32 and bf16, length-sorted,
+    padded per batch, at batch sizes 8/32/256, the fastest of each reported (tiktoken ids, the
+    same weights; HF's score head has no bias, so its probabilities differ slightly, its cost
+    does not);
 (c) spamjob end to end: `spamjob score` on a Parquet file, Parquet out (its own process;
     job time from report.json, process time including start-up and the steady-state rate
     after the first window also shown; bf16 runs: label agreement with fp32 on 20,000 rows);
-(d) ONNX Runtime (`--variants onnx,onnx-int8`) on the graph `spamjob export --format onnx
-    [--quantize int8]` writes: tokenize, length-sorted token-budgeted batches, session.run
-    (export time not counted; agreement of labels with spamjob's fp32 shown).
+(d) ONNX Runtime (`--variants onnx,onnx-int8`) and OpenVINO (`openvino-bf16,openvino-int8`, where
+    installed) on the graph `spamjob export --format onnx [--quantize int8]` writes: tokenize,
+    length-sorted token-budgeted batches, the session's call (export time not counted; agreement
+    of labels with spamjob's fp32 shown).
+
+Each row is compared with the fastest peer of the run (b, d); spamjob's steady state also with
+the bf16 limit: the machine's bf16 GEMM peak over the model's GFLOP per message.
 
 Messages are resampled with replacement from the SMS Spam Collection. The classifier is
 a gpt2-small-sized model with random weights (or --model RUN_DIR).
@@ -36,6 +42,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from load import background_load
+from machine import describe, lines
+from peers import onnx_rows, timed, transformers_rows
 
 REPO = Path(__file__).resolve().parents[1]
 SMS = REPO.parent / "shared" / "data" / "SMSSpamCollection"
@@ -45,6 +53,16 @@ def machine() -> str:
     if torch.cuda.is_available():
         return f"{torch.cuda.get_device_name(0)} (torch {torch.__version__})"
     return f"{platform.machine()}, {os.cpu_count()} CPU cores (torch {torch.__version__})"
+
+
+def gflop_per_message(clf, texts: list[str]) -> float:
+    """The model's work per message, averaged over `texts`: 2 x the blocks' weights x tokens, plus
+    attention's 4 x layers x tokens^2 x width (embeddings and the head are lookups and noise)."""
+    gpt = clf.model.gpt
+    weights = sum(m.weight.numel() for m in gpt.transformer_blocks.modules() if isinstance(m, torch.nn.Linear))
+    tokens = np.array([min(len(t), clf.max_length) for t in clf.tokenizer.encode_ordinary_batch(texts)], float)
+    c = gpt.cfg
+    return float(np.mean(2 * weights * tokens + 4 * c.n_layers * tokens**2 * c.emb_dim)) / 1e9
 
 
 def random_classifier(out: Path, layers: int, dim: int, heads: int, sms: Path | None = None) -> Path:
@@ -88,98 +106,6 @@ def reference_loop(clf, texts: list[str], device: torch.device) -> np.ndarray:
             rows = logits[torch.arange(len(pos)), pos.to(device)]
             probs.append(torch.softmax(rows, -1)[:, 1].cpu())
     return torch.cat(probs).numpy()
-
-
-def hf_model(clf, device: torch.device, dtype: torch.dtype):
-    """transformers' GPT2ForSequenceClassification carrying the classifier's weights."""
-    from transformers import GPT2Config, GPT2ForSequenceClassification
-
-    c = clf.model.gpt.cfg
-    cfg = GPT2Config(
-        vocab_size=c.vocab_size,
-        n_positions=c.context_length,
-        n_embd=c.emb_dim,
-        n_layer=c.n_layers,
-        n_head=c.n_heads,
-        num_labels=2,
-        pad_token_id=50256,
-    )
-    hf = GPT2ForSequenceClassification(cfg)
-    sd = clf.model.gpt.state_dict()
-    new = {
-        "transformer.wte.weight": sd["token_emb.weight"],
-        "transformer.wpe.weight": sd["pos_emb.weight"],
-        "transformer.ln_f.weight": sd["final_norm.scale"],
-        "transformer.ln_f.bias": sd["final_norm.shift"],
-        "score.weight": sd["out_head.weight"],
-    }
-    for i in range(c.n_layers):
-        b, h = f"transformer_blocks.{i}.", f"transformer.h.{i}."
-        new[h + "attn.c_attn.weight"] = torch.cat([sd[b + f"attention.{t}.weight"] for t in ("W_q", "W_k", "W_v")]).T
-        new[h + "attn.c_attn.bias"] = torch.cat([sd[b + f"attention.{t}.bias"] for t in ("W_q", "W_k", "W_v")])
-        for src, dst in (
-            ("attention.out_proj", "attn.c_proj"),
-            ("ffn.layers.0", "mlp.c_fc"),
-            ("ffn.layers.2", "mlp.c_proj"),
-        ):
-            new[h + dst + ".weight"] = sd[b + src + ".weight"].T
-            new[h + dst + ".bias"] = sd[b + src + ".bias"]
-        for src, dst in (("norm1", "ln_1"), ("norm2", "ln_2")):
-            new[h + dst + ".weight"] = sd[b + src + ".scale"]
-            new[h + dst + ".bias"] = sd[b + src + ".shift"]
-    hf.load_state_dict(new, strict=False)
-    return hf.to(device=device, dtype=dtype).eval()
-
-
-def hf_loop(model, tokenizer, texts: list[str], device: torch.device, batch: int = 256) -> np.ndarray:
-    """(b): tokenize, sort by length, pad each batch to its longest row, GPT2ForSequenceClassification."""
-    ids = tokenizer.encode_ordinary_batch(texts)
-    ids = [s[:120] or [50256] for s in ids]
-    order = np.argsort([len(s) for s in ids], kind="stable")
-    probs = np.empty(len(ids))
-    with torch.inference_mode():
-        for i in range(0, len(ids), batch):
-            rows = order[i : i + batch]
-            width = max(len(ids[r]) for r in rows)
-            x = torch.full((len(rows), width), 50256, dtype=torch.long)
-            mask = torch.zeros((len(rows), width), dtype=torch.long)
-            for j, r in enumerate(rows):
-                x[j, : len(ids[r])] = torch.tensor(ids[r])
-                mask[j, : len(ids[r])] = 1
-            logits = model(input_ids=x.to(device), attention_mask=mask.to(device)).logits
-            probs[rows] = torch.softmax(logits.float(), -1)[:, 1].cpu().numpy()
-    return probs
-
-
-def onnx_rows(run_dir: Path, clf, texts: list[str], variants: list[str], tmp: Path, batch_tokens: int) -> list[dict]:
-    """(d): ONNX Runtime on the exported graph(s), tokenization included in the time."""
-    if not variants:
-        return []
-    import onnxruntime as ort
-
-    from spamjob.export.onnx import export_onnx
-    from spamjob.scoring.runtimes.ort_session import OrtPredictor
-    from spamjob.scoring.runtimes.pytorch import spam_probability
-    from spamjob.text import encode
-
-    export_onnx(run_dir, tmp / "onnx", quantize="int8" if "onnx-int8" in variants else None, texts=texts[:64])
-    want = spam_probability(clf, texts[:400])[0]  # spamjob fp32, for the agreement of labels
-    rows = []
-    for variant in variants:
-        path = tmp / "onnx" / ("model.int8.onnx" if variant == "onnx-int8" else "model.onnx")
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])  # its default threads
-        t, probs = timed(lambda s=session: OrtPredictor(clf, s, batch_tokens)(encode(clf.tokenizer, texts)))
-        same = float(((probs[:400] > clf.threshold) == (np.asarray(want) > clf.threshold)).mean())
-        rows.append(
-            {
-                "name": f"(d) ONNX Runtime {'int8' if variant == 'onnx-int8' else 'fp32'}, "
-                f"{batch_tokens}-token length-sorted batches",
-                "n": len(texts),
-                "s": t,
-                "agreement": {"same_prediction": same, "rows": min(400, len(texts))},
-            }
-        )
-    return rows
 
 
 def host_costs(run_dir: Path, texts: list[str], tmp: Path, workers: int) -> list[tuple[str, float]]:
@@ -247,9 +173,11 @@ def bf16_agreement(clf, out: Path, texts: list[str], device: torch.device) -> di
     return {"same_prediction": float(((got > t) == (want > t)).mean()), "rows": len(texts)}
 
 
-# (c) variants: `spamjob score` options. fp32 and int8 take the default runtime (--runtime auto).
+# (c) variants: `spamjob score` options. default (auto precision) and int8 take the default runtime.
 VARIANTS = {
-    "fp32": [],
+    "default": [],
+    "fp32": ["--mixed-precision", "no"],
+    "bf16": ["--mixed-precision", "bf16"],
     "int8": ["--quantize", "int8"],
     "torch": ["--runtime", "torch"],
     "torch-int8": ["--runtime", "torch", "--quantize", "int8"],
@@ -257,8 +185,9 @@ VARIANTS = {
     "ort-int8": ["--runtime", "onnxruntime", "--quantize", "int8"],
     "compile": ["--runtime", "torch", "--compile"],
 }
-DEFAULTS = ("fp32", "int8")
-FP32_OF = {"int8": "fp32", "torch-int8": "torch", "ort-int8": "ort"}  # an int8 variant's fp32 counterpart
+DEFAULTS = ("default", "int8")
+# A variant's fp32 counterpart (run first: every message's label is compared with it)
+FP32_OF = {"default": "fp32", "bf16": "fp32", "int8": "fp32", "torch-int8": "torch", "ort-int8": "ort"}
 
 
 def label_agreement(out: Path, fp32_out: Path) -> float:
@@ -288,16 +217,6 @@ def warm_graphs(run_dir: Path, variants: list[str]) -> None:
         scoring_graph(run_dir, quantize)
 
 
-def timed(fn, *args) -> tuple[float, np.ndarray]:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    t = time.perf_counter()
-    out = fn(*args)
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    return time.perf_counter() - t, out
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=None, help="messages for (b) and (c) [2,000; --host-only: 50,000]")
@@ -307,10 +226,13 @@ def main() -> None:
     ap.add_argument("--spamjob-args", default="", help="extra `spamjob score` options for (c)")
     ap.add_argument(
         "--variants",
-        default="fp32",
-        help="comma list of variants: (c) fp32, int8 (CPU) on the default runtime, torch, torch-int8, ort, "
-        "ort-int8, compile; (d) onnx, onnx-int8 (the bare ONNX Runtime loop)",
+        default="fp32,default",
+        help="comma list of variants: (c) default (auto precision), fp32, bf16, int8 (CPU) on the default "
+        "runtime, torch, torch-int8, ort, ort-int8, compile; (d) onnx, onnx-int8 (bare ONNX Runtime loops), "
+        "openvino-bf16, openvino-int8 (bare OpenVINO loops)",
     )
+    ap.add_argument("--hf-dtypes", default="fp32,bf16", help="(b) transformers' dtypes [fp32,bf16]")
+    ap.add_argument("--hf-batches", default="8,32,256", help="(b) batch sizes tried, the fastest reported")
     ap.add_argument("--onnx-batch-tokens", type=int, default=512, help="padded tokens per ONNX Runtime call")
     ap.add_argument("--smoke", action="store_true", help="2-layer 32-dim model, 200 messages")
     ap.add_argument("--sms", type=Path, default=SMS, help="the SMS Spam Collection file messages are drawn from")
@@ -341,6 +263,7 @@ def main() -> None:
     from spamjob.artifact import load_classifier
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    facts = describe(peaks=device.type == "cpu")  # measured first, on a quiet machine
     results = []
     with tempfile.TemporaryDirectory(prefix="score-bench-") as tmp:
         tmp = Path(tmp)
@@ -361,18 +284,12 @@ def main() -> None:
         with background_load(a.background_load):  # every pipeline runs beside the same competing processes
             t, _ = timed(reference_loop, clf, texts[: a.n_reference], device)
             results.append({"name": "(a) reference loop, fp32, batch 8, padded to 120", "n": a.n_reference, "s": t})
-            hf = hf_model(clf, device, torch.bfloat16 if device.type == "cuda" else torch.float32)
-            t, _ = timed(hf_loop, hf, clf.tokenizer, texts, device)
-            results.append(
-                {"name": "(b) transformers GPT2ForSequenceClassification, batch 256, length-sorted", "n": a.n, "s": t}
-            )
-            del hf
+            batches = [int(b) for b in a.hf_batches.split(",")]
+            results += transformers_rows(clf, texts, device, a.hf_dtypes.split(","), batches)
             variants = a.variants.split(",")
-            results += onnx_rows(
-                run_dir, clf, texts, [v for v in variants if v.startswith("onnx")], tmp, a.onnx_batch_tokens
-            )
+            results += onnx_rows(run_dir, clf, texts, variants, tmp, a.onnx_batch_tokens)
             warm_graphs(run_dir, variants)
-            for variant in (v for v in variants if not v.startswith("onnx")):
+            for variant in (v for v in variants if v in VARIANTS):
                 extra = VARIANTS[variant]
                 out = tmp / f"out-{variant}"
                 cmd = [
@@ -397,7 +314,7 @@ def main() -> None:
                 rep = json.loads((out / "report.json").read_text())
                 label = "bf16" if rep["mixed_precision"] == "bf16" else ("int8" if "int8" in variant else "fp32")
                 runtime = rep["runtime"]["name"] + (" + compile" if variant == "compile" else "")
-                default = " (default runtime)" if variant in DEFAULTS else ""
+                default = {"default": " (defaults)", "int8": " (default runtime)"}.get(variant, "")
                 row = {
                     "name": f"(c) spamjob score{default}, {runtime}, {label}",
                     "n": rep["rows"]["read"],
@@ -417,13 +334,21 @@ def main() -> None:
 
     for r in results:
         r["msg_per_s"] = r["n"] / r["s"]
-    base = results[1]["msg_per_s"]
+    peers = [r for r in results if r.get("peer")]
+    best = max(peers, key=lambda r: r["msg_per_s"])
+    base = best["msg_per_s"]
+    gflop = gflop_per_message(clf, texts)
+    limit = facts["gemm_gflops"]["bf16"] / gflop if device.type == "cpu" else None
+    print("\n".join(lines(facts)))
     print(
         f"machine: {machine()}; model: {dims[0]} layers x {dims[1]} dims "
-        f"({'random weights' if not a.model else a.model}); background load: {a.background_load} busy process(es); "
-        f"torch threads in this process: {torch.get_num_threads()}"
+        f"({'random weights' if not a.model else a.model}), {gflop:.2f} GFLOP per message"
+        + (f", bf16 limit {limit:,.0f} msg/s" if limit else "")
+        + f"; background load: {a.background_load} busy process(es); torch threads in this process: "
+        f"{torch.get_num_threads()}"
     )
-    print(f"{'pipeline':<78} {'messages':>9} {'seconds':>9} {'msg/s':>10} {'vs (b)':>7}")
+    print(f"best peer: {best['name']} ({base:,.1f} msg/s)")
+    print(f"{'pipeline':<104} {'messages':>9} {'seconds':>9} {'msg/s':>10} {'vs best peer':>12}")
     for r in results:
         extra = f"  (process incl. start-up: {r['n'] / r['process_s']:,.1f} msg/s)" if "process_s" in r else ""
         if r.get("threads"):
@@ -432,16 +357,18 @@ def main() -> None:
             extra += f" (free CPUs {t['free_cpus']})" if t.get("free_cpus") is not None else ""
         if r.get("steady"):
             extra += f"  steady state: {r['steady']:,.1f} msg/s"
+            extra += f" ({r['steady'] / limit * 100:.0f}% of the bf16 limit)" if limit else ""
         if "agreement" in r:
             extra += f"  agreement with fp32: {r['agreement']['same_prediction'] * 100:.2f}%"
         if "agreement_all" in r:
             extra += f" (on all {r['n']:,} messages: {r['agreement_all'] * 100:.2f}%)"
         print(
-            f"{r['name']:<78} {r['n']:>9,} {r['s']:>9.2f} {r['msg_per_s']:>10,.1f} "
-            f"{r['msg_per_s'] / base:>6.2f}x{extra}"
+            f"{r['name']:<104} {r['n']:>9,} {r['s']:>9.2f} {r['msg_per_s']:>10,.1f} "
+            f"{r['msg_per_s'] / base:>11.2f}x{extra}"
         )
     if a.json:
-        a.json.write_text(json.dumps({"machine": machine(), "results": results}, indent=2))
+        summary = {"machine": machine(), "facts": facts, "gflop_per_message": gflop, "bf16_limit_msg_per_s": limit}
+        a.json.write_text(json.dumps({**summary, "best_peer": best["name"], "results": results}, indent=2))
 
 
 if __name__ == "__main__":

@@ -57,7 +57,7 @@ def score_choice(gpu: bool) -> dict:
     """What `spamjob score` with its defaults would use here (its runtime as `--runtime auto` resolves)."""
     from spamjob.scoring import runtimes
 
-    precision, why = precision_choice("auto", gpu)
+    precision, why = runtimes.precision("auto", gpu)
     runtime = runtimes.resolve("auto", runtimes.Request("cuda" if gpu else "cpu", precision))
     picked = threads.choose_threads(independent=True)
     return {

@@ -76,7 +76,7 @@ def test_score_bench_smoke_with_onnx_runtime_rows(assets, tmp_path):
             "--sms",
             str(assets["SMS"]),
             "--variants",
-            "fp32,int8,ort,onnx,onnx-int8",
+            "fp32,default,int8,ort,onnx,onnx-int8,openvino-bf16,openvino-int8",
             "--json",
             str(tmp_path / "s.json"),
         ],
@@ -88,15 +88,26 @@ def test_score_bench_smoke_with_onnx_runtime_rows(assets, tmp_path):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     rows = json.loads((tmp_path / "s.json").read_text())["results"]
     names = [x["name"] for x in rows]
-    assert [n[:3] for n in names] == ["(a)", "(b)", "(d)", "(d)", "(c)", "(c)", "(c)"]
-    assert "ONNX Runtime fp32" in names[2] and "ONNX Runtime int8" in names[3]
-    assert names[4:] == [
-        "(c) spamjob score (default runtime), torch, fp32",
+    assert [n[:3] for n in names] == ["(a)", "(b)", "(b)", "(d)", "(d)", "(d)", "(d)", "(c)", "(c)", "(c)", "(c)"]
+    assert "transformers GPT2ForSequenceClassification fp32, batch" in names[1] and "bf16" in names[2]
+    assert [n.split(",")[0] for n in names[3:7]] == [
+        "(d) ONNX Runtime fp32",
+        "(d) ONNX Runtime int8",
+        "(d) OpenVINO bf16",
+        "(d) OpenVINO int8",
+    ]
+    assert names[7:] == [  # the tests' CPU (conftest): no bf16 unit, so the defaults are fp32
+        "(c) spamjob score, torch, fp32",
+        "(c) spamjob score (defaults), torch, fp32",
         "(c) spamjob score (default runtime), onnxruntime, int8",
         "(c) spamjob score, onnxruntime, fp32",
     ]
-    assert all(x["msg_per_s"] > 0 for x in rows) and rows[2]["agreement"]["same_prediction"] == 1.0
-    assert "ONNX Runtime int8" in r.stdout and "agreement with fp32" in r.stdout
+    assert all(x["msg_per_s"] > 0 for x in rows) and rows[3]["agreement"]["same_prediction"] == 1.0
+    assert all(set(x["tried"]) == {"8", "32", "256"} for x in rows[1:3])
+    out = json.loads((tmp_path / "s.json").read_text())
+    assert out["best_peer"] in names[1:7] and set(out["facts"]["gemm_gflops"]) == {"fp32", "bf16", "int8"}
+    for line in ("CPU: ", "GEMM 512x768x3072: fp32 ", "best peer: ", "ONNX Runtime int8", "agreement with fp32"):
+        assert line in r.stdout
 
 
 def test_gpu_check_stops_before_any_step_without_its_packages(assets, tmp_path):

@@ -5,8 +5,10 @@ agreement with fp32; `--mixed-precision no` there is today's fp32 to the bit."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
-from support import predictions, report, score
+from support import predictions, report, score, spamjob
 
 from spamjob import hardware
 from spamjob.config import precision_choice
@@ -97,3 +99,18 @@ def test_a_bf16_machine_scores_in_bf16_and_reports_its_agreement(machine, classi
     assert exact["mixed_precision"] == "no" and "agreement_with_fp32" not in exact
     fp32, no = predictions(tmp_path / "fp32"), predictions(tmp_path / "no")
     assert no["spam_probability"].tolist() == fp32["spam_probability"].tolist()  # bit for bit
+
+
+def test_env_says_what_train_and_score_would_pick():
+    """`spamjob env`: the text a bug report needs, and the same facts as JSON."""
+    text = spamjob("env", env={hardware.ENV: "amx_bf16,amx_int8"})
+    assert text.returncode == 0, text.stderr
+    lines = text.stdout.splitlines()
+    assert lines[0] == "Copy-and-paste the text below in your bug report."
+    assert any(line.startswith("- CPU: ") and "amx_bf16 amx_int8" in line for line in lines)
+    assert any(line.startswith("- spamjob score would use: cpu, runtime torch, bf16 (auto: ") for line in lines)
+    assert any(line.startswith("- spamjob train would use: cpu, bf16 (auto: ") for line in lines)
+    facts = json.loads(spamjob("env", "--json").stdout)  # the tests' CPU: no bf16 unit
+    assert facts["score"]["precision"] == facts["train"]["precision"] == "no"
+    assert facts["cpu"]["read_from"] == hardware.ENV and facts["score"]["model_workers"] >= 1
+    assert set(facts["extras"]) == {"tf", "lora", "ray", "spark", "onnx", "s3", "gcs", "azure"}

@@ -33,7 +33,6 @@ from ray.data.datasource import BlockBasedFileDatasink
 
 from spamjob import stores
 from spamjob.artifact import local_folder, tokenizer_folder
-from spamjob.config import resolve_mixed_precision
 from spamjob.engines.ray_cluster import WHERE_NODES_WRITE, check_nodes, join, last_line
 from spamjob.errors import SpamjobError
 from spamjob.fsutil import read_json
@@ -181,7 +180,8 @@ def run_job(cfg) -> dict:
     out.prepare(plan, cfg.overwrite, resume=False)
     num_gpus = 1 if ray.cluster_resources().get("GPU", 0) else 0  # one GPU per actor, bf16 by default
     device = "cuda" if num_gpus else "cpu"
-    request = runtimes.Request(device, resolve_mixed_precision(cfg.mixed_precision, bool(num_gpus)), cfg.quantize)
+    precision = runtimes.precision(cfg.mixed_precision, bool(num_gpus), cfg.quantize, cfg.runtime)[0]
+    request = runtimes.Request(device, precision, cfg.quantize)
     options["runtime"] = runtimes.resolve(cfg.runtime, request)
     scored = score_dataset(
         ds,

@@ -25,7 +25,6 @@ import pyarrow as pa
 import torch
 
 from spamjob.artifact import load_classifier, local_folder, tokenizer_folder
-from spamjob.config import precision_choice
 from spamjob.errors import SpamjobError
 from spamjob.scoring import runtimes
 from spamjob.scoring.columns import OUTPUT_COLUMNS, OUTPUT_TYPES, as_strings, text_column_of
@@ -83,7 +82,7 @@ class BatchScorer:
     ):
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         gpu = device.type == "cuda"
-        self.mixed_precision, self.precision_reason = precision_choice(mixed_precision, gpu)
+        self.mixed_precision, self.precision_reason = runtimes.precision(mixed_precision, gpu, quantize, runtime)
         self.quantize = quantize
         self.dedup, self.seen = dedup, Seen()  # the texts this scorer ran (spamjob.scoring.repeats)
         request = runtimes.Request(

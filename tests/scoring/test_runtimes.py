@@ -22,6 +22,7 @@ from spamjob.scoring.runtimes.pytorch import TorchPredictor
 class HalvesRuntime:
     name = "halves"
     needs_weights = True
+    precisions = ("no",)
 
     def available(self):
         return True
@@ -62,7 +63,7 @@ def test_a_new_runtime_is_one_module_and_one_registry_line(classifier_dir, tmp_p
 def test_every_registered_runtime_keeps_the_interface():
     for name in runtimes.NAMES:
         runtime = runtimes.get(name)
-        assert runtime.name == name and isinstance(runtime.needs_weights, bool)
+        assert runtime.name == name and isinstance(runtime.needs_weights, bool) and "no" in runtime.precisions
         assert all(callable(getattr(runtime, m)) for m in ("available", "suits", "check", "load"))
     assert runtimes.get("torch").suits(runtimes.Request())  # `auto` always finds one
 

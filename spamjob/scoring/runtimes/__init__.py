@@ -76,6 +76,7 @@ class Loaded:
 class Runtime(Protocol):
     name: str
     needs_weights: bool  # loads model.safetensors into torch (else the runtime reads its own files)
+    precisions: tuple[str, ...]  # the --mixed-precision values it runs ("no": fp32)
 
     def available(self) -> bool:
         """Installed (cheap: no import of the runtime's library)."""
@@ -94,6 +95,18 @@ def get(name: str) -> Runtime:
     if name not in REGISTRY:
         raise SpamjobError(f"runtime must be one of {', '.join(NAMES)}, got {name!r}")
     return importlib.import_module(REGISTRY[name]).RUNTIME
+
+
+def precision(mixed_precision: str, gpu: bool, quantize: str | None = None, runtime: str = "auto") -> tuple[str, str]:
+    """(mixed precision, why): `auto` as the machine suits (config.precision_choice), but fp32 with
+    --quantize int8 (int8 is then the job's precision) and on a runtime named that runs no bf16."""
+    from spamjob.config import precision_choice  # (NumPy: not on the CLI's import path)
+
+    if mixed_precision == "auto" and quantize:
+        return "no", f"auto: --quantize {quantize} (int8 matrix products, the rest in fp32)"
+    if mixed_precision == "auto" and runtime != "auto" and "bf16" not in get(runtime).precisions:
+        return "no", f"auto: --runtime {runtime} runs fp32"
+    return precision_choice(mixed_precision, gpu)
 
 
 def resolve(name: str, request: Request) -> str:

@@ -24,6 +24,7 @@ from spamjob.scoring.runtimes.ort_session import OrtPredictor, open_session, req
 class OrtRuntime:
     name = "onnxruntime"
     needs_weights = False  # the graph holds them (the cached graph's first use loads them to make it)
+    precisions = ("no",)  # and --quantize int8
 
     def available(self) -> bool:
         return extras.is_available("onnx")

@@ -23,6 +23,7 @@ from spamjob.tokens import TokenIds
 class TorchRuntime:
     name = "torch"
     needs_weights = True
+    precisions = ("no", "bf16", "fp16")
 
     def available(self) -> bool:
         return True
