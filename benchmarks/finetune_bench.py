@@ -1,8 +1,13 @@
-"""Fine-tuning benchmark: the reference recipe vs spamjob's default, one script, one machine.
+"""Fine-tuning benchmark: the reference recipe vs spamjob's default, one script, one machine
+(described first: CPU, matrix units, GEMM peaks; benchmarks/machine.py).
 
-Both runs use the same architecture, the same random weights (seed 123), the same data
+Every run uses the same architecture, the same random weights (seed 123), the same data
 and 5 epochs; each runs in its own process through the real CLI, and the wall time
-includes start-up. Prints wall time, examples/s and test accuracy of each and the ratio.
+includes start-up. The runs (--runs): `reference` (--preset reference, fp32, as the book),
+`reference-bf16` (the same recipe under bf16 autocast: the strongest form of the baseline on a
+CPU with a bf16 unit), `default-fp32` (spamjob's default recipe in fp32: its default before
+`auto` followed the CPU) and `default` (every default, `--mixed-precision auto` included).
+Prints wall time, examples/s and test accuracy of each, and each run's speed-up over the others.
 
     python benchmarks/finetune_bench.py --data data                  # gpt2-small dims
     python benchmarks/finetune_bench.py --data data --n-layers 4 --emb-dim 256 --n-heads 4
@@ -22,6 +27,15 @@ import time
 from pathlib import Path
 
 from load import background_load
+from machine import describe
+from machine import lines as machine_lines
+
+RUNS = {
+    "reference": ["--preset", "reference"],
+    "reference-bf16": ["--preset", "reference", "--mixed-precision", "bf16"],
+    "default-fp32": ["--mixed-precision", "no"],
+    "default": [],
+}
 
 
 def machine() -> str:
@@ -76,6 +90,7 @@ def main() -> None:
         default="123",
         help="comma-separated seeds (weights, head, shuffling); accuracies are also averaged over them",
     )
+    ap.add_argument("--runs", default=",".join(RUNS), help=f"comma list of {', '.join(RUNS)}")
     ap.add_argument("--smoke", action="store_true", help="2 layers, 32 dims, 1 epoch: checks the script runs")
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument(
@@ -88,6 +103,8 @@ def main() -> None:
     a = ap.parse_args()
     if a.smoke:
         a.n_layers, a.emb_dim, a.n_heads, a.epochs = 2, 32, 2, 1
+    facts = describe()  # measured first, on a quiet machine
+    names = a.runs.split(",")
 
     with tempfile.TemporaryDirectory(prefix="finetune-bench-") as tmp:
         tmp = Path(tmp)
@@ -117,20 +134,21 @@ def main() -> None:
         with background_load(a.background_load):
             for seed in [int(x) for x in a.seeds.split(",")]:
                 seeded = [*arch, "--seed", str(seed)]
-                for name, extra in (("reference", ["--preset", "reference"]), ("default", [])):
-                    r = run(name, data, tmp / f"{name}-{seed}", [*seeded, *extra])
+                for name in names:
+                    r = run(name, data, tmp / f"{name}-{seed}", [*seeded, *RUNS[name]])
                     results.append({**r, "seed": seed})
 
     dims = f"{a.model}" if a.n_layers is None else f"{a.n_layers} layers x {a.emb_dim} dims x {a.n_heads} heads"
     lines = [
+        *machine_lines(facts),
         f"machine: {machine()}; model: {dims}, random weights; {a.epochs} epochs; "
         f"background load: {a.background_load} busy process(es)",
-        f"{'run':<10} {'seed':>5} {'job wall s':>10} {'process s':>10} {'train s':>8} {'examples/s':>11} "
+        f"{'run':<14} {'seed':>5} {'job wall s':>10} {'process s':>10} {'train s':>8} {'examples/s':>11} "
         f"{'test acc':>9} {'val acc':>8}  cache  device/precision  threads",
     ]
     for r in results:
         lines.append(
-            f"{r['name']:<10} {r['seed']:>5} {r['job_s']:>10.1f} {r['process_s']:>10.1f} {r['train_s']:>8.1f} "
+            f"{r['name']:<14} {r['seed']:>5} {r['job_s']:>10.1f} {r['process_s']:>10.1f} {r['train_s']:>8.1f} "
             f"{r['examples_per_s']:>11.1f} {r['test_acc'] * 100:>8.2f}% {r['val_acc'] * 100:>7.2f}%  "
             f"{'yes' if r['cache'] else 'no':<5}  {r['device'] + '/' + r['precision']:<16}  "
             f"{r['threads']['threads']} (free CPUs {r['threads'].get('free_cpus')})"
@@ -140,20 +158,21 @@ def main() -> None:
         values = [r[key] for r in results if r["name"] == name]
         return sum(values) / len(values)
 
-    n = len(results) // 2
-    ratio = mean("reference", "job_s") / mean("default", "job_s")
+    n = len(results) // len(names)
+    seeds = f"mean of {n} seeds" if n > 1 else "seed " + a.seeds
+    for fast in names:
+        for slow in names[: names.index(fast)]:
+            ratio = mean(slow, "job_s") / mean(fast, "job_s")
+            lines.append(
+                f"speed-up of {fast} over {slow} (job wall, {seeds}): {ratio:.1f}x "
+                f"(process wall: {mean(slow, 'process_s') / mean(fast, 'process_s'):.1f}x)"
+            )
     lines.append(
-        f"speed-up (job wall, reference / default{f', mean of {n} seeds' if n > 1 else ''}): {ratio:.1f}x "
-        f"(process wall: {mean('reference', 'process_s') / mean('default', 'process_s'):.1f}x)"
-    )
-    lines.append(
-        f"test accuracy, {f'mean of {n} seeds' if n > 1 else 'seed ' + a.seeds}: reference "
-        f"{mean('reference', 'test_acc') * 100:.2f}%, default {mean('default', 'test_acc') * 100:.2f}% "
-        f"({(mean('default', 'test_acc') - mean('reference', 'test_acc')) * 100:+.2f} points)"
+        f"test accuracy, {seeds}: " + ", ".join(f"{name} {mean(name, 'test_acc') * 100:.2f}%" for name in names)
     )
     print("\n".join(lines))
     if a.json:
-        a.json.write_text(json.dumps({"runs": results, "machine": machine()}, indent=2))
+        a.json.write_text(json.dumps({"runs": results, "machine": machine(), "facts": facts}, indent=2))
 
 
 if __name__ == "__main__":

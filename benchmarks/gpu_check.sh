@@ -70,7 +70,7 @@ if [ -n "${SMOKE:-}" ]; then
 else
   # gpt2-small dims, 5 epochs each: the reference preset (~15 s of training on an H200 with
   # the book's code) and the default; bf16 is the GPU default.
-  step finetune 240 "$PY" benchmarks/finetune_bench.py --data "$work/data" --json "$OUT/finetune.json"
+  step finetune 240 "$PY" benchmarks/finetune_bench.py --data "$work/data" --runs reference,default --json "$OUT/finetune.json"
   # 20,000 messages for the slow reference loop (a), 400,000 for transformers (b), 2,000,000 for
   # spamjob (c) with and without --compile: whole-job and steady-state rates, bf16 vs fp32
   # agreement, GPU memory peak.

@@ -43,11 +43,15 @@ def test_gpu_check_smoke_runs_every_step(assets, tmp_path):
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
     out = tmp_path / "out"
     assert "all steps passed" in r.stdout
-    assert "speed-up (job wall, reference / default)" in (out / "finetune.txt").read_text()
+    finetune = (out / "finetune.txt").read_text()
+    assert "speed-up of default over reference (job wall" in finetune and "GEMM 512x768x3072: fp32" in finetune
+    assert "speed-up of default over reference-bf16" in finetune
     runs = json.loads((out / "finetune.json").read_text())["runs"]
-    assert [x["name"] for x in runs] == ["reference", "default"] and all(x["test_acc"] > 0 for x in runs)
+    assert [x["name"] for x in runs] == ["reference", "reference-bf16", "default-fp32", "default"]
+    assert all(x["test_acc"] > 0 for x in runs) and runs[1]["precision"] == "bf16" and runs[2]["precision"] == "no"
     score = json.loads((out / "score.json").read_text())["results"]
-    assert [x["name"][:3] for x in score] == ["(a)", "(b)", "(c)"] and all(x["msg_per_s"] > 0 for x in score)
+    assert [x["name"][:3] for x in score] == ["(a)", "(b)", "(b)", "(c)", "(c)"]
+    assert all(x["msg_per_s"] > 0 for x in score)
     assert "'num_processes': 1" in (out / "launcher.txt").read_text()
     assert "total on the critical path" in (out / "host.txt").read_text()
     ray_txt = (out / "ray.txt").read_text()
