@@ -114,3 +114,17 @@ def test_env_says_what_train_and_score_would_pick():
     assert facts["score"]["precision"] == facts["train"]["precision"] == "no"
     assert facts["cpu"]["read_from"] == hardware.ENV and facts["score"]["model_workers"] >= 1
     assert set(facts["extras"]) == {"tf", "lora", "ray", "spark", "onnx", "s3", "gcs", "azure"}
+
+
+def test_int8_and_fp32_runtimes_keep_their_precision_on_a_bf16_machine(machine):
+    """With a bf16 unit, `auto` still leaves --quantize int8 to ONNX Runtime's int8 (fp32 around it),
+    and --runtime onnxruntime runs fp32: each says why."""
+    from spamjob.scoring import runtimes
+
+    machine("amx_bf16")
+    assert runtimes.precision("auto", False) == ("bf16", "auto: the CPU multiplies bf16 natively (amx_bf16)")
+    precision, why = runtimes.precision("auto", False, "int8")
+    assert precision == "no" and "--quantize int8" in why
+    assert runtimes.resolve("auto", runtimes.Request("cpu", precision, "int8")) == "onnxruntime"
+    assert runtimes.precision("auto", False, None, "onnxruntime") == ("no", "auto: --runtime onnxruntime runs fp32")
+    assert runtimes.precision("bf16", False, None, "torch") == ("bf16", "asked for")
