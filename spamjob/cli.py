@@ -261,12 +261,15 @@ def report_cmd(**params) -> None:
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the facts as JSON.")
-def env(as_json: bool) -> None:
+@click.option(
+    "--model", type=click.Path(exists=True, file_okay=False), help="A classifier folder: are its ONNX graphs ready?"
+)
+def env(as_json: bool, model: str | None) -> None:
     """What this machine is to spamjob, and what `train` and `score` would pick on it (device, runtime,
     precision, threads, workers) and why: paste it into a bug report."""
     from spamjob import environment
 
-    facts = environment.facts()
+    facts = environment.facts(model)
     click.echo(json.dumps(facts, indent=2) if as_json else environment.text(facts))
 
 

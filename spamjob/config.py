@@ -224,6 +224,10 @@ class TrainConfig:
     """Cache folder for downloaded weights."""
     resume: bool = False
     """Continue from the last completed epoch in OUT/checkpoints."""
+    scoring_graphs: bool = False
+    """Also make the classifier's ONNX Runtime scoring graphs (fp32, int8) into this machine's cache, so
+    that its first `--runtime onnxruntime` or `--quantize int8` job does not pay their export
+    (`pip install 'spamjob[onnx]'`; `spamjob env --model OUT` says whether they are ready)."""
 
     def __post_init__(self) -> None:
         problems = field_problems(self)

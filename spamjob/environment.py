@@ -20,8 +20,8 @@ def _version(package: str) -> str | None:
         return None
 
 
-def facts() -> dict:
-    """Everything `spamjob env` says, as JSON."""
+def facts(model: str | None = None) -> dict:
+    """Everything `spamjob env` says, as JSON (`model`: a classifier folder, its scoring graphs)."""
     import torch
 
     gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
@@ -43,7 +43,18 @@ def facts() -> dict:
         "extras": {name: extras.is_available(name) for name in extras.EXTRAS},
         "train": train_choice(bool(gpus)),
         "score": score_choice(bool(gpus)),
+        **({"model": model_graphs(model)} if model else {}),
     }
+
+
+def model_graphs(model: str) -> dict:
+    """Whether a classifier's ONNX Runtime graphs are in this machine's cache (its first such job
+    otherwise makes them: `spamjob train --scoring-graphs` makes them ahead)."""
+    if not extras.is_available("onnx"):
+        return {"path": model, "onnxruntime": "not installed"}
+    from spamjob.scoring.runtimes.ort import graph_ready
+
+    return {"path": model, **{name: graph_ready(model, q) for name, q in (("fp32", None), ("int8", "int8"))}}
 
 
 def train_choice(gpu: bool) -> dict:
@@ -94,6 +105,10 @@ def text(f: dict) -> str:
         f"{_precision(score['precision'])} ({score['why']}), {score['model_workers']} model workers, "
         f"{score['tokenizer_processes']} tokenizer processes",
     ]
+    if "model" in f:
+        m = f["model"]
+        state = m.get("onnxruntime") or ", ".join(f"{n} {'ready' if m[n] else 'not made'}" for n in ("fp32", "int8"))
+        lines.append(f"- classifier {m['path']}: ONNX Runtime graphs in the cache: {state}")
     return "\n".join(lines)
 
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from spamjob import __version__
+from spamjob import __version__, extras
 from spamjob.artifact import save_classifier
 from spamjob.config import TrainConfig, precision_choice
 from spamjob.console import say
@@ -57,6 +57,8 @@ def main(cfg: TrainConfig, plots: PlotProcess | None = None) -> dict:
     threads = apply_threads(cfg.threads)
     out = Path(cfg.out)
     check_resume(cfg, out)
+    if cfg.scoring_graphs:
+        extras.require("onnx", "--scoring-graphs")  # before any work
     data_dir = data_dir_for(cfg, accelerator)
     frames = load_splits(data_dir)
     model = build_model(cfg, accelerator.device)
@@ -85,6 +87,8 @@ def main(cfg: TrainConfig, plots: PlotProcess | None = None) -> dict:
         metrics = {**_metrics(run, state, final, cache_info, phases), "threads": threads}
         if accelerator.is_main_process:
             _write_artifact(run, state.history, metrics, plots)
+            if cfg.scoring_graphs:
+                metrics["scoring_graphs"] = _scoring_graphs(out)
             metrics["wall_time_s"] = round(time.perf_counter() - wall0, 3)
             write_json(out / "metrics.json", metrics)
             write_card(out, read_json(out / "config.json"), metrics)
@@ -195,6 +199,16 @@ def _metrics(run: Run, state: TrainState, final: dict, cache_info: dict, phases:
         "prefix_cache": cache_info,
         "phases_s": phases,
     }
+
+
+def _scoring_graphs(out: Path) -> dict:
+    """The classifier's ONNX Runtime graphs made into the cache now, as its first scoring job would."""
+    from spamjob.scoring.runtimes.ort import scoring_graph
+
+    t0 = time.perf_counter()
+    graphs = {name: str(scoring_graph(out, quantize)) for name, quantize in (("fp32", None), ("int8", "int8"))}
+    say(f"scoring graphs made into the cache ({time.perf_counter() - t0:.1f} s): {', '.join(graphs)}")
+    return {**graphs, "seconds": round(time.perf_counter() - t0, 3)}
 
 
 def _write_artifact(run: Run, history: list[dict], metrics: dict, plots: PlotProcess) -> None:

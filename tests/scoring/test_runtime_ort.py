@@ -222,3 +222,25 @@ def test_two_ranks_on_onnxruntime_equal_one_process(inputs, classifier_dir, by_t
     pd.testing.assert_frame_equal(predictions(tmp_path / "two"), predictions(tmp_path / "one"))
     diff = np.abs(predictions(tmp_path / "two")["spam_probability"] - predictions(by_torch)["spam_probability"])
     assert np.nanmax(diff) <= 1e-4
+
+
+def test_graphs_made_at_train_time_spare_the_first_job_its_export(data_dir, tmp_path, monkeypatch):
+    """`spamjob train --scoring-graphs` makes both graphs into the cache; `spamjob env --model` says
+    they are ready; the first int8 job then exports nothing."""
+    from click.testing import CliRunner
+
+    from spamjob.cli import cli
+    from spamjob.scoring.runtimes import ort
+
+    monkeypatch.setenv("SPAMJOB_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    tiny = ["--weights", "random", "--n-layers", "2", "--emb-dim", "32", "--n-heads", "2", "--epochs", "1"]
+    r = CliRunner().invoke(cli, ["train", "--data", str(data_dir), "--out", str(out), *tiny, "--scoring-graphs"])
+    assert r.exit_code == 0, r.output
+    graphs = json.loads((out / "metrics.json").read_text())["scoring_graphs"]
+    assert Path(graphs["int8"]).is_file() and Path(graphs["fp32"]).is_file()
+    env = run_in_repo([sys.executable, "-m", "spamjob.cli", "env", "--model", str(out)])
+    assert f"- classifier {out}: ONNX Runtime graphs in the cache: fp32 ready, int8 ready" in env.stdout
+    monkeypatch.setattr(ort, "build", lambda *a, **k: pytest.fail("a graph was exported again"))
+    args = [str(data_dir / "test.csv"), "--model", str(out), "--out", str(tmp_path / "o"), "--quantize", "int8"]
+    assert score(*args).exit_code == 0 and report(tmp_path / "o")["runtime"]["name"] == "onnxruntime"

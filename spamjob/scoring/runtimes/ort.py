@@ -76,14 +76,10 @@ def scoring_graph(model: str | os.PathLike, quantize: str | None = None) -> Path
     like every export (within ort_graph.TOLERANCE of spamjob, on its SAMPLE and INT8_SAMPLE test
     messages: a graph that differs is never used), and reused while its sha256 holds.
     spamjob_onnx.json, written last, marks a folder whose graphs passed."""
-    ort = require_onnxruntime("--runtime onnxruntime")
     run_dir = local_folder(model)
-    weights = read_json(run_dir / "config.json").get("model_sha256") or sha256_file(run_dir / "model.safetensors")
-    made_by = f"{weights} spamjob {__version__} torch {torch.__version__} {exporter()} onnxruntime {ort.__version__}"
-    key = hashlib.sha256(made_by.encode()).hexdigest()[:16]
-    folder = cache_dir() / "onnx" / key
+    folder = _graph_folder(run_dir)
     graph = folder / ("model.int8.onnx" if quantize else "model.onnx")
-    with locked(folder.with_name(f"{key}.lock")):
+    with locked(folder.with_name(f"{folder.name}.lock")):
         checked = read_json(folder / "spamjob_onnx.json") if (folder / "spamjob_onnx.json").is_file() else {}
         if ("int8" if quantize else "fp32") in checked.get("checked_with_onnxruntime", {}):
             if (why := _damage(folder, checked, graph.name)) is None:
@@ -95,6 +91,23 @@ def scoring_graph(model: str | os.PathLike, quantize: str | None = None) -> Path
         meta["files"] = digests.record(folder, [n for n in GRAPH_FILES if (folder / n).is_file()])
         write_json(folder / "spamjob_onnx.json", meta)
     return graph
+
+
+def _graph_folder(run_dir: Path) -> Path:
+    """Where the cache keeps a classifier's graphs: keyed by its weights and every version that makes them."""
+    ort = require_onnxruntime("--runtime onnxruntime")
+    weights = read_json(run_dir / "config.json").get("model_sha256") or sha256_file(run_dir / "model.safetensors")
+    made_by = f"{weights} spamjob {__version__} torch {torch.__version__} {exporter()} onnxruntime {ort.__version__}"
+    return cache_dir() / "onnx" / hashlib.sha256(made_by.encode()).hexdigest()[:16]
+
+
+def graph_ready(model: str | os.PathLike, quantize: str | None = None) -> bool:
+    """Whether the classifier's scoring graph is in this machine's cache, checked and undamaged (nothing made)."""
+    folder = _graph_folder(local_folder(model))
+    name = "model.int8.onnx" if quantize else "model.onnx"
+    checked = read_json(folder / "spamjob_onnx.json") if (folder / "spamjob_onnx.json").is_file() else {}
+    done = ("int8" if quantize else "fp32") in checked.get("checked_with_onnxruntime", {})
+    return done and _damage(folder, checked, name) is None
 
 
 def _damage(folder: Path, checked: dict, graph: str) -> str | None:
