@@ -28,6 +28,13 @@ from support import (
 )
 
 
+def score_on_two_ranks(args: list[str], out):
+    """jobs/score.py on two CPU ranks (accelerate launch), finished."""
+    two = run_in_repo([*TWO_CPU_RANKS, "jobs/score.py", *args, "--out", str(out)], env={"ACCELERATE_USE_CPU": "1"})
+    assert two.returncode == 0, two.stderr[-3000:]
+    return two
+
+
 def test_rerun_same_plan_resumes_other_plan_needs_overwrite(classifier_dir, data_dir, tmp_path):
     out = tmp_path / "o"
     args = [str(data_dir / "validation.csv"), "--model", str(classifier_dir), "--out", str(out)]
@@ -98,17 +105,7 @@ def test_one_and_two_ranks_give_identical_output(sms_path, classifier_dir, tmp_p
     ]
     one = run_in_repo([sys.executable, "jobs/score.py", *common, "--out", str(tmp_path / "one")])
     assert one.returncode == 0, one.stderr
-    two = run_in_repo(
-        [
-            *TWO_CPU_RANKS,
-            "jobs/score.py",
-            *common,
-            "--out",
-            str(tmp_path / "two"),
-        ],
-        env={"ACCELERATE_USE_CPU": "1"},
-    )
-    assert two.returncode == 0, two.stderr[-3000:]
+    two = score_on_two_ranks(common, tmp_path / "two")
     r1, r2 = report(tmp_path / "one"), report(tmp_path / "two")
     assert r1["num_processes"] == 1 and r2["num_processes"] == 2
     assert without_timing(r1) == without_timing(r2)
@@ -362,17 +359,7 @@ def test_two_ranks_read_large_csv_blocks_like_one_process_reading_whole(sms_path
     ]
     one = run_in_repo([sys.executable, "jobs/score.py", *common, "--out", str(tmp_path / "one"), "--csv-blocks", "off"])
     assert one.returncode == 0, one.stderr
-    two = run_in_repo(
-        [
-            *TWO_CPU_RANKS,
-            "jobs/score.py",
-            *common,
-            "--out",
-            str(tmp_path / "two"),
-        ],
-        env={"ACCELERATE_USE_CPU": "1"},
-    )
-    assert two.returncode == 0, two.stderr[-3000:]
+    score_on_two_ranks(common, tmp_path / "two")
     r1, r2 = report(tmp_path / "one"), report(tmp_path / "two")
     assert r2["num_processes"] == 2 and list(r2["csv_read_whole"]) == [str(odd.resolve())]
     for key in ("rows", "labels", "inputs", "predicted"):
