@@ -199,7 +199,7 @@ VARIANTS = {
     "no-dedup": ["--no-dedup"],
 }
 # A variant's fp32 counterpart (run first: every message's label is compared with it)
-FP32_OF = {
+FP32_OF = {  # (no-dedup: against the default run, which scores repeated texts once)
     "default": "fp32",
     "no-dedup": "default",
     "bf16": "fp32",
@@ -361,6 +361,7 @@ def main() -> None:
                 fp32 = tmp / f"out-{FP32_OF.get(variant)}"
                 if fp32.is_dir():  # its fp32 run came first: every message's label against that run's
                     row["agreement_all"] = label_agreement(out, fp32)
+                    row["compared_with"] = FP32_OF[variant]
                 results.append(row)
 
     for r in results:
@@ -391,8 +392,12 @@ def main() -> None:
             extra += f" ({r['steady'] / limit * 100:.0f}% of the bf16 limit)" if limit else ""
         if "agreement" in r:
             extra += f"  agreement with fp32: {r['agreement']['same_prediction'] * 100:.2f}%"
-        if "agreement_all" in r:
+        if "agreement_all" in r and r["compared_with"] in ("fp32", "torch", "ort"):
             extra += f" (on all {r['n']:,} messages: {r['agreement_all'] * 100:.2f}%)"
+        elif "agreement_all" in r:
+            extra += (
+                f"; labels equal to the {r['compared_with']} run's on all {r['n']:,}: {r['agreement_all'] * 100:.2f}%"
+            )
         print(
             f"{r['name']:<104} {r['n']:>9,} {r['s']:>9.2f} {r['msg_per_s']:>10,.1f} "
             f"{r['msg_per_s'] / base:>11.2f}x{extra}"
