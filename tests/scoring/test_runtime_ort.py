@@ -121,8 +121,8 @@ def test_int8_agreement_is_sampled_from_the_job_when_the_graph_saw_too_few_messa
     inputs, classifier_dir, tmp_path, monkeypatch
 ):
     """A classifier copied without its data folder: its graph is checked on the 6 odd messages
-    only, so the job scores up to 128 of its own rows in fp32 too (its first window: a row group of
-    60) and reports that."""
+    only, so the job scores up to 128 of its own texts in fp32 too (its first window: a row group of
+    60 rows, each distinct text once) and reports that."""
     import shutil
 
     moved = tmp_path / "clf"
@@ -133,7 +133,9 @@ def test_int8_agreement_is_sampled_from_the_job_when_the_graph_saw_too_few_messa
     r = score(str(inputs), "--model", str(moved), "--out", str(tmp_path / "o"), "--quantize", "int8")
     assert r.exit_code == 0, r.output
     agreement = report(tmp_path / "o")["agreement_with_fp32"]
-    assert agreement["rows_compared"] == 60 and "first window" in agreement["measured_on"]
+    first = pq.read_table(inputs).column("text").to_pylist()[:60]
+    distinct = len({t for t in first if t is not None and t.strip()})
+    assert agreement["rows_compared"] == distinct and "first window" in agreement["measured_on"]
     check = json.loads(next((tmp_path / "cache" / "onnx").glob("*/spamjob_onnx.json")).read_text())
     assert check["checked_with_onnxruntime"]["int8"]["messages"] == 6
 
