@@ -126,7 +126,7 @@ class _OpenVinoSession:
 def onnx_rows(run_dir: Path, clf, texts: list[str], variants: list[str], tmp: Path, batch_tokens: int) -> list[dict]:
     """(d): ONNX Runtime (onnx, onnx-int8) and OpenVINO (openvino-bf16, openvino-int8: the int8 graph,
     its other operations in bf16) on the exported graphs, tokenization included in the time."""
-    variants = [v for v in variants if v.startswith(("onnx", "openvino"))]
+    variants = [v for v in variants if v.startswith(("onnx", "openvino-"))]
     if not variants:
         return []
     from spamjob.export.onnx import export_onnx

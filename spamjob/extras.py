@@ -15,6 +15,7 @@ EXTRAS = {
     "ray": (("ray",), "Ray"),
     "spark": (("pyspark",), "PySpark"),
     "onnx": (("onnx", "onnxruntime"), "onnx and onnxruntime"),
+    "openvino": (("openvino", "onnx", "onnxruntime"), "OpenVINO (and onnx, onnxruntime: its graph)"),
     "s3": (("s3fs",), "s3fs"),
     "gcs": (("gcsfs",), "gcsfs"),
     "azure": (("adlfs",), "adlfs"),

@@ -80,7 +80,7 @@ def test_score_bench_smoke_with_onnx_runtime_rows(assets, tmp_path):
             "--sms",
             str(assets["SMS"]),
             "--variants",
-            "fp32,default,int8,ort,onnx,onnx-int8,openvino-bf16,openvino-int8",
+            "fp32,default,int8,ort,openvino,onnx,onnx-int8,openvino-bf16,openvino-int8",
             "--json",
             str(tmp_path / "s.json"),
         ],
@@ -92,7 +92,7 @@ def test_score_bench_smoke_with_onnx_runtime_rows(assets, tmp_path):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     rows = json.loads((tmp_path / "s.json").read_text())["results"]
     names = [x["name"] for x in rows]
-    assert [n[:3] for n in names] == ["(a)", "(b)", "(b)", "(d)", "(d)", "(d)", "(d)", "(c)", "(c)", "(c)", "(c)"]
+    assert [n[:3] for n in names] == ["(a)", "(b)", "(b)", *["(d)"] * 4, *["(c)"] * 5]
     assert "transformers GPT2ForSequenceClassification fp32, batch" in names[1] and "bf16" in names[2]
     assert [n.split(",")[0] for n in names[3:7]] == [
         "(d) ONNX Runtime fp32",
@@ -105,6 +105,7 @@ def test_score_bench_smoke_with_onnx_runtime_rows(assets, tmp_path):
         "(c) spamjob score (defaults), torch, fp32",
         "(c) spamjob score (default runtime), onnxruntime, int8",
         "(c) spamjob score, onnxruntime, fp32",
+        "(c) spamjob score, openvino, fp32",
     ]
     assert all(x["msg_per_s"] > 0 for x in rows) and rows[3]["agreement"]["same_prediction"] == 1.0
     assert all(set(x["tried"]) == {"8", "32", "256"} for x in rows[1:3])

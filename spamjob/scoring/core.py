@@ -105,7 +105,7 @@ class BatchScorer:
             raise
         self.predictor = self.loaded.predictor
         self.reference = self.loaded.reference  # fp32, to measure what bf16 or int8 changes
-        self.int8_check = self.loaded.int8_check  # the int8 graph's check when it was made
+        self.checked = self.loaded.checked  # or the agreement measured when the runtime's model was made
 
     @property
     def precision(self) -> str:

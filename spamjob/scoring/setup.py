@@ -69,8 +69,8 @@ def output_schema(inputs: list[Input], fmt: str, renamed: dict[str, str]) -> pa.
 @dataclass
 class Agreement:
     """bf16 or int8 against fp32 (reported, never used for the output): on a sample of this job's
-    first window, or as checked when the classifier's int8 graph was made (ONNX Runtime, at no
-    cost to the job: on the classifier's test messages)."""
+    first window, or as checked when the runtime's model was made (ONNX Runtime's int8 graph,
+    OpenVINO's bf16 compile: at no cost to the job, on the classifier's test messages)."""
 
     rows: int = 0
     same: int = 0
@@ -79,12 +79,11 @@ class Agreement:
 
     @classmethod
     def of(cls, scorer: BatchScorer) -> Agreement:
-        check = scorer.int8_check
+        check = scorer.checked
         if check is None:
             return cls()
         rows = check["messages"]
-        on = "the classifier's test messages, when its int8 ONNX graph was made"
-        return cls(rows, round(check["agreement"] * rows), check["max_abs_diff"], on)
+        return cls(rows, round(check["agreement"] * rows), check["max_abs_diff"], check["measured_on"])
 
     def report(self, precision: str) -> dict:
         return {
@@ -180,7 +179,7 @@ def setup(cfg: ScoreConfig) -> ScoreJob:
         schema,
         csv,
         plan,
-        Agreement.of(scorer) if scorer.reference is not None or scorer.int8_check is not None else None,
+        Agreement.of(scorer) if scorer.reference is not None or scorer.checked is not None else None,
         me=k * world + accelerator.process_index,
         total=n * world,
         threads=threads,

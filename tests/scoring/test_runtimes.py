@@ -69,5 +69,5 @@ def test_every_registered_runtime_keeps_the_interface():
 
 
 def test_an_unknown_runtime_is_one_line(classifier_dir):
-    with pytest.raises(SpamjobError, match=r"^runtime must be one of onnxruntime, torch, got 'tensorrt'$"):
+    with pytest.raises(SpamjobError, match=r"^runtime must be one of onnxruntime, openvino, torch, got 'tensorrt'$"):
         BatchScorer(classifier_dir, device="cpu", runtime="tensorrt")

@@ -4,7 +4,7 @@ A runtime is one module here that defines `RUNTIME`, an object with the `Runtime
 one line in REGISTRY. `spamjob score`, `spamjob classify`, Ray and Spark all go through
 `resolve` (what `auto` picks) and `get` (the runtime of a name); `BatchScorer` asks the runtime
 for a `Predictor` and never names one. Each runtime owns what it caches (ONNX Runtime: its
-checked graphs). docs/extending.md shows how to add one.
+checked graphs; OpenVINO: its compiled models). docs/extending.md shows how to add one.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # the CLI reads REGISTRY and RuntimeChoice without importing 
 # name -> module, in the order `auto` tries them: the first that is installed and suits the job
 REGISTRY = {
     "onnxruntime": "spamjob.scoring.runtimes.ort",
+    "openvino": "spamjob.scoring.runtimes.ov",
     "torch": "spamjob.scoring.runtimes.pytorch",
 }
 NAMES = tuple(REGISTRY)
@@ -70,7 +71,9 @@ class Loaded:
     record: dict  # what runs the model, as the report names it: name, version, settings
     settings: dict  # the part of `record` that changes a prediction (a scoring plan holds it)
     reference: Predictor | None = None  # fp32, to measure what bf16 or int8 changes on a job's first window
-    int8_check: dict | None = None  # int8's agreement as measured when the runtime's graph was made
+    # Or the agreement as measured when the runtime's model was made (label_agreement, with
+    # `measured_on`), at no cost to the job
+    checked: dict | None = None
 
 
 class Runtime(Protocol):

@@ -60,7 +60,10 @@ class OrtRuntime:
         if request.quantize == "int8":
             check = read_json(graph.parent / "spamjob_onnx.json")["checked_with_onnxruntime"]["int8"]
             if check["messages"] >= INT8_SAMPLE:
-                loaded.int8_check = check
+                loaded.checked = {
+                    **check,
+                    "measured_on": "the classifier's test messages, when its int8 ONNX graph was made",
+                }
             else:  # too few messages were at hand then (no test split): sample this job
                 fp32 = open_session(graph.with_name("model.onnx"), session)
                 loaded.reference = OrtPredictor(clf, fp32, request.batch_tokens, request.workers)

@@ -183,11 +183,15 @@ def _quantize(out: Path, ids: list[list[int]], clf, want: np.ndarray) -> dict:
     # "" is the root logger, where it advises pre-processing the graph (advice for convolutional nets)
     with _quiet(""), atomic_path(out / "model.int8.onnx") as tmp:
         quantize_dynamic(str(out / "model.onnx"), str(tmp), weight_type=QuantType.QInt8, **INT8_OPTIONS)
-    got = probabilities(out / "model.int8.onnx", ids, clf)
-    t = clf.threshold
+    return label_agreement(probabilities(out / "model.int8.onnx", ids, clf), want, clf.threshold)
+
+
+def label_agreement(got: np.ndarray, want: np.ndarray, threshold: float) -> dict:
+    """How often `got`'s labels (spam past `threshold`) are `want`'s, on how many messages, and
+    the largest difference in P(spam)."""
     return {
-        "messages": len(ids),
-        "agreement": float(((got > t) == (want > t)).mean()),
+        "messages": len(got),
+        "agreement": float(((got > threshold) == (want > threshold)).mean()),
         "max_abs_diff": float(np.abs(got - want).max()),
     }
 

@@ -55,8 +55,9 @@ def open_session(path: str | Path, settings: dict):
 
 
 class OrtPredictor:
-    """Token ids -> P(spam) from an ONNX Runtime session (the Predictor interface:
-    (`launch` queues a window's batches on the workers behind the windows launched before)."""
+    """Token ids -> P(spam) from an ONNX Runtime session, or anything with its `run(names, feed)`
+    (OpenVINO's InferRequests), as the Predictor interface asks (`launch` queues a window's batches
+    on the workers behind the windows launched before)."""
 
     def __init__(self, clf, session, batch_tokens: int, workers: int = 1):
         self.clf, self.session, self.batch_tokens = clf, session, batch_tokens
