@@ -227,7 +227,8 @@ class TrainConfig:
     scoring_graphs: bool = False
     """Also make the classifier's ONNX Runtime scoring graphs (fp32, int8) into this machine's cache, so
     that its first `--runtime onnxruntime` or `--quantize int8` job does not pay their export
-    (`pip install 'spamjob[onnx]'`; `spamjob env --model OUT` says whether they are ready)."""
+    (`pip install 'spamjob[onnx]'`; `spamjob env --model OUT` says whether they are ready), and,
+    where `spamjob score` would run OpenVINO, its compiled model and bf16 check."""
 
     def __post_init__(self) -> None:
         problems = field_problems(self)

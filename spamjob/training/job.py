@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from spamjob import __version__, extras
-from spamjob.artifact import save_classifier
+from spamjob.artifact import load_classifier, save_classifier
 from spamjob.config import TrainConfig, precision_choice
 from spamjob.console import say
 from spamjob.data import SPLITS
@@ -29,7 +29,7 @@ from spamjob.fsutil import atomic_path, read_json, sha256_file, write_json
 from spamjob.hardware import cpu
 from spamjob.model import count_params
 from spamjob.text import encode
-from spamjob.threads import apply_threads
+from spamjob.threads import apply_threads, choose_threads
 from spamjob.training.checkpoints import TrainState, check_resume, save_checkpoint, start_state
 from spamjob.training.evaluate import eval_pair, evaluate
 from spamjob.training.loaders import to_device
@@ -202,11 +202,18 @@ def _metrics(run: Run, state: TrainState, final: dict, cache_info: dict, phases:
 
 
 def _scoring_graphs(out: Path) -> dict:
-    """The classifier's ONNX Runtime graphs made into the cache now, as its first scoring job would."""
+    """The classifier's ONNX Runtime graphs made into the cache now, as its first scoring job would;
+    where `spamjob score`'s defaults would run OpenVINO here, its compiled model and bf16 check too."""
+    from spamjob.scoring import runtimes
     from spamjob.scoring.runtimes.ort import scoring_graph
 
     t0 = time.perf_counter()
     graphs = {name: str(scoring_graph(out, quantize)) for name, quantize in (("fp32", None), ("int8", "int8"))}
+    precision, _ = runtimes.precision("auto", gpu=False)
+    request = runtimes.Request("cpu", precision, workers=choose_threads(independent=True)["threads"])
+    if runtimes.resolve("auto", request) == "openvino":
+        runtimes.get("openvino").load(load_classifier(out, weights=False), out, request).predictor.close()
+        graphs["openvino"] = f"compiled for {request.workers} model workers, {precision} checked"
     say(f"scoring graphs made into the cache ({time.perf_counter() - t0:.1f} s): {', '.join(graphs)}")
     return {**graphs, "seconds": round(time.perf_counter() - t0, 3)}
 

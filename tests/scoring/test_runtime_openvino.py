@@ -173,3 +173,26 @@ def test_one_line_errors(inputs, classifier_dir, tmp_path, monkeypatch):
         "Error: --runtime openvino needs OpenVINO (and onnx, onnxruntime: its graph): pip install 'spamjob[openvino]'\n"
     )
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_scoring_graphs_made_at_train_time_spare_the_first_bf16_job_its_check(machine, data_dir, tmp_path, monkeypatch):
+    """On a CPU where `auto` runs OpenVINO, `spamjob train --scoring-graphs` also compiles the graph
+    and measures bf16's agreement: the first job then runs no fp32 pass."""
+    from click.testing import CliRunner
+
+    from spamjob.cli import cli
+    from spamjob.scoring.runtimes import ov
+
+    machine("avx512_bf16")
+    monkeypatch.setenv("SPAMJOB_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    tiny = ["--weights", "random", "--n-layers", "2", "--emb-dim", "32", "--n-heads", "2", "--epochs", "1"]
+    r = CliRunner().invoke(cli, ["train", "--data", str(data_dir), "--out", str(out), *tiny, "--scoring-graphs"])
+    assert r.exit_code == 0, r.output
+    assert "bf16 checked" in json.loads((out / "metrics.json").read_text())["scoring_graphs"]["openvino"]
+    monkeypatch.setattr(ov, "_fp32", lambda *a: pytest.fail("fp32 ran in the job"))
+    r = score(str(data_dir / "test.csv"), "--model", str(out), "--out", str(tmp_path / "o"))
+    assert r.exit_code == 0, r.output
+    rep = report(tmp_path / "o")
+    assert rep["runtime"]["name"] == "openvino" and rep["agreement_with_fp32"]["rows_compared"] == 134
