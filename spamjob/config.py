@@ -202,8 +202,8 @@ class TrainConfig:
     eval_iter: int = option(5, min=1)
     """...on N train and N validation batches."""
     mixed_precision: MixedPrecision | None = None
-    """auto: bf16 on a GPU, or on a CPU with a bf16 matrix unit (AMX, AVX512-BF16); else no
-    [reference preset: no]."""
+    """auto: bf16 on a GPU, or on a CPU with a bf16 matrix unit (AMX, AVX512-BF16) for a model at
+    least 768 dims wide; else no [reference preset: no]."""
     prefix_cache: PrefixCacheMode | None = None
     """auto: run the frozen blocks once per example and reuse them [default preset: auto]."""
     compute: Compute | None = None
@@ -247,6 +247,11 @@ class TrainConfig:
         if problems:
             raise SpamjobError("; ".join(problems))
 
+    @property
+    def width(self) -> int:
+        """The model's width: --emb-dim, else its size's (a weights folder's own must match it)."""
+        return self.emb_dim or MODEL_SIZES[canonical_size(self.model or "gpt2-small")][0]
+
     def resolved(self) -> TrainConfig:
         """A copy with every preset-controlled field filled in."""
         preset = PRESETS[self.preset]
@@ -257,14 +262,20 @@ class TrainConfig:
         return asdict(self)
 
 
-def resolve_mixed_precision(mixed_precision: str, gpu: bool) -> str:
-    """`auto` -> bf16 on a GPU that has it, or on a CPU with a bf16 matrix unit (spamjob.hardware);
-    else no; other values unchanged."""
-    return precision_choice(mixed_precision, gpu)[0]
+# CPU training under `auto`: bf16 only from this model width up, where it was measured faster
+# than fp32 (benchmarks/RESULTS.md, "Training precision by width": 768 dims 1.6x; 512 on a par;
+# 256 0.8x, its casts costing more than its small matrix products gain).
+BF16_TRAINING_MIN_WIDTH = 768
 
 
-def precision_choice(mixed_precision: str, gpu: bool) -> tuple[str, str]:
-    """(the precision, why), as a report and `spamjob env` say it."""
+def resolve_mixed_precision(mixed_precision: str, gpu: bool, width: int | None = None) -> str:
+    """`auto` -> bf16 on a GPU that has it, or on a CPU with a bf16 matrix unit (spamjob.hardware;
+    training: a model `width` wide, at least BF16_TRAINING_MIN_WIDTH); else no; other values unchanged."""
+    return precision_choice(mixed_precision, gpu, width)[0]
+
+
+def precision_choice(mixed_precision: str, gpu: bool, width: int | None = None) -> tuple[str, str]:
+    """(the precision, why), as a report and `spamjob env` say it; `width`: a model trained on the CPU."""
     if mixed_precision != "auto":
         return mixed_precision, "asked for"
     if gpu:
@@ -275,6 +286,11 @@ def precision_choice(mixed_precision: str, gpu: bool) -> tuple[str, str]:
     from spamjob.hardware import cpu
 
     unit = cpu().bf16_unit
+    if unit and width is not None and width < BF16_TRAINING_MIN_WIDTH:
+        return (
+            "no",
+            f"auto: fp32 for a {width}-dim model (bf16 trains no faster on the CPU below {BF16_TRAINING_MIN_WIDTH})",
+        )
     if unit:
         return "bf16", f"auto: the CPU multiplies bf16 natively ({unit})"
     return "no", "auto: the CPU has no bf16 matrix unit (AMX-BF16, AVX512-BF16): fp32"

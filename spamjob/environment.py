@@ -59,7 +59,8 @@ def model_graphs(model: str) -> dict:
 
 def train_choice(gpu: bool) -> dict:
     """What `spamjob train` with its defaults would use here."""
-    precision, why = precision_choice(TrainConfig().resolved().mixed_precision, gpu)
+    cfg = TrainConfig().resolved()
+    precision, why = precision_choice(cfg.mixed_precision, gpu, cfg.width)
     picked = threads.choose_threads()
     return {"device": "cuda" if gpu else "cpu", "precision": precision, "why": why, "threads": picked["threads"]}
 

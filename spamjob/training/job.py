@@ -184,7 +184,7 @@ def _metrics(run: Run, state: TrainState, final: dict, cache_info: dict, phases:
         "num_processes": accelerator.num_processes,
         "device": str(accelerator.device),
         "mixed_precision": accelerator.mixed_precision,
-        "precision_choice": precision_choice(cfg.mixed_precision, accelerator.device.type == "cuda")[1],
+        "precision_choice": precision_choice(cfg.mixed_precision, accelerator.device.type == "cuda", cfg.width)[1],
         "cpu": cpu().record(),
         "preset": cfg.preset,
         **final,

@@ -58,7 +58,7 @@ def accelerator_for(cfg: TrainConfig):
     gpu = torch.cuda.is_available()
     return processes.accelerator(
         cpu=not gpu,
-        mixed_precision=resolve_mixed_precision(cfg.mixed_precision, gpu),
+        mixed_precision=resolve_mixed_precision(cfg.mixed_precision, gpu, cfg.width),
         gradient_accumulation_steps=cfg.grad_accum,
     )
 
