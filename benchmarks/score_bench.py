@@ -193,6 +193,7 @@ VARIANTS = {
     "bf16": ["--mixed-precision", "bf16"],
     "int8": ["--quantize", "int8"],
     "torch": ["--runtime", "torch"],
+    "torch-bf16": ["--runtime", "torch", "--mixed-precision", "bf16"],
     "torch-int8": ["--runtime", "torch", "--quantize", "int8"],
     "ort": ["--runtime", "onnxruntime"],
     "ort-int8": ["--runtime", "onnxruntime", "--quantize", "int8"],
@@ -205,6 +206,7 @@ FP32_OF = {  # (no-dedup: against the default run, which scores repeated texts o
     "default": "fp32",
     "no-dedup": "default",
     "bf16": "fp32",
+    "torch-bf16": "fp32",
     "int8": "fp32",
     "torch-int8": "torch",
     "ort-int8": "ort",
@@ -261,8 +263,8 @@ def main() -> None:
         "--variants",
         default="fp32,default",
         help="comma list of variants: (c) default (auto precision), fp32, bf16, int8 (CPU) on the default "
-        "runtime, torch, torch-int8, ort, ort-int8, openvino, compile; (d) onnx, onnx-int8 (bare ONNX Runtime loops), "
-        "openvino-bf16, openvino-int8 (bare OpenVINO loops)",
+        "runtime, torch, torch-bf16, torch-int8, ort, ort-int8, openvino, compile; (d) onnx, onnx-int8 "
+        "(bare ONNX Runtime loops), openvino-bf16, openvino-int8 (bare OpenVINO loops)",
     )
     ap.add_argument("--hf-dtypes", default="fp32,bf16", help="(b) transformers' dtypes [fp32,bf16; '' for none]")
     ap.add_argument(

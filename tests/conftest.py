@@ -141,3 +141,17 @@ def classifier_dir(data_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("clf") / "run"
     main(TrainConfig(data=str(data_dir), out=str(out), weights="random", n_layers=2, emb_dim=32, n_heads=2, epochs=1))
     return out
+
+
+@pytest.fixture
+def machine(monkeypatch):
+    """Set this process's CPU features (spamjob.hardware's override), read again: `machine("amx_bf16")`."""
+    from spamjob import hardware
+
+    def set_to(features: str) -> hardware.Cpu:
+        monkeypatch.setenv(hardware.ENV, features)
+        hardware.cpu.cache_clear()
+        return hardware.cpu()
+
+    yield set_to
+    hardware.cpu.cache_clear()

@@ -310,6 +310,13 @@ def score(*args: str):
     return CliRunner().invoke(cli, ["score", *args, "--no-progress"])
 
 
+def scored(inputs: Path, model: Path, out: Path, *args: str) -> Path:
+    """`out`, where `spamjob score` of `inputs` with `model` (and `args`) succeeded."""
+    r = score(str(inputs), "--model", str(model), "--out", str(out), *args)
+    assert r.exit_code == 0, r.output
+    return out
+
+
 def predictions(out: Path) -> pd.DataFrame:
     return pd.read_parquet(out / "predictions")
 

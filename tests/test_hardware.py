@@ -57,19 +57,6 @@ def test_matrix_units_are_read_from_cpuinfo(text, model, bf16, int8):
     assert set(cpu.features) <= set(hardware.KNOWN) and cpu.record()["bf16_unit"] == bf16
 
 
-@pytest.fixture
-def machine(monkeypatch):
-    """Set this process's CPU features (spamjob.hardware's override), read again."""
-
-    def set_to(features: str) -> hardware.Cpu:
-        monkeypatch.setenv(hardware.ENV, features)
-        hardware.cpu.cache_clear()
-        return hardware.cpu()
-
-    yield set_to
-    hardware.cpu.cache_clear()
-
-
 @pytest.mark.parametrize(
     "features, chosen",
     [("amx_bf16,amx_int8", "bf16"), ("avx512_bf16,avx512_vnni", "bf16"), ("avx2,avx512f", "no"), ("none", "no")],

@@ -17,7 +17,7 @@ from spamjob.scoring.columns import labels_of, utf8_column
 from spamjob.scoring.core import Window
 from spamjob.scoring.parts import PartWriter
 from spamjob.scoring.report import Counts, count_rows
-from spamjob.scoring.runtimes import INT8_SAMPLE
+from spamjob.scoring.runtimes import AGREEMENT_SAMPLE
 from spamjob.scoring.schema import conform
 from spamjob.scoring.setup import Input, ScoreJob
 from spamjob.scoring.source import Chunk
@@ -143,7 +143,7 @@ def _output_table(job: ScoreJob, item: Item, inp: Input, probs: np.ndarray, coun
     """Count a predicted window and build its output table (kept columns + the four new ones)."""
     window = item.window
     if job.agreement is not None and job.agreement.rows == 0 and len(window.ids):
-        ref = job.scorer.reference(window.ids.take(np.arange(min(INT8_SAMPLE, len(window.ids)))))
+        ref = job.scorer.reference(window.ids.take(np.arange(min(AGREEMENT_SAMPLE, len(window.ids)))))
         job.agreement.rows = len(ref)
         t = job.scorer.threshold
         job.agreement.same = int(((ref > t) == (probs[: len(ref)] > t)).sum())

@@ -14,9 +14,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from support import flip_byte, predictions, report, score, sms_messages
-
-from spamjob import hardware
+from support import flip_byte, predictions, report, score, scored, sms_messages, write_parquet
 
 pytest.importorskip("openvino")  # the `openvino` extra; .ci/run installs it
 
@@ -28,28 +26,12 @@ def inputs(sms_path, tmp_path_factory) -> Path:
     """150 real messages, odd ones and a null and an empty row, in a Parquet file of 3 row groups."""
     texts = [t.encode() for t in sms_messages(sms_path, 150, seed=4) + ODD] + [None, b""]
     path = tmp_path_factory.mktemp("ov") / "in.parquet"
-    pq.write_table(pa.table({"id": range(len(texts)), "text": pa.array(texts, pa.binary())}), path, row_group_size=60)
-    return path
+    return write_parquet(path, pa.array(texts, pa.binary()), 60, id=range(len(texts)))
 
 
 @pytest.fixture(scope="module")
 def by_torch(inputs, classifier_dir, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("torch") / "o"
-    r = score(str(inputs), "--model", str(classifier_dir), "--out", str(out), "--runtime", "torch")
-    assert r.exit_code == 0, r.output
-    return out
-
-
-@pytest.fixture
-def machine(monkeypatch):
-    """This process's CPU features set (spamjob.hardware's override), read again."""
-
-    def set_to(features: str) -> None:
-        monkeypatch.setenv(hardware.ENV, features)
-        hardware.cpu.cache_clear()
-
-    yield set_to
-    hardware.cpu.cache_clear()
+    return scored(inputs, classifier_dir, tmp_path_factory.mktemp("torch") / "o", "--runtime", "torch")
 
 
 def test_openvino_fp32_scores_as_torch_within_1e4(inputs, classifier_dir, by_torch, tmp_path):

@@ -14,7 +14,17 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from support import TWO_CPU_RANKS, flip_byte, predictions, report, run_in_repo, score, sms_messages, without_timing
+from support import (
+    TWO_CPU_RANKS,
+    flip_byte,
+    predictions,
+    report,
+    run_in_repo,
+    score,
+    scored,
+    sms_messages,
+    without_timing,
+)
 
 pytest.importorskip("onnxruntime")  # the `onnx` extra; .ci/run installs it
 
@@ -34,10 +44,7 @@ def inputs(sms_path, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def by_torch(inputs, classifier_dir, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("torch") / "o"
-    r = score(str(inputs), "--model", str(classifier_dir), "--out", str(out), "--runtime", "torch")
-    assert r.exit_code == 0, r.output
-    return out
+    return scored(inputs, classifier_dir, tmp_path_factory.mktemp("torch") / "o", "--runtime", "torch")
 
 
 def test_onnxruntime_scores_as_torch_within_1e4(inputs, classifier_dir, by_torch, tmp_path):

@@ -29,11 +29,12 @@ REGISTRY = {
 }
 NAMES = tuple(REGISTRY)
 RuntimeChoice = Literal[("auto", *NAMES)]  # the --runtime option's values
-# int8's agreement with fp32: rows of a job's first window scored in fp32 too, unless the int8
-# ONNX graph was checked on at least as many of the classifier's test messages when it was made.
+# bf16's or int8's agreement with fp32: rows of a job's first window scored in fp32 too, unless the
+# runtime's model (ONNX Runtime's int8 graph, OpenVINO's bf16 compile) was checked on at least as
+# many of the classifier's test messages when it was made.
 # The fp32 pass costs what it measures, so a small job pays for a small sample (128 rows: +-1.7%
 # at 99% agreement, 95% interval).
-INT8_SAMPLE = 128
+AGREEMENT_SAMPLE = 128
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from spamjob.artifact import load_classifier, local_folder
 from spamjob.digests import damaged, differ, remade
 from spamjob.errors import SpamjobError
 from spamjob.fsutil import cache_dir, locked, read_json, sha256_file, write_json
-from spamjob.scoring.runtimes import INT8_SAMPLE, Loaded, Request
+from spamjob.scoring.runtimes import AGREEMENT_SAMPLE, Loaded, Request
 from spamjob.scoring.runtimes.ort_graph import GRAPH_FILES, build, exporter, sample_texts
 from spamjob.scoring.runtimes.ort_session import OrtPredictor, open_session, require_onnxruntime, session_settings
 
@@ -47,7 +47,7 @@ class OrtRuntime:
 
     def load(self, clf, folder, request: Request) -> Loaded:
         """The classifier's cached, checked graph in one session; int8's agreement from the graph's
-        check when that saw at least INT8_SAMPLE messages, else from a sample of the job (fp32 graph)."""
+        check when that saw at least AGREEMENT_SAMPLE messages, else from a sample of the job (fp32 graph)."""
         session = session_settings(request.workers)
         graph = scoring_graph(folder, request.quantize)
         predictor = OrtPredictor(clf, open_session(graph, session), request.batch_tokens, request.workers)
@@ -59,7 +59,7 @@ class OrtRuntime:
         )  # the worker count changes no prediction and follows the machine's load: not in the plan
         if request.quantize == "int8":
             check = read_json(graph.parent / "spamjob_onnx.json")["checked_with_onnxruntime"]["int8"]
-            if check["messages"] >= INT8_SAMPLE:
+            if check["messages"] >= AGREEMENT_SAMPLE:
                 loaded.checked = {
                     **check,
                     "measured_on": "the classifier's test messages, when its int8 ONNX graph was made",
@@ -76,7 +76,7 @@ RUNTIME = OrtRuntime()
 def scoring_graph(model: str | os.PathLike, quantize: str | None = None) -> Path:
     """The classifier's graph for scoring (model.onnx, or model.int8.onnx with `quantize`): made
     once per classifier and versions of spamjob, torch and onnxruntime into the cache, checked
-    like every export (within ort_graph.TOLERANCE of spamjob, on its SAMPLE and INT8_SAMPLE test
+    like every export (within ort_graph.TOLERANCE of spamjob, on its SAMPLE and AGREEMENT_SAMPLE test
     messages: a graph that differs is never used), and reused while its sha256 holds.
     spamjob_onnx.json, written last, marks a folder whose graphs passed."""
     run_dir = local_folder(model)
@@ -90,7 +90,7 @@ def scoring_graph(model: str | os.PathLike, quantize: str | None = None) -> Path
             remade(str(graph), why)
         (folder / "spamjob_onnx.json").unlink(missing_ok=True)
         clf = load_classifier(run_dir)
-        meta = build(clf, folder, quantize, sample_texts(clf, INT8_SAMPLE))
+        meta = build(clf, folder, quantize, sample_texts(clf, AGREEMENT_SAMPLE))
         meta["files"] = digests.record(folder, [n for n in GRAPH_FILES if (folder / n).is_file()])
         write_json(folder / "spamjob_onnx.json", meta)
     return graph
