@@ -47,8 +47,9 @@ def test_gpu_check_smoke_runs_every_step(assets, tmp_path):
     assert "speed-up of default over reference (job wall" in finetune and "GEMM 512x768x3072: fp32" in finetune
     assert "speed-up of default over reference-bf16" in finetune
     runs = json.loads((out / "finetune.json").read_text())["runs"]
-    assert [x["name"] for x in runs] == ["reference", "reference-bf16", "default-fp32", "default"]
-    assert all(x["test_acc"] > 0 for x in runs) and runs[1]["precision"] == "bf16" and runs[2]["precision"] == "no"
+    assert [x["name"] for x in runs] == ["reference", "reference-bf16", "reference-fast", "default-fp32", "default"]
+    assert all(x["test_acc"] > 0 for x in runs) and runs[1]["precision"] == "bf16" and runs[3]["precision"] == "no"
+    assert "speed-up of reference-fast over reference (job wall" in finetune
     score = json.loads((out / "score.json").read_text())["results"]
     assert [x["name"][:3] for x in score] == ["(a)", "(b)", "(b)", "(c)", "(c)"]
     assert all(x["msg_per_s"] > 0 for x in score)
