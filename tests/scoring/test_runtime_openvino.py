@@ -75,6 +75,7 @@ def test_bf16_agreement_is_measured_once_per_graph_and_cpu(inputs, classifier_di
     assert (got["prediction"] == want["prediction"]).mean() >= 0.95
 
 
+@pytest.mark.slow
 def test_without_test_messages_bf16_is_compared_on_the_jobs_first_window(inputs, classifier_dir, tmp_path, monkeypatch):
     import shutil
 
@@ -90,6 +91,7 @@ def test_without_test_messages_bf16_is_compared_on_the_jobs_first_window(inputs,
     assert agreement["rows_compared"] == len(set(first)) and "first window" in agreement["measured_on"]
 
 
+@pytest.mark.slow
 def test_a_damaged_compiled_model_is_compiled_again_with_a_note(inputs, classifier_dir, tmp_path, monkeypatch):
     """OpenVINO imports a cached compiled model with a changed byte as it is: spamjob checks its
     sha256 first, compiles again with a `note:` line, and scores as before."""

@@ -233,6 +233,7 @@ def test_two_ranks_on_onnxruntime_equal_one_process(inputs, classifier_dir, by_t
     assert np.nanmax(diff) <= 1e-4
 
 
+@pytest.mark.slow
 def test_graphs_made_at_train_time_spare_the_first_job_its_export(data_dir, tmp_path, monkeypatch):
     """`spamjob train --scoring-graphs` makes both graphs into the cache; `spamjob env --model` says
     they are ready; the first int8 job then exports nothing."""
