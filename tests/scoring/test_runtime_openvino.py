@@ -16,7 +16,8 @@ import pyarrow.parquet as pq
 import pytest
 from support import flip_byte, predictions, report, score, scored, sms_messages, write_parquet
 
-pytest.importorskip("openvino")  # the `openvino` extra; .ci/run installs it
+pytest.importorskip("openvino")  # the `openvino` extra (.ci/run installs it), which brings
+pytest.importorskip("onnxruntime")  # the onnx extra too: a README install has openvino alone
 
 ODD = ["hi <|endoftext|> there", "<|endoftext|>", "free " * 300]
 
