@@ -52,7 +52,8 @@ class ScoreConfig:
     cache (benchmarks/RESULTS.md); 65536 on GPU]."""
     mixed_precision: MixedPrecision = "auto"
     """auto: bf16 on a GPU, or on a CPU with a bf16 matrix unit (AMX, AVX512-BF16), its label
-    agreement with fp32 sampled into the report; else fp32 (`no`: fp32 always)."""
+    agreement with fp32 in the report (sampled, or as checked once per classifier); else fp32 (`no`:
+    fp32 always)."""
     compile: bool = False
     """torch.compile the model."""
     quantize: Quantize | None = None
@@ -60,8 +61,9 @@ class ScoreConfig:
     runtime: RuntimeChoice = "auto"
     """What runs the model. torch; onnxruntime (CPU, fp32 or --quantize int8; `pip install
     'spamjob[onnx]'`): the graph of spamjob's own ONNX export, made once per classifier into the
-    cache and checked against torch within 1e-4; auto: onnxruntime for CPU --quantize int8 where it
-    is installed, else torch."""
+    cache and checked against torch within 1e-4; openvino (CPU, bf16 or fp32; `pip install
+    'spamjob[openvino]'`): that graph compiled by OpenVINO; auto: onnxruntime for CPU --quantize int8,
+    openvino for bf16 on an x86 CPU with a bf16 unit, each where installed, else torch."""
     threshold: float | None = option(None, min=0, below=1, metavar="P")
     """Spam when P(spam) > P [the classifier's operating point from training, config.json; 0.5 is the
     argmax of the two logits]."""
