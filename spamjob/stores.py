@@ -206,6 +206,36 @@ def list_files(uri: str) -> list[tuple[str, int, int]]:
     return sorted((f"{scheme}://{f.path}", f.size, f.mtime_ns or 0) for f in found if f.type == pafs.FileType.File)
 
 
+# What a store's listing says of an object's content: S3's and Azure's ETag, GCS's generation.
+_VERSION_KEYS = ("ETag", "etag", "generation")
+
+
+def versions(uris: list[str]) -> dict[str, str]:
+    """Objects' content versions (ETag, or GCS's generation), one listing per folder they lie in,
+    through the store's fsspec filesystem; {} where that is not installed (the caller then has
+    size and mtime alone)."""
+    found: dict[str, str] = {}
+    by_folder: dict[str, list[str]] = {}
+    for uri in uris:
+        by_folder.setdefault(parent(uri), []).append(uri)
+    for folder, members in by_folder.items():
+        loc = locate(folder)
+        store = fsspec_store(loc.kind)
+        if store is None:
+            return {}
+        with store_errors(folder):
+            store.invalidate_cache(loc.path)
+            listed = store.find(loc.path, maxdepth=1, detail=True)
+        scheme = folder.split("://", 1)[0]
+        tags = {f"{scheme}://{path}": _version(i) for path, i in listed.items()}
+        found.update({uri: tags[uri] for uri in members if tags.get(uri)})
+    return found
+
+
+def _version(listed: dict) -> str:
+    return next((str(listed[k]) for k in _VERSION_KEYS if listed.get(k)), "")
+
+
 def glob_files(pattern: str) -> list[tuple[str, int, int]]:
     """Objects matching a glob (`*`, `?`, `[...]`; `*` also crosses `/`), listed from the prefix before it."""
     return [f for f in list_files(glob_base(pattern)) if fnmatch.fnmatchcase(f[0], pattern)]

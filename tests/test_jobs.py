@@ -70,8 +70,10 @@ def test_launcher_never_falls_back_to_the_cpu_silently(tmp_path):
 def test_yaml_templates_parse():
     job = yaml.safe_load((JOBS / "k8s" / "finetune-job.yaml").read_text())
     cron = yaml.safe_load((JOBS / "k8s" / "score-cronjob.yaml").read_text())
+    growing = yaml.safe_load((JOBS / "k8s" / "score-cronjob-incremental.yaml").read_text())
     assert job["kind"] == "Job" and cron["kind"] == "CronJob" and len(cron["spec"]["schedule"].split()) == 5
-    for c in (_container(job), _container(cron)):
+    assert growing["kind"] == "CronJob" and growing["spec"]["concurrencyPolicy"] == "Forbid"
+    for c in (_container(job), _container(cron), _container(growing)):
         assert c["resources"]["requests"]["nvidia.com/gpu"] >= 1 and c["volumeMounts"]
     assert yaml.safe_load((REPO / "accelerate_config.yaml").read_text())["distributed_type"] == "NO"
 
@@ -196,14 +198,26 @@ def test_kubernetes_cronjob_and_cron_line_run(volumes):
     (day,) = list((volumes["/data"] / "scored").iterdir())
     assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", day.name) and (day / "_SUCCESS").exists()
 
+    # The incremental CronJob: a second night scores only the batch that came since.
+    doc = yaml.safe_load((JOBS / "k8s" / "score-cronjob-incremental.yaml").read_text())
+    c = _container(doc)
+    cmd = [_substitute(x, volumes) for x in [*c["command"], *c["args"]]]
+    _run(cmd, {"SPAMJOB_GPUS": "0"}, cwd=Path(_substitute(c["workingDir"], volumes)))
+    import shutil
+
+    shutil.copy(volumes["/data"] / "splits" / "validation.csv", volumes["/data"] / "inbox" / "batch-002.csv")
+    _run(cmd, {"SPAMJOB_GPUS": "0"}, cwd=Path(_substitute(c["workingDir"], volumes)))
+    night = json.loads((volumes["/data"] / "scored" / "inbox" / "report.json").read_text())
+    every = json.loads((volumes["/data"] / "scored" / "inbox" / "cumulative.json").read_text())
+    assert night["incremental"]["files_scored"] == 1 and every["rows"]["read"] == night["rows"]["read"] + 300
+    (volumes["/data"] / "inbox" / "batch-002.csv").unlink()
+
     line = next(ln for ln in (JOBS / "spamjob.cron").read_text().splitlines() if ln and not ln.startswith("#"))
     fields = line.split(None, 5)
     assert len(fields) == 6 and all(re.fullmatch(r"[\d*/,-]+", f) for f in fields[:5])
     log = volumes["/data"] / "cron.log"
     command = _substitute(fields[5].replace("\\%", "%"), {**volumes, "/var/log/spamjob-score.log": log})
-    import shutil
-
     shutil.rmtree(volumes["/data"] / "scored")
     _run(["bash", "-c", command], {"SPAMJOB_GPUS": "0"})
-    assert "scored 300 of 300 rows" in log.read_text()
+    assert "incremental run 1: scored 300 of 300 rows" in log.read_text()
     assert shlex.split(command)[0] == "cd"

@@ -75,12 +75,19 @@ class ScoreConfig:
     """Tokenizer processes [GPU: up to 8; CPU: 0 = in the reading thread]."""
     overwrite: bool = False
     """Replace an output folder made by another model/inputs/options."""
+    incremental: bool = False
+    """Score only what no earlier run into --out committed: new files, and files changed since (a new
+    size, ETag/generation, mtime; their earlier rows superseded); each run commits as one more run of
+    the same output, one run at a time (report.md: this run's rows; cumulative.md: every current row)."""
     shard: str | None = option(None, metavar="K/N")
     """Do only share K of N of the work units (e.g. a Slurm array task); every task writes into the same
     --out and the last to finish writes the report and _SUCCESS."""
     dedup: bool = option(True, flag="--no-dedup")
     """A text that comes again within a window (exact match) is tokenized and scored once, every row of
     it given that probability; --no-dedup scores each row on its own (same labels: for benchmarks)."""
+    metrics_file: str | None = option(None, metavar="PATH")
+    """Also write the run's metrics (Prometheus text format, as OUT/metrics.prom) to PATH once it has
+    succeeded, e.g. into node_exporter's textfile-collector folder (a `.prom` name)."""
     progress: bool = option(True, flag="--no-progress")
     """A progress bar on the main process; --no-progress turns it off."""
     verbose: bool = False
@@ -106,6 +113,8 @@ class ScoreConfig:
                 problems.append(f"shard must be K/N with 0 <= K < N, got {self.shard!r}")
             elif self.overwrite:
                 problems.append("--overwrite cannot be combined with --shard: other tasks write into the same folder")
+            elif self.incremental:
+                problems.append("--incremental cannot be combined with --shard: one run at a time writes the output")
         if problems:
             raise SpamjobError("; ".join(problems))
 
@@ -128,6 +137,7 @@ class ScoreConfig:
         unsupported = {
             "--format csv": self.format == "csv",
             "--shard": self.shard,
+            "--incremental": self.incremental,
             "--compile": self.compile,
             "--threads": self.threads,
             "--tokenize-workers": self.tokenize_workers,

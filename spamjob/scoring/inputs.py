@@ -7,6 +7,7 @@ command line is read whatever its name. What was skipped, and why, is kept (`Fou
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import glob
 import os
@@ -149,6 +150,22 @@ def _local_source(path: Path) -> Source:
 def _source(where: str, name: PurePath, size: int, mtime_ns: int) -> Source:
     fmt, compression = format_of(name)  # type: ignore[misc]
     return Source(where, fmt.name, compression, size, mtime_ns)
+
+
+def versioned(sources: list[Source]) -> list[Source]:
+    """The sources with their content's version, for --incremental: a local file's size, mtime and
+    inode (a file rewritten in place or replaced by a rename has another), an object's size and
+    ETag (S3, Azure) or generation (GCS), else its mtime (no s3fs/gcsfs installed: a rewrite within
+    the same second and size is then not seen)."""
+    tags = stores.versions([s.path for s in sources if stores.is_uri(s.path)])
+    out = []
+    for s in sources:
+        if stores.is_uri(s.path):
+            version = f"{s.size}:{tags.get(s.path) or s.mtime_ns}"
+        else:
+            version = f"{s.size}:{s.mtime_ns}:{os.stat(s.path).st_ino}"
+        out.append(dataclasses.replace(s, version=version))
+    return out
 
 
 def scored_input(named: Path, folder: Path) -> None:

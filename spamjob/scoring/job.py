@@ -20,15 +20,16 @@ from spamjob import __version__
 from spamjob.errors import SpamjobError
 from spamjob.hardware import cpu
 from spamjob.operating import threshold_record
+from spamjob.scoring import incremental, metrics
 from spamjob.scoring import report as rep
 from spamjob.scoring.columns import OUTPUT_COLUMNS
+from spamjob.scoring.committed import committed_units, manifest, sum_counts
 from spamjob.scoring.config import ScoreConfig
 from spamjob.scoring.inputs import skipped_counts
 from spamjob.scoring.loop import score_all
-from spamjob.scoring.output.names import commits
-from spamjob.scoring.report import Counts
+from spamjob.scoring.output.names import METRICS
 from spamjob.scoring.setup import ScoreJob, setup
-from spamjob.scoring.units import byte_blocks, units_of
+from spamjob.scoring.units import byte_blocks
 
 
 def main(cfg: ScoreConfig) -> dict:
@@ -63,6 +64,8 @@ def finish(job: ScoreJob, wall0: float) -> dict:
     if accelerator.is_main_process:
         with job.out.finishing():
             report = _write_report(job, wall0, {"peak_rss_mb": peak, "peak_gpu_mb": peak_gpu or None}, steady)
+        if job.cfg.metrics_file and "pending" not in report:
+            metrics.write(job.cfg.metrics_file, report, job.out.location)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return report if report is not None else {}
@@ -70,7 +73,7 @@ def finish(job: ScoreJob, wall0: float) -> dict:
 
 def _write_report(job: ScoreJob, wall0: float, peaks: dict, steady: float) -> dict:
     """Check every unit committed, sum the sidecars, write the report, the manifest and `_SUCCESS`."""
-    total, per_input, parts, missing = _sum_sidecars(job)
+    done, missing = committed_units(job)
     if missing:
         if job.cfg.shard is not None:  # other tasks are still at work: the last one writes the report
             return {
@@ -83,49 +86,20 @@ def _write_report(job: ScoreJob, wall0: float, peaks: dict, steady: float) -> di
     wall = time.perf_counter() - wall0
     extra = {
         "wall_time_s": round(wall, 3),
-        "rows_per_s": round(total.rows_read / wall, 2) if wall else None,
+        "rows_per_s": None,
         "steady_rows_per_s": round(steady, 2) if steady else None,  # after each process's first window
-        **_facts(job, len(parts), peaks),
+        **_facts(job, len(done), peaks),
     }
+    if job.run is not None:
+        return incremental.finish(job, done, extra)
+    total, per_input = sum_counts(done)
+    extra["rows_per_s"] = round(total.rows_read / wall, 2) if wall else None
     report = rep.build(total, per_input, extra)
     with job.out.staged() as folder:
         rep.write(folder, report)
-    skipped = [{"path": path, "reason": why} for path, why in job.skipped.items()]
-    job.out.finish(
-        {
-            "plan": job.plan,
-            "parts": parts,
-            "rows": total.rows_read,
-            "rejected": sum(total.rejected.values()),
-            "skipped": skipped,
-        }
-    )
+        metrics.write(folder / METRICS, report, job.out.location)
+    job.out.finish(manifest(job, done))
     return report
-
-
-def _sum_sidecars(job: ScoreJob) -> tuple[Counts, dict[str, Counts], list[dict], list[str]]:
-    """The counts of every committed unit, in all and per input; the parts; the units not committed."""
-    total, per_input, parts, missing = Counts(), {}, [], []
-    for inp in job.inputs:
-        c_in = Counts()
-        for unit in units_of(job, inp):
-            info = job.out.sidecar(unit.name)
-            if info is None or not commits(info, unit.where):
-                missing.append(unit.name)
-                continue
-            c_in += Counts.from_dict(info["counts"])
-            parts.append(
-                {
-                    "part": info["part"],
-                    "source": inp.source.path,
-                    "unit": unit.index,
-                    "rows": info["rows"],
-                    "rejects": info["rejects"],
-                }
-            )
-        per_input[inp.source.path] = c_in
-        total += c_in
-    return total, per_input, parts, missing
 
 
 def _facts(job: ScoreJob, parts: int, peaks: dict) -> dict:

@@ -104,7 +104,7 @@ class OpenUnit:
                 self.part.abort()
             elif not self.done_before:
                 counts = self.counts.to_dict()
-                job.out.commit(unit.name, unit.where, self.part, job.schema, self.rejects, counts)
+                job.out.commit(unit.name, unit.where, self.part, job.schema, self.rejects, counts, job.run_number)
                 if unit.byte_block and "reason" in job.out.source_record(unit.source.key):
                     job.out.uncommit(unit.name)
         self._lock.close()

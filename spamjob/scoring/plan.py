@@ -14,13 +14,14 @@ def build(
     cfg: ScoreConfig, model_sha256: str | None, inputs: list[dict], predictions: dict, engine: str | None = None
 ) -> dict:
     """The plan of scoring `inputs` (their fingerprints) with the classifier in cfg.model;
-    `predictions`: the resolved settings that change a prediction (precision, int8, threshold)."""
+    `predictions`: the resolved settings that change a prediction (precision, int8, threshold).
+    An --incremental output's plan names no inputs: every run of it has the same plan."""
     plan = {"engine": engine} if engine else {}
     return {
         **plan,
         "spamjob_version": __version__,
         "model": model_record(cfg.model, model_sha256),
-        "inputs": inputs,
+        **({"incremental": True} if cfg.incremental else {"inputs": inputs}),
         "options": {**cfg.plan_options(), **predictions},
     }
 

@@ -175,14 +175,14 @@ def build(total: Counts, per_input: dict[str, Counts], extra: dict) -> dict:
     }
 
 
-def write(out: str | os.PathLike, report: dict) -> list[Path]:
-    """report.json, report.md and report.png in `out`."""
+def write(out: str | os.PathLike, report: dict, name: str = "report", png: bool = True) -> list[Path]:
+    """report.json, report.md and report.png in `out` (`name`.json, ...; `png` off: no plot)."""
     out = Path(out)
-    write_json(out / "report.json", report)
-    with atomic_path(out / "report.md") as tmp:
+    write_json(out / f"{name}.json", report)
+    with atomic_path(out / f"{name}.md") as tmp:
         tmp.write_text(markdown(report))
-    png = plot(out / "report.png", report)
-    return [out / "report.json", out / "report.md", *([png] if png else [])]
+    plotted = plot(out / f"{name}.png", report) if png else None
+    return [out / f"{name}.json", out / f"{name}.md", *([plotted] if plotted else [])]
 
 
 def _pct(x) -> str:
@@ -201,6 +201,13 @@ def markdown(r: dict) -> str:
     if "wall_time_s" in r:  # `spamjob score`'s own report (a recount knows no timing)
         steady = f" ({r['steady_rows_per_s']:,.1f} after the first window)" if r.get("steady_rows_per_s") else ""
         lines.append(f"- wall time: {r['wall_time_s']:.1f} s; {r['rows_per_s']:,.1f} rows/s{steady}; {workers(r)}")
+    if inc := r.get("incremental"):
+        lines.append(
+            f"- incremental run {inc['run']} (the last committed: {inc['previous_run'] or 'none'}): "
+            f"{inc['units_scored']:,} unit(s) of {inc['files_scored']:,} new or changed file(s) scored, "
+            f"{inc['parts_superseded']:,} earlier part(s) superseded; {inc['units_current']:,} current "
+            f"part(s) in all (`{inc['cumulative_report']}`)"
+        )
     if r.get("recounted_from"):
         lines.append(f"- recounted from `{r['recounted_from']['folder']}` ({r['recounted_from']['parts']:,} parts)")
     if r.get("model"):
@@ -287,9 +294,11 @@ def scored_line(report: dict, folder: str | os.PathLike, recounted: bool = False
             f"counted {r['read']:,} rows ({r['scored']:,} scored, {r['flagged']:,} flagged, "
             f"{r['rejected']:,} rejected lines){acc}{where}"
         )
+    run = f"incremental run {inc['run']}: " if (inc := report.get("incremental")) else ""
     return (
-        f"scored {r['scored']:,} of {r['read']:,} rows ({r['flagged']:,} flagged, {r['rejected']:,} rejected lines)"
-        f"{acc} in {report['wall_time_s']:.1f} s ({report['rows_per_s']:,.1f} rows/s), {workers(report)}{where}"
+        f"{run}scored {r['scored']:,} of {r['read']:,} rows ({r['flagged']:,} flagged, "
+        f"{r['rejected']:,} rejected lines){acc} in {report['wall_time_s']:.1f} s "
+        f"({report['rows_per_s']:,.1f} rows/s), {workers(report)}{where}"
     )
 
 

@@ -18,9 +18,10 @@ from spamjob.scoring.columns import Columns, output_fields, renamed_for_output, 
 from spamjob.scoring.config import ScoreConfig
 from spamjob.scoring.core import BatchScorer
 from spamjob.scoring.csv_reader import CsvOptions
-from spamjob.scoring.inputs import find, say_skipped, schema_of
-from spamjob.scoring.output import OutputFolder, open_output
+from spamjob.scoring.inputs import find, say_skipped, schema_of, versioned
+from spamjob.scoring.output import OutputFolder, open_output, runs
 from spamjob.scoring.output.lookup import check_out
+from spamjob.scoring.output.runs import Run
 from spamjob.scoring.schema import as_csv_text, common_type
 from spamjob.scoring.source import Source
 from spamjob.threads import apply_threads, tokenizer_workers
@@ -132,6 +133,8 @@ class ScoreJob:
     threads: dict = field(default_factory=dict)  # torch's threads (or model workers) in this process, and why
     renamed: dict = field(default_factory=dict)  # kept input columns named as an output column -> input_<name>
     skipped: dict = field(default_factory=dict)  # files met under the inputs and not read: path -> why
+    run: Run | None = None  # --incremental, on the main process: this run, claimed
+    run_number: int | None = None  # --incremental: this run's number (in every unit it commits)
     in_blocks: list[Input] = field(default_factory=list)  # CSV inputs read in byte blocks when the job started
     windows: int = 0  # windows written by this process (the crash tests' kill point counts them)
     steady: Steady = field(default_factory=Steady)
@@ -165,8 +168,7 @@ def setup(cfg: ScoreConfig) -> ScoreJob:
         dedup=cfg.dedup,
     )
     plan = _plan(cfg, scorer, inputs)
-    if accelerator.is_main_process:
-        out.prepare(plan, cfg.overwrite)
+    run = _prepare(cfg, out, plan, schema, accelerator.is_main_process)
     accelerator.wait_for_everyone()
     # With --shard K/N, this run's processes are ranks K*world .. K*world+world-1 of N*world.
     k, n = map(int, (cfg.shard or "0/1").split("/"))
@@ -185,6 +187,8 @@ def setup(cfg: ScoreConfig) -> ScoreJob:
         threads=threads,
         renamed=renamed,
         skipped=skipped,
+        run=run,
+        run_number=runs.current(out) if cfg.incremental else None,
     )
     rows = sum(formats.of(i.source).rows(i.source) or 0 for i in inputs if i.columns is not None)
     job.bar = tqdm(
@@ -195,6 +199,18 @@ def setup(cfg: ScoreConfig) -> ScoreJob:
         leave=False,
     )
     return job
+
+
+def _prepare(cfg: ScoreConfig, out: OutputFolder, plan: dict, schema: pa.Schema, main: bool) -> Run | None:
+    """--out checked against the plan (and, --incremental, the run claimed) by the main process;
+    an incremental output's schema checked by every process."""
+    if not cfg.incremental:
+        if main:
+            out.prepare(plan, cfg.overwrite)
+        return None
+    if not cfg.overwrite:
+        runs.check_schema(out, schema)
+    return runs.begin(out, lambda: out.prepare(plan, cfg.overwrite)) if main else None
 
 
 def _plan(cfg: ScoreConfig, scorer: BatchScorer, inputs: list[Input]) -> dict:
@@ -209,6 +225,8 @@ def read_inputs(cfg: ScoreConfig, csv: CsvOptions) -> tuple[list[Input], dict[st
     """The inputs found, --out checked against them, each with its schema and resolved columns;
     the files skipped on the way, with why (said on the main process with --verbose)."""
     found = find(cfg.inputs)
+    if cfg.incremental:
+        found.sources = versioned(found.sources)
     check_out(cfg.out, [s.path for s in found.sources])
     say_skipped(found.skipped, cfg.verbose)
     inputs = [

@@ -17,21 +17,25 @@ COMPRESSED = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd"}
 
 @dataclass(frozen=True)
 class Source:
-    """One input file: its format and fingerprint (path, size, mtime)."""
+    """One input file: its format and fingerprint (path, size, mtime; for --incremental, its version)."""
 
     path: str
     kind: str  # its format's name (spamjob.scoring.formats)
     compression: str | None
     size: int
     mtime_ns: int
+    version: str = ""  # --incremental: what the store guarantees about the content (spamjob.scoring.inputs)
 
     @property
     def key(self) -> str:
-        """Stable short id used in part names (sha1 of the absolute path)."""
-        return hashlib.sha1(self.path.encode()).hexdigest()[:12]
+        """Stable short id used in part names: sha1 of the absolute path (and of its version, so
+        that each version of a file scored incrementally has parts of its own)."""
+        version = b"\0" + self.version.encode() if self.version else b""
+        return hashlib.sha1(self.path.encode() + version).hexdigest()[:12]
 
     def fingerprint(self) -> dict:
-        return {"path": self.path, "size": self.size, "mtime_ns": self.mtime_ns}
+        version = {"version": self.version} if self.version else {}
+        return {"path": self.path, "size": self.size, "mtime_ns": self.mtime_ns, **version}
 
 
 @dataclass

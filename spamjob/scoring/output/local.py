@@ -26,7 +26,7 @@ from pathlib import Path
 
 from spamjob.errors import SpamjobError
 from spamjob.faults import kill_point, pause_point
-from spamjob.fsutil import atomic_path, locked, read_json, sha256_file, write_json
+from spamjob.fsutil import atomic_path, create_file, locked, read_json, sha256_file, write_json
 from spamjob.scoring.output.names import (
     LOCKS,
     MANIFEST,
@@ -35,15 +35,18 @@ from spamjob.scoring.output.names import (
     PREDICTIONS,
     REJECTS,
     REPORT_LOCK,
+    RUNS,
     SIDECARS,
     SOURCES,
     SUCCESS,
     another_job,
     commits,
+    manifest_names,
     not_ours,
     owned,
     unit_of,
 )
+from spamjob.scoring.output.runs import record_name
 from spamjob.scoring.parts import PartWriter
 
 
@@ -92,7 +95,7 @@ class LocalFolder:
         self.path.mkdir(parents=True, exist_ok=True)
         plan_path = self.path / PLAN
         with self.lock(PLAN_LOCK):
-            if [p for p in self.path.iterdir() if p.name != LOCKS]:
+            if [p for p in self.path.iterdir() if p.name not in (LOCKS, RUNS)]:
                 old = read_json(plan_path) if plan_path.is_file() else None
                 if old != plan or not resume:
                     self._clear(old, overwrite or old == plan)
@@ -104,7 +107,7 @@ class LocalFolder:
 
     def _clear(self, old: dict | None, overwrite: bool) -> None:
         """The folder holds another job's files (or none of spamjob's): an error, or with --overwrite
-        their deletion (the locks stay: other processes may be waiting on them)."""
+        their deletion (the locks and runs stay: other processes may be waiting on them)."""
         if not overwrite:
             raise another_job(f"output folder {self.path}", old)
         whole = old is not None and old.get("engine") == "ray"  # Ray names its part files itself
@@ -112,7 +115,7 @@ class LocalFolder:
         if foreign:
             raise not_ours(self.path / foreign[0], self.path)
         for p in self.path.iterdir():
-            if p.name != LOCKS:
+            if p.name not in (LOCKS, RUNS):  # (an incremental output's run claims this one too)
                 shutil.rmtree(p) if p.is_dir() else p.unlink()
 
     def _names(self) -> list[str]:
@@ -168,7 +171,9 @@ class LocalFolder:
             return None
         return {"size": path.stat().st_size, "sha256": sha256_file(path)}
 
-    def commit(self, unit: str, where: dict, part, schema, rejects: list[dict], counts: dict) -> None:
+    def commit(
+        self, unit: str, where: dict, part, schema, rejects: list[dict], counts: dict, run: int | None = None
+    ) -> None:
         """Step 2: the part (a complete PartWriter, of `schema`), then the rejects, then the sidecar
         (`where`: the unit's input and index; its counts; the files' sizes and hashes): a unit without
         its sidecar is redone on rerun."""
@@ -187,6 +192,7 @@ class LocalFolder:
                 "rows": part.rows,
                 "rejects": rejects_name,
                 "counts": counts,
+                **({"run": run} if run is not None else {}),
                 "files": {name: self._record(name) for name in (part_name, rejects_name) if name},
             },
         )
@@ -216,6 +222,43 @@ class LocalFolder:
                 p.unlink()
         self.record_source(key, {"path": path, "reason": reason})
 
+    def run_records(self) -> dict[int, dict]:
+        """The runs of an incremental output (spamjob.scoring.output.runs), by number."""
+        return {int(p.stem): read_json(p) for p in (self.path / RUNS).glob("[0-9]*.json")}
+
+    def claim_run(self, number: int, record: dict) -> Held | None:
+        """Run `number`'s lock (held until released, or the process dies), then its record, created
+        only if absent; None when another run holds either."""
+        hold = contextlib.ExitStack()
+        if hold.enter_context(self.lock(f"run-{number:06d}", wait=False)) and create_file(
+            self.path / record_name(number), json.dumps(record, indent=2) + "\n"
+        ):
+            return Held(hold)
+        hold.close()
+        return None
+
+    def run_alive(self, number: int, mine: int) -> bool:
+        """Whether run `number`'s process is alive: it holds its lock."""
+        with self.lock(f"run-{number:06d}", wait=False) as free:
+            return not free
+
+    def drop_run(self, number: int) -> None:
+        (self.path / record_name(number)).unlink(missing_ok=True)
+
+    def write_run(self, number: int, record: dict) -> None:
+        write_json(self.path / record_name(number), record)
+
+    def delete_unnamed(self, keep: set[str]) -> int:
+        """Every unit file of predictions/, rejects/, _parts/ and _sources/ not in `keep` (names
+        relative to the folder): an incremental output's superseded parts. Returns how many."""
+        gone = 0
+        for folder in (PREDICTIONS, REJECTS, SIDECARS, SOURCES):
+            for p in (self.path / folder).glob("*"):
+                if p.is_file() and f"{folder}/{p.name}" not in keep and unit_of(p.name) is not None:
+                    p.unlink()
+                    gone += 1
+        return gone
+
     @contextlib.contextmanager
     def finishing(self) -> Iterator[None]:
         """Step 3, around the report: temporaries nobody holds go (e.g. a killed --shard task's), then
@@ -228,5 +271,17 @@ class LocalFolder:
         """`_manifest.json` (which unit of which input each part is), then `_SUCCESS`, last."""
         if manifest is not None:
             write_json(self.path / MANIFEST, manifest)
+            if manifest.get("incremental"):  # earlier versions' parts: superseded once it is written
+                self.delete_unnamed(manifest_names(manifest))
         with atomic_path(self.path / SUCCESS) as tmp:
             tmp.write_text("")
+
+
+class Held:
+    """A local run's claim: its lock, held until `release`."""
+
+    def __init__(self, hold: contextlib.ExitStack):
+        self._hold = hold
+
+    def release(self) -> None:
+        self._hold.close()

@@ -12,16 +12,18 @@ PLAN = "_plan.json"  # written first: it makes a folder a scoring output
 MANIFEST = "_manifest.json"  # written at the finish: which unit of which input each part is
 SUCCESS = "_SUCCESS"  # written last
 PREDICTIONS = "predictions"  # the parts, one Parquet/CSV dataset
-REJECTS, SIDECARS, SOURCES, LOCKS = "rejects", "_parts", "_sources", "_locks"
+REJECTS, SIDECARS, SOURCES, LOCKS, RUNS = "rejects", "_parts", "_sources", "_locks", "_runs"
 REPORT_FILES = ("report.json", "report.md", "report.png")
+CUMULATIVE_FILES = ("cumulative.json", "cumulative.md")  # --incremental: the report of every current row
+METRICS = "metrics.prom"  # the run's metrics, Prometheus text (spamjob.scoring.metrics)
 # What a scoring job writes into --out, and nothing else: --overwrite deletes only these.
-OWNED_FILES = {PLAN, MANIFEST, SUCCESS, *REPORT_FILES}
-OWNED_FOLDERS = {SIDECARS, SOURCES, LOCKS, PREDICTIONS, REJECTS}
+OWNED_FILES = {PLAN, MANIFEST, SUCCESS, *REPORT_FILES, *CUMULATIVE_FILES, METRICS}
+OWNED_FOLDERS = {SIDECARS, SOURCES, LOCKS, PREDICTIONS, REJECTS, RUNS}
 TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[^.]+\.part$")  # atomic_path's and PartWriter's (local folders)
 # A unit's files (an object store's carry the attempt that wrote them), the report's and plan's locks, sources.
 _UNIT_FILE = re.compile(
     r"^(?P<unit>part-[0-9a-f]{12}-\d{6}|report|plan)(?:\.[0-9a-f]{12})?\.(parquet|csv|json|jsonl|lock)$"
-    r"|^[0-9a-f]{12}\.(json|lock)$"
+    r"|^[0-9a-f]{12}\.(json|lock)$|^run-\d{6}\.lock$|^\d{6}\.json$"
 )
 UNIT_PART = re.compile(r"^(?P<unit>part-[0-9a-f]{12}-\d{6})\.")  # a part's unit, from its file name
 REPORT_LOCK = "report"  # held while the report files are written
@@ -59,6 +61,17 @@ def commits(sidecar: dict, where: dict) -> bool:
     """A sidecar is the commit of the unit `where` names (a byte block and a block of a file read
     whole share an index and a name)."""
     return all(sidecar.get(k, False if k == "byte_block" else None) == v for k, v in where.items())
+
+
+def manifest_names(manifest: dict) -> set[str]:
+    """The files of the units a manifest names: parts, rejects, sidecars, their inputs' records
+    (relative to the output); what finishing deletes the other unit files of."""
+    keep = set()
+    for p in manifest["parts"]:
+        keep |= {p["part"], *([p["rejects"]] if p["rejects"] else [])}
+        if m := UNIT_PART.match(p["part"].rsplit("/", 1)[-1]):
+            keep |= {f"{SIDECARS}/{m.group('unit')}.json", f"{SOURCES}/{m.group('unit')[5:17]}.json"}
+    return keep
 
 
 def another_job(what: str, old: dict | None) -> SpamjobError:

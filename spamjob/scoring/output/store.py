@@ -27,6 +27,7 @@ import contextlib
 import hashlib
 import json
 import tempfile
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,15 +43,17 @@ from spamjob.scoring.output.names import (
     PLAN,
     PREDICTIONS,
     REJECTS,
+    RUNS,
     SIDECARS,
     SOURCES,
     SUCCESS,
-    UNIT_PART,
     another_job,
     commits,
+    manifest_names,
     not_ours,
     owned,
 )
+from spamjob.scoring.output.runs import STALE_BEATS, heartbeat_s, record_name
 from spamjob.scoring.parts import PartWriter
 
 
@@ -122,8 +125,10 @@ class StoreFolder:
         stores.delete([self.child(SUCCESS)])
 
     def _names(self) -> list[str]:
-        """Every object under the prefix, relative to it."""
-        return [uri[len(self.uri) + 1 :] for uri, _, _ in stores.list_files(self.uri + "/")]
+        """Every object under the prefix, relative to it, but the runs' records (--incremental: this
+        run's claim is there before the plan)."""
+        names = [uri[len(self.uri) + 1 :] for uri, _, _ in stores.list_files(self.uri + "/")]
+        return [n for n in names if not n.startswith(RUNS + "/")]
 
     def _clear(self, old: dict | None, overwrite: bool) -> None:
         if not overwrite:
@@ -162,7 +167,16 @@ class StoreFolder:
                 return False
         return True
 
-    def commit(self, unit: str, where: dict, part: StorePartWriter, schema, rejects: list[dict], counts: dict) -> None:
+    def commit(
+        self,
+        unit: str,
+        where: dict,
+        part: StorePartWriter,
+        schema,
+        rejects: list[dict],
+        counts: dict,
+        run: int | None = None,
+    ) -> None:
         """Step 2: the part and rejects under this attempt's names, then the sidecar, created only if
         absent; a losing attempt deletes its files."""
         part.commit(schema)
@@ -176,6 +190,8 @@ class StoreFolder:
             files[rejects_name] = {"size": len(data), "sha256": _sha256(data)}
         kill_point("SPAMJOB_KILL_BEFORE_SIDECAR", 1)  # crash tests: a part without its commit
         record = {**where, "part": part_name, "rows": part.rows, "rejects": rejects_name, "counts": counts}
+        if run is not None:
+            record["run"] = run  # --incremental: the run that committed it
         self._create_sidecar(unit, where, {**record, "files": files})
 
     def _create_sidecar(self, unit: str, where: dict, record: dict) -> None:
@@ -207,6 +223,42 @@ class StoreFolder:
             kill_point("SPAMJOB_KILL_IN_FALL_BACK", folder)  # crash tests
             stores.delete([uri for uri, _, _ in stores.list_files(self.child(f"{folder}/part-{key}-"))])
 
+    def run_records(self) -> dict[int, dict]:
+        """The runs of an incremental output (spamjob.scoring.output.runs), by number."""
+        listed = stores.list_files(self.child(RUNS) + "/")
+        names = [u[len(self.uri) + 1 :] for u, _, _ in listed]
+        return {int(n[len(RUNS) + 1 : -5]): self.read_json(n) or {} for n in names if n.endswith(".json")}
+
+    def claim_run(self, number: int, record: dict) -> Heartbeat | None:
+        """Run `number`'s record, created only if absent, then rewritten every heartbeat until
+        released; None when another run created it first."""
+        if not stores.create(self.child(record_name(number)), _json(record)):
+            return None
+        return Heartbeat(self.child(record_name(number)), record)
+
+    def run_alive(self, number: int, mine: int) -> bool:
+        """Whether run `number` beat lately: its record is less than STALE_BEATS heartbeats older than
+        run `mine`'s, created just now (the store's clock for both)."""
+        theirs, now = (stores.info(self.child(record_name(n))).mtime_ns or 0 for n in (number, mine))
+        return now - theirs < STALE_BEATS * heartbeat_s() * 1e9
+
+    def drop_run(self, number: int) -> None:
+        stores.delete([self.child(record_name(number))])
+
+    def write_run(self, number: int, record: dict) -> None:
+        self._write_json(record_name(number), record)
+
+    def delete_unnamed(self, keep: set[str]) -> int:
+        """Every object of predictions/, rejects/, _parts/ and _sources/ not in `keep`. Returns how many."""
+        gone = [
+            uri
+            for folder in (PREDICTIONS, REJECTS, SIDECARS, SOURCES)
+            for uri, _, _ in stores.list_files(self.child(folder) + "/")
+            if uri[len(self.uri) + 1 :] not in keep
+        ]
+        stores.delete(gone)
+        return len(gone)
+
     @contextlib.contextmanager
     def finishing(self) -> Iterator[None]:
         yield
@@ -223,19 +275,8 @@ class StoreFolder:
         """Step 3: the manifest, the objects it does not name deleted, then `_SUCCESS`."""
         if manifest is not None:
             self._write_json(MANIFEST, manifest)
-            self._delete_unnamed(manifest)
+            self.delete_unnamed(manifest_names(manifest))
         stores.write_bytes(self.child(SUCCESS), b"")
-
-    def _delete_unnamed(self, manifest: dict) -> None:
-        keep = {p["part"] for p in manifest["parts"]} | {p["rejects"] for p in manifest["parts"] if p["rejects"]}
-        keep |= {f"{SIDECARS}/{m.group('unit')}.json" for p in manifest["parts"] if (m := UNIT_PART.match(_base(p)))}
-        for folder in (PREDICTIONS, REJECTS, SIDECARS):
-            listed = stores.list_files(self.child(folder) + "/")
-            stores.delete([uri for uri, _, _ in listed if uri[len(self.uri) + 1 :] not in keep])
-
-
-def _base(part: dict) -> str:
-    return part["part"].rsplit("/", 1)[-1]
 
 
 def _json(obj) -> bytes:
@@ -244,3 +285,24 @@ def _json(obj) -> bytes:
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+class Heartbeat:
+    """A store run's claim: its record rewritten every `heartbeat_s()` seconds by a daemon thread
+    (a failed write is tried again at the next beat), until `release`."""
+
+    def __init__(self, uri: str, record: dict):
+        self.uri, self.record, self._stop = uri, record, threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="spamjob-heartbeat", daemon=True)
+        self._thread.start()
+
+    def _beat(self) -> None:
+        beats = 0
+        while not self._stop.wait(heartbeat_s()):
+            beats += 1
+            with contextlib.suppress(SpamjobError):
+                stores.write_bytes(self.uri, _json({**self.record, "heartbeats": beats}))
+
+    def release(self) -> None:
+        self._stop.set()
+        self._thread.join()
