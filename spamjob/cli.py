@@ -194,16 +194,26 @@ def score(**params) -> None:
     Every input row appears once in the output: scored, or flagged in `error` (null,
     empty or undecodable text); CSV lines that cannot be parsed go to rejects/. Rerun the
     same command after a crash to finish; exit status 0 when every input was processed,
-    1 on bad input or options (nothing is scored then), 2 on usage errors.
+    1 on bad input or options (nothing is scored then), 2 on usage errors, 3 when
+    --fail-on-drift's PSI was exceeded (the output committed all the same).
     """
     from spamjob.engines import run as run_score
+    from spamjob.scoring.drift import DRIFT_EXIT, drifted
     from spamjob.scoring.report import scored_line
 
-    report = run_score(ScoreConfig(**params))
-    if report.get("rows"):
+    cfg = ScoreConfig(**params)
+    report = run_score(cfg)
+    if report.get("dry_run"):
+        from spamjob.scoring.dry_run import lines
+
+        click.echo("\n".join(lines(report)))
+    elif report.get("rows"):
         click.echo(scored_line(report, params["out"]))
     elif report.get("pending"):
         click.echo(report["pending"])
+    if (why := drifted(report, cfg.fail_on_drift)) is not None:
+        click.echo(why, err=True)
+        sys.exit(DRIFT_EXIT)
 
 
 @cli.command()

@@ -325,6 +325,16 @@ def report(out: Path) -> dict:
     return json.loads((out / "report.json").read_text())
 
 
+def metric_values(text: str) -> dict[str, dict[tuple, float]]:
+    """A metrics file read by prometheus_client's own parser: name -> label values -> value."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {
+        family.name: {tuple(s.labels.values()): s.value for s in family.samples}
+        for family in text_string_to_metric_families(text)
+    }
+
+
 def without_timing(r: dict) -> dict:
     r = {k: v for k, v in r.items() if k not in TIMING}
     r["output"] = {k: v for k, v in r["output"].items() if k != "folder"}

@@ -211,3 +211,18 @@ def test_ort_bench_smoke(assets, tmp_path):
     rows = json.loads((tmp_path / "o.json").read_text())["rows"]
     assert len([x for x in rows if x["part"] == "int8"]) == 5 and "(spamjob's)" in r.stdout
     assert len([x for x in rows if x["part"] == "layout"]) == 12 and all(x["msg_per_s"] > 0 for x in rows)
+
+
+@pytest.mark.slow
+def test_dry_run_bench_smoke(assets):
+    """The dry run's prediction beside the job it predicts, in one run; the dry run writes nothing."""
+    r = subprocess.run(
+        [sys.executable, "benchmarks/dry_run_bench.py", "--smoke", "--sms", str(assets["SMS"])],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "| predicted job time |" in r.stdout and "measured / predicted:" in r.stdout
+    assert r.stdout.startswith("CPU: ") and "calibration: " in r.stdout

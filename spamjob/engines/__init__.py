@@ -24,6 +24,8 @@ EngineChoice = Literal[tuple(ENGINES)]  # the --engine option's values
 
 def run(cfg) -> dict:
     """Score `cfg` (a ScoreConfig) on its engine; the report ({} on processes other than the main one)."""
+    if cfg.dry_run:  # what the job would do and cost: spamjob.scoring.dry_run
+        return importlib.import_module("spamjob.scoring.dry_run").main(cfg)
     module, function, extra = ENGINES[cfg.engine]
     if extra:
         extras.require(extra, f"--engine {cfg.engine}")

@@ -85,9 +85,19 @@ class ScoreConfig:
     dedup: bool = option(True, flag="--no-dedup")
     """A text that comes again within a window (exact match) is tokenized and scored once, every row of
     it given that probability; --no-dedup scores each row on its own (same labels: for benchmarks)."""
+    drift_reference: str | None = option(None, folder=True, store=True, metavar="OUT")
+    """Measure drift against this earlier scoring output's rows (its cumulative report where it has one)
+    instead of the classifier's training profile (profile.json)."""
+    fail_on_drift: float | None = option(None, min=0, metavar="PSI")
+    """Exit 3, after committing everything, when the population stability index of the scores against
+    the drift reference exceeds PSI (0.25: a shift worth a look)."""
     metrics_file: str | None = option(None, metavar="PATH")
     """Also write the run's metrics (Prometheus text format, as OUT/metrics.prom) to PATH once it has
     succeeded, e.g. into node_exporter's textfile-collector folder (a `.prom` name)."""
+    dry_run: bool = False
+    """Write nothing, score nothing: list the work units and rows to score (from Parquet metadata and
+    CSV sizes; with --incremental, only what is new), sample their token counts, calibrate the runtime
+    for a few seconds and print the expected time on this machine, and per process for N shards or ranks."""
     progress: bool = option(True, flag="--no-progress")
     """A progress bar on the main process; --no-progress turns it off."""
     verbose: bool = False
@@ -138,6 +148,9 @@ class ScoreConfig:
             "--format csv": self.format == "csv",
             "--shard": self.shard,
             "--incremental": self.incremental,
+            "--dry-run": self.dry_run,
+            "--drift-reference": self.drift_reference,
+            "--fail-on-drift": self.fail_on_drift is not None,
             "--compile": self.compile,
             "--threads": self.threads,
             "--tokenize-workers": self.tokenize_workers,

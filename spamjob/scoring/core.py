@@ -48,12 +48,18 @@ class Window:
     def num_rows(self) -> int:
         return len(self.errors)
 
-    def per_row(self, probs: np.ndarray, max_length: int) -> tuple[np.ndarray, np.ndarray]:
-        """(P(spam), truncated) per scored row, in `ok` order, from the probabilities of the texts run."""
-        truncated = self.ids.lengths > max_length
+    def per_row(self, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(P(spam), token count) per scored row, in `ok` order, from the probabilities of the texts run."""
+        lengths = np.asarray(self.ids.lengths, dtype=np.int64)
         if self.repeats is None:
-            return probs, truncated
-        return self.repeats.per_row(probs, self.repeats.seen_p), self.repeats.per_row(truncated, self.repeats.seen_t)
+            return probs, lengths
+        return self.repeats.per_row(probs, self.repeats.seen_p), self.repeats.per_row(lengths, self.repeats.seen_len)
+
+    def token_lengths(self) -> np.ndarray:
+        """Each row's token count (0 for a row not scored): what drift's length histogram counts."""
+        lengths = np.zeros(self.num_rows, dtype=np.int64)
+        lengths[self.ok] = self.per_row(np.zeros(len(self.ids.lengths)))[1]
+        return lengths
 
 
 class BatchScorer:
@@ -91,6 +97,7 @@ class BatchScorer:
         chosen = runtimes.get(runtimes.resolve(runtime, request))
         chosen.check(request)
         folder = local_folder(model)  # a URI's classifier fetched once: its tokenizer is the workers' too
+        self.folder = folder
         # The tokenizer processes start first: they load their tokenizers while the model loads.
         self.tokenize = TokenizerPool(None, tokenizer_folder(folder), tokenize_workers)
         try:
@@ -136,9 +143,10 @@ class BatchScorer:
         scored[ok] = True
         spam_prob = np.full(n, np.nan)
         truncated = np.zeros(n, dtype=bool)
-        spam_prob[ok], truncated[ok] = window.per_row(probs, self.classifier.max_length)
+        spam_prob[ok], lengths = window.per_row(probs)
+        truncated[ok] = lengths > self.classifier.max_length
         if window.repeats is not None:
-            self.seen.remember(window.repeats.texts, probs, window.ids.lengths > self.classifier.max_length)
+            self.seen.remember(window.repeats.texts, probs, np.asarray(window.ids.lengths))
         ham, spam = self.classifier.labels
         labels = np.where(spam_prob > self.threshold, spam, ham).astype(object)  # at 0.5: the argmax, a tie is ham
         labels[~scored] = None

@@ -44,9 +44,9 @@ def finish(job, done: list, extra: dict) -> dict:
     total, per_input = sum_counts(this_run)
     wall = extra["wall_time_s"]
     extra = {**extra, "rows_per_s": round(total.rows_read / wall, 2) if wall else None, "incremental": summary}
-    report = rep.build(total, per_input, extra)
+    report = rep.build(total, per_input, extra, job.reference)
     timing = ("wall_time_s", "rows_per_s", "steady_rows_per_s")
-    cumulative = rep.build(*sum_counts(kept + done), {k: v for k, v in extra.items() if k not in timing})
+    cumulative = rep.build(*sum_counts(kept + done), {k: v for k, v in extra.items() if k not in timing}, job.reference)
     with out.staged() as folder:
         rep.write(folder, report)
         rep.write(folder, cumulative, name=CUMULATIVE, png=False)

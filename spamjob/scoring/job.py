@@ -94,7 +94,7 @@ def _write_report(job: ScoreJob, wall0: float, peaks: dict, steady: float) -> di
         return incremental.finish(job, done, extra)
     total, per_input = sum_counts(done)
     extra["rows_per_s"] = round(total.rows_read / wall, 2) if wall else None
-    report = rep.build(total, per_input, extra)
+    report = rep.build(total, per_input, extra, job.reference)
     with job.out.staged() as folder:
         rep.write(folder, report)
         metrics.write(folder / METRICS, report, job.out.location)

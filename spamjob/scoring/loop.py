@@ -149,7 +149,7 @@ def _output_table(job: ScoreJob, item: Item, inp: Input, probs: np.ndarray, coun
         job.agreement.same = int(((ref > t) == (probs[: len(ref)] > t)).sum())
         job.agreement.max_abs_diff = float(np.abs(ref - probs[: len(ref)]).max())
     new = job.scorer.output_columns(window, probs)
-    counts += count_rows(new, item.labels)
+    counts += count_rows(new, item.labels, window.token_lengths())
     n, mine = window.num_rows, inp.kept_names(job.renamed)
     kept = {
         f.name: _kept(item.chunk.batch.column(mine[f.name]), f.type) if f.name in mine else pa.nulls(n, f.type)

@@ -26,6 +26,10 @@ def exposition(report: dict, output: str, now: float | None = None) -> str:
         ("spam_rate", "Share of scored rows predicted spam.", [(label, report.get("spam_rate"))]),
         ("last_success_timestamp_seconds", "When the run finished (Unix time).", [(label, now or time.time())]),
     ]
+    if (d := report.get("drift")) is not None:
+        of = (("scores", "score_psi"), ("token_lengths", "token_length_psi"))
+        psis = [(f'{label},of="{name}"', d[key]) for name, key in of]
+        gauges.append(("drift_psi", "Population stability index against the drift reference.", psis))
     if (inc := report.get("incremental")) is not None:
         gauges.append(("run", "The incremental run's number.", [(label, inc["run"])]))
     lines = []

@@ -20,16 +20,16 @@ LONGEST = 2048
 
 
 class Seen:
-    """Text -> (P(spam), truncated) of the texts this scorer ran (thread-safe: one writer per window)."""
+    """Text -> (P(spam), token count) of the texts this scorer ran (thread-safe: one writer per window)."""
 
     def __init__(self, budget_chars: int = BUDGET_CHARS):
-        self.results: dict[str, tuple[float, bool]] = {}
+        self.results: dict[str, tuple[float, int]] = {}
         self.chars, self.budget = 0, budget_chars
         self.lock = threading.Lock()
 
-    def remember(self, texts: list[str], probs: np.ndarray, truncated: np.ndarray) -> None:
+    def remember(self, texts: list[str], probs: np.ndarray, lengths: np.ndarray) -> None:
         with self.lock:
-            for text, p, t in zip(texts, probs.tolist(), truncated.tolist()):
+            for text, p, t in zip(texts, probs.tolist(), lengths.tolist()):
                 if self.chars + len(text) > self.budget:
                     return
                 if len(text) <= LONGEST and text not in self.results:
@@ -41,12 +41,12 @@ class Seen:
 class Repeats:
     """How a window's scored rows map onto the texts it runs: row r has distinct text `rows_of[r]`;
     distinct text d is run as row `fresh[d]` of the window's token ids, or was seen before
-    (`fresh[d]` = -1) with `seen_p[d]`, `seen_t[d]`."""
+    (`fresh[d]` = -1) with `seen_p[d]`, `seen_len[d]` (its token count)."""
 
     rows_of: np.ndarray
     fresh: np.ndarray
     seen_p: np.ndarray
-    seen_t: np.ndarray
+    seen_len: np.ndarray
     texts: list[str]  # the texts run, in token-id order (remembered once scored)
 
     def per_row(self, fresh_values: np.ndarray, seen_values: np.ndarray) -> np.ndarray:
@@ -67,5 +67,5 @@ def find_repeats(texts: list[str], seen: Seen | None) -> Repeats:
     run = [d for d, k in enumerate(known) if k is None]
     fresh[run] = np.arange(len(run))
     seen_p = np.array([k[0] if k else np.nan for k in known], dtype=np.float64)
-    seen_t = np.array([bool(k[1]) if k else False for k in known], dtype=bool)
-    return Repeats(rows_of, fresh, seen_p, seen_t, [distinct[d] for d in run])
+    seen_len = np.array([k[1] if k else 0 for k in known], dtype=np.int64)
+    return Repeats(rows_of, fresh, seen_p, seen_len, [distinct[d] for d in run])

@@ -18,14 +18,21 @@ import pyarrow as pa
 
 from spamjob import stores
 from spamjob.config import LABELS
-from spamjob.console import say
 from spamjob.fsutil import atomic_path, write_json
 from spamjob.operating import summarize
+from spamjob.scoring import drift
+from spamjob.scoring.report_plot import pct, plot, threshold_name
 
 BINS = 20  # spam-probability histogram bins of width 0.05
 # Precision/recall curve thresholds: 0.1 apart in logit from -10 to 10 (P 4.5e-5 .. 0.99995), fine
 # where a spam filter's operating points lie (near 0 and 1), as integer counts that add up.
 CURVE_EDGES = 1 / (1 + np.exp(-np.linspace(-10, 10, 201)))
+# Token counts in half-octaves: bin k holds 2**(k/2) <= n < 2**((k+1)/2); the last, every longer text.
+LENGTH_BINS = 22
+
+
+def length_bins(lengths: np.ndarray) -> np.ndarray:
+    return np.minimum((2 * np.log2(np.maximum(lengths, 1))).astype(np.int64), LENGTH_BINS - 1)
 
 
 @dataclass
@@ -45,6 +52,8 @@ class Counts:
     histogram: list = field(default_factory=lambda: [0] * BINS)
     by_label: list = field(default_factory=lambda: [[0] * (len(CURVE_EDGES) + 1) for _ in range(2)])
     """[true label][curve bin]: bin b holds CURVE_EDGES[b-1] < P(spam) <= CURVE_EDGES[b]."""
+    scores: list = field(default_factory=lambda: [0] * (len(CURVE_EDGES) + 1))  # every scored row, curve bins
+    lengths: list = field(default_factory=lambda: [0] * LENGTH_BINS)  # scored rows' token counts (length_bins)
 
     def __iadd__(self, other: Counts) -> Counts:
         for name in ("rows_read", "rows_scored", "predicted_spam", "truncated", "labeled", "unknown_labels"):
@@ -56,7 +65,8 @@ class Counts:
                 self.confusion[t][p] += other.confusion[t][p]
                 self.confusion_at_half[t][p] += other.confusion_at_half[t][p]
             self.by_label[t] = [a + b for a, b in zip(self.by_label[t], other.by_label[t])]
-        self.histogram = [a + b for a, b in zip(self.histogram, other.histogram)]
+        for name in ("histogram", "scores", "lengths"):
+            setattr(self, name, [a + b for a, b in zip(getattr(self, name), getattr(other, name))])
         return self
 
     def to_dict(self) -> dict:
@@ -73,6 +83,8 @@ class Counts:
             "confusion_at_half": self.confusion_at_half,
             "histogram": self.histogram,
             "by_label": self.by_label,
+            "scores": self.scores,
+            "lengths": self.lengths,
         }
 
     @classmethod
@@ -82,11 +94,14 @@ class Counts:
         return c
 
 
-def count_rows(columns: Mapping[str, pa.Array], labels: list[int | None] | None) -> Counts:
+def count_rows(
+    columns: Mapping[str, pa.Array], labels: list[int | None] | None, lengths: np.ndarray | None = None
+) -> Counts:
     """Counts of scored rows as scoring writes them (`error`, `prediction`, `spam_probability`,
     `truncated`) and their labels (0 ham, 1 spam, None unknown): the one rule of `spamjob score`
     (per window) and `spamjob report` (per batch of any engine's predictions). Predicted spam is
-    what the `prediction` column says (at the threshold the scorer used)."""
+    what the `prediction` column says (at the threshold the scorer used). `lengths`: each row's
+    token count, where the scorer knows it (drift's length histogram)."""
     c = Counts()
     errors = columns["error"].cast(pa.string())
     scored = errors.is_null().to_numpy(zero_copy_only=False)
@@ -97,6 +112,9 @@ def count_rows(columns: Mapping[str, pa.Array], labels: list[int | None] | None)
     c.flagged = Counter(e for e in errors.to_pylist() if e is not None)
     bins = np.minimum((probs * BINS).astype(np.int64), BINS - 1)
     c.histogram = np.bincount(bins, minlength=BINS).tolist()
+    c.scores = np.bincount(np.searchsorted(CURVE_EDGES, probs, side="left"), minlength=len(CURVE_EDGES) + 1).tolist()
+    if lengths is not None:
+        c.lengths = np.bincount(length_bins(np.asarray(lengths)[scored]), minlength=LENGTH_BINS).tolist()
     if labels is None:
         return c
     c.unknown_labels = sum(label is None for label in labels)
@@ -143,8 +161,9 @@ def metrics(confusion: list) -> dict:
     }
 
 
-def build(total: Counts, per_input: dict[str, Counts], extra: dict) -> dict:
-    """The report dictionary (report.json); `extra` may name the `threshold` the predictions used."""
+def build(total: Counts, per_input: dict[str, Counts], extra: dict, reference: dict | None = None) -> dict:
+    """The report dictionary (report.json); `extra` may name the `threshold` the predictions used;
+    with a `reference` profile, the rows' drift from it (spamjob.scoring.drift)."""
     has_labels = total.labeled > 0
     if has_labels:
         labels = {
@@ -170,7 +189,10 @@ def build(total: Counts, per_input: dict[str, Counts], extra: dict) -> dict:
         "predicted": {"ham": total.rows_scored - total.predicted_spam, "spam": total.predicted_spam},
         "labels": labels,
         "spam_probability_histogram": {"bin_edges": [i / BINS for i in range(BINS + 1)], "counts": total.histogram},
-        "inputs": {path: c.to_dict() for path, c in per_input.items()},
+        # (token lengths are the scorer's to know: a recount of the parts has none, so per input they are left out)
+        "inputs": {path: {k: v for k, v in c.to_dict().items() if k != "lengths"} for path, c in per_input.items()},
+        "profile": (now := drift.profile(total, "these rows")),
+        "drift": drift.compare(reference, now) if reference is not None else None,
         **extra,
     }
 
@@ -185,10 +207,6 @@ def write(out: str | os.PathLike, report: dict, name: str = "report", png: bool 
     return [out / f"{name}.json", out / f"{name}.md", *([plotted] if plotted else [])]
 
 
-def _pct(x) -> str:
-    return "n/a" if x is None else f"{x * 100:.2f}%"
-
-
 def markdown(r: dict) -> str:
     rows = r["rows"]
     lines = [
@@ -196,18 +214,12 @@ def markdown(r: dict) -> str:
         "",
         f"- rows read: {rows['read']:,}; scored: {rows['scored']:,}; flagged: {rows['flagged']:,}; "
         f"rejected: {rows['rejected']:,}; truncated: {rows['truncated']:,}",
-        f"- spam rate: {_pct(r['spam_rate'])} ({r['predicted']['spam']:,} spam, {r['predicted']['ham']:,} ham)",
+        f"- spam rate: {pct(r['spam_rate'])} ({r['predicted']['spam']:,} spam, {r['predicted']['ham']:,} ham)",
     ]
     if "wall_time_s" in r:  # `spamjob score`'s own report (a recount knows no timing)
         steady = f" ({r['steady_rows_per_s']:,.1f} after the first window)" if r.get("steady_rows_per_s") else ""
         lines.append(f"- wall time: {r['wall_time_s']:.1f} s; {r['rows_per_s']:,.1f} rows/s{steady}; {workers(r)}")
-    if inc := r.get("incremental"):
-        lines.append(
-            f"- incremental run {inc['run']} (the last committed: {inc['previous_run'] or 'none'}): "
-            f"{inc['units_scored']:,} unit(s) of {inc['files_scored']:,} new or changed file(s) scored, "
-            f"{inc['parts_superseded']:,} earlier part(s) superseded; {inc['units_current']:,} current "
-            f"part(s) in all (`{inc['cumulative_report']}`)"
-        )
+    lines += _run_lines(r)
     if r.get("recounted_from"):
         lines.append(f"- recounted from `{r['recounted_from']['folder']}` ({r['recounted_from']['parts']:,} parts)")
     if r.get("model"):
@@ -228,8 +240,8 @@ def markdown(r: dict) -> str:
             "",
             "## Against the labels",
             "",
-            f"accuracy {_pct(m['accuracy'])}, precision {_pct(m['precision'])}, recall {_pct(m['recall'])}, "
-            f"F1 {_pct(m['f1'])} over {m['examples']:,} labeled rows ({m['unknown_labels']:,} with unknown labels)",
+            f"accuracy {pct(m['accuracy'])}, precision {pct(m['precision'])}, recall {pct(m['recall'])}, "
+            f"F1 {pct(m['f1'])} over {m['examples']:,} labeled rows ({m['unknown_labels']:,} with unknown labels)",
             "",
             "| true \\ predicted | ham | spam |",
             "|---|---|---|",
@@ -239,10 +251,9 @@ def markdown(r: dict) -> str:
             "| threshold | precision | recall | F1 | accuracy |",
             "|---|---|---|---|---|",
         ]
-        for name, at in ((_threshold_name(r), m), ("0.5 (argmax)", m["at_0.5"])):
+        for name, at in ((threshold_name(r), m), ("0.5 (argmax)", m["at_0.5"])):
             lines.append(
-                f"| {name} | {_pct(at['precision'])} | {_pct(at['recall'])} | {_pct(at['f1'])} | "
-                f"{_pct(at['accuracy'])} |"
+                f"| {name} | {pct(at['precision'])} | {pct(at['recall'])} | {pct(at['f1'])} | {pct(at['accuracy'])} |"
             )
     for title, key in (("Flagged rows", "flagged_by_reason"), ("Rejected lines", "rejected_by_reason")):
         if r[key]:
@@ -271,7 +282,7 @@ def runtime_line(r: dict) -> str:
     precision = "int8" if r.get("quantize") else {"no": "fp32"}.get(r.get("mixed_precision"), r.get("mixed_precision"))
     line = f"runtime: {' '.join(filter(None, (rt['name'], rt.get('version'))))}, {precision}"
     if agreement.get("same_prediction") is not None:
-        same, rows = _pct(agreement["same_prediction"]), agreement["rows_compared"]
+        same, rows = pct(agreement["same_prediction"]), agreement["rows_compared"]
         line += f"; {precision} labels agree with fp32 on {same} of {rows:,} rows"
     return line
 
@@ -302,69 +313,28 @@ def scored_line(report: dict, folder: str | os.PathLike, recounted: bool = False
     )
 
 
-def _threshold_name(r: dict) -> str:
-    return f"{r['threshold']['value']:.4g} (used)" if r.get("threshold") else "as predicted"
+def _run_lines(r: dict) -> list[str]:
+    """The lines of an incremental run and of drift, where the report has them."""
+    found = []
+    if inc := r.get("incremental"):
+        found.append(
+            f"- incremental run {inc['run']} (the last committed: {inc['previous_run'] or 'none'}): "
+            f"{inc['units_scored']:,} unit(s) of {inc['files_scored']:,} new or changed file(s) scored, "
+            f"{inc['parts_superseded']:,} earlier part(s) superseded; {inc['units_current']:,} current "
+            f"part(s) in all (`{inc['cumulative_report']}`)"
+        )
+    if d := r.get("drift"):
+        found.append(drift_line(d))
+    return found
 
 
-def plot(path: Path, r: dict) -> Path | None:
-    """Confusion matrix and precision/recall curve (when labels exist) and spam-probability histogram;
-    None, with a warning, where matplotlib cannot be imported (the figures are in report.json)."""
-    try:
-        from matplotlib.figure import Figure  # not pyplot: no GUI state, and 0.2 s less to import
-    except ImportError as e:
-        say(f"warning: no {path.name}: matplotlib cannot be imported ({e}); report.json and report.md are complete")
-        return None
-
-    with_labels = r["accuracy"] is not None
-    fig = Figure(figsize=(13 if with_labels else 5, 3.5))
-    axes = fig.subplots(1, 3 if with_labels else 1)
-    axes = list(axes) if with_labels else [axes]
-    if with_labels:
-        _confusion_panel(axes.pop(0), r)
-        _pr_panel(axes.pop(0), r)
-    ax = axes[0]
-    h = r["spam_probability_histogram"]
-    edges = h["bin_edges"]
-    ax.bar(edges[:-1], h["counts"], width=edges[1] - edges[0], align="edge")
-    ax.set_xlabel("spam probability")
-    ax.set_ylabel("rows")
-    ax.set_title("predicted spam probability")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    return path
-
-
-def _confusion_panel(ax, r: dict) -> None:
-    counts = r["labels"]["confusion_matrix"]["counts"]
-    ax.imshow(counts, cmap="Blues")
-    top = max(max(row) for row in counts) or 1
-    for t in range(2):
-        for p in range(2):
-            ax.text(
-                p,
-                t,
-                f"{counts[t][p]:,}",
-                ha="center",
-                va="center",
-                color="white" if counts[t][p] > top / 2 else "black",
-            )
-    ax.set_xticks([0, 1], ["ham", "spam"])
-    ax.set_yticks([0, 1], ["ham", "spam"])
-    ax.set_xlabel("prediction")
-    ax.set_ylabel("label")
-    ax.set_title(f"accuracy {_pct(r['accuracy'])}")
-
-
-def _pr_panel(ax, r: dict) -> None:
-    """Precision against recall over thresholds, the threshold used and 0.5 marked."""
-    m = r["labels"]
-    ax.plot(m["pr_curve"]["recall"], m["pr_curve"]["precision"], "-", lw=1.2)
-    ax.plot([m["recall"]], [m["precision"]], "o", label=f"threshold {_threshold_name(r)}")
-    ax.plot([m["at_0.5"]["recall"]], [m["at_0.5"]["precision"]], "x", label="0.5 (argmax)")
-    ax.set_xlabel("recall (spam)")
-    ax.set_ylabel("precision (spam)")
-    ax.set_xlim(0, 1.02)
-    ax.set_ylim(0, 1.02)
-    ax.legend(loc="lower left", fontsize=8)
-    ax.set_title("precision / recall")
+def drift_line(d: dict) -> str:
+    """The report's drift line: the PSIs and the spam rate against the reference."""
+    lengths = f", token lengths {d['token_length_psi']:.3f}" if d["token_length_psi"] is not None else ""
+    score = "n/a" if d["score_psi"] is None else f"{d['score_psi']:.3f}"
+    rate = d["spam_rate"]
+    return (
+        f"- drift from {d['reference']}: PSI of scores {score}{lengths}; spam rate {pct(rate['now'])} "
+        f"(reference {pct(rate['reference'])}); truncated {pct(d['truncated_rate']['now'])}, empty "
+        f"{pct(d['empty_rate']['now'])}, errors {pct(d['error_rate']['now'])}"
+    )

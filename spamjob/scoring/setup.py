@@ -12,7 +12,8 @@ import torch
 from tqdm import tqdm
 
 from spamjob import processes
-from spamjob.scoring import formats
+from spamjob.errors import SpamjobError
+from spamjob.scoring import drift, formats
 from spamjob.scoring import plan as job_plan
 from spamjob.scoring.columns import Columns, output_fields, renamed_for_output, resolve_columns
 from spamjob.scoring.config import ScoreConfig
@@ -133,6 +134,7 @@ class ScoreJob:
     threads: dict = field(default_factory=dict)  # torch's threads (or model workers) in this process, and why
     renamed: dict = field(default_factory=dict)  # kept input columns named as an output column -> input_<name>
     skipped: dict = field(default_factory=dict)  # files met under the inputs and not read: path -> why
+    reference: dict | None = None  # the drift reference's profile (spamjob.scoring.drift)
     run: Run | None = None  # --incremental, on the main process: this run, claimed
     run_number: int | None = None  # --incremental: this run's number (in every unit it commits)
     in_blocks: list[Input] = field(default_factory=list)  # CSV inputs read in byte blocks when the job started
@@ -167,6 +169,7 @@ def setup(cfg: ScoreConfig) -> ScoreJob:
         runtime=cfg.runtime,
         dedup=cfg.dedup,
     )
+    reference = drift_reference(cfg, scorer)
     plan = _plan(cfg, scorer, inputs)
     run = _prepare(cfg, out, plan, schema, accelerator.is_main_process)
     accelerator.wait_for_everyone()
@@ -188,6 +191,7 @@ def setup(cfg: ScoreConfig) -> ScoreJob:
         renamed=renamed,
         skipped=skipped,
         run=run,
+        reference=reference,
         run_number=runs.current(out) if cfg.incremental else None,
     )
     rows = sum(formats.of(i.source).rows(i.source) or 0 for i in inputs if i.columns is not None)
@@ -211,6 +215,17 @@ def _prepare(cfg: ScoreConfig, out: OutputFolder, plan: dict, schema: pa.Schema,
     if not cfg.overwrite:
         runs.check_schema(out, schema)
     return runs.begin(out, lambda: out.prepare(plan, cfg.overwrite)) if main else None
+
+
+def drift_reference(cfg: ScoreConfig, scorer: BatchScorer) -> dict | None:
+    """The profile drift is measured against; with --fail-on-drift, there must be one."""
+    found = drift.reference(cfg.drift_reference, scorer.folder)
+    if found is None and cfg.fail_on_drift is not None:
+        raise SpamjobError(
+            f"--fail-on-drift needs a drift reference: {cfg.model} has no {drift.PROFILE} (trained by an older "
+            "spamjob); pass --drift-reference OUT (an earlier scoring output)"
+        )
+    return found
 
 
 def _plan(cfg: ScoreConfig, scorer: BatchScorer, inputs: list[Input]) -> dict:

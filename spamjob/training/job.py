@@ -34,6 +34,7 @@ from spamjob.training.checkpoints import TrainState, check_resume, save_checkpoi
 from spamjob.training.evaluate import eval_pair, evaluate
 from spamjob.training.loaders import to_device
 from spamjob.training.plots import PlotProcess, plot_process
+from spamjob.training.profile import write_profile
 from spamjob.training.setup import (
     Run,
     accelerator_for,
@@ -246,6 +247,7 @@ def _write_artifact(run: Run, history: list[dict], metrics: dict, plots: PlotPro
     }
     gpt = model.gpt if model.lora is None else model.lora.merge_and_unload()
     save_classifier(out, gpt, meta, model.tok_search)
+    metrics["drift_profile"] = write_profile(out, data_dir, run.accelerator.device)
     with atomic_path(out / "history.jsonl") as tmp:
         tmp.write_text("".join(json.dumps(h) + "\n" for h in history))
     plots.wait()

@@ -18,7 +18,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 from store_servers import objects
-from support import REPO, report, run_in_repo, score, sms_messages, write_parquet
+from support import REPO, metric_values, report, run_in_repo, score, sms_messages, write_parquet
 
 KEY = ["id", "spam_probability", "prediction"]
 
@@ -40,16 +40,6 @@ def inbox_files(sms_path: Path, folder: Path, stage: int) -> None:
         text = text[:-1] + "y" * (old - len(text)) + "\n"  # padded to the old size
         (folder / "b.csv").write_text(text)
         assert (folder / "b.csv").stat().st_size == old
-
-
-def metric_values(text: str) -> dict[str, dict[tuple, float]]:
-    """A metrics file read by prometheus_client's own parser: name -> label values -> value."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    return {
-        family.name: {tuple(s.labels.values()): s.value for s in family.samples}
-        for family in text_string_to_metric_families(text)
-    }
 
 
 def current_view(out: Path) -> pd.DataFrame:
@@ -183,14 +173,6 @@ def test_three_runs_over_s3_with_a_kill_and_a_run_started_together(sms_path, cla
 
     with serving(MotoS3()) as s3:
         bucket = s3.bucket("incremental")
-        from spamjob import stores
-        from spamjob.scoring.inputs import uri_sources, versioned
-
-        rewritten = []  # an object rewritten at once, at the same size: its ETag tells the versions apart
-        for text in (b"text\nabc\n", b"text\nxyz\n"):
-            stores.write_bytes(f"{bucket}/v/b.csv", text)
-            rewritten.append(versioned(uri_sources(f"{bucket}/v/b.csv"))[0])
-        assert rewritten[0].size == rewritten[1].size and rewritten[0].key != rewritten[1].key
         inbox, out, local = f"{bucket}/inbox", f"{bucket}/scored", tmp_path / "inbox"
         cmd = _cli(inbox, classifier_dir, out)
         env = {**s3.env(), "SPAMJOB_HEARTBEAT_S": "0.5"}  # a run is dead 3 s after its last heartbeat
