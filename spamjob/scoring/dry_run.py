@@ -26,8 +26,8 @@ from spamjob.scoring.config import ScoreConfig
 from spamjob.scoring.core import BatchScorer
 from spamjob.scoring.csv_reader import CsvOptions
 from spamjob.scoring.output import open_output
+from spamjob.scoring.output.names import unit_name
 from spamjob.scoring.setup import Input, read_inputs
-from spamjob.scoring.units import Unit
 from spamjob.threads import apply_threads
 
 SAMPLE_ROWS = 4096  # rows tokenized for token counts, and scored for the calibration
@@ -112,7 +112,7 @@ def _plan(inp: Input, csv: CsvOptions, sample, out) -> Planned:
 def _committed(out, src) -> bool:
     """An earlier incremental run committed this version of the file (the sidecar of its first
     unit: a file that a killed run left half done counts as new, whole)."""
-    info = out.sidecar(Unit(src, 0).name)
+    info = out.sidecar(unit_name(src.key, 0))
     return info is not None and info.get("source") == src.path
 
 

@@ -22,6 +22,7 @@ from spamjob.scoring.csv_reader import CsvOptions
 from spamjob.scoring.inputs import find, say_skipped, schema_of, versioned
 from spamjob.scoring.output import OutputFolder, open_output, runs
 from spamjob.scoring.output.lookup import check_out
+from spamjob.scoring.output.names import unit_name
 from spamjob.scoring.output.runs import Run
 from spamjob.scoring.schema import as_csv_text, common_type
 from spamjob.scoring.source import Source
@@ -194,15 +195,26 @@ def setup(cfg: ScoreConfig) -> ScoreJob:
         reference=reference,
         run_number=runs.current(out) if cfg.incremental else None,
     )
-    rows = sum(formats.of(i.source).rows(i.source) or 0 for i in inputs if i.columns is not None)
-    job.bar = tqdm(
-        total=(rows // world) or None,
+    job.bar = _progress_bar(cfg, out, inputs, accelerator)
+    return job
+
+
+def _progress_bar(cfg: ScoreConfig, out: OutputFolder, inputs: list[Input], accelerator) -> tqdm:
+    """The main process's bar over the rows known from metadata; an incremental run's counts the
+    files no earlier run committed (their first unit's sidecar)."""
+    done_before = {i.source.path for i in inputs if cfg.incremental and out.sidecar(unit_name(i.source.key, 0))}
+    rows = sum(
+        formats.of(i.source).rows(i.source) or 0
+        for i in inputs
+        if i.columns is not None and i.source.path not in done_before
+    )
+    return tqdm(
+        total=(rows // accelerator.num_processes) or None,
         unit="rows",
         desc=f"scoring (rank {accelerator.process_index})",
         disable=not (cfg.progress and accelerator.is_main_process),
         leave=False,
     )
-    return job
 
 
 def _prepare(cfg: ScoreConfig, out: OutputFolder, plan: dict, schema: pa.Schema, main: bool) -> Run | None:

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from spamjob.scoring import formats
+from spamjob.scoring.output.names import unit_name
 from spamjob.scoring.setup import Input, ScoreJob
 from spamjob.scoring.source import Chunk, ReadWhole, Source, windows_of
 
@@ -28,7 +29,7 @@ class Unit:
 
     @property
     def name(self) -> str:
-        return f"part-{self.source.key}-{self.index:06d}"
+        return unit_name(self.source.key, self.index)
 
     @property
     def where(self) -> dict:

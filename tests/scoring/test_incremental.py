@@ -18,7 +18,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 from store_servers import objects
-from support import REPO, metric_values, report, run_in_repo, score, sms_messages, write_parquet
+from support import REPO, flip_byte, metric_values, report, run_in_repo, score, sms_messages, write_parquet
 
 KEY = ["id", "spam_probability", "prediction"]
 
@@ -90,6 +90,11 @@ def test_three_runs_over_a_growing_folder_equal_one_full_run(sms_path, classifie
     found = metric_values(collector.read_text())
     assert found["spamjob_score_run"][(str(out.resolve()),)] == 4 and found["spamjob_score_rows_per_second"]
     assert 0 < time.time() - found["spamjob_score_last_success_timestamp_seconds"][(str(out.resolve()),)] < 600
+    pd.testing.assert_frame_equal(current_view(out), expected)
+    damaged = sorted((out / "predictions").glob("*.parquet"))[0]
+    flip_byte(damaged)  # a part damaged since its run (its mtime moved): hashed, found, redone
+    r = score(*args)
+    assert r.exit_code == 0 and report(out)["rows"]["read"] == pq.read_metadata(damaged).num_rows
     pd.testing.assert_frame_equal(current_view(out), expected)
     r = score(*args, "--label-column", "text")  # other options: another job
     assert r.exit_code == 1 and "another model, other inputs or other options" in r.output

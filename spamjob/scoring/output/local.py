@@ -162,14 +162,22 @@ class LocalFolder:
         files = info.get("files", {})
         if where is not None and not commits(info, where):
             return False
-        return bool(files) and all(self._record(name) == rec for name, rec in files.items())
+        return bool(files) and all(self._unchanged(name, rec) for name, rec in files.items())
 
-    def _record(self, name: str) -> dict | None:
-        """Size and sha256 of a committed file (None when it is gone)."""
+    def _unchanged(self, name: str, rec: dict) -> bool:
+        """A committed file still has its recorded size and sha256. An incremental output's record
+        also holds its mtime: a file of that size and mtime is taken as unchanged unhashed (each run
+        checks every earlier part; hashing them all would read the whole output every night)."""
         path = self.path / name
-        if not path.is_file():
-            return None
-        return {"size": path.stat().st_size, "sha256": sha256_file(path)}
+        if not path.is_file() or path.stat().st_size != rec["size"]:
+            return False
+        return rec.get("mtime_ns") == path.stat().st_mtime_ns or sha256_file(path) == rec["sha256"]
+
+    def _record(self, name: str, mtime: bool = False) -> dict:
+        """Size and sha256 of a file just committed (`mtime`: and its mtime)."""
+        path = self.path / name
+        record = {"size": path.stat().st_size, "sha256": sha256_file(path)}
+        return {**record, "mtime_ns": path.stat().st_mtime_ns} if mtime else record
 
     def commit(
         self, unit: str, where: dict, part, schema, rejects: list[dict], counts: dict, run: int | None = None
@@ -193,7 +201,7 @@ class LocalFolder:
                 "rejects": rejects_name,
                 "counts": counts,
                 **({"run": run} if run is not None else {}),
-                "files": {name: self._record(name) for name in (part_name, rejects_name) if name},
+                "files": {name: self._record(name, run is not None) for name in (part_name, rejects_name) if name},
             },
         )
 

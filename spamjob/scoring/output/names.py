@@ -30,6 +30,11 @@ REPORT_LOCK = "report"  # held while the report files are written
 PLAN_LOCK = "plan"  # held while a task checks --out against its plan (and writes it)
 
 
+def unit_name(key: str, index: int) -> str:
+    """A work unit's name (its part, sidecar and lock): its input's key and its index there."""
+    return f"part-{key}-{index:06d}"
+
+
 def without_temporary(name: str) -> str:
     """The file a temporary name stands for (`.x.json.123.part` -> `x.json`); other names unchanged."""
     m = TEMPORARY.match(name)
