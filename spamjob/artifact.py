@@ -175,4 +175,14 @@ def _load_model(run_dir: Path, cfg: dict, device: str | torch.device) -> SpamCla
         gpt.load_state_dict(load_file(run_dir / "model.safetensors", device=str(device)), strict=True, assign=True)
     except Exception as e:  # safetensors or shape errors: a damaged or foreign file
         raise SpamjobError(f"cannot load {run_dir}/model.safetensors: {first_line(e)}") from None
+    t = temperature(cfg)
+    if t != 1.0:  # calibrated: softmax(logits / T) is the head's weights and bias over T
+        with torch.no_grad():
+            gpt.out_head.weight.div_(t)
+            gpt.out_head.bias.div_(t)
     return SpamClassifier(gpt, cfg["pooling"]).eval()
+
+
+def temperature(config: dict) -> float:
+    """The temperature a classifier's probabilities are calibrated with (1.0: none; spamjob.calibration)."""
+    return float((config.get("calibration") or {}).get("temperature") or 1.0)

@@ -116,6 +116,7 @@ Compute = Literal["fast", "reference"]
 OutputFormat = Literal["parquet", "csv"]
 Quantize = Literal["int8"]
 CsvBlocks = Literal["auto", "off"]
+Calibration = Literal["temperature", "none"]
 
 PRESETS = {
     # The book's recipe: last padded position, padding to the longest training message,
@@ -128,6 +129,7 @@ PRESETS = {
         "compute": "reference",
         "mixed_precision": "no",
         "threshold_rule": "argmax",
+        "calibration": "none",
     },
     # Better and cheaper: the last real token, batches padded to their own longest row,
     # frozen blocks run once per example, the last block on the pooled row only; bf16 on GPU.
@@ -139,6 +141,7 @@ PRESETS = {
         "compute": "fast",
         "mixed_precision": "auto",
         "threshold_rule": "f1",
+        "calibration": "temperature",
     },
 }
 Preset = Literal[tuple(PRESETS)]
@@ -216,6 +219,10 @@ class TrainConfig:
     """How the spam threshold is picked on the validation split: f1 (best F1), precision>=X (most recall
     with at least that precision), recall>=X (most precision with at least that recall) or argmax (0.5);
     saved in config.json, used by score and classify [default preset: f1; reference: argmax]."""
+    calibration: Calibration | None = None
+    """Calibrate P(spam) after training: temperature (one scalar fitted on the validation split, kept in
+    config.json and applied by every runtime and export; the threshold is picked on calibrated
+    scores) or none [default preset: temperature; reference: none]."""
     cache_budget_mb: int = option(4096, min=0)
     """Largest prefix cache per process; over it the frozen blocks run every step."""
     tokenizer: str | None = option(None, folder=True)

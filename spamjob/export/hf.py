@@ -116,6 +116,8 @@ def hf_config(clf) -> dict:
             "pooling": clf.pooling,
             "model_sha256": clf.config.get("model_sha256"),
             "spam_threshold": clf.threshold,
+            # the score head's weights are divided by the temperature: calibrated probabilities
+            "calibration": clf.config.get("calibration") or {"method": "none", "temperature": 1.0},
         },
     }  # pipelines take the argmax; spam when P(spam) > this
 

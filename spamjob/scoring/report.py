@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from spamjob import stores
+from spamjob.calibration import binned
 from spamjob.config import LABELS
 from spamjob.fsutil import atomic_path, write_json
 from spamjob.operating import summarize
@@ -171,6 +172,7 @@ def build(total: Counts, per_input: dict[str, Counts], extra: dict, reference: d
             "unknown_labels": total.unknown_labels,
             "at_0.5": metrics(total.confusion_at_half),
             "pr_curve": pr_curve(total),
+            "reliability": binned(total.by_label, CURVE_EDGES),  # ECE over 15 bins, from the curve's counts
         }
     else:
         labels = {"labeled_rows": 0, "unknown_labels": total.unknown_labels}

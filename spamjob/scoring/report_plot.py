@@ -31,13 +31,14 @@ def plot(path: Path, r: dict) -> Path | None:
         return None
 
     with_labels, with_drift = r["accuracy"] is not None, r.get("drift") is not None
-    panels = 1 + 2 * with_labels + with_drift
+    panels = 1 + 3 * with_labels + with_drift
     fig = Figure(figsize=(4.3 * panels + 0.7, 3.5))
     axes = fig.subplots(1, panels)
     axes = list(axes) if panels > 1 else [axes]
     if with_labels:
         _confusion_panel(axes.pop(0), r)
         _pr_panel(axes.pop(0), r)
+        reliability_panel(axes.pop(0), {"these rows": r["labels"]["reliability"]})
     if with_drift:
         _drift_panel(axes.pop(), r)
     ax = axes[0]
@@ -100,3 +101,17 @@ def _pr_panel(ax, r: dict) -> None:
     ax.set_ylim(0, 1.02)
     ax.legend(loc="lower left", fontsize=8)
     ax.set_title("precision / recall")
+
+
+def reliability_panel(ax, curves: dict[str, dict]) -> None:
+    """Reliability diagram: observed spam share against mean predicted P(spam) per bin
+    (spamjob.calibration.reliability's points), one curve per label, the diagonal for reference."""
+    ax.plot([0, 1], [0, 1], ":", color="grey", lw=1)
+    for label, r in curves.items():
+        points = [(p, o) for p, o in zip(r["mean_predicted"], r["observed"]) if p is not None]
+        ece = f" (ECE {r['ece']:.3f})" if r.get("ece") is not None else ""
+        ax.plot([p for p, _ in points], [o for _, o in points], "o-", ms=3, lw=1.2, label=f"{label}{ece}")
+    ax.set_xlabel("mean predicted P(spam)")
+    ax.set_ylabel("observed spam share")
+    ax.set_title("reliability")
+    ax.legend(fontsize=7)

@@ -1,6 +1,7 @@
 """Evaluation during and after fine-tuning: loss and accuracy as integer counts summed over every
-process (each example counted once whatever their number), the probabilities of the full splits,
-and the operating point chosen on validation (spamjob.operating)."""
+process (each example counted once whatever their number), the logits of the full splits, their
+temperature (spamjob.calibration) and the operating point chosen on validation's calibrated
+probabilities (spamjob.operating)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from spamjob.calibration import figures, fit_temperature, sigmoid
 from spamjob.console import say
 from spamjob.data import SPLITS
 from spamjob.operating import ARGMAX, choose, counts_at, curve, parse_rule, thin
@@ -57,7 +59,8 @@ def evaluate_sums(
     probs: list | None = None,
 ) -> torch.Tensor:
     """Sums over (at most num_batches) batches: [batch-mean loss, batches, example loss, correct, examples];
-    with `probs`, (P(spam), label) tensors of every batch are appended to it."""
+    with `probs`, (z, label) tensors of every batch are appended to it: z the spam logit less the ham
+    logit (P(spam) = sigmoid(z))."""
     out = torch.zeros(5, dtype=torch.float64, device=device)  # summed on the device: one transfer at the end
     one = torch.ones((), dtype=torch.float64, device=device)
     for logits, labels in _logits(model, loader, device, autocast, num_batches):
@@ -66,7 +69,7 @@ def evaluate_sums(
             [losses.mean(), one, losses.sum(), (logits.argmax(-1) == labels).sum().double(), one * len(labels)]
         )
         if probs is not None:
-            probs.append((torch.softmax(logits, dim=-1)[:, 1], labels))
+            probs.append((logits[:, 1] - logits[:, 0], labels))
     return out.cpu()
 
 
@@ -95,12 +98,27 @@ def evaluate(run: Run) -> dict:
         }
         if pairs is not None:
             probs[name] = _gather_probs(pairs, accelerator)
-    final["operating_point"] = operating_point(probs, run.cfg.threshold_rule)
+    final["calibration"] = calibrate(probs, run.cfg.calibration)
+    temperature = final["calibration"]["temperature"]
+    calibrated = {name: (sigmoid(z / temperature), y) for name, (z, y) in probs.items()}
+    final["operating_point"] = operating_point(calibrated, run.cfg.threshold_rule)
     return final
 
 
+def calibrate(logits: dict[str, tuple[np.ndarray, np.ndarray]], method: str) -> dict:
+    """The temperature fitted on validation (1.0 for `none`, or without validation rows), and ECE and
+    Brier score before and after it on validation and test (spamjob.calibration)."""
+    val_z, val_y = logits["validation"]
+    temperature = fit_temperature(val_z, val_y) if method == "temperature" else 1.0
+    return {
+        "method": method,
+        "temperature": round(temperature, 6),
+        **{name: figures(z, y, round(temperature, 6)) for name, (z, y) in logits.items()},
+    }
+
+
 def _gather_probs(pairs: list, accelerator) -> tuple[np.ndarray, np.ndarray]:
-    """(P(spam), label) of every row of a split, from all processes (each row once)."""
+    """(z, label) of every row of a split, from all processes (each row once)."""
     from accelerate.utils import gather_object
 
     p = torch.cat([a for a, _ in pairs]).double().cpu().numpy() if pairs else np.empty(0)

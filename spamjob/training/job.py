@@ -226,7 +226,9 @@ def _write_artifact(run: Run, history: list[dict], metrics: dict, plots: PlotPro
     t0 = time.perf_counter()
     cfg, out, data_dir, model = run.cfg, run.out, run.data_dir, run.model
     examples_per_epoch = len(run.train_loader) * cfg.batch_size * run.accelerator.num_processes
-    plots.render(out, history, cfg.epochs, examples_per_epoch)  # drawn while the rest is written
+    plots.render(
+        out, history, cfg.epochs, examples_per_epoch, metrics["calibration"]
+    )  # drawn while the rest is written
     data = {}
     for name in SPLITS:
         f = next(data_dir / f"{name}{ext}" for ext in (".csv", ".parquet") if (data_dir / f"{name}{ext}").exists())
@@ -237,6 +239,7 @@ def _write_artifact(run: Run, history: list[dict], metrics: dict, plots: PlotPro
         "pooling": cfg.pooling,
         "padding": cfg.padding,
         "operating_point": {k: metrics["operating_point"][k] for k in ("rule", "threshold", "rule_met")},
+        "calibration": {k: metrics["calibration"][k] for k in ("method", "temperature")} | {"fit_on": "validation"},
         "training": cfg.to_dict(),
         "base_weights": {"source": cfg.weights, "folder": str(model.weights_dir) if model.weights_dir else None},
         "data": {
@@ -255,6 +258,17 @@ def _write_artifact(run: Run, history: list[dict], metrics: dict, plots: PlotPro
     metrics["phases_s"] = {k: round(v, 3) for k, v in metrics["phases_s"].items()}
 
 
+def calibrated_line(c: dict) -> str:
+    """How the run's probabilities were calibrated, and what it changed on validation."""
+    if c["method"] == "none":
+        return f"probabilities not calibrated (--calibration none): validation ECE {c['validation']['ece_before']}"
+    v = c["validation"]
+    return (
+        f"calibrated: temperature {c['temperature']:.4g} (fitted on validation): ECE {v['ece_before']} -> "
+        f"{v['ece_after']}, Brier {v['brier_before']} -> {v['brier_after']}"
+    )
+
+
 def trained_line(metrics: dict, out: str) -> str:
     """The final lines a run prints."""
     acc = " | ".join(f"{n} {metrics[n]['accuracy'] * 100:.2f}% ({metrics[n]['examples']})" for n in SPLITS)
@@ -264,6 +278,7 @@ def trained_line(metrics: dict, out: str) -> str:
         f"accuracy: {acc}\n"
         f"operating point ({op['rule']}, on validation): spam when P(spam) > {op['threshold']:.4g}; test precision "
         f"{at['precision'] * 100:.2f}%, recall {at['recall'] * 100:.2f}%, accuracy {at['accuracy'] * 100:.2f}%\n"
+        f"{calibrated_line(metrics['calibration'])}\n"
         f"trained {metrics['epochs']} epochs, {metrics['examples_seen']:,} examples in {metrics['train_time_s']:.1f} s "
         f"({metrics['train_examples_per_s']} examples/s) on {metrics['num_processes']} process(es), "
         f"wall {metrics['wall_time_s']:.1f} s\n"

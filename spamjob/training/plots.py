@@ -82,6 +82,25 @@ def training_plots(run_dir: str | os.PathLike, history: list[dict], epochs: int,
     return out
 
 
+def reliability_plot(run_dir: str | os.PathLike, calibration: dict) -> Path:
+    """reliability.png: validation's reliability before and after the temperature (spamjob.calibration)."""
+    from matplotlib.figure import Figure
+
+    from spamjob.scoring.report_plot import reliability_panel
+
+    fig = Figure(figsize=(4.5, 4))
+    val = calibration["validation"]
+    t = calibration["temperature"]
+    reliability_panel(
+        fig.subplots(), {"validation, raw": val["reliability_before"], f"T = {t:.3g}": val["reliability_after"]}
+    )
+    fig.tight_layout()
+    path = Path(run_dir) / "reliability.png"
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    return path
+
+
 @contextlib.contextmanager
 def plot_process(enabled: bool, started: PlotProcess | None = None) -> Iterator[PlotProcess | None]:
     """A PlotProcess for the block (None where `enabled` is false, e.g. not the main process),
@@ -123,13 +142,17 @@ class PlotProcess:
         )
         count_as_own(self._proc.pid)  # its import is not load that should lower training's threads
 
-    def render(self, run_dir: str | os.PathLike, history: list[dict], epochs: int, examples_per_epoch: int) -> None:
-        """Hand over the finished history; the child writes loss.png and accuracy.png."""
+    def render(
+        self, run_dir: str | os.PathLike, history: list[dict], epochs: int, examples_per_epoch: int, calibration=None
+    ) -> None:
+        """Hand over the finished history (and the calibration's figures); the child writes loss.png,
+        accuracy.png (and reliability.png)."""
         request = {
             "run_dir": str(run_dir),
             "history": history,
             "epochs": epochs,
             "examples_per_epoch": examples_per_epoch,
+            "calibration": calibration,
         }
         try:
             self._proc.stdin.write(json.dumps(request).encode())
@@ -171,6 +194,8 @@ def _child() -> None:
         return
     r = json.loads(data)
     training_plots(r["run_dir"], r["history"], r["epochs"], r["examples_per_epoch"])
+    if r.get("calibration"):
+        reliability_plot(r["run_dir"], r["calibration"])
 
 
 if __name__ == "__main__":

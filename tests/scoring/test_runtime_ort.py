@@ -83,6 +83,7 @@ def test_the_graph_is_exported_once_per_classifier_and_reused(inputs, classifier
     assert checks["fp32"]["max_abs_diff"] <= 1e-4 and checks["fp32"]["messages"] > 6
 
 
+@pytest.mark.slow  # (16 s together: the default suite stays under 5 minutes)
 def test_a_graph_that_fails_its_check_is_never_used(classifier_dir, tmp_path, monkeypatch):
     from spamjob.errors import SpamjobError
     from spamjob.scoring.runtimes import ort, ort_graph
@@ -99,6 +100,7 @@ def test_a_graph_that_fails_its_check_is_never_used(classifier_dir, tmp_path, mo
     assert made == [1]  # exported again: the failed folder was not taken for a checked one
 
 
+@pytest.mark.slow
 def test_a_damaged_cached_graph_is_made_again_with_a_note(inputs, classifier_dir, tmp_path, capsys):
     """The cached graph is checked against the sha256 recorded when it was made: a partial copy (which
     ONNX Runtime cannot load: one line, never its traceback) or a flipped byte (which it would load and

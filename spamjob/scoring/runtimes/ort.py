@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from spamjob import __version__, digests, extras
-from spamjob.artifact import load_classifier, local_folder
+from spamjob.artifact import load_classifier, local_folder, temperature
 from spamjob.digests import damaged, differ, remade
 from spamjob.errors import SpamjobError
 from spamjob.fsutil import cache_dir, locked, read_json, sha256_file, write_json
@@ -97,10 +97,13 @@ def scoring_graph(model: str | os.PathLike, quantize: str | None = None) -> Path
 
 
 def _graph_folder(run_dir: Path) -> Path:
-    """Where the cache keeps a classifier's graphs: keyed by its weights and every version that makes them."""
+    """Where the cache keeps a classifier's graphs: keyed by its weights, its temperature and every
+    version that makes them."""
     ort = require_onnxruntime("--runtime onnxruntime")
-    weights = read_json(run_dir / "config.json").get("model_sha256") or sha256_file(run_dir / "model.safetensors")
-    made_by = f"{weights} spamjob {__version__} torch {torch.__version__} {exporter()} onnxruntime {ort.__version__}"
+    config = read_json(run_dir / "config.json")
+    weights = config.get("model_sha256") or sha256_file(run_dir / "model.safetensors")
+    made_by = f"{weights} T {temperature(config)} spamjob {__version__} torch {torch.__version__}"
+    made_by += f" {exporter()} onnxruntime {ort.__version__}"
     return cache_dir() / "onnx" / hashlib.sha256(made_by.encode()).hexdigest()[:16]
 
 

@@ -224,5 +224,7 @@ def describe(clf, checks: dict) -> dict:
         "labels": clf.labels,
         "spam_threshold": clf.threshold,
         "model_sha256": clf.config.get("model_sha256"),
+        # the head's weights are divided by the temperature: outputs are calibrated probabilities
+        "calibration": clf.config.get("calibration") or {"method": "none", "temperature": 1.0},
         "checked_with_onnxruntime": checks,
     }
