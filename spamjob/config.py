@@ -117,6 +117,7 @@ OutputFormat = Literal["parquet", "csv"]
 Quantize = Literal["int8"]
 CsvBlocks = Literal["auto", "off"]
 Calibration = Literal["temperature", "none"]
+ReportTo = Literal["tensorboard", "mlflow", "wandb", "all", "none"]
 
 PRESETS = {
     # The book's recipe: last padded position, padding to the longest training message,
@@ -223,6 +224,12 @@ class TrainConfig:
     """Calibrate P(spam) after training: temperature (one scalar fitted on the validation split, kept in
     config.json and applied by every runtime and export; the threshold is picked on calibrated
     scores) or none [default preset: temperature; reference: none]."""
+    report_to: ReportTo = "none"
+    """Log the run to experiment trackers through accelerate: tensorboard, mlflow, wandb, all (every one
+    installed) or none; the options as hyperparameters, losses and accuracies at each evaluation, the
+    final figures, and (MLflow) the classifier folder as an artifact (`pip install 'spamjob[mlflow]'`...)."""
+    tracking_dir: str | None = option(None, folder=True)
+    """Where TensorBoard's event files (and, without $MLFLOW_TRACKING_URI, MLflow's SQLite store) go [OUT/tracking]."""
     cache_budget_mb: int = option(4096, min=0)
     """Largest prefix cache per process; over it the frozen blocks run every step."""
     tokenizer: str | None = option(None, folder=True)

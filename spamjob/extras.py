@@ -19,6 +19,9 @@ EXTRAS = {
     "s3": (("s3fs",), "s3fs"),
     "gcs": (("gcsfs",), "gcsfs"),
     "azure": (("adlfs",), "adlfs"),
+    "tensorboard": (("tensorboard",), "TensorBoard"),
+    "mlflow": (("mlflow",), "MLflow"),
+    "wandb": (("wandb",), "Weights & Biases (wandb)"),
 }
 
 

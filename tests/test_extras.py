@@ -28,9 +28,24 @@ EXTRAS = {  # an extra, and the libraries (of these) it brings
     "s3": ("s3fs",),
     "gcs": ("gcsfs",),
     "azure": ("adlfs",),
+    "tensorboard": ("tensorboard",),
+    "mlflow": ("mlflow",),
+    "wandb": ("wandb",),
 }
 LIBRARIES = sorted({lib for libs in EXTRAS.values() for lib in libs})
-STORES = {"s3": "s3", "gcs": "gs", "azure": "abfs"}  # an extra for a store, and the store's URI scheme
+STORES = {"s3": "s3", "gcs": "gs", "azure": "abfs"}
+TINY_TRAIN = [
+    "--weights",
+    "random",
+    "--n-layers",
+    "2",
+    "--emb-dim",
+    "32",
+    "--n-heads",
+    "2",
+    "--epochs",
+    "1",
+]  # an extra for a store, and the store's URI scheme
 
 
 @pytest.fixture(scope="module")
@@ -158,6 +173,13 @@ def _command(extra: str, venv: Path, ctx: dict) -> tuple[list[str], str]:
             [spamjob, "generate", "--weights", ctx["openai"], "Every effort moves you", "--max-new-tokens", "5"],
             "Every effort moves you",
         ),
+        **{  # a tracker's extra: a tiny fine-tune reporting to it (W&B offline: WANDB_MODE in _run_alone)
+            tracker: (
+                [spamjob, "train", "--data", ctx["data"], *TINY_TRAIN, "--report-to", tracker, "--out", out],
+                "accuracy: train",
+            )
+            for tracker in ("tensorboard", "mlflow", "wandb")
+        },
     }[extra]
 
 
@@ -220,6 +242,7 @@ def _run_alone(extra: str, venv: Path, ctx: dict) -> None:
         "PYSPARK_PYTHON": python,
         "SPARK_LOCAL_IP": "127.0.0.1",
         "RAY_USAGE_STATS_ENABLED": "0",
+        "WANDB_MODE": "offline",
         **ctx["env"],
     }
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ctx["tmp"], timeout=900)

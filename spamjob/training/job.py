@@ -30,6 +30,7 @@ from spamjob.hardware import cpu
 from spamjob.model import count_params
 from spamjob.text import encode
 from spamjob.threads import apply_threads, choose_threads
+from spamjob.training import tracking
 from spamjob.training.checkpoints import TrainState, check_resume, save_checkpoint, start_state
 from spamjob.training.evaluate import eval_pair, evaluate
 from spamjob.training.loaders import to_device
@@ -54,6 +55,7 @@ def main(cfg: TrainConfig, plots: PlotProcess | None = None) -> dict:
     `plots`: a plotting child started earlier (spamjob.training.plots.early_plot_process)."""
     wall0 = time.perf_counter()
     cfg = cfg.resolved()
+    tracking.check(cfg.report_to)  # a tracker that is not installed: before any work
     accelerator = accelerator_for(cfg)
     threads = apply_threads(cfg.threads)
     out = Path(cfg.out)
@@ -80,14 +82,17 @@ def main(cfg: TrainConfig, plots: PlotProcess | None = None) -> dict:
         run = Run(
             cfg, accelerator, out, data_dir, model, max_length, slices, classifier, optimizer, train_loader, val_loader
         )
+        tracking.start(accelerator, cfg)
         state = fit(run, start_state(cfg, accelerator, out))
         phases["train_s"] = state.train_time_s
         t0 = time.perf_counter()
         final = evaluate(run)
         phases["final_eval_s"] = time.perf_counter() - t0
         metrics = {**_metrics(run, state, final, cache_info, phases), "threads": threads}
+        tracking.log_final(accelerator, metrics, state.global_step)
         if accelerator.is_main_process:
             _write_artifact(run, state.history, metrics, plots)
+            tracking.log_artifact(accelerator, out)
             if cfg.scoring_graphs:
                 metrics["scoring_graphs"] = _scoring_graphs(out)
             metrics["wall_time_s"] = round(time.perf_counter() - wall0, 3)
@@ -118,6 +123,7 @@ def fit(run: Run, state: TrainState) -> TrainState:
                 "val_acc": val_acc,
             }
         )
+        tracking.log_record(accelerator, state.history[-1])
         say(f"Training accuracy: {train_acc * 100:.2f}% | Validation accuracy: {val_acc * 100:.2f}%")
         state.epoch = epoch + 1
         state.train_time_s += time.perf_counter() - t0
@@ -160,6 +166,7 @@ def _train_epoch(run: Run, state: TrainState, epoch: int) -> None:
                     "val_loss": val_loss,
                 }
             )
+            tracking.log_record(accelerator, state.history[-1])
             say(f"Ep {epoch + 1} (Step {state.global_step:06d}): Train loss {train_loss:.3f}, Val loss {val_loss:.3f}")
     bar.close()
 

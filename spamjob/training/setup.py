@@ -19,7 +19,7 @@ from spamjob.data import SPLITS, load_split, prepare
 from spamjob.errors import SpamjobError
 from spamjob.model import GPTModel, SpamClassifier, first_trainable_block, freeze, replace_head
 from spamjob.text import load_tokenizer
-from spamjob.training import accelerated
+from spamjob.training import accelerated, tracking
 from spamjob.training.checkpoints import save_trainable_only
 from spamjob.training.loaders import PrefixCache, RankSlice, make_loader
 from spamjob.training.optimizer import AdamW
@@ -60,6 +60,7 @@ def accelerator_for(cfg: TrainConfig):
         cpu=not gpu,
         mixed_precision=resolve_mixed_precision(cfg.mixed_precision, gpu, cfg.width),
         gradient_accumulation_steps=cfg.grad_accum,
+        **tracking.accelerator_options(cfg),
     )
 
 
