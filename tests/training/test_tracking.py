@@ -110,6 +110,17 @@ def test_mlflow_local_store_and_a_real_tracking_server(data_dir, tmp_path):
     r = subprocess.run([*cmd, "--out", str(local)], env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     check_mlflow(f"sqlite:///{local / 'tracking' / 'mlflow.db'}", local)
+    files = tmp_path / "file-store"  # a `file:` store, where MLflow still takes one (3.x: when allowed)
+    store = {"MLFLOW_TRACKING_URI": files.as_uri(), "MLFLOW_ALLOW_FILE_STORE": "true"}
+    r = subprocess.run(
+        [*cmd, "--out", str(tmp_path / "filed")], env={**env, **store}, capture_output=True, text=True, timeout=600
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"
+    try:
+        check_mlflow(files.as_uri(), tmp_path / "filed")
+    finally:
+        del os.environ["MLFLOW_ALLOW_FILE_STORE"]
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
