@@ -364,6 +364,9 @@ def spamjob(*args: str, env: dict | None = None, drop: tuple = ()) -> subprocess
     )
 
 
+# A fine-tune of a tiny random model for one epoch: `spamjob train` options (a few seconds on a CPU)
+TINY_RUN = ["--weights", "random", "--n-layers", "2", "--emb-dim", "32", "--n-heads", "2", "--epochs", "1"]
+
 # Two ranks on the CPU (with ACCELERATE_USE_CPU=1), from the repository root
 TWO_CPU_RANKS = [
     "accelerate",

@@ -16,6 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from support import TINY_RUN
 
 REPO = Path(__file__).resolve().parents[1]
 EXTRAS = {  # an extra, and the libraries (of these) it brings
@@ -33,19 +34,7 @@ EXTRAS = {  # an extra, and the libraries (of these) it brings
     "wandb": ("wandb",),
 }
 LIBRARIES = sorted({lib for libs in EXTRAS.values() for lib in libs})
-STORES = {"s3": "s3", "gcs": "gs", "azure": "abfs"}
-TINY_TRAIN = [
-    "--weights",
-    "random",
-    "--n-layers",
-    "2",
-    "--emb-dim",
-    "32",
-    "--n-heads",
-    "2",
-    "--epochs",
-    "1",
-]  # an extra for a store, and the store's URI scheme
+STORES = {"s3": "s3", "gcs": "gs", "azure": "abfs"}  # an extra for a store, and the store's URI scheme
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +164,7 @@ def _command(extra: str, venv: Path, ctx: dict) -> tuple[list[str], str]:
         ),
         **{  # a tracker's extra: a tiny fine-tune reporting to it (W&B offline: WANDB_MODE in _run_alone)
             tracker: (
-                [spamjob, "train", "--data", ctx["data"], *TINY_TRAIN, "--report-to", tracker, "--out", out],
+                [spamjob, "train", "--data", ctx["data"], *TINY_RUN, "--report-to", tracker, "--out", out],
                 "accuracy: train",
             )
             for tracker in ("tensorboard", "mlflow", "wandb")

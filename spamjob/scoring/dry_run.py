@@ -27,7 +27,7 @@ from spamjob.scoring.core import BatchScorer
 from spamjob.scoring.csv_reader import CsvOptions
 from spamjob.scoring.output import open_output
 from spamjob.scoring.output.names import unit_name
-from spamjob.scoring.setup import Input, read_inputs
+from spamjob.scoring.setup import Input, read_inputs, scorer_for
 from spamjob.threads import apply_threads
 
 SAMPLE_ROWS = 4096  # rows tokenized for token counts, and scored for the calibration
@@ -60,17 +60,8 @@ def main(cfg: ScoreConfig) -> dict:
     todo = [i for i, p in zip(inputs, planned) if p.new and i.columns is not None]
     texts = _spread([samples[i.source.path][0] for i in todo], SAMPLE_ROWS)
     threads = apply_threads(cfg.threads, workers=not cfg.compile)
-    scorer = BatchScorer(
-        cfg.model,
-        mixed_precision=cfg.mixed_precision,
-        batch_tokens=cfg.batch_tokens,
-        quantize=cfg.quantize,
-        compile=cfg.compile,
-        workers=threads.get("workers", 1),
-        threshold=cfg.threshold,
-        runtime=cfg.runtime,
-        dedup=False,  # the sample is scored again and again: each time at full cost
-    )
+    # (the sample is scored again and again: without dedup, each time at full cost)
+    scorer = scorer_for(cfg, None, threads.get("workers", 1), dedup=False)
     try:
         startup = time.perf_counter() - t0
         lengths = np.asarray(scorer.tokenize(texts).lengths) if texts else np.empty(0)

@@ -157,19 +157,7 @@ def setup(cfg: ScoreConfig) -> ScoreJob:
     renamed = renamed_for_output(c for i in inputs if i.columns is not None for c in i.columns.keep)
     schema = output_schema(inputs, cfg.format, renamed)
     # The tokenizer processes (GPU) start first and load their tokenizers while the model loads.
-    scorer = BatchScorer(
-        cfg.model,
-        device=accelerator.device,
-        mixed_precision=cfg.mixed_precision,
-        batch_tokens=cfg.batch_tokens,
-        quantize=cfg.quantize,
-        compile=cfg.compile,
-        tokenize_workers=tok_workers,
-        workers=threads.get("workers", 1),
-        threshold=cfg.threshold,
-        runtime=cfg.runtime,
-        dedup=cfg.dedup,
-    )
+    scorer = scorer_for(cfg, accelerator.device, threads.get("workers", 1), tok_workers)
     reference = drift_reference(cfg, scorer)
     plan = _plan(cfg, scorer, inputs)
     run = _prepare(cfg, out, plan, schema, accelerator.is_main_process)
@@ -197,6 +185,23 @@ def setup(cfg: ScoreConfig) -> ScoreJob:
     )
     job.bar = _progress_bar(cfg, out, inputs, accelerator)
     return job
+
+
+def scorer_for(cfg: ScoreConfig, device, workers: int, tokenize_workers: int = 0, dedup: bool | None = None):
+    """The job's BatchScorer, as its options ask (`dedup`: other than --dedup's, e.g. for --dry-run)."""
+    return BatchScorer(
+        cfg.model,
+        device=device,
+        mixed_precision=cfg.mixed_precision,
+        batch_tokens=cfg.batch_tokens,
+        quantize=cfg.quantize,
+        compile=cfg.compile,
+        tokenize_workers=tokenize_workers,
+        workers=workers,
+        threshold=cfg.threshold,
+        runtime=cfg.runtime,
+        dedup=cfg.dedup if dedup is None else dedup,
+    )
 
 
 def _progress_bar(cfg: ScoreConfig, out: OutputFolder, inputs: list[Input], accelerator) -> tqdm:

@@ -137,14 +137,7 @@ def test_sigkill_and_a_run_started_together(sms_path, classifier_dir, tmp_path):
     killed = run_in_repo(cmd, env={"SPAMJOB_KILL_AFTER_WINDOWS": "3"})
     assert killed.returncode == -signal.SIGKILL
     # A run started while another runs stops in one line, writing nothing; the first finishes.
-    first = subprocess.Popen(
-        cmd,
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=_env({"SPAMJOB_PAUSE_AFTER_WINDOWS": "1:15"}),
-    )
+    first = paused_run(cmd, {}, 15)
     time.sleep(8)  # the first is paused after its first window
     second = run_in_repo(cmd)
     assert second.returncode == 1 and "is still running; this run stops" in second.stderr, second.stderr
@@ -160,8 +153,12 @@ def test_sigkill_and_a_run_started_together(sms_path, classifier_dir, tmp_path):
     pd.testing.assert_frame_equal(current_view(out), current_view(full))
 
 
-def _env(extra: dict | None = None) -> dict:
-    return {**os.environ, **(extra or {})}
+def paused_run(cmd: list[str], env: dict, seconds: int) -> subprocess.Popen:
+    """`cmd` started, to pause `seconds` after its first window (a run caught mid-work)."""
+    pause = {"SPAMJOB_PAUSE_AFTER_WINDOWS": f"1:{seconds}"}
+    return subprocess.Popen(
+        cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **env, **pause}
+    )
 
 
 def store_view(uri: str) -> pd.DataFrame:
@@ -189,14 +186,7 @@ def test_three_runs_over_s3_with_a_kill_and_a_run_started_together(sms_path, cla
         killed = run_in_repo(cmd, env={**env, "SPAMJOB_KILL_AFTER_WINDOWS": "3"})
         assert killed.returncode == -signal.SIGKILL
         time.sleep(4)  # its record no longer beats
-        first = subprocess.Popen(
-            cmd,
-            cwd=REPO,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=_env({**env, "SPAMJOB_PAUSE_AFTER_WINDOWS": "1:12"}),
-        )
+        first = paused_run(cmd, env, 12)
         time.sleep(8)  # paused after its first window, beating all the while
         second = run_in_repo(cmd, env=env)
         assert second.returncode == 1 and "is still running; this run stops" in second.stderr, second.stderr

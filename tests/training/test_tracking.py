@@ -14,11 +14,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from support import TWO_CPU_RANKS, run_in_repo
+from support import TINY_RUN, TWO_CPU_RANKS, run_in_repo
 
 from spamjob.cli import cli
-
-TINY = ["--weights", "random", "--n-layers", "2", "--emb-dim", "32", "--n-heads", "2", "--epochs", "1"]
 
 
 def history(out: Path) -> list[dict]:
@@ -59,7 +57,7 @@ def test_tensorboard_events_equal_history(data_dir, tmp_path):
     pytest.importorskip("tensorboard")
     out = tmp_path / "r"
     r = CliRunner().invoke(
-        cli, ["train", "--data", str(data_dir), "--out", str(out), *TINY, "--report-to", "tensorboard"]
+        cli, ["train", "--data", str(data_dir), "--out", str(out), *TINY_RUN, "--report-to", "tensorboard"]
     )
     assert r.exit_code == 0, r.output
     scalars = tensorboard_scalars(out / "tracking")
@@ -75,7 +73,9 @@ def test_a_tracker_that_is_not_installed_is_one_line_before_any_work(data_dir, t
     real = extras.is_available
     monkeypatch.setattr(extras, "is_available", lambda name: name != "wandb" and real(name))
     out = tmp_path / "r"
-    r = CliRunner().invoke(cli, ["train", "--data", str(data_dir), "--out", str(out), *TINY, "--report-to", "wandb"])
+    r = CliRunner().invoke(
+        cli, ["train", "--data", str(data_dir), "--out", str(out), *TINY_RUN, "--report-to", "wandb"]
+    )
     assert r.exit_code == 1 and r.output.strip().splitlines() == [
         "Error: --report-to wandb needs Weights & Biases (wandb): pip install 'spamjob[wandb]'"
     ]
@@ -106,7 +106,7 @@ def test_mlflow_local_store_and_a_real_tracking_server(data_dir, tmp_path):
     pytest.importorskip("mlflow")
     local = tmp_path / "local"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    cmd = [sys.executable, "-m", "spamjob.cli", "train", "--data", str(data_dir), *TINY, "--report-to", "mlflow"]
+    cmd = [sys.executable, "-m", "spamjob.cli", "train", "--data", str(data_dir), *TINY_RUN, "--report-to", "mlflow"]
     r = subprocess.run([*cmd, "--out", str(local)], env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     check_mlflow(f"sqlite:///{local / 'tracking' / 'mlflow.db'}", local)
@@ -183,7 +183,7 @@ def test_two_cpu_ranks_log_once(data_dir, tmp_path):
             str(data_dir),
             "--out",
             str(out),
-            *TINY,
+            *TINY_RUN,
             "--report-to",
             "tensorboard",
         ],
@@ -199,7 +199,7 @@ def test_weights_and_biases_offline(data_dir, tmp_path):
     pytest.importorskip("wandb")
     out = tmp_path / "r"
     env = {"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_SILENT": "true"}
-    cmd = [sys.executable, "-m", "spamjob.cli", "train", "--data", str(data_dir), "--out", str(out), *TINY]
+    cmd = [sys.executable, "-m", "spamjob.cli", "train", "--data", str(data_dir), "--out", str(out), *TINY_RUN]
     r = run_in_repo([*cmd, "--report-to", "wandb"], env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     (run_file,) = (tmp_path / "wandb").glob("offline-run-*/run-*.wandb")  # one run, kept on disk
