@@ -88,6 +88,7 @@ def test_int8_graph_and_its_agreement(classifier_dir, exported, texts):
     )
 
 
+@pytest.mark.slow  # (17 s in CI: a reference-preset run exported; the default suite stays under 5 minutes)
 def test_last_pooling_exports_with_rows_padded_to_max_length(data_dir, tmp_path, texts):
     from spamjob.artifact import load_classifier
     from spamjob.config import TrainConfig
