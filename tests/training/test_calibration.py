@@ -84,6 +84,30 @@ def test_onnx_runtime_applies_the_same_temperature(classifier_dir, data_dir, tmp
 
 
 @pytest.mark.slow
+def test_the_transformers_export_applies_the_same_temperature(classifier_dir, tmp_path):
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from spamjob.export.hf import export_hf
+
+    old = uncalibrated_copy(classifier_dir, tmp_path / "old")
+    t = json.loads((classifier_dir / "config.json").read_text())["calibration"]["temperature"]
+    texts = ["WIN a free prize now!!! call 0800 123", "see you at 5", "Your account is locked, click here"]
+    probs = []
+    for run, name in ((classifier_dir, "cal"), (old, "raw")):
+        export_hf(run, tmp_path / name)
+        tok = AutoTokenizer.from_pretrained(tmp_path / name)
+        model = AutoModelForSequenceClassification.from_pretrained(tmp_path / name).eval()
+        with torch.no_grad():
+            logits = model(**tok(texts, padding=True, return_tensors="pt")).logits.double()
+        probs.append(torch.softmax(logits, -1)[:, 1].numpy())
+    cal, raw = probs
+    assert np.abs(cal - sigmoid(np.log(raw / (1 - raw)) / t)).max() < 1e-6
+    exported = json.loads((tmp_path / "cal" / "config.json").read_text())["spamjob"]["calibration"]
+    assert exported == {"method": "temperature", "temperature": t, "fit_on": "validation"}
+
+
+@pytest.mark.slow
 def test_reference_split_4x256_calibration_lowers_validation_ece_and_keeps_argmax_accuracy(data_dir, tmp_path):
     from spamjob.config import TrainConfig
     from spamjob.training.job import main
