@@ -37,16 +37,16 @@ from spamjob.engines.ray_cluster import WHERE_NODES_WRITE, check_nodes, join, la
 from spamjob.errors import SpamjobError
 from spamjob.fsutil import read_json
 from spamjob.operating import threshold_record
+from spamjob.scoring import metrics, runtimes
 from spamjob.scoring import plan as job_plan
 from spamjob.scoring import report as rep
-from spamjob.scoring import runtimes
 from spamjob.scoring.columns import OUTPUT_COLUMNS, check_wanted, kept_columns, renamed_for_output, text_column_of
 from spamjob.scoring.core import BatchScorer, Window, prepare_window
 from spamjob.scoring.csv_reader import CsvOptions
 from spamjob.scoring.inputs import find, say_skipped, skipped_counts
 from spamjob.scoring.output import open_output
 from spamjob.scoring.output.lookup import check_out
-from spamjob.scoring.output.names import PREDICTIONS
+from spamjob.scoring.output.names import METRICS, PREDICTIONS
 from spamjob.scoring.recount import count_folder
 from spamjob.stores import is_uri
 from spamjob.text import encode_flat, load_tokenizer
@@ -298,6 +298,9 @@ def _report(out, counts: tuple, cfg, wall0: float, facts: dict, actors: int) -> 
     report = rep.build(total, per_input, extra)
     with out.staged() as folder:
         rep.write(folder, report)
+        metrics.write(folder / METRICS, report, out.location)
+    if cfg.metrics_file:
+        metrics.write(cfg.metrics_file, report, out.location)
     return report
 
 

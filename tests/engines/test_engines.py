@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
+from support import metric_values
 
 from spamjob.cli import cli
 
@@ -157,6 +158,8 @@ def test_score_engine_ray_from_the_cli(ray_cluster, rows, by_spamjob, classifier
     assert mine["num_processes"] == 1 and mine["actors"] >= 1 and "Ray actors: " in r.stdout
     assert f"Ray actors: {mine['actors']}" in (tmp_path / "o" / "report.md").read_text()
     assert (tmp_path / "o" / "_SUCCESS").is_file()
+    prom = metric_values((tmp_path / "o" / "metrics.prom").read_text())  # as `spamjob score`'s engine writes it
+    assert prom["spamjob_score_rows"][(str((tmp_path / "o").resolve()), "read")] == 400
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and again.stdout.startswith(f"already complete: {tmp_path / 'o'} holds this job's")
     # --id-column: first in the output, as spamjob score puts it (to join predictions back).
