@@ -109,7 +109,11 @@ def test_env_says_what_train_and_score_would_pick():
     facts = json.loads(spamjob("env", "--json").stdout)  # the tests' CPU: no bf16 unit
     assert facts["score"]["precision"] == facts["train"]["precision"] == "no"
     assert facts["cpu"]["read_from"] == hardware.ENV and facts["score"]["model_workers"] >= 1
-    assert set(facts["extras"]) == {"tf", "lora", "ray", "spark", "onnx", "openvino", "s3", "gcs", "azure"}
+    assert set(facts["extras"]) == {"tf", "lora", "ray", "spark", "onnx", "openvino", "s3", "gcs", "azure"} | {
+        "tensorboard",
+        "mlflow",
+        "wandb",
+    }
 
 
 def test_int8_and_fp32_runtimes_keep_their_precision_on_a_bf16_machine(machine):
